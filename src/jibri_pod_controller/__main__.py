@@ -1,0 +1,5 @@
+import sys
+
+from jibri_pod_controller.app import main
+
+sys.exit(main())

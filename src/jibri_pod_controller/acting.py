@@ -1,0 +1,186 @@
+"""The one place where a decided action becomes API calls, a metric, an Event and a log line.
+
+Dry-run lives here and nowhere else: the action is logged and counted with result ``dry-run``
+and nothing is written.
+
+The detach is a single JSON merge patch that sets the busy labels, the cluster autoscaler's
+safe-to-evict annotation, and two bookkeeping annotations (when the pod became busy, and its
+restart count then, which the restarted-while-busy rule compares against). It carries the pod's
+uid, so a newer pod reusing the name is never touched. Deletes carry a uid precondition; a 404
+means someone else (another replica, the sweeper, a human) already did it, which is success.
+Events are recorded in the background: they must never delay Jibri's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from jibri_pod_controller.decisions import Action, Delete, Detach, Nothing
+from jibri_pod_controller.kube import Cluster, Conflict, KubeError, NotFound
+from jibri_pod_controller.metrics import Metrics
+from jibri_pod_controller.pods import (
+    ANNOTATION_BUSY_SINCE,
+    ANNOTATION_RESTARTS_AT_BUSY,
+    ANNOTATION_SAFE_TO_EVICT,
+    PodFacts,
+)
+
+log = logging.getLogger("jibri_pod_controller.actions")
+
+
+class Result(StrEnum):
+    DONE = "done"
+    DRY_RUN = "dry-run"
+    GONE = "gone"
+    """The pod was already gone (or replaced by a newer pod of the same name)."""
+    NONE = "none"
+    FAILED = "failed"
+
+
+class Source(StrEnum):
+    WEBHOOK = "webhook"
+    SWEEP = "sweep"
+
+
+def detach_patch(
+    *, busy_labels: Mapping[str, str], restart_count: int, now: datetime
+) -> dict[str, Any]:
+    """The merge patch that takes a pod out of its Deployment and protects it."""
+    return {
+        "metadata": {
+            "labels": dict(busy_labels),
+            "annotations": {
+                ANNOTATION_SAFE_TO_EVICT: "false",
+                ANNOTATION_BUSY_SINCE: now.astimezone(UTC).isoformat(timespec="seconds"),
+                ANNOTATION_RESTARTS_AT_BUSY: str(restart_count),
+            },
+        }
+    }
+
+
+@dataclass
+class Actuator:
+    cluster: Cluster
+    metrics: Metrics
+    busy_labels: Mapping[str, str]
+    dry_run: bool = False
+    wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def __post_init__(self) -> None:
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def apply(
+        self, action: Action, pod: PodFacts, *, source: Source, started: float | None = None
+    ) -> Result:
+        """Carry out ``action`` on ``pod``. Raises `KubeError` when the API call failed."""
+        begin = time.monotonic() if started is None else started
+        kind = _kind(action)
+        if isinstance(action, Nothing):
+            self._count(kind, action.reason, source, Result.NONE)
+            return Result.NONE
+        if self.dry_run:
+            result = Result.DRY_RUN
+        else:
+            try:
+                result = await self._write(action, pod)
+            except KubeError as exc:
+                self.metrics.api_errors.labels(operation=kind, kind=exc.kind).inc()
+                self._count(kind, action.reason, source, Result.FAILED)
+                log.error(
+                    "%s failed",
+                    kind,
+                    extra={
+                        "pod": pod.name,
+                        "action": kind,
+                        "reason": action.reason,
+                        "source": source,
+                        "error": str(exc),
+                    },
+                )
+                raise
+        elapsed = time.monotonic() - begin
+        if isinstance(action, Detach) and result is Result.DONE:
+            self.metrics.detach_latency.observe(elapsed)
+        self._count(kind, action.reason, source, result)
+        log.info(
+            "%s %s",
+            kind,
+            pod.name,
+            extra={
+                "pod": pod.name,
+                "uid": pod.uid,
+                "action": kind,
+                "reason": action.reason,
+                "source": source,
+                "result": result,
+                "ms": round(elapsed * 1000, 1),
+            },
+        )
+        if result is Result.DONE:
+            self._record_event(action, pod, source)
+        return result
+
+    async def _write(self, action: Detach | Delete, pod: PodFacts) -> Result:
+        if isinstance(action, Detach):
+            patch = detach_patch(
+                busy_labels=self.busy_labels,
+                restart_count=pod.restart_count,
+                now=self.wall_clock(),
+            )
+            try:
+                await self.cluster.patch_pod(
+                    name=pod.name, uid=pod.uid, patch=patch, resource_version=pod.resource_version
+                )
+            except NotFound:
+                return Result.GONE
+            return Result.DONE
+        try:
+            deleted = await self.cluster.delete_pod(name=pod.name, uid=pod.uid)
+        except Conflict:
+            return Result.GONE  # the uid precondition failed: the name now holds a newer pod
+        return Result.DONE if deleted else Result.GONE
+
+    def _count(self, kind: str, reason: str, source: Source, result: Result) -> None:
+        self.metrics.actions.labels(action=kind, reason=reason, source=source, result=result).inc()
+
+    def _record_event(self, action: Detach | Delete, pod: PodFacts, source: Source) -> None:
+        if isinstance(action, Detach):
+            reason, message = (
+                "JibriDetached",
+                (
+                    f"Jibri is busy ({action.reason}, via {source}): detached from its Deployment "
+                    "and protected from eviction"
+                ),
+            )
+        else:
+            reason, message = "JibriDeleted", f"Deleted: {action.reason} (via {source})"
+        task = asyncio.create_task(self._event(pod, reason, message))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _event(self, pod: PodFacts, reason: str, message: str) -> None:
+        try:
+            await self.cluster.record_event(pod=pod, reason=reason, message=message)
+        except KubeError as exc:
+            self.metrics.events_failed.inc()
+            log.warning("event not recorded", extra={"pod": pod.name, "error": str(exc)})
+
+    async def drain(self) -> None:
+        """Wait for background Event writes (on shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _kind(action: Action) -> str:
+    if isinstance(action, Detach):
+        return "detach"
+    if isinstance(action, Delete):
+        return "delete"
+    return "none"

@@ -1,0 +1,375 @@
+"""Settings, read once from an injected environment mapping and validated at start-up.
+
+Every setting is an environment variable; `SETTINGS` below is the single source of truth for
+names, defaults and descriptions (the README's table is generated from it and a test keeps the
+two equal). A bad value raises `ConfigError`, whose message is one line that starts with the
+variable's name; the entry point prints it and exits non-zero. Nothing else reads `os.environ`.
+
+The original tool's names keep their meanings: ``PORT``, ``JIBRI_HEALTH_PORT``,
+``JIBRI_BUSY_LABELS``, ``SWEEP_INTERVAL``, ``POD_NAME``, ``NAMESPACE``; ``RUST_LOG`` is accepted
+as an alias of ``LOG_LEVEL`` so the original Deployment's environment still parses.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
+
+from jibri_pod_controller.pods import (
+    Selector,
+    SelectorError,
+    is_valid_pod_name,
+    parse_labels,
+    parse_selector,
+)
+
+_T = TypeVar("_T")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid. ``str()`` is one line naming the variable."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    JSON = "json"
+    TEXT = "text"
+
+
+class ReapPolicy(StrEnum):
+    """What the sweeper does with a busy-labelled pod when a reaping rule fires."""
+
+    DELETE = "delete"
+    KEEP = "keep"
+    """Only log and count it; an operator decides."""
+
+
+class WebhookAuth(StrEnum):
+    JWT = "jwt"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("PORT", "8080", "Port of the HTTP server (webhooks, probes, metrics)."),
+    Setting("NAMESPACE", "default", "Namespace of the Jibri pods, the Lease and the Events."),
+    Setting("POD_NAME", "(host name)", "This replica's identity in the Lease."),
+    Setting(
+        "JIBRI_BUSY_LABELS",
+        "app=jibri,state=busy",
+        "Labels set on a busy Jibri pod; they must take it out of the Deployment's selector.",
+    ),
+    Setting(
+        "JIBRI_SELECTOR",
+        "app=jibri",
+        "Label selector every Jibri pod matches, idle or busy; no other pod is ever touched.",
+    ),
+    Setting("JIBRI_HEALTH_PORT", "2222", "Port of Jibri's HTTP API (`external-api-port`)."),
+    Setting("SWEEP_INTERVAL", "60", "Seconds between two sweeps of the elected replica."),
+    Setting("LEASE_NAME", "jibri-pod-controller-lease", "Name of the coordination.k8s.io Lease."),
+    Setting("LEASE_DURATION", "15", "Seconds a standby waits after the last observed renewal."),
+    Setting("LEASE_RENEW_DEADLINE", "10", "Seconds the leader keeps trying to renew."),
+    Setting("LEASE_RETRY_PERIOD", "2", "Seconds between two lease attempts."),
+    Setting("PROBE_CONCURRENCY", "100", "Health probes in flight at once during a sweep."),
+    Setting("PROBE_TIMEOUT", "1.0", "Seconds one health probe may take, connect included."),
+    Setting("PROBE_MAX_BYTES", "65536", "Largest health answer read; larger is invalid."),
+    Setting("LIST_PAGE_SIZE", "500", "Pods per page when the sweeper lists Jibri pods."),
+    Setting(
+        "RESTARTED_BUSY_POD_POLICY",
+        "delete",
+        "`delete` or `keep`: a busy-labelled pod whose container restarted and now reports "
+        "IDLE (its recording is already lost).",
+    ),
+    Setting(
+        "FINISHED_BUSY_POD_POLICY",
+        "delete",
+        "`delete` or `keep`: a busy-labelled pod in phase Failed or Succeeded.",
+    ),
+    Setting(
+        "MAX_BUSY_SECONDS",
+        "0",
+        "If > 0, delete a busy-labelled pod busy for longer than this (kills a live "
+        "recording; off by default).",
+    ),
+    Setting("API_TIMEOUT", "1.5", "Seconds a webhook may spend on Kubernetes API calls."),
+    Setting("DRY_RUN", "false", "Decide, log and count every action, but write nothing."),
+    Setting("LOG_LEVEL", "info", "debug, info, warning or error. `RUST_LOG` is an alias."),
+    Setting("LOG_FORMAT", "auto", "`json`, `text`, or `auto` (JSON unless on a terminal)."),
+    Setting(
+        "WEBHOOK_AUTH",
+        "(jwt when keys are set)",
+        "`jwt` or `none`. Without keys, `none` must be set explicitly.",
+    ),
+    Setting(
+        "JWT_KEYS_DIR", "", "Directory of PEM public keys; a file's name (less .pem) is its kid."
+    ),
+    Setting("JWT_JWKS_FILE", "", "A JWKS file of public keys (alternative or in addition)."),
+    Setting("JWT_ISSUER", "", "Required `iss` of webhook tokens (required with jwt)."),
+    Setting("JWT_AUDIENCE", "jibri-pod-controller", "Audience that must be in `aud`."),
+    Setting("JWT_LEEWAY", "30", "Seconds of clock skew tolerated on `exp`."),
+    Setting(
+        "WEBHOOK_CHECK_SOURCE_IP",
+        "true",
+        "Require the request's source address to be one of the pod's `status.podIPs`.",
+    ),
+    Setting(
+        "WEBHOOK_CHECK_JIBRI_ID", "true", "Require `jibriId` to equal the pod name in the URL."
+    ),
+    Setting("WEBHOOK_MAX_BODY_BYTES", "16384", "Largest webhook body accepted."),
+    Setting("WEBHOOK_READ_TIMEOUT", "1.0", "Seconds to receive a webhook's body."),
+    Setting(
+        "WEBHOOK_RATE_LIMIT",
+        "5",
+        "Webhooks per second per source address (burst: 4x); 0 disables the limit.",
+    ),
+    Setting("SHUTDOWN_TIMEOUT", "10", "Seconds to finish in-flight requests on SIGTERM."),
+)
+
+_DEFAULTS = {s.name: s.default for s in SETTINGS}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_LEVELS = {
+    "trace": "DEBUG",
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warn": "WARNING",
+    "warning": "WARNING",
+    "error": "ERROR",
+    "off": "CRITICAL",
+}
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class LeaseTimings:
+    duration: float
+    renew_deadline: float
+    retry_period: float
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    keys_dir: Path | None
+    jwks_file: Path | None
+    issuer: str
+    audience: str
+    leeway: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int
+    namespace: str
+    pod_name: str
+    busy_labels: Mapping[str, str]
+    jibri_selector: Selector
+    health_port: int
+    sweep_interval: float
+    lease_name: str
+    lease: LeaseTimings
+    probe_concurrency: int
+    probe_timeout: float
+    probe_max_bytes: int
+    list_page_size: int
+    restarted_policy: ReapPolicy
+    finished_policy: ReapPolicy
+    max_busy_seconds: float
+    api_timeout: float
+    dry_run: bool
+    log_level: str
+    log_format: LogFormat
+    jwt: JwtSettings | None
+    """None when webhooks are accepted unauthenticated (WEBHOOK_AUTH=none)."""
+    check_source_ip: bool
+    check_jibri_id: bool
+    max_body_bytes: int
+    read_timeout: float
+    rate_limit: float
+    shutdown_timeout: float
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def text(self, name: str) -> str:
+        value = self.raw(name)
+        if value is not None:
+            return value
+        default = _DEFAULTS[name]
+        if default is None:
+            raise ConfigError(name, "is required")
+        return default
+
+    def parsed(self, name: str, parse: Callable[[str], _T], what: str) -> _T:
+        value = self.text(name)
+        try:
+            return parse(value)
+        except (ValueError, SelectorError) as exc:
+            detail = f" ({exc})" if isinstance(exc, SelectorError) else ""
+            raise ConfigError(name, f"{value!r} is not {what}{detail}") from None
+
+    def number(self, name: str, *, minimum: float, maximum: float = float("inf")) -> float:
+        value = self.parsed(name, float, "a number")
+        if not minimum <= value <= maximum:
+            raise ConfigError(name, f"{value:g} is out of range [{minimum:g}, {maximum:g}]")
+        return value
+
+    def integer(self, name: str, *, minimum: int, maximum: int) -> int:
+        value = self.parsed(name, int, "an integer")
+        if not minimum <= value <= maximum:
+            raise ConfigError(name, f"{value} is out of range [{minimum}, {maximum}]")
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = self.text(name).lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise ConfigError(name, f"{value!r} is not true or false")
+
+    def choice(self, name: str, kind: type[_E]) -> _E:
+        value = self.text(name).lower()
+        try:
+            return kind(value)
+        except ValueError:
+            options = ", ".join(m.value for m in kind)
+            raise ConfigError(name, f"{value!r} is not one of {options}") from None
+
+    def path(self, name: str, *, directory: bool) -> Path | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        path = Path(value)
+        if directory and not path.is_dir():
+            raise ConfigError(name, f"{value!r} is not a readable directory")
+        if not directory and not path.is_file():
+            raise ConfigError(name, f"{value!r} is not a readable file")
+        return path
+
+
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _log_level(reader: _Reader) -> str:
+    name = "LOG_LEVEL" if reader.raw("LOG_LEVEL") is not None else "RUST_LOG"
+    value = reader.raw(name) or "info"
+    # RUST_LOG may be "info" or "crate=debug,other=warn": take the first plain or our own level.
+    candidates = [part.split("=")[-1].strip().lower() for part in value.split(",")]
+    for candidate in candidates:
+        if candidate in _LEVELS:
+            return _LEVELS[candidate]
+    raise ConfigError(name, f"{value!r} is not one of debug, info, warning, error")
+
+
+def _lease(reader: _Reader) -> LeaseTimings:
+    timings = LeaseTimings(
+        duration=reader.number("LEASE_DURATION", minimum=1, maximum=3600),
+        renew_deadline=reader.number("LEASE_RENEW_DEADLINE", minimum=0.5, maximum=3600),
+        retry_period=reader.number("LEASE_RETRY_PERIOD", minimum=0.1, maximum=600),
+    )
+    if timings.duration <= timings.renew_deadline:
+        raise ConfigError("LEASE_DURATION", "must be greater than LEASE_RENEW_DEADLINE")
+    if timings.renew_deadline <= 1.2 * timings.retry_period:
+        raise ConfigError("LEASE_RENEW_DEADLINE", "must be greater than 1.2 x LEASE_RETRY_PERIOD")
+    return timings
+
+
+def _jwt(reader: _Reader) -> JwtSettings | None:
+    keys_dir = reader.path("JWT_KEYS_DIR", directory=True)
+    jwks_file = reader.path("JWT_JWKS_FILE", directory=False)
+    has_keys = keys_dir is not None or jwks_file is not None
+    explicit = reader.raw("WEBHOOK_AUTH")
+    auth = reader.choice("WEBHOOK_AUTH", WebhookAuth) if explicit else None
+    if auth is WebhookAuth.NONE:
+        if has_keys:
+            raise ConfigError("WEBHOOK_AUTH", "is none but JWT keys are configured")
+        return None
+    if not has_keys:
+        raise ConfigError(
+            "WEBHOOK_AUTH",
+            "no JWT keys configured (JWT_KEYS_DIR or JWT_JWKS_FILE); "
+            "set WEBHOOK_AUTH=none to accept unauthenticated webhooks",
+        )
+    issuer = reader.raw("JWT_ISSUER")
+    if issuer is None:
+        raise ConfigError("JWT_ISSUER", "is required when webhooks are verified")
+    return JwtSettings(
+        keys_dir=keys_dir,
+        jwks_file=jwks_file,
+        issuer=issuer,
+        audience=reader.text("JWT_AUDIENCE"),
+        leeway=reader.number("JWT_LEEWAY", minimum=0, maximum=600),
+    )
+
+
+def load_settings(env: Mapping[str, str], *, hostname: str | None = None) -> Settings:
+    """Build `Settings` from an environment mapping; raise `ConfigError` on the first bad value."""
+    r = _Reader(env)
+    busy_labels = r.parsed("JIBRI_BUSY_LABELS", parse_labels, "a list of key=value labels")
+    selector = r.parsed("JIBRI_SELECTOR", parse_selector, "a label selector")
+    if not selector.matches(busy_labels):
+        raise ConfigError(
+            "JIBRI_SELECTOR",
+            f"{selector} does not match JIBRI_BUSY_LABELS, so busy pods would be lost from view",
+        )
+    namespace = r.text("NAMESPACE")
+    if not _DNS1123_LABEL.match(namespace):
+        raise ConfigError("NAMESPACE", f"{namespace!r} is not a valid namespace name")
+    pod_name = r.raw("POD_NAME") or hostname or socket.gethostname()
+    if not is_valid_pod_name(pod_name.lower()):
+        raise ConfigError("POD_NAME", f"{pod_name!r} is not a valid name")
+    lease_name = r.text("LEASE_NAME")
+    if not is_valid_pod_name(lease_name):
+        raise ConfigError("LEASE_NAME", f"{lease_name!r} is not a valid object name")
+    return Settings(
+        port=r.integer("PORT", minimum=1, maximum=65535),
+        namespace=namespace,
+        pod_name=pod_name,
+        busy_labels=busy_labels,
+        jibri_selector=selector,
+        health_port=r.integer("JIBRI_HEALTH_PORT", minimum=1, maximum=65535),
+        sweep_interval=r.number("SWEEP_INTERVAL", minimum=1, maximum=86400),
+        lease_name=lease_name,
+        lease=_lease(r),
+        probe_concurrency=r.integer("PROBE_CONCURRENCY", minimum=1, maximum=10000),
+        probe_timeout=r.number("PROBE_TIMEOUT", minimum=0.05, maximum=60),
+        probe_max_bytes=r.integer("PROBE_MAX_BYTES", minimum=256, maximum=16 * 1024 * 1024),
+        list_page_size=r.integer("LIST_PAGE_SIZE", minimum=10, maximum=5000),
+        restarted_policy=r.choice("RESTARTED_BUSY_POD_POLICY", ReapPolicy),
+        finished_policy=r.choice("FINISHED_BUSY_POD_POLICY", ReapPolicy),
+        max_busy_seconds=r.number("MAX_BUSY_SECONDS", minimum=0),
+        api_timeout=r.number("API_TIMEOUT", minimum=0.1, maximum=1.9),
+        dry_run=r.flag("DRY_RUN"),
+        log_level=_log_level(r),
+        log_format=r.choice("LOG_FORMAT", LogFormat),
+        jwt=_jwt(r),
+        check_source_ip=r.flag("WEBHOOK_CHECK_SOURCE_IP"),
+        check_jibri_id=r.flag("WEBHOOK_CHECK_JIBRI_ID"),
+        max_body_bytes=r.integer("WEBHOOK_MAX_BODY_BYTES", minimum=512, maximum=1024 * 1024),
+        read_timeout=r.number("WEBHOOK_READ_TIMEOUT", minimum=0.05, maximum=1.9),
+        rate_limit=r.number("WEBHOOK_RATE_LIMIT", minimum=0),
+        shutdown_timeout=r.number("SHUTDOWN_TIMEOUT", minimum=0, maximum=300),
+    )

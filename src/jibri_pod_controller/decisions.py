@@ -1,0 +1,190 @@
+"""What to do with a Jibri pod, given what Jibri said and what the pod looks like.
+
+These functions are pure: plain values in, a frozen action out. They encode the invariants:
+
+- A pod is deleted only when Jibri itself reported EXPIRED in this very decision (webhook or
+  health API), or a configured reaping rule fired. Unreachable pods and invalid answers never
+  lead to a delete on their own.
+- State only moves forward. IDLE never re-attaches a pod; BUSY on a pod that already carries the
+  busy labels needs no write (Jibri resends its status every minute); anything for a pod that is
+  already terminating is a no-op.
+
+A subtle point: a busy-labelled pod whose Jibri reports IDLE is not a stale report in
+single-use mode. Jibri never returns from BUSY to IDLE; the container restarted, so the
+recording it held is already lost. The reaping rule for it requires the restart to be
+visible in ``restartCount`` (compared with the count recorded when the pod was detached), so a
+report that merely arrives late cannot trigger it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from jibri_pod_controller.config import ReapPolicy
+from jibri_pod_controller.jibri import BusyStatus
+from jibri_pod_controller.pods import (
+    ANNOTATION_BUSY_SINCE,
+    ANNOTATION_RESTARTS_AT_BUSY,
+    PodFacts,
+    has_labels,
+)
+
+
+class Reason(StrEnum):
+    # Writes.
+    BUSY_REPORTED = "busy-reported"
+    MISSED_BUSY = "busy-missed-webhook"
+    EXPIRED_REPORTED = "expired-reported"
+    RESTARTED_WHILE_BUSY = "restarted-while-busy"
+    FINISHED_WHILE_BUSY = "finished-while-busy"
+    BUSY_TOO_LONG = "busy-too-long"
+    # No write.
+    ALREADY_DETACHED = "already-detached"
+    TERMINATING = "terminating"
+    IDLE = "idle"
+    SPARE = "spare"
+    RECORDING = "recording"
+    IDLE_WHILE_BUSY_LABELLED = "idle-while-busy-labelled"
+    POLICY_KEEP = "policy-keep"
+    NO_ANSWER = "no-answer"
+    NOT_RUNNING = "not-running"
+
+
+@dataclass(frozen=True)
+class Detach:
+    reason: Reason
+
+
+@dataclass(frozen=True)
+class Delete:
+    reason: Reason
+
+
+@dataclass(frozen=True)
+class Nothing:
+    reason: Reason
+    attention: bool = False
+    """True when an operator should look (a rule matched but its policy is `keep`, or an
+    unexplained state); it is logged at warning level and counted."""
+
+
+Action = Detach | Delete | Nothing
+
+
+def decide_on_report(
+    *, status: BusyStatus, pod: PodFacts, busy_labels: Mapping[str, str]
+) -> Action:
+    """Decide what a status webhook from a verified Jibri pod leads to."""
+    if pod.deleting:
+        return Nothing(Reason.TERMINATING)
+    match status:
+        case BusyStatus.EXPIRED:
+            return Delete(Reason.EXPIRED_REPORTED)
+        case BusyStatus.BUSY:
+            if has_labels(pod.labels, busy_labels):
+                return Nothing(Reason.ALREADY_DETACHED)
+            return Detach(Reason.BUSY_REPORTED)
+        case BusyStatus.IDLE:
+            return Nothing(Reason.IDLE)
+
+
+@dataclass(frozen=True)
+class Policy:
+    restarted: ReapPolicy = ReapPolicy.DELETE
+    finished: ReapPolicy = ReapPolicy.DELETE
+    max_busy_seconds: float = 0.0
+
+
+class ProbeFailure(StrEnum):
+    TIMEOUT = "timeout"
+    CONNECT = "connect"
+    HTTP_STATUS = "http-status"
+    TOO_LARGE = "too-large"
+    INVALID = "invalid"
+    NO_IP = "no-ip"
+
+
+@dataclass(frozen=True)
+class Reported:
+    status: BusyStatus
+
+
+@dataclass(frozen=True)
+class Failed:
+    failure: ProbeFailure
+    detail: str = ""
+
+
+ProbeResult = Reported | Failed
+
+
+def busy_since(pod: PodFacts) -> datetime | None:
+    raw = pod.annotations.get(ANNOTATION_BUSY_SINCE)
+    if raw is not None:
+        try:
+            return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    return pod.created
+
+
+def restarted_since_detach(pod: PodFacts) -> bool:
+    raw = pod.annotations.get(ANNOTATION_RESTARTS_AT_BUSY, "0")
+    try:
+        baseline = int(raw)
+    except ValueError:
+        baseline = 0
+    return pod.restart_count > baseline
+
+
+def _apply(policy: ReapPolicy, reason: Reason) -> Action:
+    if policy is ReapPolicy.DELETE:
+        return Delete(reason)
+    return Nothing(Reason.POLICY_KEEP, attention=True)
+
+
+def _too_long(pod: PodFacts, policy: Policy, now: datetime) -> bool:
+    if policy.max_busy_seconds <= 0:
+        return False
+    since = busy_since(pod)
+    return since is not None and (now - since).total_seconds() > policy.max_busy_seconds
+
+
+def decide_on_sweep(
+    *,
+    pod: PodFacts,
+    probe: ProbeResult | None,
+    busy_labels: Mapping[str, str],
+    policy: Policy,
+    now: datetime,
+) -> Action:
+    """Decide what the sweeper does with one Jibri pod after probing it.
+
+    ``probe`` is None when the pod was not probed because it is not running.
+    """
+    if pod.deleting:
+        return Nothing(Reason.TERMINATING)
+    detached = has_labels(pod.labels, busy_labels)
+    if detached and pod.finished:
+        return _apply(policy.finished, Reason.FINISHED_WHILE_BUSY)
+    if isinstance(probe, Reported) and probe.status is BusyStatus.EXPIRED:
+        return Delete(Reason.EXPIRED_REPORTED)
+    if isinstance(probe, Reported) and probe.status is BusyStatus.IDLE:
+        if not detached:
+            return Nothing(Reason.SPARE)
+        if restarted_since_detach(pod):
+            return _apply(policy.restarted, Reason.RESTARTED_WHILE_BUSY)
+        return Nothing(Reason.IDLE_WHILE_BUSY_LABELLED, attention=True)
+    if isinstance(probe, Reported) and not detached:
+        return Detach(Reason.MISSED_BUSY)
+    # Busy-labelled and recording, unreachable, invalid or not running.
+    if detached and _too_long(pod, policy, now):
+        return Delete(Reason.BUSY_TOO_LONG)
+    if isinstance(probe, Reported):
+        return Nothing(Reason.RECORDING)
+    if probe is None:
+        return Nothing(Reason.NOT_RUNNING)
+    return Nothing(Reason.NO_ANSWER)

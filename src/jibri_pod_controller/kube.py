@@ -1,0 +1,351 @@
+"""The Kubernetes API, as the controller uses it: a few calls, named errors, no models inward.
+
+`Cluster` is the seam: the HTTP layer, the sweeper and the elector depend on this protocol, the
+component tests give them a hand-written in-memory fake, and `KubeCluster` implements it with
+kubernetes-asyncio. Pod lists are decoded from raw JSON (the generated models cost ~10x the CPU
+on large lists) and paginated.
+
+Errors are mapped once, here, to a small hierarchy: 404 becomes `NotFound`, 409 (and a failed
+precondition) `Conflict`, 401/403 `Forbidden`, and everything transient (timeouts, connection
+errors, 429, 5xx) `Unavailable`, which carries Retry-After when the server sent one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from jibri_pod_controller.leasing import LeaseRecord
+from jibri_pod_controller.pods import PodFacts, parse_pod
+
+MERGE_PATCH = "application/merge-patch+json"
+IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+COMPONENT = "jibri-pod-controller"
+
+
+class KubeError(Exception):
+    """A Kubernetes API call failed."""
+
+    kind = "error"
+
+
+class NotFound(KubeError):
+    kind = "not-found"
+
+
+class Conflict(KubeError):
+    kind = "conflict"
+
+
+class Forbidden(KubeError):
+    kind = "forbidden"
+
+
+class Invalid(KubeError):
+    kind = "invalid"
+
+
+class Unavailable(KubeError):
+    """Transient: timeout, connection error, 429 or 5xx. Safe to retry later."""
+
+    kind = "unavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class StoredLease:
+    record: LeaseRecord
+    resource_version: str
+
+
+class Cluster(Protocol):
+    async def get_pod(self, name: str) -> PodFacts | None: ...
+
+    def list_pods(self, *, selector: str, page_size: int) -> AsyncIterator[PodFacts]: ...
+
+    async def patch_pod(
+        self, *, name: str, uid: str, patch: Mapping[str, Any], resource_version: str = ""
+    ) -> PodFacts:
+        """Merge-patch a pod; `Conflict` if it changed since ``resource_version`` (when given)."""
+        ...
+
+    async def delete_pod(self, *, name: str, uid: str) -> bool:
+        """Delete with a uid precondition; False when the pod was already gone."""
+        ...
+
+    async def get_lease(self, name: str) -> StoredLease | None: ...
+
+    async def create_lease(self, name: str, record: LeaseRecord) -> StoredLease: ...
+
+    async def update_lease(
+        self, name: str, record: LeaseRecord, *, resource_version: str
+    ) -> StoredLease: ...
+
+    async def record_event(
+        self, *, pod: PodFacts, reason: str, message: str, warning: bool = False
+    ) -> None: ...
+
+    async def can_i(self, *, verb: str, resource: str, group: str = "", name: str = "") -> bool: ...
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    headers: Any = exc.headers or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def translate(exc: BaseException, what: str) -> KubeError:
+    """Map a client exception to the controller's error hierarchy."""
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        detail = f"{what}: HTTP {status} {exc.reason or ''}".strip()
+        if status == 404:
+            return NotFound(detail)
+        if status == 409:
+            return Conflict(detail)
+        if status in (401, 403):
+            return Forbidden(detail)
+        if status == 422:
+            return Invalid(detail)
+        if status == 429 or status >= 500 or status == 0:
+            return Unavailable(detail, retry_after=_retry_after(exc))
+        return KubeError(detail)
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return Unavailable(f"{what}: timed out")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return Unavailable(f"{what}: {type(exc).__name__}: {exc}")
+    return KubeError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _lease_from(obj: Any) -> StoredLease:
+    spec = obj.spec
+    return StoredLease(
+        record=LeaseRecord(
+            holder=spec.holder_identity or "",
+            lease_duration_seconds=int(spec.lease_duration_seconds or 0),
+            acquire_time=spec.acquire_time,
+            renew_time=spec.renew_time,
+            transitions=int(spec.lease_transitions or 0),
+        ),
+        resource_version=obj.metadata.resource_version,
+    )
+
+
+def _micro_time(value: datetime | None) -> str | None:
+    """MicroTime wants exactly six fractional digits, which isoformat() drops at .000000."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _lease_body(name: str, record: LeaseRecord, resource_version: str | None) -> dict[str, Any]:
+    # A plain dict: the generated model would serialise datetimes without MicroTime's format.
+    metadata: dict[str, Any] = {"name": name}
+    if resource_version:
+        metadata["resourceVersion"] = resource_version
+    spec = {
+        "holderIdentity": record.holder,
+        "leaseDurationSeconds": record.lease_duration_seconds,
+        "acquireTime": _micro_time(record.acquire_time),
+        "renewTime": _micro_time(record.renew_time),
+        "leaseTransitions": record.transitions,
+    }
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": metadata,
+        "spec": {k: v for k, v in spec.items() if v is not None},
+    }
+
+
+async def load_api_client(kubeconfig: str | None) -> k8s.ApiClient:
+    """The in-cluster service account when present, else KUBECONFIG / ~/.kube/config."""
+    if kubeconfig is None and IN_CLUSTER_TOKEN.exists():  # noqa: ASYNC240 - once, at start-up
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return k8s.ApiClient()
+    configuration = k8s.Configuration()
+    await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    return k8s.ApiClient(configuration=configuration)
+
+
+class KubeCluster:
+    """`Cluster` over kubernetes-asyncio, for one namespace."""
+
+    def __init__(
+        self, api: k8s.ApiClient, *, namespace: str, request_timeout: float = 10.0
+    ) -> None:
+        self._api = api
+        # Typed as Any: the stubs do not describe raw responses (_preload_content=False) or
+        # _content_type, which this seam relies on for cheap decoding and merge patches.
+        self._core: Any = k8s.CoreV1Api(api)
+        self._coordination: Any = k8s.CoordinationV1Api(api)
+        self._authz = k8s.AuthorizationV1Api(api)
+        self._ns = namespace
+        self._timeout = request_timeout
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def get_pod(self, name: str) -> PodFacts | None:
+        try:
+            response = await self._core.read_namespaced_pod(
+                name, self._ns, _preload_content=False, _request_timeout=self._timeout
+            )
+            return parse_pod(orjson.loads(await response.read()))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise translate(exc, f"get pod {name}") from exc
+        except Exception as exc:
+            raise translate(exc, f"get pod {name}") from exc
+
+    async def list_pods(self, *, selector: str, page_size: int) -> AsyncIterator[PodFacts]:
+        token: str | None = None
+        while True:
+            try:
+                kwargs: dict[str, Any] = {"label_selector": selector, "limit": page_size}
+                if token:
+                    kwargs["_continue"] = token
+                response = await self._core.list_namespaced_pod(
+                    self._ns, _preload_content=False, _request_timeout=self._timeout * 3, **kwargs
+                )
+                page = orjson.loads(await response.read())
+            except Exception as exc:
+                raise translate(exc, "list pods") from exc
+            for raw in page.get("items") or ():
+                yield parse_pod(raw)
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+
+    async def patch_pod(
+        self, *, name: str, uid: str, patch: Mapping[str, Any], resource_version: str = ""
+    ) -> PodFacts:
+        body = dict(patch)
+        # A uid in a merge patch acts as a precondition: the API server refuses to change a
+        # pod's uid, so a newer pod that reuses the name is never relabelled. A resourceVersion
+        # makes it optimistic: a concurrent change (another replica's detach) gives 409.
+        meta: dict[str, Any] = {**dict(body.get("metadata", {})), "uid": uid}
+        if resource_version:
+            meta["resourceVersion"] = resource_version
+        body["metadata"] = meta
+        try:
+            response = await self._core.patch_namespaced_pod(
+                name,
+                self._ns,
+                body,
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            )
+            return parse_pod(orjson.loads(await response.read()))
+        except Exception as exc:
+            raise translate(exc, f"patch pod {name}") from exc
+
+    async def delete_pod(self, *, name: str, uid: str) -> bool:
+        options = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=uid))
+        try:
+            response = await self._core.delete_namespaced_pod(
+                name, self._ns, body=options, _preload_content=False, _request_timeout=self._timeout
+            )
+            await response.read()
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise translate(exc, f"delete pod {name}") from exc
+        except Exception as exc:
+            raise translate(exc, f"delete pod {name}") from exc
+
+    async def get_lease(self, name: str) -> StoredLease | None:
+        try:
+            lease = await self._coordination.read_namespaced_lease(
+                name, self._ns, _request_timeout=self._timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise translate(exc, f"get lease {name}") from exc
+        except Exception as exc:
+            raise translate(exc, f"get lease {name}") from exc
+        return _lease_from(lease)
+
+    async def create_lease(self, name: str, record: LeaseRecord) -> StoredLease:
+        try:
+            lease = await self._coordination.create_namespaced_lease(
+                self._ns, _lease_body(name, record, None), _request_timeout=self._timeout
+            )
+        except Exception as exc:
+            raise translate(exc, f"create lease {name}") from exc
+        return _lease_from(lease)
+
+    async def update_lease(
+        self, name: str, record: LeaseRecord, *, resource_version: str
+    ) -> StoredLease:
+        try:
+            lease = await self._coordination.replace_namespaced_lease(
+                name,
+                self._ns,
+                _lease_body(name, record, resource_version),
+                _request_timeout=self._timeout,
+            )
+        except Exception as exc:
+            raise translate(exc, f"update lease {name}") from exc
+        return _lease_from(lease)
+
+    async def record_event(
+        self, *, pod: PodFacts, reason: str, message: str, warning: bool = False
+    ) -> None:
+        now = datetime.now(UTC)
+        event = k8s.CoreV1Event(
+            metadata=k8s.V1ObjectMeta(generate_name=f"{pod.name}."),
+            involved_object=k8s.V1ObjectReference(
+                kind="Pod", name=pod.name, namespace=self._ns, uid=pod.uid, api_version="v1"
+            ),
+            reason=reason,
+            message=message[:1024],
+            type="Warning" if warning else "Normal",
+            source=k8s.V1EventSource(component=COMPONENT),
+            reporting_component=COMPONENT,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        try:
+            await self._core.create_namespaced_event(
+                self._ns, event, _request_timeout=self._timeout
+            )
+        except Exception as exc:
+            raise translate(exc, f"create event for {pod.name}") from exc
+
+    async def can_i(self, *, verb: str, resource: str, group: str = "", name: str = "") -> bool:
+        review = k8s.V1SelfSubjectAccessReview(
+            spec=k8s.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=k8s.V1ResourceAttributes(
+                    namespace=self._ns, verb=verb, resource=resource, group=group, name=name or None
+                )
+            )
+        )
+        try:
+            result = await self._authz.create_self_subject_access_review(
+                review, _request_timeout=self._timeout
+            )
+        except Exception as exc:
+            raise translate(exc, "self subject access review") from exc
+        return bool(result.status.allowed)

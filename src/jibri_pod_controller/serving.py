@@ -1,0 +1,282 @@
+"""The HTTP server: Jibri's webhooks, the probes and the metrics.
+
+Every replica serves webhooks; only the sweeper needs the Lease. A status webhook goes through
+cheap checks first and touches the API only when they pass, in this order:
+
+1. the pod name in the path (DNS-1123), 2. the per-source rate limit, 3. the bearer token
+(from the headers, before the body is read), 4. the body: size cap, read timeout, strict
+schema, 5. ``jibriId`` equals the pod name, 6. the pod itself (one GET): it exists, is a Jibri
+pod, is not terminating, and the request comes from one of its ``status.podIPs``,
+7. the decision, and at most one write.
+
+Any refusal is an answer with a short reason and no write. Jibri waits 2 s and does not retry,
+but resends its status every minute; so when the API server is slow or down we answer 503
+within the budget and let the next resend try again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from jibri_pod_controller.acting import Actuator, Source
+from jibri_pod_controller.config import Settings
+from jibri_pod_controller.decisions import Action, Delete, Detach, decide_on_report
+from jibri_pod_controller.jibri import (
+    BusyStatus,
+    InvalidMessage,
+    parse_session_report,
+    parse_status_report,
+)
+from jibri_pod_controller.kube import Cluster, Conflict, KubeError, Unavailable
+from jibri_pod_controller.limiting import RateLimiter
+from jibri_pod_controller.metrics import Metrics
+from jibri_pod_controller.pods import PodFacts, is_valid_pod_name
+from jibri_pod_controller.tokens import TokenError, Verifier
+
+log = logging.getLogger("jibri_pod_controller.webhook")
+
+
+class Refusal(Exception):
+    """A webhook answered without any write."""
+
+    def __init__(self, code: int, reason: str, detail: str = "") -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Health:
+    """Readiness: the API server answered the last check, and permissions are complete."""
+
+    api_ok: bool = False
+    missing_permissions: tuple[str, ...] = ()
+    shutting_down: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.api_ok and not self.missing_permissions and not self.shutting_down
+
+
+def _json(code: int, **body: Any) -> web.Response:
+    return web.Response(status=code, body=orjson.dumps(body), content_type="application/json")
+
+
+class WebhookHandler:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        cluster: Cluster,
+        actuator: Actuator,
+        metrics: Metrics,
+        verifier: Verifier | None,
+        limiter: RateLimiter,
+    ) -> None:
+        self._s = settings
+        self._cluster = cluster
+        self._actuator = actuator
+        self._metrics = metrics
+        self._verifier = verifier
+        self._limiter = limiter
+
+    async def status(self, request: web.Request) -> web.Response:
+        return await self._handle(request, "status", self._on_status)
+
+    async def session(self, request: web.Request) -> web.Response:
+        return await self._handle(request, "session", self._on_session)
+
+    async def _handle(
+        self,
+        request: web.Request,
+        kind: str,
+        body_handler: Callable[[str, Any, str, float], Awaitable[tuple[str, dict[str, Any]]]],
+    ) -> web.Response:
+        started = time.monotonic()
+        pod = request.match_info.get("pod", "")
+        source = request.remote or ""
+        fields: dict[str, Any] = {"pod": pod[:253], "kind": kind, "source": source}
+        status = "-"
+        try:
+            self._check_request(pod, source, request)
+            body = await self._read_body(request)
+            status, outcome = await body_handler(pod, body, source, started)
+            fields.update(outcome)
+            code = 200
+            response = _json(200, result=outcome.get("result", "ok"))
+        except Refusal as refusal:
+            code = refusal.code
+            self._metrics.webhook_rejections.labels(reason=refusal.reason).inc()
+            fields.update(result="refused", reason=refusal.reason, detail=refusal.detail)
+            response = _json(code, error=refusal.reason)
+        status = fields.pop("status", status)
+        self._metrics.webhooks.labels(kind=kind, status=status, code=str(code)).inc()
+        fields.update(status=status, code=code, ms=round((time.monotonic() - started) * 1000, 1))
+        level = logging.INFO if code < 500 else logging.WARNING
+        log.log(level, "webhook", extra=fields)
+        return response
+
+    def _check_request(self, pod: str, source: str, request: web.Request) -> None:
+        if not is_valid_pod_name(pod):
+            raise Refusal(400, "bad-pod-name")
+        if not self._limiter.allow(source):
+            raise Refusal(429, "rate-limited")
+        if self._verifier is not None:
+            try:
+                self._verifier.verify(request.headers.get("Authorization"))
+            except TokenError as exc:
+                raise Refusal(401, "unauthenticated", str(exc)) from None
+        length = request.content_length
+        if length is not None and length > self._s.max_body_bytes:
+            raise Refusal(413, "body-too-large")
+        if request.content_type != "application/json":
+            raise Refusal(415, "not-json")
+
+    async def _read_body(self, request: web.Request) -> Any:
+        try:
+            async with asyncio.timeout(self._s.read_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            raise Refusal(408, "body-timeout") from None
+        except web.HTTPRequestEntityTooLarge:
+            raise Refusal(413, "body-too-large") from None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise Refusal(400, "bad-json") from None
+
+    def _check_jibri_id(self, pod: str, jibri_id: str) -> None:
+        if self._s.check_jibri_id and jibri_id != pod:
+            raise Refusal(403, "jibri-id-mismatch", f"jibriId {jibri_id[:64]!r}")
+
+    async def _on_session(
+        self, pod: str, body: Any, source: str, started: float
+    ) -> tuple[str, dict[str, Any]]:
+        try:
+            report = parse_session_report(body)
+        except InvalidMessage as exc:
+            raise Refusal(400, "bad-body", str(exc)) from None
+        self._check_jibri_id(pod, report.jibri_id)
+        return report.state.value, {
+            "session": report.session_id[:64],
+            "failure": report.failure_reason or "",
+            "result": "accepted",
+        }
+
+    async def _on_status(
+        self, pod_name: str, body: Any, source: str, started: float
+    ) -> tuple[str, dict[str, Any]]:
+        try:
+            report = parse_status_report(body)
+        except InvalidMessage as exc:
+            raise Refusal(400, "bad-body", str(exc)) from None
+        status = report.status.busy
+        self._check_jibri_id(pod_name, report.jibri_id)
+        budget = self._s.api_timeout - (time.monotonic() - started)
+        try:
+            async with asyncio.timeout(max(0.05, budget)):
+                return status.value, await self._reconcile(pod_name, status, source, started)
+        except TimeoutError:
+            self._metrics.api_errors.labels(operation="webhook", kind="timeout").inc()
+            raise Refusal(503, "api-timeout") from None
+        except Unavailable as exc:
+            raise Refusal(503, "api-unavailable", str(exc)) from None
+        except KubeError as exc:
+            raise Refusal(503, "api-error", str(exc)) from None
+
+    async def _load_pod(self, name: str) -> PodFacts | None:
+        try:
+            return await self._cluster.get_pod(name)
+        except KubeError as exc:
+            self._metrics.api_errors.labels(operation="get", kind=exc.kind).inc()
+            raise
+
+    async def _reconcile(
+        self, name: str, status: BusyStatus, source: str, started: float
+    ) -> dict[str, Any]:
+        pod = await self._load_pod(name)
+        for attempt in range(2):
+            if pod is None:
+                if status is BusyStatus.EXPIRED:
+                    return {"action": "none", "reason": "already-gone", "result": "gone"}
+                raise Refusal(404, "pod-not-found")
+            self._check_pod(pod, source, status)
+            action: Action = decide_on_report(
+                status=status, pod=pod, busy_labels=self._s.busy_labels
+            )
+            try:
+                result = await self._actuator.apply(
+                    action, pod, source=Source.WEBHOOK, started=started
+                )
+            except Conflict:
+                if attempt:
+                    raise
+                # Someone changed the pod since we read it (another replica's detach, say):
+                # look again and decide again, so a duplicate becomes a no-op.
+                pod = await self._load_pod(name)
+                continue
+            kind = (
+                "detach"
+                if isinstance(action, Detach)
+                else ("delete" if isinstance(action, Delete) else "none")
+            )
+            return {"action": kind, "reason": action.reason, "result": result.value}
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_pod(self, pod: PodFacts, source: str, status: BusyStatus) -> None:
+        if not self._s.jibri_selector.matches(pod.labels):
+            raise Refusal(403, "not-a-jibri-pod")
+        if self._s.check_source_ip and source not in pod.pod_ips:
+            raise Refusal(403, "wrong-source-address", f"not from {','.join(pod.pod_ips) or '-'}")
+        if pod.deleting and status is not BusyStatus.EXPIRED:
+            raise Refusal(403, "pod-terminating")
+
+
+def build_app(
+    *,
+    handler: WebhookHandler,
+    metrics: Metrics,
+    health: Health,
+    max_body_bytes: int,
+) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if health.ready:
+            return web.Response(text="ok\n")
+        why = (
+            "shutting down"
+            if health.shutting_down
+            else (
+                "missing permissions: " + ", ".join(health.missing_permissions)
+                if health.missing_permissions
+                else "Kubernetes API not reachable"
+            )
+        )
+        return web.Response(status=503, text=f"not ready: {why}\n")
+
+    async def metrics_endpoint(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(metrics.registry))
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return response
+
+    app.router.add_get("/", readyz)  # the original's readiness probe path
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_post("/webhook/{pod}/v1/status", handler.status)
+    app.router.add_post("/webhook/{pod}/v1/session/status", handler.session)
+    return app

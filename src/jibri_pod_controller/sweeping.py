@@ -1,0 +1,191 @@
+"""The sweep: list every Jibri pod, probe each one, reconcile what webhooks missed.
+
+Runs only on the elected replica. Each pod is handled in its own task (bounded by the prober's
+concurrency), and a failure in one (an API error on its delete, say) is logged and counted
+without touching the others. A failed list ends the sweep early; the loop simply tries again
+at the next interval. Nothing here can crash the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from jibri_pod_controller.acting import Actuator, Source
+from jibri_pod_controller.decisions import (
+    Failed,
+    Nothing,
+    Policy,
+    ProbeResult,
+    Reported,
+    decide_on_sweep,
+)
+from jibri_pod_controller.kube import Cluster, KubeError
+from jibri_pod_controller.metrics import Metrics
+from jibri_pod_controller.pods import Phase, PodFacts, has_labels
+from jibri_pod_controller.probing import Prober
+
+log = logging.getLogger("jibri_pod_controller.sweep")
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    pods: int
+    probed: int
+    probe_failures: int
+    actions: Mapping[str, int]
+    errors: int
+    listed_all: bool
+    seconds: float
+
+
+class Sweeper:
+    def __init__(
+        self,
+        *,
+        cluster: Cluster,
+        prober: Prober,
+        actuator: Actuator,
+        metrics: Metrics,
+        selector: str,
+        busy_labels: Mapping[str, str],
+        policy: Policy,
+        page_size: int,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._cluster = cluster
+        self._prober = prober
+        self._actuator = actuator
+        self._metrics = metrics
+        self._selector = selector
+        self._busy_labels = busy_labels
+        self._policy = policy
+        self._page_size = page_size
+        self._wall_clock = wall_clock
+
+    async def run(self, interval: float) -> None:
+        """Sweep now, then every ``interval`` seconds, until cancelled."""
+        while True:
+            started = time.monotonic()
+            await self.sweep_once()
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def sweep_once(self) -> SweepReport:
+        started = time.monotonic()
+        tasks: list[asyncio.Task[tuple[str, str, str, bool]]] = []
+        listed_all = True
+        try:
+            async for pod in self._cluster.list_pods(
+                selector=self._selector, page_size=self._page_size
+            ):
+                tasks.append(asyncio.create_task(self._handle(pod)))
+        except KubeError as exc:
+            listed_all = False
+            self._metrics.api_errors.labels(operation="list", kind=exc.kind).inc()
+            log.error("sweep could not list Jibri pods", extra={"error": str(exc)})
+        except Exception as exc:  # a malformed pod in a page must not kill the loop
+            listed_all = False
+            log.exception("sweep could not list Jibri pods", extra={"error": str(exc)})
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        seconds = time.monotonic() - started
+        return self._report(results, listed_all, seconds)
+
+    async def _handle(self, pod: PodFacts) -> tuple[str, str, str, bool]:
+        """Probe and reconcile one pod. Returns (role, reported, action, probe failed)."""
+        role = "busy" if has_labels(pod.labels, self._busy_labels) else "spare"
+        probe: ProbeResult | None = None
+        if pod.phase is Phase.RUNNING and pod.pod_ips and not pod.deleting:
+            self._metrics.probes.inc()
+            probe = await self._prober.probe(pod.pod_ips[0])
+        reported = (
+            probe.status.value
+            if isinstance(probe, Reported)
+            else (probe.failure.value if isinstance(probe, Failed) else "not-probed")
+        )
+        if isinstance(probe, Failed):
+            self._metrics.probe_failures.labels(reason=probe.failure).inc()
+        action = decide_on_sweep(
+            pod=pod,
+            probe=probe,
+            busy_labels=self._busy_labels,
+            policy=self._policy,
+            now=self._wall_clock(),
+        )
+        if isinstance(action, Nothing):
+            level = (
+                logging.WARNING if action.attention or isinstance(probe, Failed) else logging.DEBUG
+            )
+            log.log(
+                level,
+                "probed %s",
+                pod.name,
+                extra={
+                    "pod": pod.name,
+                    "role": role,
+                    "reported": reported,
+                    "action": "none",
+                    "reason": action.reason,
+                    "detail": probe.detail if isinstance(probe, Failed) else "",
+                },
+            )
+        # A failed write is logged and counted by the actuator; the next sweep retries.
+        with contextlib.suppress(KubeError):
+            await self._actuator.apply(action, pod, source=Source.SWEEP)
+        kind = type(action).__name__.lower()
+        return role, reported, kind, isinstance(probe, Failed)
+
+    def _report(
+        self,
+        results: list[tuple[str, str, str, bool] | BaseException],
+        listed_all: bool,
+        seconds: float,
+    ) -> SweepReport:
+        seen: Tally[tuple[str, str]] = Tally()
+        actions: Tally[str] = Tally()
+        errors = failures = probed = 0
+        for result in results:
+            if isinstance(result, BaseException):
+                errors += 1
+                log.error("sweep task failed", exc_info=result)
+                continue
+            role, reported, kind, failed = result
+            seen[(role, reported)] += 1
+            actions[kind] += 1
+            probed += reported != "not-probed"
+            failures += failed
+        self._metrics.sweep_duration.observe(seconds)
+        self._metrics.sweeps.labels(result="ok" if listed_all else "failed").inc()
+        if listed_all:
+            self._metrics.last_sweep.set(time.time())
+            self._metrics.jibri_pods.clear()
+            for (role, reported), count in seen.items():
+                self._metrics.jibri_pods.labels(role=role, reported=reported).set(count)
+        report = SweepReport(
+            pods=len(results),
+            probed=probed,
+            probe_failures=failures,
+            actions=dict(actions),
+            errors=errors,
+            listed_all=listed_all,
+            seconds=seconds,
+        )
+        log.info(
+            "sweep done",
+            extra={
+                "pods": report.pods,
+                "probed": probed,
+                "probe_failures": failures,
+                "detached": actions["detach"],
+                "deleted": actions["delete"],
+                "errors": errors,
+                "complete": listed_all,
+                "ms": round(seconds * 1000, 1),
+            },
+        )
+        return report

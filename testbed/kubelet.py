@@ -1,0 +1,662 @@
+"""A fake kubelet: makes pods look like running Jibris on a control plane without nodes.
+
+It watches pods and, for each new pod without an IP, gives it a loopback address of its own
+(127.1.0.2 upwards; Linux routes all of 127.0.0.0/8 to `lo`, so a server can bind each one),
+starts a simulated Jibri bound to that address if the pod's first container sets
+`SIM_JIBRI=true`, and reports the pod Running and Ready through `pods/status`. When a pod is
+deleted (or gets a deletionTimestamp) its Jibri is stopped, and a pod still terminating is then
+removed with grace period 0, as a kubelet does once its containers are gone.
+
+Pods are tracked by uid, never by name: a ReplicaSet or a test may reuse a name, and a Jibri must
+never outlive the pod it belongs to. Addresses are unique within the process and never reused,
+so a stale address can never reach a newer pod.
+
+    python -m testbed.kubelet --kubeconfig admin.kubeconfig --namespace demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import aiohttp
+import orjson
+from kubernetes_asyncio.client import ApiClient, CoreV1Api, V1DeleteOptions, V1Preconditions
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from testbed.kube import api_status, new_api_client
+from testbed.simjibri import SimJibri, config_from_env
+
+__all__ = ["FakeKubelet", "KubeletThread", "allocate_ip", "main", "run_in_thread"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SIM_JIBRI_ENV = "SIM_JIBRI"
+HOST_IP = "127.0.0.1"
+WATCH_TIMEOUT_S = 240
+CALL_TIMEOUT_S = 30.0
+PATCH_ATTEMPTS = 5
+CONDITIONS = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+
+# --------------------------------------------------------------------------------------------
+# Addresses
+
+_FIRST_IP = int(ipaddress.IPv4Address("127.1.0.2"))
+_LAST_IP = int(ipaddress.IPv4Address("127.255.255.254"))
+_next_ip = _FIRST_IP
+_ip_lock = threading.Lock()
+
+
+def allocate_ip() -> str:
+    """A loopback address not handed out before in this process (never 127.0.0.x)."""
+    global _next_ip
+    with _ip_lock:
+        while _next_ip <= _LAST_IP:
+            candidate = _next_ip
+            _next_ip += 1
+            if candidate & 0xFF not in (0, 255):
+                return str(ipaddress.IPv4Address(candidate))
+    raise RuntimeError("the loopback range 127.1.0.2 - 127.255.255.254 is exhausted")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --------------------------------------------------------------------------------------------
+# One pod
+
+
+@dataclass
+class _Container:
+    name: str
+    image: str
+
+
+@dataclass
+class _Pod:
+    uid: str
+    namespace: str
+    name: str
+    ip: str
+    containers: list[_Container]
+    env: dict[str, str]
+    started_at: str = field(default_factory=_now)
+    jibri: SimJibri | None = None
+    restart_count: int = 0
+    last_restart_at: str | None = None
+    previous_started_at: str | None = None
+    terminating: bool = False
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    start_task: asyncio.Task[None] | None = None
+
+    @property
+    def simulated(self) -> bool:
+        return self.env.get(SIM_JIBRI_ENV, "").lower() == "true"
+
+    def status(self) -> dict[str, Any]:
+        """The whole status this kubelet reports (sent as a strategic merge patch)."""
+        statuses = []
+        for index, container in enumerate(self.containers):
+            restarts = self.restart_count if index == 0 else 0
+            running_since = self.started_at
+            status: dict[str, Any] = {
+                "name": container.name,
+                "image": container.image,
+                "imageID": f"sim://{container.image}",
+                "containerID": f"sim://{self.uid}/{container.name}",
+                "ready": True,
+                "started": True,
+                "restartCount": restarts,
+                "state": {"running": {"startedAt": running_since}},
+            }
+            if restarts and self.last_restart_at is not None:
+                status["state"] = {"running": {"startedAt": self.last_restart_at}}
+                status["lastState"] = {
+                    "terminated": {
+                        "exitCode": 1,
+                        "reason": "Error",
+                        "startedAt": self.previous_started_at or self.started_at,
+                        "finishedAt": self.last_restart_at,
+                        "containerID": f"sim://{self.uid}/{container.name}",
+                    }
+                }
+            statuses.append(status)
+        return {
+            "phase": "Running",
+            "hostIP": HOST_IP,
+            "hostIPs": [{"ip": HOST_IP}],
+            "podIP": self.ip,
+            "podIPs": [{"ip": self.ip}],
+            "startTime": self.started_at,
+            "conditions": [
+                {"type": kind, "status": "True", "lastTransitionTime": self.started_at}
+                for kind in CONDITIONS
+            ],
+            "containerStatuses": statuses,
+        }
+
+
+def _plain_env(pod: Mapping[str, Any]) -> dict[str, str]:
+    containers = pod.get("spec", {}).get("containers") or [{}]
+    env: dict[str, str] = {}
+    for entry in containers[0].get("env") or []:
+        if "value" in entry and "valueFrom" not in entry:
+            env[entry["name"]] = str(entry["value"])
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# The kubelet
+
+
+class FakeKubelet:
+    """Runs the pods of one namespace (or of all, with `namespace=None`) on loopback addresses.
+
+    `api` is an `ApiClient` (the caller keeps owning it) or the path of a kubeconfig (an admin
+    one: the kubelet patches `pods/status` and deletes pods). `health_port_env` names the env
+    entry holding the simulated Jibri's HTTP API port; `endpoint_of` reports it.
+    """
+
+    def __init__(
+        self,
+        api: ApiClient | str | os.PathLike[str],
+        namespace: str | None,
+        *,
+        health_port_env: str = "SIM_JIBRI_PORT",
+    ) -> None:
+        self.namespace = namespace
+        self.health_port_env = health_port_env
+        self._api_arg = api
+        self._api: ApiClient | None = api if isinstance(api, ApiClient) else None
+        self._owns_api = not isinstance(api, ApiClient)
+        self._pods: dict[str, _Pod] = {}
+        self._by_name: dict[tuple[str, str], str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+        self._synced = asyncio.Event()
+        self._closed = False
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        """Start watching; returns once the pods that exist now have been listed."""
+        if self._watcher is not None:
+            raise RuntimeError("FakeKubelet already started")
+        if self._api is None:
+            assert not isinstance(self._api_arg, ApiClient)
+            self._api = await new_api_client(self._api_arg)
+        self._watcher = asyncio.create_task(self._watch_forever(), name="fake-kubelet-watch")
+        synced = asyncio.create_task(self._synced.wait())
+        await asyncio.wait({synced, self._watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if not synced.done():
+            synced.cancel()
+            failure = self._watcher.exception() if not self._watcher.cancelled() else None
+            await self.stop()
+            raise RuntimeError(f"the fake kubelet cannot list pods: {failure!r}") from failure
+
+    async def stop(self) -> None:
+        """Stop watching and stop every simulated Jibri; pods are left as they are."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for pod in list(self._pods.values()):
+            await self._stop_jibri(pod)
+        self._pods.clear()
+        self._by_name.clear()
+        if self._owns_api and self._api is not None:
+            await self._api.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- lookups (by the pod's current name; a reused name means the newest pod)
+
+    def ip_of(self, name: str, namespace: str | None = None) -> str:
+        """The address given to the running pod `name`; KeyError if there is none."""
+        return self._pod(name, namespace).ip
+
+    def jibri(self, name: str, namespace: str | None = None) -> SimJibri:
+        """The simulated Jibri of the running pod `name`; KeyError if there is none."""
+        pod = self._pod(name, namespace)
+        if pod.jibri is None:
+            raise KeyError(f"pod {pod.namespace}/{name} runs no simulated Jibri (yet)")
+        return pod.jibri
+
+    def endpoint_of(self, name: str, namespace: str | None = None) -> tuple[str, int | None]:
+        """(address, port of the Jibri HTTP API): the simulated Jibri's bound port, else the
+        pod's `health_port_env` entry; None if neither is known."""
+        pod = self._pod(name, namespace)
+        if pod.jibri is not None:
+            return pod.ip, pod.jibri.port
+        port = pod.env.get(self.health_port_env, "").strip()
+        return pod.ip, int(port) if port.isdigit() else None
+
+    def running(self) -> dict[str, str]:
+        """Name -> address of every pod this kubelet runs now (and has not yet stopped)."""
+        return {p.name: p.ip for p in self._pods.values() if not p.terminating}
+
+    async def wait_running(self, name: str, namespace: str | None = None) -> str:
+        """Wait until pod `name` runs here and its status is reported; return its address.
+
+        Bound it with `asyncio.timeout`."""
+        while True:
+            try:
+                pod = self._pod(name, namespace)
+            except KeyError:
+                pass
+            else:
+                if pod.start_task is not None and pod.start_task.done():
+                    return pod.ip
+            await asyncio.sleep(0.05)
+
+    def _pod(self, name: str, namespace: str | None) -> _Pod:
+        namespace = namespace or self.namespace
+        if namespace is None:
+            matches = [p for p in self._pods.values() if p.name == name and not p.terminating]
+            if len(matches) == 1:
+                return matches[0]
+            if matches:
+                raise KeyError(f"pod name {name!r} is ambiguous across namespaces; name one")
+            raise KeyError(f"no running pod {name!r}")
+        uid = self._by_name.get((namespace, name))
+        pod = self._pods.get(uid) if uid is not None else None
+        if pod is None or pod.terminating:
+            raise KeyError(f"no running pod {namespace}/{name}")
+        return pod
+
+    # -- watching
+
+    @property
+    def _core(self) -> CoreV1Api:
+        assert self._api is not None
+        return CoreV1Api(self._api)
+
+    async def _list(self, **kwargs: Any) -> Any:
+        if self.namespace is None:
+            return await self._core.list_pod_for_all_namespaces(**kwargs)
+        return await self._core.list_namespaced_pod(self.namespace, **kwargs)
+
+    async def _watch_forever(self) -> None:
+        resource_version: str | None = None
+        failures = 0
+        while True:
+            try:
+                if resource_version is None:
+                    resource_version = await self._relist()
+                    self._synced.set()
+                resource_version = await self._watch(resource_version)
+                failures = 0
+            except _GoneError:
+                log.info("watch resourceVersion %s expired; listing again", resource_version)
+                resource_version = None
+            except (ApiException, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                failures += 1
+                if not self._synced.is_set() and (failures >= 5 or api_status(exc) in (401, 403)):
+                    raise
+                log.warning("pod watch failed (%r); retrying", exc)
+                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+
+    async def _relist(self) -> str:
+        response = await self._list(_preload_content=False, _request_timeout=CALL_TIMEOUT_S)
+        async with response:
+            body = await response.read()
+            _raise_for_status(response.status, body)
+            listing = orjson.loads(body)
+        seen: set[str] = set()
+        for pod in listing.get("items") or []:
+            seen.add(pod["metadata"]["uid"])
+            self._on_pod(pod, deleted=False)
+        # Pods deleted while no watch was open.
+        for uid, known in list(self._pods.items()):
+            if uid not in seen:
+                self._on_gone(known, still_exists=False)
+        version: str = listing["metadata"]["resourceVersion"]
+        return version
+
+    async def _watch(self, resource_version: str) -> str:
+        response = await self._list(
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_TIMEOUT_S,
+            _preload_content=False,
+            _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=WATCH_TIMEOUT_S + 30),
+        )
+        async with response:
+            if response.status != 200:
+                _raise_for_status(response.status, await response.read())
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = orjson.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise _GoneError
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                resource_version = obj.get("metadata", {}).get("resourceVersion", resource_version)
+                if kind in ("ADDED", "MODIFIED"):
+                    self._on_pod(obj, deleted=False)
+                elif kind == "DELETED":
+                    self._on_pod(obj, deleted=True)
+        return resource_version
+
+    # -- reacting
+
+    def _on_pod(self, obj: Mapping[str, Any], *, deleted: bool) -> None:
+        meta = obj["metadata"]
+        uid: str = meta["uid"]
+        known = self._pods.get(uid)
+        if deleted or meta.get("deletionTimestamp"):
+            if known is not None:
+                self._on_gone(known, still_exists=not deleted)
+            elif not deleted and not obj.get("status", {}).get("podIP"):
+                # Terminating before it ever ran here: nothing to stop, just finalize it.
+                self._spawn(self._finalize(meta["namespace"], meta["name"], uid))
+            return
+        if known is not None or obj.get("status", {}).get("podIP"):
+            return  # already running here, or run by someone else (another kubelet)
+        containers = [
+            _Container(name=c["name"], image=c.get("image", ""))
+            for c in obj.get("spec", {}).get("containers") or []
+        ]
+        pod = _Pod(
+            uid=uid,
+            namespace=meta["namespace"],
+            name=meta["name"],
+            ip=allocate_ip(),
+            containers=containers,
+            env=_plain_env(obj),
+        )
+        self._pods[uid] = pod
+        self._by_name[(pod.namespace, pod.name)] = uid
+        pod.start_task = self._spawn(self._run(pod))
+
+    def _on_gone(self, pod: _Pod, *, still_exists: bool) -> None:
+        if pod.terminating:
+            return
+        pod.terminating = True
+        self._spawn(self._terminate(pod, still_exists=still_exists))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _run(self, pod: _Pod) -> None:
+        try:
+            if pod.simulated:
+                config = config_from_env(pod.name, pod.ip, pod.env)
+                # Known before it starts, so that a stop during start-up closes it too.
+                pod.jibri = SimJibri(config, on_restart=self._restart_hook(pod))
+                await pod.jibri.start()
+            await self._report(pod)
+            log.info("pod %s/%s runs on %s", pod.namespace, pod.name, pod.ip)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("cannot start pod %s/%s", pod.namespace, pod.name)
+
+    def _restart_hook(self, pod: _Pod) -> Callable[[int], Awaitable[None]]:
+        async def on_restart(restart_count: int) -> None:
+            # A restart keeps the pod (and its address); only the container status changes.
+            # Awaited before the restarted Jibri reports again, so the API shows the restart
+            # first, as with a real kubelet.
+            pod.previous_started_at = pod.last_restart_at or pod.started_at
+            pod.last_restart_at = _now()
+            pod.restart_count = max(pod.restart_count, restart_count)
+            try:
+                await self._report(pod)
+            except (ApiException, aiohttp.ClientError, TimeoutError):
+                log.exception("reporting the restart of pod %s/%s failed", pod.namespace, pod.name)
+
+        return on_restart
+
+    async def _report(self, pod: _Pod) -> None:
+        """Patch the pod's status with what this kubelet knows now (serialized per pod)."""
+        async with pod.status_lock:
+            for attempt in range(1, PATCH_ATTEMPTS + 1):
+                if pod.terminating:
+                    return
+                try:
+                    await self._core.patch_namespaced_pod_status(
+                        pod.name,
+                        pod.namespace,
+                        {"status": pod.status()},
+                        _request_timeout=CALL_TIMEOUT_S,
+                    )
+                    return
+                except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+                    status = api_status(exc)
+                    if status == 404:
+                        return  # deleted meanwhile; the watch stops its Jibri
+                    if attempt == PATCH_ATTEMPTS or status in (400, 403, 422):
+                        raise
+                    await asyncio.sleep(0.1 * 2**attempt)
+
+    async def _terminate(self, pod: _Pod, *, still_exists: bool) -> None:
+        if pod.start_task is not None and not pod.start_task.done():
+            # Let a start in progress finish, so that the Jibri it starts is stopped too.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pod.start_task)
+        await self._stop_jibri(pod)
+        self._pods.pop(pod.uid, None)
+        if self._by_name.get((pod.namespace, pod.name)) == pod.uid:
+            del self._by_name[(pod.namespace, pod.name)]
+        log.info("pod %s/%s on %s stopped", pod.namespace, pod.name, pod.ip)
+        if still_exists:
+            await self._finalize(pod.namespace, pod.name, pod.uid)
+
+    async def _stop_jibri(self, pod: _Pod) -> None:
+        if pod.jibri is not None and not pod.stopped.is_set():
+            try:
+                await pod.jibri.stop()
+            except Exception:
+                log.exception("stopping the Jibri of pod %s/%s failed", pod.namespace, pod.name)
+        pod.stopped.set()
+
+    async def _finalize(self, namespace: str, name: str, uid: str) -> None:
+        """Remove a terminating pod whose containers are gone (grace period 0, this uid only)."""
+        try:
+            await self._core.delete_namespaced_pod(
+                name,
+                namespace,
+                body=V1DeleteOptions(
+                    grace_period_seconds=0, preconditions=V1Preconditions(uid=uid)
+                ),
+                _request_timeout=CALL_TIMEOUT_S,
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):  # gone already, or a newer pod has the name
+                log.warning("finalizing pod %s/%s failed: %s", namespace, name, exc.reason)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("finalizing pod %s/%s failed: %r", namespace, name, exc)
+
+
+class _GoneError(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again."""
+
+
+def _raise_for_status(status: int, body: bytes) -> None:
+    # Calls made with `_preload_content=False` return the raw response, whatever its status.
+    if status == 410:
+        raise _GoneError
+    if not 200 <= status < 300:
+        raise ApiException(status=status, reason=body[:500].decode(errors="replace"))
+
+
+# --------------------------------------------------------------------------------------------
+# In a thread of its own
+
+
+class KubeletThread:
+    """A `FakeKubelet` running in its own event loop in a background thread.
+
+    Lookups are plain calls; anything async on the kubelet or a Jibri goes through `call`,
+    which runs a coroutine in the kubelet's loop and returns its result.
+    """
+
+    def __init__(self, kubelet_factory: Callable[[], FakeKubelet]) -> None:
+        self._factory = kubelet_factory
+        self._loop = asyncio.new_event_loop()
+        self._ready: Future[FakeKubelet] = Future()
+        self._stop_requested: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="fake-kubelet", daemon=True)
+
+    @property
+    def kubelet(self) -> FakeKubelet:
+        return self._ready.result()
+
+    def start(self, timeout: float = 60) -> Self:
+        self._thread.start()
+        try:
+            self._ready.result(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = 30) -> T:
+        """Run `coro` in the kubelet's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def ip_of(self, name: str, namespace: str | None = None) -> str:
+        return self.call(_const(lambda: self.kubelet.ip_of(name, namespace)))
+
+    def jibri(self, name: str, namespace: str | None = None) -> SimJibri:
+        return self.call(_const(lambda: self.kubelet.jibri(name, namespace)))
+
+    def endpoint_of(self, name: str, namespace: str | None = None) -> tuple[str, int | None]:
+        return self.call(_const(lambda: self.kubelet.endpoint_of(name, namespace)))
+
+    def running(self) -> dict[str, str]:
+        return self.call(_const(self.kubelet.running))
+
+    def wait_running(self, name: str, namespace: str | None = None, *, timeout: float = 30) -> str:
+        return self.call(
+            asyncio.wait_for(self.kubelet.wait_running(name, namespace), timeout),
+            timeout=timeout + 5,
+        )
+
+    def stop(self, timeout: float = 60) -> None:
+        if self._thread.is_alive():
+            stop = self._stop_requested
+            if stop is not None:
+                self._loop.call_soon_threadsafe(stop.set)
+            self._thread.join(timeout)
+        if not self._thread.is_alive() and not self._loop.is_closed():
+            self._loop.close()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._serve())
+        except BaseException as exc:
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+            else:
+                log.exception("the fake kubelet thread failed")
+        finally:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.run_until_complete(self._loop.shutdown_default_executor())
+            asyncio.set_event_loop(None)
+
+    async def _serve(self) -> None:
+        self._stop_requested = asyncio.Event()
+        kubelet = self._factory()
+        await kubelet.start()
+        try:
+            self._ready.set_result(kubelet)
+            await self._stop_requested.wait()
+        finally:
+            await kubelet.stop()
+
+
+async def _const(get: Callable[[], T]) -> T:
+    return get()
+
+
+@contextlib.contextmanager
+def run_in_thread(
+    kubeconfig: str | os.PathLike[str],
+    namespace: str | None,
+    *,
+    health_port_env: str = "SIM_JIBRI_PORT",
+) -> Iterator[KubeletThread]:
+    """Run a `FakeKubelet` in a background thread for the duration of the `with` block."""
+    path = Path(kubeconfig)
+    thread = KubeletThread(
+        lambda: FakeKubelet(path, namespace, health_port_env=health_port_env)
+    ).start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m testbed.kubelet",
+        description="Run pods (and simulated Jibris) on loopback addresses until Ctrl-C.",
+    )
+    parser.add_argument("--kubeconfig", required=True, type=Path, help="an admin kubeconfig")
+    parser.add_argument("--namespace", help="watch only this namespace (default: all)")
+    parser.add_argument("--health-port-env", default="SIM_JIBRI_PORT")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with FakeKubelet(
+            args.kubeconfig, args.namespace, health_port_env=args.health_port_env
+        ):
+            log.info("watching pods in %s", args.namespace or "all namespaces")
+            await stop.wait()
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,804 @@
+"""A simulated Jibri in single-use mode, for end-to-end tests, the demo and benchmarks.
+
+It speaks the wire protocol of the real Jibri (docs: ``jibri-protocol.md``):
+
+* the HTTP API on ``(host, port)``: ``GET /jibri/api/v1.0/health`` and the unauthenticated
+  control endpoints ``POST /jibri/api/v1.0/startService`` (IDLE -> BUSY, 412 when not idle) and
+  ``POST /jibri/api/v1.0/stopService`` (BUSY -> EXPIRED, single-use mode);
+* the status webhook ``POST {base}/v1/status`` to every subscriber, at start-up, on every change of
+  ``busyStatus`` and every ``status_period`` seconds, and the session webhook
+  ``POST {base}/v1/session/status`` when a recording starts (``ON``) and stops (``OFF``).
+  Like Jibri: 2 s client timeout, no retry, a non-200 answer is only logged. Webhooks leave from
+  the simulated pod's own address, because the controller compares it with the pod IP;
+* the webhook JWT exactly as Jibri signs it: RS256, header ``kid``, claims ``iss``, ``aud`` (a
+  one-element array) and ``exp`` only, built once when the process starts and never refreshed.
+  A key that is not a PKCS#1 PEM, or any other JWT configuration error, means no
+  ``Authorization`` header at all.
+
+Faults are injected through ``/_sim/...`` endpoints on the same port, which the real Jibri does
+not have, or through the matching Python methods: a crash and restart of the Jibri process,
+misbehaving health answers (hang, garbage, huge, unknown status, black hole) and silence on the
+webhook channel.
+
+Thousands of instances can share one event loop (one per loopback address ``127.x.y.z``, all on
+the same port): each instance costs one listening socket and a low-level aiohttp server, and its
+webhook client session is created only when it first has something to send.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import enum
+import functools
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import jwt
+import orjson
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+__all__ = [
+    "BusyStatus",
+    "HealthMode",
+    "JwtSigning",
+    "SimJibri",
+    "SimJibriConfig",
+    "build_token",
+    "config_from_env",
+    "main",
+    "parse_cli",
+]
+
+log = logging.getLogger(__name__)
+
+API_PREFIX: Final = "/jibri/api/v1.0"
+HEALTH_PATH: Final = f"{API_PREFIX}/health"
+START_PATH: Final = f"{API_PREFIX}/startService"
+STOP_PATH: Final = f"{API_PREFIX}/stopService"
+DEFAULT_PORT: Final = 2222
+DEFAULT_STATUS_PERIOD: Final = 60.0
+DEFAULT_JWT_TTL: Final = 24 * 3600
+# jicoco's JwtInfo raises any configured ttl below ten minutes to ten minutes.
+MIN_JWT_TTL: Final = 600
+DEFAULT_ENVIRONMENT: Final = "default"
+WEBHOOK_TIMEOUT: Final = 2.0
+HUGE_BODY_BYTES: Final = 8 * 1024 * 1024
+_SHUTDOWN_GRACE: Final = 0.5
+
+OnRestart = Callable[[int], Awaitable[None]]
+Clock = Callable[[], float]
+
+
+class BusyStatus(enum.StrEnum):
+    """Jibri's ``busyStatus``."""
+
+    IDLE = "IDLE"
+    BUSY = "BUSY"
+    EXPIRED = "EXPIRED"
+
+
+class HealthMode(enum.StrEnum):
+    """How the health endpoint (and, for ``BLACKHOLE``, the whole port) behaves."""
+
+    NORMAL = "normal"
+    HANG = "hang"
+    GARBAGE = "garbage"
+    HUGE = "huge"
+    UNKNOWN_STATUS = "unknown-status"
+    BLACKHOLE = "blackhole"
+
+
+@dataclass(frozen=True, slots=True)
+class JwtSigning:
+    """``jibri.jwt-info``: how webhooks are signed."""
+
+    key_path: Path
+    kid: str
+    issuer: str
+    audience: str
+    ttl_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class SimJibriConfig:
+    """What a pod's ``jibri.conf`` would say, reduced to what the controller can observe."""
+
+    pod_name: str
+    host: str
+    port: int = DEFAULT_PORT
+    jibri_id: str | None = None
+    webhook_subscribers: tuple[str, ...] = ()
+    status_period: float = DEFAULT_STATUS_PERIOD
+    jwt: JwtSigning | None = None
+
+    def __post_init__(self) -> None:
+        if not self.status_period > 0:
+            raise ValueError(f"status_period must be positive, got {self.status_period}")
+
+    @property
+    def effective_jibri_id(self) -> str:
+        """``jibri.id``; the recommended configuration sets it to the pod name."""
+        return self.jibri_id if self.jibri_id is not None else self.pod_name
+
+    @classmethod
+    def from_env(cls, pod_name: str, host: str, env: Mapping[str, str]) -> SimJibriConfig:
+        """Same as :func:`config_from_env`."""
+        return config_from_env(pod_name, host, env)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def _substitute_pod_name(value: str, pod_name: str) -> str:
+    """Replace ``$POD_NAME`` / ``${POD_NAME}`` as envsubst does for the recommended jibri.conf."""
+    return value.replace("${POD_NAME}", pod_name).replace("$POD_NAME", pod_name)
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _jwt_from_env(env: Mapping[str, str]) -> JwtSigning | None:
+    key_path = env.get("SIM_JIBRI_JWT_KEY_PATH", "").strip()
+    if not key_path:
+        return None
+    fields = {
+        name: env.get(f"SIM_JIBRI_JWT_{name}", "").strip() for name in ("KID", "ISSUER", "AUDIENCE")
+    }
+    missing = sorted(f"SIM_JIBRI_JWT_{name}" for name, value in fields.items() if not value)
+    if missing:
+        raise ValueError(f"SIM_JIBRI_JWT_KEY_PATH is set but {', '.join(missing)} is not")
+    return JwtSigning(
+        key_path=Path(key_path),
+        kid=fields["KID"],
+        issuer=fields["ISSUER"],
+        audience=fields["AUDIENCE"],
+        ttl_seconds=_env_int(env, "SIM_JIBRI_JWT_TTL", DEFAULT_JWT_TTL),
+    )
+
+
+def config_from_env(pod_name: str, host: str, env: Mapping[str, str]) -> SimJibriConfig:
+    """Build a configuration from a pod's container environment.
+
+    Variables: ``SIM_JIBRI_PORT`` (default 2222), ``SIM_JIBRI_ID`` (default: the pod name),
+    ``SIM_JIBRI_WEBHOOK_SUBSCRIBERS`` (comma-separated base URLs), ``SIM_JIBRI_STATUS_PERIOD``
+    (seconds, default 60), and for signed webhooks ``SIM_JIBRI_JWT_KEY_PATH``,
+    ``SIM_JIBRI_JWT_KID``, ``SIM_JIBRI_JWT_ISSUER``, ``SIM_JIBRI_JWT_AUDIENCE`` and
+    ``SIM_JIBRI_JWT_TTL`` (seconds, default 86400). ``$POD_NAME`` in the id and the subscriber
+    URLs is replaced by the pod name. Raises ``ValueError`` on malformed values.
+    """
+    raw_subscribers = env.get("SIM_JIBRI_WEBHOOK_SUBSCRIBERS", "")
+    subscribers = tuple(
+        _substitute_pod_name(item.strip(), pod_name)
+        for item in raw_subscribers.split(",")
+        if item.strip()
+    )
+    raw_id = env.get("SIM_JIBRI_ID", "").strip()
+    return SimJibriConfig(
+        pod_name=pod_name,
+        host=host,
+        port=_env_int(env, "SIM_JIBRI_PORT", DEFAULT_PORT),
+        jibri_id=_substitute_pod_name(raw_id, pod_name) if raw_id else None,
+        webhook_subscribers=subscribers,
+        status_period=_env_float(env, "SIM_JIBRI_STATUS_PERIOD", DEFAULT_STATUS_PERIOD),
+        jwt=_jwt_from_env(env),
+    )
+
+
+# --------------------------------------------------------------------------- JWT
+
+
+def _load_pkcs1_key(path: Path) -> rsa.RSAPrivateKey:
+    """Read the signing key the way Jibri's PEM parser accepts it: unencrypted PKCS#1 RSA."""
+    pem = path.read_bytes()
+    if not pem.lstrip().startswith(b"-----BEGIN RSA PRIVATE KEY-----"):
+        raise ValueError(f"{path} is not a PKCS#1 PEM (BEGIN RSA PRIVATE KEY)")
+    key = load_pem_private_key(pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"{path} does not hold an RSA key")
+    return key
+
+
+def build_token(signing: JwtSigning, now: float) -> str:
+    """Sign the webhook JWT as Jibri does: RS256, ``kid``, and only ``iss``, ``aud``, ``exp``."""
+    key = _load_pkcs1_key(signing.key_path)
+    ttl = max(signing.ttl_seconds, MIN_JWT_TTL)
+    claims = {"iss": signing.issuer, "aud": [signing.audience], "exp": int(now) + ttl}
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": signing.kid, "typ": None})
+
+
+def _authorization_header(signing: JwtSigning | None, now: float) -> str | None:
+    """The ``Authorization`` value, or ``None`` when unsigned or misconfigured (as Jibri)."""
+    if signing is None:
+        return None
+    try:
+        return f"Bearer {build_token(signing, now)}"
+    except (OSError, ValueError, TypeError, jwt.PyJWTError) as exc:
+        log.error("unable to create the webhook JWT, sending webhooks without it: %s", exc)
+        return None
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def _health(health_status: str = "HEALTHY") -> dict[str, Any]:
+    return {"healthStatus": health_status, "details": {}}
+
+
+def _status(busy_status: str) -> dict[str, Any]:
+    return {"busyStatus": busy_status, "health": _health()}
+
+
+@functools.cache
+def _huge_padding() -> bytes:
+    return b"x" * HUGE_BODY_BYTES
+
+
+_GARBAGE_BODY: Final = b'{"status": {"busyStatus": "EXPIRED", "health": {"healthSt\xff\xfe<html>'
+
+
+def _json_response(data: object, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
+
+
+def _text_response(text: str, status: int) -> web.Response:
+    return web.Response(status=status, text=text)
+
+
+async def _read_json_object(request: web.BaseRequest) -> dict[str, Any] | None:
+    """The request body as a JSON object, or ``None`` if it is anything else."""
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _nested_str(data: Mapping[str, Any], outer: str, inner: str) -> str | None:
+    value = data.get(outer)
+    return _optional_str(value.get(inner)) if isinstance(value, dict) else None
+
+
+# --------------------------------------------------------------------------- black hole
+
+
+class _Blackhole(asyncio.Protocol):
+    """Accepts a connection, never reads from it and never answers."""
+
+    def __init__(self, sink: set[asyncio.Transport]) -> None:
+        self._sink = sink
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._sink.add(transport)
+        transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._sink.discard(self._transport)
+
+
+# --------------------------------------------------------------------------- the simulator
+
+
+@dataclass(slots=True)
+class _Session:
+    session_id: str
+    sip_address: str | None
+    environment: str
+
+
+class SimJibri:
+    """One simulated Jibri container (see the module docstring).
+
+    ``on_restart(restart_count)`` is awaited after each simulated crash, before the restarted
+    process reports IDLE. ``clock`` gives the JWT issue time (a clock in the past yields tokens
+    that are already expired). With ``refresh_token_on_restart`` a restart re-reads the key file
+    and signs a new token, as a real process start does.
+    """
+
+    def __init__(
+        self,
+        config: SimJibriConfig,
+        *,
+        on_restart: OnRestart | None = None,
+        clock: Clock = time.time,
+        refresh_token_on_restart: bool = True,
+    ) -> None:
+        self.config = config
+        self._on_restart = on_restart
+        self._clock = clock
+        self._refresh_token_on_restart = refresh_token_on_restart
+        self._busy_status = BusyStatus.IDLE
+        self._session: _Session | None = None
+        self._restart_count = 0
+        self._webhooks_sent = 0
+        self._webhooks_failed = 0
+        self._webhooks_enabled = True
+        self._health_mode = HealthMode.NORMAL
+        self._authorization: str | None = None
+        self._port = config.port
+        self._started = False
+        self._stopped = False
+        self._web_server: web.Server | None = None
+        self._listener: asyncio.Server | None = None
+        self._blackhole_transports: set[asyncio.Transport] = set()
+        self._hung: set[web.RequestHandler] = set()
+        self._switch_lock = asyncio.Lock()
+        self._client: aiohttp.ClientSession | None = None
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._next_tick = 0.0
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def busy_status(self) -> BusyStatus:
+        return self._busy_status
+
+    @property
+    def restart_count(self) -> int:
+        return self._restart_count
+
+    @property
+    def webhooks_sent(self) -> int:
+        """Webhook requests sent (one per subscriber and event), whatever their outcome."""
+        return self._webhooks_sent
+
+    @property
+    def webhooks_failed(self) -> int:
+        """Webhook requests that got no answer in time or a non-200 answer."""
+        return self._webhooks_failed
+
+    @property
+    def webhooks_enabled(self) -> bool:
+        return self._webhooks_enabled
+
+    @property
+    def health_mode(self) -> HealthMode:
+        return self._health_mode
+
+    @property
+    def session_id(self) -> str | None:
+        return self._session.session_id if self._session else None
+
+    @property
+    def jibri_id(self) -> str:
+        return self.config.effective_jibri_id
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with ``port=0``)."""
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"http://{host}:{self._port}"
+
+    def state(self) -> dict[str, Any]:
+        """What ``GET /_sim/state`` returns."""
+        return {
+            "podName": self.config.pod_name,
+            "jibriId": self.jibri_id,
+            "busyStatus": str(self._busy_status),
+            "sessionId": self.session_id,
+            "restartCount": self._restart_count,
+            "webhooksSent": self._webhooks_sent,
+            "webhooksFailed": self._webhooks_failed,
+            "webhooksEnabled": self._webhooks_enabled,
+            "healthMode": str(self._health_mode),
+        }
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Bind the HTTP API, then behave like a freshly started Jibri process."""
+        if self._started:
+            raise RuntimeError("SimJibri.start() called twice")
+        self._started = True
+        self._web_server = web.Server(self._handle, handler_cancellation=True, access_log=None)
+        await self._listen_http()
+        self._boot()
+
+    async def stop(self) -> None:
+        """Stop timers, webhooks and the server. Idempotent."""
+        if self._stopped or not self._started:
+            self._stopped = True
+            return
+        self._stopped = True
+        self._cancel_timer()
+        await self._cancel_all(self._background)
+        async with self._switch_lock:
+            await self._close_listener()
+        await self._cancel_all(self._deliveries)
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def __aenter__(self) -> SimJibri:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def _boot(self) -> None:
+        """What a new Jibri process does: sign the JWT once, then report status periodically."""
+        if self._authorization is None or self._refresh_token_on_restart:
+            self._authorization = _authorization_header(self.config.jwt, self._clock())
+        self._cancel_timer()
+        self._next_tick = asyncio.get_running_loop().time()
+        self._tick()
+
+    def _tick(self) -> None:
+        self._send_status()
+        loop = asyncio.get_running_loop()
+        self._next_tick = max(self._next_tick + self.config.status_period, loop.time())
+        self._timer = loop.call_at(self._next_tick, self._tick)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    @staticmethod
+    async def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
+        pending = list(tasks)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        tasks.clear()
+
+    # ----------------------------------------------------------------- listeners
+
+    async def _listen_http(self) -> None:
+        assert self._web_server is not None
+        self._listener = await asyncio.get_running_loop().create_server(
+            self._web_server, self.config.host, self._port, reuse_address=True
+        )
+        self._port = self._listener.sockets[0].getsockname()[1]
+
+    async def _listen_blackhole(self) -> None:
+        sink = self._blackhole_transports
+        self._listener = await asyncio.get_running_loop().create_server(
+            lambda: _Blackhole(sink), self.config.host, self._port, reuse_address=True
+        )
+
+    async def _close_listener(self) -> None:
+        """Stop listening and drop every open connection of the current listener."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        self._release_hung()
+        for transport in list(self._blackhole_transports):
+            transport.abort()
+        self._blackhole_transports.clear()
+        if self._web_server is not None:
+            await self._web_server.shutdown(_SHUTDOWN_GRACE)
+        if listener is not None:
+            await listener.wait_closed()
+
+    def _release_hung(self) -> None:
+        for protocol in list(self._hung):
+            protocol.force_close()
+        self._hung.clear()
+
+    async def _switch_listener(self, blackhole: bool) -> None:
+        async with self._switch_lock:
+            if self._stopped or (self._health_mode is HealthMode.BLACKHOLE) == blackhole:
+                return
+            await self._close_listener()
+            if blackhole:
+                await self._listen_blackhole()
+            else:
+                await self._listen_http()
+
+    # ----------------------------------------------------------------- Jibri behaviour
+
+    async def start_recording(
+        self,
+        session_id: str | None = None,
+        *,
+        sip_address: str | None = None,
+        environment: str = DEFAULT_ENVIRONMENT,
+    ) -> bool:
+        """``startService``: IDLE -> BUSY and session ON. False (412) when not idle."""
+        if self._busy_status is not BusyStatus.IDLE:
+            return False
+        self._session = _Session(session_id or uuid.uuid4().hex, sip_address, environment)
+        self._set_busy_status(BusyStatus.BUSY)
+        self._send_session("ON")
+        return True
+
+    async def stop_recording(self) -> bool:
+        """``stopService``: BUSY -> EXPIRED (single use) and session OFF. False if not busy."""
+        if self._busy_status is not BusyStatus.BUSY:
+            return False
+        self._send_session("OFF")
+        self._session = None
+        self._set_busy_status(BusyStatus.EXPIRED)
+        return True
+
+    async def crash(self) -> None:
+        """The Jibri process dies and its container restarts: IDLE again, restart_count + 1."""
+        self._cancel_timer()
+        await self._cancel_all(self._deliveries)
+        self._session = None
+        self._busy_status = BusyStatus.IDLE
+        self._restart_count += 1
+        if self._on_restart is not None:
+            await self._on_restart(self._restart_count)
+        if not self._stopped:
+            self._boot()
+
+    async def set_health_mode(self, mode: HealthMode | str) -> None:
+        """Change how health requests are answered; leaving ``blackhole`` restores the API."""
+        new_mode = HealthMode(mode)
+        await self._switch_listener(new_mode is HealthMode.BLACKHOLE)
+        self._health_mode = new_mode
+
+    def set_webhooks_enabled(self, enabled: bool) -> None:
+        """Silence (or restore) every webhook; state transitions still happen."""
+        self._webhooks_enabled = enabled
+
+    async def drain_webhooks(self) -> None:
+        """Wait until every webhook request sent so far has finished."""
+        while self._deliveries:
+            await asyncio.gather(*list(self._deliveries), return_exceptions=True)
+
+    def _set_busy_status(self, status: BusyStatus) -> None:
+        if status is not self._busy_status:
+            self._busy_status = status
+            self._send_status()
+
+    # ----------------------------------------------------------------- webhooks
+
+    def _send_status(self) -> None:
+        body = {"jibriId": self.jibri_id, "status": _status(self._busy_status)}
+        self._send_webhook("/v1/status", body)
+
+    def _send_session(self, status: str) -> None:
+        assert self._session is not None
+        session = {
+            "sessionId": self._session.session_id,
+            "status": status,
+            "sipAddress": self._session.sip_address,
+            "failure": None,
+            "shouldRetry": None,
+        }
+        self._send_webhook("/v1/session/status", {"jibriId": self.jibri_id, "session": session})
+
+    def _send_webhook(self, path: str, body: Mapping[str, Any]) -> None:
+        if not self._webhooks_enabled or self._stopped or not self.config.webhook_subscribers:
+            return
+        data = orjson.dumps(body)
+        headers = {"Content-Type": "application/json"}
+        if self._authorization is not None:
+            headers["Authorization"] = self._authorization
+        for base in self.config.webhook_subscribers:
+            self._webhooks_sent += 1
+            task = asyncio.get_running_loop().create_task(self._post(base + path, data, headers))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+
+    def _client_session(self) -> aiohttp.ClientSession:
+        if self._client is None:
+            connector = aiohttp.TCPConnector(local_addr=(self.config.host, 0), force_close=True)
+            self._client = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._client
+
+    async def _post(self, url: str, data: bytes, headers: Mapping[str, str]) -> None:
+        try:
+            async with self._client_session().post(url, data=data, headers=headers) as resp:
+                ok = resp.status == 200
+                if not ok:
+                    log.warning("%s: webhook %s answered %s", self.jibri_id, url, resp.status)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            ok = False
+            log.warning("%s: webhook %s failed: %r", self.jibri_id, url, exc)
+        if not ok:
+            self._webhooks_failed += 1
+
+    # ----------------------------------------------------------------- HTTP API
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        route = _ROUTES.get((request.method, request.path))
+        if route is not None:
+            return await route(self, request)
+        if any(path == request.path for _, path in _ROUTES):
+            return _text_response("Method Not Allowed", 405)
+        return _text_response("Not Found", 404)
+
+    async def _health_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+        mode = self._health_mode
+        if mode is HealthMode.HANG:
+            return await self._hang(request)
+        if mode is HealthMode.GARBAGE:
+            return web.Response(body=_GARBAGE_BODY, content_type="application/json")
+        if mode is HealthMode.HUGE:
+            return self._huge_response()
+        if mode is HealthMode.UNKNOWN_STATUS:
+            return _json_response({"status": _status("SLEEPING")})
+        return _json_response(self._health_body())
+
+    def _health_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": _status(self._busy_status)}
+        if self._busy_status is BusyStatus.BUSY and self._session is not None:
+            body["environmentContext"] = {"name": self._session.environment}
+        return body
+
+    def _huge_response(self) -> web.Response:
+        head = orjson.dumps(self._health_body())[:-1] + b',"padding":"'
+        body = head + _huge_padding() + b'"}'
+        return web.Response(body=body, content_type="application/json")
+
+    async def _hang(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Keep the request open until the client gives up or the listener closes."""
+        protocol = request.protocol
+        self._hung.add(protocol)
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            self._hung.discard(protocol)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _start_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+        params = await _read_json_object(request)
+        if params is None:
+            return _text_response("startService expects a JSON object", 400)
+        started = await self.start_recording(
+            _optional_str(params.get("sessionId")),
+            sip_address=_nested_str(params, "sipClientParams", "sipAddress"),
+            environment=_nested_str(params, "environmentContext", "name") or DEFAULT_ENVIRONMENT,
+        )
+        if not started:
+            return _text_response("Jibri is currently busy", 412)
+        return web.Response(status=200)
+
+    async def _stop_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+        await self.stop_recording()
+        return web.Response(status=200)
+
+    async def _crash_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+        await self.crash()
+        return _json_response(self.state())
+
+    async def _mode_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+        params = await _read_json_object(request)
+        raw_mode = params.get("health") if params else None
+        try:
+            mode = HealthMode(str(raw_mode))
+        except ValueError:
+            return _text_response(f"health must be one of {[m.value for m in HealthMode]}", 400)
+        if mode is HealthMode.BLACKHOLE:
+            # Answer this request first; the switch closes the connection it came on.
+            task = asyncio.get_running_loop().create_task(self.set_health_mode(mode))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        else:
+            await self.set_health_mode(mode)
+        return _json_response({"health": mode.value})
+
+    async def _webhooks_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+        params = await _read_json_object(request)
+        enabled = params.get("enabled") if params else None
+        if not isinstance(enabled, bool):
+            return _text_response('expected {"enabled": true|false}', 400)
+        self.set_webhooks_enabled(enabled)
+        return _json_response({"enabled": enabled})
+
+    async def _state_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+        return _json_response(self.state())
+
+
+_Route = Callable[[SimJibri, web.BaseRequest], Awaitable[web.StreamResponse]]
+_ROUTES: Final[dict[tuple[str, str], _Route]] = {
+    ("GET", HEALTH_PATH): SimJibri._health_endpoint,
+    ("POST", START_PATH): SimJibri._start_endpoint,
+    ("POST", STOP_PATH): SimJibri._stop_endpoint,
+    ("POST", "/_sim/crash"): SimJibri._crash_endpoint,
+    ("POST", "/_sim/mode"): SimJibri._mode_endpoint,
+    ("POST", "/_sim/webhooks"): SimJibri._webhooks_endpoint,
+    ("GET", "/_sim/state"): SimJibri._state_endpoint,
+}
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m testbed.simjibri", description="Run one simulated Jibri."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--pod-name", required=True)
+    parser.add_argument("--jibri-id", default=None)
+    parser.add_argument("--subscriber", action="append", default=[], help="webhook base URL")
+    parser.add_argument("--status-period", type=float, default=DEFAULT_STATUS_PERIOD)
+    parser.add_argument("--jwt-key", type=Path, default=None, help="PKCS#1 PEM signing key")
+    parser.add_argument("--jwt-kid", default="")
+    parser.add_argument("--jwt-issuer", default="")
+    parser.add_argument("--jwt-audience", default="")
+    parser.add_argument("--jwt-ttl", type=int, default=DEFAULT_JWT_TTL)
+    return parser.parse_args(argv)
+
+
+def parse_cli(argv: Sequence[str] | None = None) -> SimJibriConfig:
+    """The configuration given on the command line (``sys.argv[1:]`` by default)."""
+    args = _parse_args(argv)
+    signing = None
+    if args.jwt_key is not None:
+        signing = JwtSigning(
+            args.jwt_key, args.jwt_kid, args.jwt_issuer, args.jwt_audience, args.jwt_ttl
+        )
+    return SimJibriConfig(
+        pod_name=args.pod_name,
+        host=args.host,
+        port=args.port,
+        jibri_id=args.jibri_id,
+        webhook_subscribers=tuple(
+            _substitute_pod_name(url, args.pod_name) for url in args.subscriber
+        ),
+        status_period=args.status_period,
+        jwt=signing,
+    )
+
+
+async def _serve(config: SimJibriConfig) -> None:
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    async with SimJibri(config) as sim:
+        log.info("simulated Jibri %s listening on %s", sim.jibri_id, sim.base_url)
+        await stopping.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry point; runs until SIGINT or SIGTERM."""
+    config = parse_cli(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    asyncio.run(_serve(config))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,647 @@
+"""The simulated Jibri speaks the real Jibri's wire protocol and injects the documented faults."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+import orjson
+import pytest
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from testbed.simjibri import (
+    BusyStatus,
+    HealthMode,
+    JwtSigning,
+    SimJibri,
+    SimJibriConfig,
+    config_from_env,
+    parse_cli,
+)
+
+HEALTH = "/jibri/api/v1.0/health"
+START = "/jibri/api/v1.0/startService"
+STOP = "/jibri/api/v1.0/stopService"
+START_BODY = {
+    "sessionId": "rec-1",
+    "callParams": {"callUrlInfo": {"baseUrl": "https://meet.example", "callName": "room"}},
+    "callLoginParams": {"domain": "recorder.meet.example", "username": "u", "password": "p"},
+    "sinkType": "FILE",
+}
+HEALTHY = {"healthStatus": "HEALTHY", "details": {}}
+_hosts = count(10)
+
+
+def next_host() -> str:
+    """A fresh loopback address per simulator, so tests never share a listener."""
+    return f"127.0.3.{next(_hosts)}"
+
+
+@dataclass
+class Webhook:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    remote: str | None
+
+
+@dataclass
+class Receiver:
+    """A webhook subscriber that records every request."""
+
+    base: str
+    queue: asyncio.Queue[Webhook] = field(default_factory=asyncio.Queue)
+    status: int = 200
+
+    async def next(self, path: str | None = None, timeout: float = 2.0) -> Webhook:
+        """The next webhook (for ``path`` if given; others are dropped)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                hook = await self.queue.get()
+                if path is None or hook.path.endswith(path):
+                    return hook
+
+    async def nothing_within(self, seconds: float) -> bool:
+        try:
+            await self.next(timeout=seconds)
+        except TimeoutError:
+            return True
+        return False
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver(base="")
+
+    async def handle(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        await rec.queue.put(Webhook(request.path, dict(request.headers), body, request.remote))
+        return web.Response(status=rec.status)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    rec.base = f"http://127.0.0.1:{port}/webhook/pod-a"
+    yield rec
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        yield session
+
+
+@asynccontextmanager
+async def running(
+    *subscribers: str, host: str | None = None, **kwargs: Any
+) -> AsyncIterator[SimJibri]:
+    options = {
+        k: kwargs.pop(k) for k in ("on_restart", "clock", "refresh_token_on_restart") if k in kwargs
+    }
+    config = SimJibriConfig(
+        pod_name="pod-a",
+        host=host or next_host(),
+        port=0,
+        webhook_subscribers=subscribers,
+        **kwargs,
+    )
+    sim = SimJibri(config, **options)
+    await sim.start()
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+
+
+async def get_json(http: aiohttp.ClientSession, url: str) -> tuple[int, str, Any]:
+    async with http.get(url) as resp:
+        return resp.status, resp.headers["Content-Type"], await resp.json()
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: object = None) -> int:
+    async with http.post(url, json=body) as resp:
+        await resp.read()
+        return resp.status
+
+
+def write_key(path: Path, key: rsa.RSAPrivateKey, pkcs1: bool = True) -> Path:
+    fmt = (
+        serialization.PrivateFormat.TraditionalOpenSSL
+        if pkcs1
+        else serialization.PrivateFormat.PKCS8
+    )
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def signing(key_path: Path, ttl: int = 3600) -> JwtSigning:
+    return JwtSigning(
+        key_path=key_path,
+        kid="jibri-2024",
+        issuer="jibri",
+        audience="jibri-pod-controller",
+        ttl_seconds=ttl,
+    )
+
+
+# --------------------------------------------------------------------------- health and control
+
+
+async def test_health_shape_follows_the_lifecycle(http: aiohttp.ClientSession) -> None:
+    async with running() as sim:
+        health = sim.base_url + HEALTH
+        status, content_type, body = await get_json(http, health)
+        assert (status, content_type) == (200, "application/json")
+        assert body == {"status": {"busyStatus": "IDLE", "health": HEALTHY}}
+
+        assert await post(http, sim.base_url + START, START_BODY) == 200
+        assert sim.busy_status is BusyStatus.BUSY
+        assert sim.session_id == "rec-1"
+        _, _, body = await get_json(http, health)
+        assert body == {
+            "status": {"busyStatus": "BUSY", "health": HEALTHY},
+            "environmentContext": {"name": "default"},
+        }
+
+        assert await post(http, sim.base_url + STOP) == 200
+        _, _, body = await get_json(http, health)
+        assert body == {"status": {"busyStatus": "EXPIRED", "health": HEALTHY}}
+
+
+async def test_start_is_refused_unless_idle(http: aiohttp.ClientSession) -> None:
+    async with running() as sim:
+        assert await post(http, sim.base_url + START, {"sessionId": "a"}) == 200
+        async with http.post(sim.base_url + START, json={"sessionId": "b"}) as resp:
+            assert resp.status == 412
+            assert await resp.text() == "Jibri is currently busy"
+        assert sim.session_id == "a"
+        assert await post(http, sim.base_url + STOP) == 200
+        assert await post(http, sim.base_url + START, {"sessionId": "c"}) == 412
+        assert await post(http, sim.base_url + STOP) == 200
+        assert sim.busy_status is BusyStatus.EXPIRED
+
+
+async def test_bad_requests(http: aiohttp.ClientSession) -> None:
+    async with running() as sim:
+        async with http.post(sim.base_url + START, data=b"{nope") as resp:
+            assert resp.status == 400
+        assert await post(http, sim.base_url + START, ["not", "an", "object"]) == 400
+        assert await post(http, sim.base_url + HEALTH) == 405
+        async with http.get(sim.base_url + "/elsewhere") as resp:
+            assert resp.status == 404
+        assert await post(http, sim.base_url + "/_sim/mode", {"health": "sleepy"}) == 400
+        assert await post(http, sim.base_url + "/_sim/webhooks", {"enabled": "no"}) == 400
+        assert sim.busy_status is BusyStatus.IDLE
+
+
+async def test_environment_context_and_sip_address_come_from_the_request(
+    http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    async with running(receiver.base) as sim:
+        body = {
+            **START_BODY,
+            "sinkType": "GATEWAY",
+            "sipClientParams": {"sipAddress": "sip:room@example"},
+            "environmentContext": {"name": "prod"},
+        }
+        assert await post(http, sim.base_url + START, body) == 200
+        _, _, health = await get_json(http, sim.base_url + HEALTH)
+        assert health["environmentContext"] == {"name": "prod"}
+        hook = await receiver.next("/v1/session/status")
+        assert hook.body["session"]["sipAddress"] == "sip:room@example"
+
+
+# --------------------------------------------------------------------------- webhooks
+
+
+async def test_status_webhooks_on_start_on_change_and_periodically(
+    http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    async with running(receiver.base, status_period=0.2) as sim:
+        hook = await receiver.next()
+        assert hook.path == "/webhook/pod-a/v1/status"
+        assert hook.body == {
+            "jibriId": "pod-a",
+            "status": {"busyStatus": "IDLE", "health": HEALTHY},
+        }
+        assert hook.headers["Content-Type"] == "application/json"
+        assert "Authorization" not in hook.headers
+
+        started = time.monotonic()
+        assert await post(http, sim.base_url + START, START_BODY) == 200
+        busy = await receiver.next("/v1/status")
+        assert busy.body == {
+            "jibriId": "pod-a",
+            "status": {"busyStatus": "BUSY", "health": HEALTHY},
+        }
+        assert time.monotonic() - started < 0.15  # sent on the change, not by the timer
+
+        periodic = await receiver.next("/v1/status", timeout=1.0)
+        assert periodic.body == busy.body
+        await receiver.next("/v1/status", timeout=1.0)  # and again
+
+
+async def test_session_webhooks(http: aiohttp.ClientSession, receiver: Receiver) -> None:
+    async with running(receiver.base, jibri_id="jibri-7") as sim:
+        assert await post(http, sim.base_url + START, START_BODY) == 200
+        on = await receiver.next("/v1/session/status")
+        assert on.path == "/webhook/pod-a/v1/session/status"
+        assert on.headers["Content-Type"] == "application/json"
+        assert on.body == {
+            "jibriId": "jibri-7",
+            "session": {
+                "sessionId": "rec-1",
+                "status": "ON",
+                "sipAddress": None,
+                "failure": None,
+                "shouldRetry": None,
+            },
+        }
+        assert await post(http, sim.base_url + STOP) == 200
+        off = await receiver.next("/v1/session/status")
+        assert off.body["session"] == {**on.body["session"], "status": "OFF"}
+        expired = await receiver.next("/v1/status")
+        assert expired.body["status"]["busyStatus"] == "EXPIRED"
+        assert expired.body["jibriId"] == "jibri-7"
+
+
+async def test_webhooks_leave_from_the_pod_address(receiver: Receiver) -> None:
+    async with running(receiver.base, host="127.0.0.7"):
+        hook = await receiver.next()
+        assert hook.remote == "127.0.0.7"
+
+
+async def test_every_subscriber_gets_every_webhook(receiver: Receiver) -> None:
+    other = receiver.base.replace("/pod-a", "/other")
+    async with running(receiver.base, other) as sim:
+        paths = {(await receiver.next()).path for _ in range(2)}
+        assert paths == {"/webhook/pod-a/v1/status", "/webhook/other/v1/status"}
+        assert sim.webhooks_sent == 2
+
+
+async def test_failed_webhooks_are_counted_and_not_retried(receiver: Receiver) -> None:
+    receiver.status = 503
+    unreachable = "http://127.0.0.1:9/webhook/pod-a"
+    async with running(receiver.base, unreachable) as sim:
+        await receiver.next()
+        await sim.drain_webhooks()
+        assert (sim.webhooks_sent, sim.webhooks_failed) == (2, 2)
+        assert await receiver.nothing_within(0.2)
+
+
+async def test_silent_mode_keeps_transitions_but_sends_nothing(
+    http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    async with running(receiver.base, status_period=0.1) as sim:
+        await receiver.next()
+        assert await post(http, sim.base_url + "/_sim/webhooks", {"enabled": False}) == 200
+        await sim.drain_webhooks()
+        while not receiver.queue.empty():
+            receiver.queue.get_nowait()
+        sent = sim.webhooks_sent
+
+        assert await post(http, sim.base_url + START, START_BODY) == 200
+        assert await post(http, sim.base_url + STOP) == 200
+        assert sim.busy_status is BusyStatus.EXPIRED
+        assert await receiver.nothing_within(0.3)
+        assert sim.webhooks_sent == sent
+
+        assert await post(http, sim.base_url + "/_sim/webhooks", {"enabled": True}) == 200
+        hook = await receiver.next("/v1/status", timeout=1.0)
+        assert hook.body["status"]["busyStatus"] == "EXPIRED"
+
+
+# --------------------------------------------------------------------------- crash
+
+
+async def test_crash_restarts_idle_and_reports_it(
+    http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    restarts: list[int] = []
+
+    async def on_restart(restart_count: int) -> None:
+        await asyncio.sleep(0)
+        restarts.append(restart_count)
+
+    async with running(receiver.base, on_restart=on_restart) as sim:
+        assert await post(http, sim.base_url + START, START_BODY) == 200
+        await sim.drain_webhooks()
+        while not receiver.queue.empty():
+            receiver.queue.get_nowait()
+
+        async with http.post(sim.base_url + "/_sim/crash") as resp:
+            state = await resp.json()
+        assert restarts == [1]
+        assert state["busyStatus"] == "IDLE"
+        assert state["restartCount"] == 1
+        assert sim.restart_count == 1
+        assert sim.session_id is None
+        hook = await receiver.next()
+        assert hook.path.endswith("/v1/status")
+        assert hook.body["status"]["busyStatus"] == "IDLE"
+        _, _, health = await get_json(http, sim.base_url + HEALTH)
+        assert health == {"status": {"busyStatus": "IDLE", "health": HEALTHY}}
+
+        await sim.crash()
+        assert restarts == [1, 2]
+
+
+async def test_state_endpoint(http: aiohttp.ClientSession) -> None:
+    async with running() as sim:
+        _, _, state = await get_json(http, sim.base_url + "/_sim/state")
+        assert state == {
+            "podName": "pod-a",
+            "jibriId": "pod-a",
+            "busyStatus": "IDLE",
+            "sessionId": None,
+            "restartCount": 0,
+            "webhooksSent": 0,
+            "webhooksFailed": 0,
+            "webhooksEnabled": True,
+            "healthMode": "normal",
+        }
+
+
+# --------------------------------------------------------------------------- health faults
+
+
+async def set_mode(http: aiohttp.ClientSession, sim: SimJibri, mode: str) -> None:
+    assert await post(http, sim.base_url + "/_sim/mode", {"health": mode}) == 200
+
+
+async def test_hang_mode_never_answers_health(http: aiohttp.ClientSession) -> None:
+    async with running() as sim:
+        await set_mode(http, sim, "hang")
+        with pytest.raises(TimeoutError):
+            await http.get(sim.base_url + HEALTH, timeout=aiohttp.ClientTimeout(total=0.3))
+        status, _, state = await get_json(http, sim.base_url + "/_sim/state")
+        assert (status, state["healthMode"]) == (200, "hang")
+        hanging = asyncio.ensure_future(http.get(sim.base_url + HEALTH))
+        await asyncio.sleep(0.05)
+    # stopping the simulator drops the hanging request instead of answering it
+    with pytest.raises(aiohttp.ClientError):
+        await hanging
+
+
+async def test_garbage_mode(http: aiohttp.ClientSession) -> None:
+    async with running() as sim:
+        await set_mode(http, sim, "garbage")
+        async with http.get(sim.base_url + HEALTH) as resp:
+            assert resp.status == 200
+            raw = await resp.read()
+        with pytest.raises(ValueError):
+            orjson.loads(raw)
+
+
+async def test_huge_mode(http: aiohttp.ClientSession) -> None:
+    async with running() as sim:
+        await set_mode(http, sim, "huge")
+        async with http.get(sim.base_url + HEALTH) as resp:
+            assert resp.status == 200
+            raw = await resp.read()
+        assert len(raw) > 4 * 1024 * 1024
+        assert orjson.loads(raw)["status"]["busyStatus"] == "IDLE"
+
+
+async def test_unknown_status_mode(http: aiohttp.ClientSession) -> None:
+    async with running() as sim:
+        await set_mode(http, sim, "unknown-status")
+        _, _, body = await get_json(http, sim.base_url + HEALTH)
+        assert body == {"status": {"busyStatus": "SLEEPING", "health": HEALTHY}}
+        await set_mode(http, sim, "normal")
+        _, _, body = await get_json(http, sim.base_url + HEALTH)
+        assert body["status"]["busyStatus"] == "IDLE"
+
+
+async def test_blackhole_mode_and_the_way_back(http: aiohttp.ClientSession) -> None:
+    quick = aiohttp.ClientTimeout(total=0.3)
+    async with running() as sim:
+        await set_mode(http, sim, "blackhole")
+        await asyncio.sleep(0.05)
+        for path in (HEALTH, "/_sim/state"):
+            async with aiohttp.ClientSession(timeout=quick) as fresh:
+                with pytest.raises(TimeoutError):
+                    await fresh.get(sim.base_url + path)
+        # the connection is accepted: it is the answer that never comes
+        reader, writer = await asyncio.open_connection(sim.config.host, sim.port)
+        writer.write(b"GET /jibri/api/v1.0/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.read(1), 0.2)
+        writer.close()
+
+        await sim.set_health_mode(HealthMode.NORMAL)
+        _, _, body = await get_json(http, sim.base_url + HEALTH)
+        assert body["status"]["busyStatus"] == "IDLE"
+
+
+# --------------------------------------------------------------------------- JWT
+
+
+async def test_jwt_is_signed_like_jibri(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey, receiver: Receiver
+) -> None:
+    key_path = write_key(tmp_path / "key.pem", rsa_key)
+    issued = time.time()
+    async with running(receiver.base, jwt=signing(key_path, ttl=3600), status_period=0.1):
+        first = await receiver.next()
+        second = await receiver.next()
+    scheme, token = first.headers["Authorization"].split(" ")
+    assert scheme == "Bearer"
+    assert jwt.get_unverified_header(token) == {"alg": "RS256", "kid": "jibri-2024"}
+    claims = jwt.decode(
+        token,
+        rsa_key.public_key(),
+        algorithms=["RS256"],
+        audience="jibri-pod-controller",
+        issuer="jibri",
+        options={"require": ["exp", "iss", "aud"]},
+    )
+    assert set(claims) == {"iss", "aud", "exp"}
+    assert claims["aud"] == ["jibri-pod-controller"]
+    assert abs(claims["exp"] - (issued + 3600)) <= 2
+    # built once at start-up: every later request carries the very same token
+    assert second.headers["Authorization"] == first.headers["Authorization"]
+
+
+async def test_jwt_ttl_has_jibris_ten_minute_floor(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey, receiver: Receiver
+) -> None:
+    key_path = write_key(tmp_path / "key.pem", rsa_key)
+    async with running(receiver.base, jwt=signing(key_path, ttl=5), clock=lambda: 1000.0):
+        hook = await receiver.next()
+    token = hook.headers["Authorization"].removeprefix("Bearer ")
+    assert jwt.decode(token, options={"verify_signature": False})["exp"] == 1600
+
+
+async def test_token_from_a_stale_clock_is_already_expired(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey, receiver: Receiver
+) -> None:
+    key_path = write_key(tmp_path / "key.pem", rsa_key)
+    stale = time.time() - 7200
+    async with running(receiver.base, jwt=signing(key_path, ttl=3600), clock=lambda: stale):
+        hook = await receiver.next()
+    token = hook.headers["Authorization"].removeprefix("Bearer ")
+    with pytest.raises(jwt.ExpiredSignatureError):
+        jwt.decode(
+            token, rsa_key.public_key(), algorithms=["RS256"], audience="jibri-pod-controller"
+        )
+
+
+@pytest.mark.parametrize("refresh", [True, False])
+async def test_a_restart_signs_a_new_token_unless_disabled(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey, receiver: Receiver, refresh: bool
+) -> None:
+    key_path = write_key(tmp_path / "key.pem", rsa_key)
+    now = [1_000_000.0]
+    async with running(
+        receiver.base,
+        jwt=signing(key_path),
+        clock=lambda: now[0],
+        refresh_token_on_restart=refresh,
+    ) as sim:
+        before = (await receiver.next()).headers["Authorization"]
+        now[0] += 500
+        await sim.crash()
+        after = (await receiver.next()).headers["Authorization"]
+    assert (before != after) is refresh
+
+
+async def test_pkcs8_key_means_no_authorization_header(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey, receiver: Receiver
+) -> None:
+    key_path = write_key(tmp_path / "key.pem", rsa_key, pkcs1=False)
+    assert b"BEGIN PRIVATE KEY" in key_path.read_bytes()
+    async with running(receiver.base, jwt=signing(key_path)):
+        hook = await receiver.next()
+    assert "Authorization" not in hook.headers
+
+
+async def test_missing_key_file_means_no_authorization_header(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    async with running(receiver.base, jwt=signing(tmp_path / "absent.pem")):
+        hook = await receiver.next()
+    assert "Authorization" not in hook.headers
+
+
+# --------------------------------------------------------------------------- many instances
+
+
+async def test_many_instances_share_a_port_on_distinct_addresses(
+    http: aiohttp.ClientSession,
+) -> None:
+    first = SimJibri(SimJibriConfig(pod_name="jibri-0", host="127.0.4.1", port=0))
+    await first.start()
+    others = [
+        SimJibri(
+            replace(first.config, pod_name=f"jibri-{i}", host=f"127.0.4.{i + 1}", port=first.port)
+        )
+        for i in range(1, 30)
+    ]
+    sims = [first, *others]
+    try:
+        await asyncio.gather(*(sim.start() for sim in others))
+        assert len({sim.port for sim in sims}) == 1
+        await others[4].start_recording("x")
+        _, _, body = await get_json(http, others[4].base_url + HEALTH)
+        assert body["status"]["busyStatus"] == "BUSY"
+        _, _, body = await get_json(http, others[5].base_url + HEALTH)
+        assert body["status"]["busyStatus"] == "IDLE"
+    finally:
+        await asyncio.gather(*(sim.stop() for sim in sims))
+
+
+async def test_stop_is_idempotent_and_start_only_once() -> None:
+    sim = SimJibri(SimJibriConfig(pod_name="pod-a", host=next_host(), port=0))
+    await sim.stop()
+    sim = SimJibri(SimJibriConfig(pod_name="pod-a", host=next_host(), port=0))
+    await sim.start()
+    with pytest.raises(RuntimeError):
+        await sim.start()
+    await sim.stop()
+    await sim.stop()
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_config_from_env_substitutes_the_pod_name(tmp_path: Path) -> None:
+    env = {
+        "SIM_JIBRI_PORT": "2300",
+        "SIM_JIBRI_ID": "$POD_NAME",
+        "SIM_JIBRI_WEBHOOK_SUBSCRIBERS": (
+            "http://ctl.ns.svc.cluster.local/webhook/$POD_NAME, http://other/${POD_NAME}/x,"
+        ),
+        "SIM_JIBRI_STATUS_PERIOD": "0.5",
+        "SIM_JIBRI_JWT_KEY_PATH": str(tmp_path / "k.pem"),
+        "SIM_JIBRI_JWT_KID": "kid-1",
+        "SIM_JIBRI_JWT_ISSUER": "jibri",
+        "SIM_JIBRI_JWT_AUDIENCE": "jibri-pod-controller",
+        "SIM_JIBRI_JWT_TTL": "7200",
+    }
+    config = config_from_env("jibri-abc", "10.0.0.5", env)
+    assert config == SimJibriConfig(
+        pod_name="jibri-abc",
+        host="10.0.0.5",
+        port=2300,
+        jibri_id="jibri-abc",
+        webhook_subscribers=(
+            "http://ctl.ns.svc.cluster.local/webhook/jibri-abc",
+            "http://other/jibri-abc/x",
+        ),
+        status_period=0.5,
+        jwt=JwtSigning(tmp_path / "k.pem", "kid-1", "jibri", "jibri-pod-controller", 7200),
+    )
+    assert SimJibriConfig.from_env("jibri-abc", "10.0.0.5", env) == config
+
+
+def test_config_from_env_defaults() -> None:
+    config = config_from_env("jibri-abc", "10.0.0.5", {})
+    assert config == SimJibriConfig(pod_name="jibri-abc", host="10.0.0.5")
+    assert (config.port, config.status_period, config.jwt) == (2222, 60.0, None)
+    assert config.effective_jibri_id == "jibri-abc"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SIM_JIBRI_PORT": "http"},
+        {"SIM_JIBRI_STATUS_PERIOD": "soon"},
+        {"SIM_JIBRI_STATUS_PERIOD": "0"},
+        {"SIM_JIBRI_JWT_KEY_PATH": "/k.pem", "SIM_JIBRI_JWT_KID": "k"},
+    ],
+)
+def test_config_from_env_rejects_malformed_values(env: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        config_from_env("jibri-abc", "10.0.0.5", env)
+
+
+def test_command_line() -> None:
+    config = parse_cli(
+        ["--host", "127.0.0.9", "--pod-name", "x", "--subscriber", "http://c/webhook/$POD_NAME"]
+    )
+    assert config == SimJibriConfig(
+        pod_name="x", host="127.0.0.9", webhook_subscribers=("http://c/webhook/x",)
+    )
