@@ -503,29 +503,37 @@ class SimJibri:
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
-        self._release_hung()
+        await self._drop_connections()
+        if listener is not None:
+            await listener.wait_closed()
+
+    async def _drop_connections(self) -> None:
+        """Close open connections; a request being answered gets a short grace period."""
+        for protocol in list(self._hung):
+            protocol.force_close()
+        self._hung.clear()
         for transport in list(self._blackhole_transports):
             transport.abort()
         self._blackhole_transports.clear()
         if self._web_server is not None:
+            self._web_server.pre_shutdown()
             await self._web_server.shutdown(_SHUTDOWN_GRACE)
-        if listener is not None:
-            await listener.wait_closed()
-
-    def _release_hung(self) -> None:
-        for protocol in list(self._hung):
-            protocol.force_close()
-        self._hung.clear()
 
     async def _switch_listener(self, blackhole: bool) -> None:
+        """Swap the HTTP server and the black hole on the same address, without a gap."""
         async with self._switch_lock:
             if self._stopped or (self._health_mode is HealthMode.BLACKHOLE) == blackhole:
                 return
-            await self._close_listener()
+            old, self._listener = self._listener, None
+            if old is not None:
+                old.close()
             if blackhole:
                 await self._listen_blackhole()
             else:
                 await self._listen_http()
+            await self._drop_connections()
+            if old is not None:
+                await old.wait_closed()
 
     # ----------------------------------------------------------------- Jibri behaviour
 

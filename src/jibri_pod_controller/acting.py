@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 from jibri_pod_controller.decisions import Action, Delete, Detach, Nothing
-from jibri_pod_controller.kube import Cluster, Conflict, KubeError, NotFound
+from jibri_pod_controller.kube import Cluster, Conflict, Invalid, KubeError, NotFound
 from jibri_pod_controller.metrics import Metrics
 from jibri_pod_controller.pods import (
     ANNOTATION_BUSY_SINCE,
@@ -140,6 +140,10 @@ class Actuator:
                 )
             except NotFound:
                 return Result.GONE
+            except Invalid as exc:
+                if "metadata.uid" in str(exc):
+                    return Result.GONE  # the name now holds a newer pod: never relabel it
+                raise
             return Result.DONE
         try:
             deleted = await self.cluster.delete_pod(name=pod.name, uid=pod.uid)

@@ -110,27 +110,61 @@ def _retry_after(exc: ApiException) -> float | None:
         return None
 
 
+def error_for_status(
+    status: int, detail: str, *, retry_after: float | None = None
+) -> KubeError:
+    if status == 404:
+        return NotFound(detail)
+    if status == 409:
+        return Conflict(detail)
+    if status in (401, 403):
+        return Forbidden(detail)
+    if status == 422:
+        return Invalid(detail)
+    if status == 429 or status >= 500 or status == 0:
+        return Unavailable(detail, retry_after=retry_after)
+    return KubeError(detail)
+
+
 def translate(exc: BaseException, what: str) -> KubeError:
     """Map a client exception to the controller's error hierarchy."""
+    if isinstance(exc, KubeError):
+        return exc
     if isinstance(exc, ApiException):
         status = exc.status or 0
         detail = f"{what}: HTTP {status} {exc.reason or ''}".strip()
-        if status == 404:
-            return NotFound(detail)
-        if status == 409:
-            return Conflict(detail)
-        if status in (401, 403):
-            return Forbidden(detail)
-        if status == 422:
-            return Invalid(detail)
-        if status == 429 or status >= 500 or status == 0:
-            return Unavailable(detail, retry_after=_retry_after(exc))
-        return KubeError(detail)
+        return error_for_status(status, detail, retry_after=_retry_after(exc))
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return Unavailable(f"{what}: timed out")
     if isinstance(exc, aiohttp.ClientError | OSError):
         return Unavailable(f"{what}: {type(exc).__name__}: {exc}")
     return KubeError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+async def _body(response: Any, what: str) -> bytes:
+    """The body of a raw (``_preload_content=False``) response; errors raised as `KubeError`.
+
+    Raw responses do not raise on an error status: the status must be checked here, or a 404
+    or a failed precondition would pass for success.
+    """
+    try:
+        body: bytes = await response.read()
+    finally:
+        response.release()
+    status = int(response.status)
+    if status < 400:
+        return body
+    message = ""
+    try:
+        message = str(orjson.loads(body).get("message", ""))[:300]
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    retry_after = response.headers.get("Retry-After")
+    try:
+        delay = float(retry_after) if retry_after is not None else None
+    except ValueError:
+        delay = None
+    raise error_for_status(status, f"{what}: HTTP {status} {message}".strip(), retry_after=delay)
 
 
 def _lease_from(obj: Any) -> StoredLease:
@@ -203,17 +237,16 @@ class KubeCluster:
         await self._api.close()
 
     async def get_pod(self, name: str) -> PodFacts | None:
+        what = f"get pod {name}"
         try:
             response = await self._core.read_namespaced_pod(
                 name, self._ns, _preload_content=False, _request_timeout=self._timeout
             )
-            return parse_pod(orjson.loads(await response.read()))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise translate(exc, f"get pod {name}") from exc
+            return parse_pod(orjson.loads(await _body(response, what)))
+        except NotFound:
+            return None
         except Exception as exc:
-            raise translate(exc, f"get pod {name}") from exc
+            raise translate(exc, what) from exc
 
     async def list_pods(self, *, selector: str, page_size: int) -> AsyncIterator[PodFacts]:
         token: str | None = None
@@ -225,7 +258,7 @@ class KubeCluster:
                 response = await self._core.list_namespaced_pod(
                     self._ns, _preload_content=False, _request_timeout=self._timeout * 3, **kwargs
                 )
-                page = orjson.loads(await response.read())
+                page = orjson.loads(await _body(response, "list pods"))
             except Exception as exc:
                 raise translate(exc, "list pods") from exc
             for raw in page.get("items") or ():
@@ -254,24 +287,23 @@ class KubeCluster:
                 _preload_content=False,
                 _request_timeout=self._timeout,
             )
-            return parse_pod(orjson.loads(await response.read()))
+            return parse_pod(orjson.loads(await _body(response, f"patch pod {name}")))
         except Exception as exc:
             raise translate(exc, f"patch pod {name}") from exc
 
     async def delete_pod(self, *, name: str, uid: str) -> bool:
         options = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=uid))
+        what = f"delete pod {name}"
         try:
             response = await self._core.delete_namespaced_pod(
                 name, self._ns, body=options, _preload_content=False, _request_timeout=self._timeout
             )
-            await response.read()
+            await _body(response, what)
             return True
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise translate(exc, f"delete pod {name}") from exc
+        except NotFound:
+            return False
         except Exception as exc:
-            raise translate(exc, f"delete pod {name}") from exc
+            raise translate(exc, what) from exc
 
     async def get_lease(self, name: str) -> StoredLease | None:
         try:

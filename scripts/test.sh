@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, types, architecture contract, then every test (unit, component,
+# static checks of the deployment files, and end-to-end tests on a real local control plane).
+#   scripts/test.sh                 # everything
+#   scripts/test.sh tests/unit      # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+echo "== lint, format, types, import contracts"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+.venv/bin/lint-imports --no-cache >/dev/null
+echo "== control plane binaries (built once, then cached)"
+scripts/build-control-plane.sh >/dev/null
+echo "== tests"
+exec .venv/bin/python -m pytest "$@"

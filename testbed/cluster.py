@@ -1,0 +1,376 @@
+"""Putting the pieces together on a control plane: the controller's identity and RBAC from
+``deploy/``, a Deployment of simulated Jibris, and the controller as a process of its own.
+
+Shared by the end-to-end tests, the demo and the benchmarks, so all three exercise the same
+manifests and the same command line an operator would run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from testbed.controlplane import ControlPlane
+
+REPO = Path(__file__).resolve().parent.parent
+DEPLOY = REPO / "deploy"
+SERVICE_ACCOUNT = "jibri-pod-controller"
+DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "jibri_pod_controller")
+JIBRI_PORT = 2222
+IDLE_LABELS = {"app": "jibri", "state": "idle"}
+BUSY_LABELS = {"app": "jibri", "state": "busy"}
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[T]],
+    *,
+    timeout: float,
+    interval: float = 0.2,
+    what: str = "condition",
+) -> T:
+    """Poll ``check`` until it returns a truthy value; raise TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = await check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+        await asyncio.sleep(interval)
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity and RBAC
+
+
+def service_account_user(namespace: str) -> str:
+    return f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
+
+
+def controller_kubeconfig(plane: ControlPlane, namespace: str) -> Path:
+    """A kubeconfig that authenticates as the controller's ServiceAccount in ``namespace``."""
+    return plane.kubeconfig_for(
+        service_account_user(namespace),
+        ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"],
+    )
+
+
+def load_manifests(*names: str) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for name in names:
+        with (DEPLOY / name).open() as f:
+            docs.extend(d for d in yaml.safe_load_all(f) if d)
+    return docs
+
+
+def rbac_manifests(
+    namespace: str, *, drop_rules: Callable[[dict[str, Any]], bool] | None = None
+) -> list[dict[str, Any]]:
+    """deploy/'s ServiceAccount, Role and RoleBinding, placed in ``namespace``.
+
+    ``drop_rules`` removes matching rules from the Role (to prove a missing permission is
+    visible).
+    """
+    docs = load_manifests("serviceaccount.yaml", "rbac.yaml")
+    for doc in docs:
+        doc.setdefault("metadata", {})["namespace"] = namespace
+        for subject in doc.get("subjects") or ():
+            if subject.get("kind") == "ServiceAccount":
+                subject["namespace"] = namespace
+        if doc.get("kind") == "Role" and drop_rules is not None:
+            doc["rules"] = [r for r in doc["rules"] if not drop_rules(r)]
+    return docs
+
+
+async def apply(api: k8s.ApiClient, docs: Sequence[Mapping[str, Any]]) -> None:
+    """Create each object (these tests and demos always start from an empty namespace)."""
+    for doc in docs:
+        kind, ns = doc["kind"], doc["metadata"].get("namespace")
+        if kind == "ServiceAccount":
+            await k8s.CoreV1Api(api).create_namespaced_service_account(ns, doc)
+        elif kind == "Role":
+            await k8s.RbacAuthorizationV1Api(api).create_namespaced_role(ns, doc)
+        elif kind == "RoleBinding":
+            await k8s.RbacAuthorizationV1Api(api).create_namespaced_role_binding(ns, doc)
+        elif kind == "Deployment":
+            await k8s.AppsV1Api(api).create_namespaced_deployment(ns, doc)
+        elif kind == "Namespace":
+            await k8s.CoreV1Api(api).create_namespace(doc)
+        else:
+            raise ValueError(f"apply: unsupported kind {kind}")
+
+
+async def create_namespace(api: k8s.ApiClient, name: str) -> None:
+    await k8s.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+
+
+async def delete_namespace(api: k8s.ApiClient, name: str) -> None:
+    with contextlib.suppress(ApiException):
+        await k8s.CoreV1Api(api).delete_namespace(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Simulated Jibris
+
+
+@dataclass(frozen=True)
+class JibriJwt:
+    key_path: Path
+    kid: str
+    issuer: str
+    audience: str
+    ttl_seconds: int = 24 * 3600
+
+
+def jibri_deployment(
+    *,
+    namespace: str,
+    replicas: int,
+    subscribers: Sequence[str],
+    name: str = "jibri",
+    status_period: float = 60.0,
+    jwt: JibriJwt | None = None,
+) -> dict[str, Any]:
+    """A Deployment of simulated Jibris with the seed's label scheme (idle spares)."""
+    env = [
+        {"name": "SIM_JIBRI", "value": "true"},
+        {"name": "SIM_JIBRI_PORT", "value": str(JIBRI_PORT)},
+        {"name": "SIM_JIBRI_STATUS_PERIOD", "value": str(status_period)},
+        {"name": "SIM_JIBRI_WEBHOOK_SUBSCRIBERS", "value": ",".join(subscribers)},
+    ]
+    if jwt is not None:
+        env += [
+            {"name": "SIM_JIBRI_JWT_KEY_PATH", "value": str(jwt.key_path)},
+            {"name": "SIM_JIBRI_JWT_KID", "value": jwt.kid},
+            {"name": "SIM_JIBRI_JWT_ISSUER", "value": jwt.issuer},
+            {"name": "SIM_JIBRI_JWT_AUDIENCE", "value": jwt.audience},
+            {"name": "SIM_JIBRI_JWT_TTL", "value": str(jwt.ttl_seconds)},
+        ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(IDLE_LABELS)},
+            "template": {
+                "metadata": {"labels": dict(IDLE_LABELS)},
+                "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [
+                        {
+                            "name": "jibri",
+                            "image": "simulated-jibri",
+                            "ports": [{"containerPort": JIBRI_PORT, "name": "api"}],
+                            "env": env,
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+async def jibri_call(ip: str, path: str, body: Mapping[str, Any] | None = None) -> int:
+    """POST to a simulated Jibri's API (e.g. startService) and return the HTTP status."""
+
+    def call() -> int:
+        data = json.dumps(body or {}).encode()
+        request = urllib.request.Request(
+            f"http://{ip}:{JIBRI_PORT}{path}",
+            data=data,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                status: int = response.status
+                return status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    return await asyncio.to_thread(call)
+
+
+async def start_recording(ip: str, session_id: str = "rec") -> int:
+    return await jibri_call(
+        ip,
+        "/jibri/api/v1.0/startService",
+        {"sessionId": session_id, "recordingMode": "FILE", "callParams": {"callUrlInfo": {}}},
+    )
+
+
+async def stop_recording(ip: str) -> int:
+    return await jibri_call(ip, "/jibri/api/v1.0/stopService")
+
+
+# ---------------------------------------------------------------------------------------------
+# The controller, as a process
+
+
+@dataclass
+class ControllerProcess:
+    """One controller replica run as a separate process, exactly as its container runs it."""
+
+    name: str
+    kubeconfig: Path
+    namespace: str
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    env: Mapping[str, str] = field(default_factory=dict)
+    command: Sequence[str] = DEFAULT_COMMAND
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def webhook_base(self) -> str:
+        return f"{self.url}/webhook/$POD_NAME"
+
+    def start(self) -> ControllerProcess:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "KUBECONFIG": str(self.kubeconfig),
+            "NAMESPACE": self.namespace,
+            "POD_NAME": self.name,
+            "PORT": str(self.port),
+            "JIBRI_HEALTH_PORT": str(JIBRI_PORT),
+            "LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                list(self.command),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def get(self, path: str, timeout: float = 2.0) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except (urllib.error.URLError, OSError) as exc:
+            return 0, str(exc)
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        async def ready() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited {self.process.returncode}:\n{self.tail()}")
+            status, _ = await asyncio.to_thread(self.get, "/readyz")
+            return status == 200
+
+        try:
+            await wait_until(ready, timeout=timeout, interval=0.2, what=f"{self.name} ready")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.tail()}") from None
+
+    def metrics(self) -> dict[str, float]:
+        """The Prometheus text exposition, as {'name{labels}': value}."""
+        status, text = self.get("/metrics")
+        if status != 200:
+            return {}
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                samples[key] = float(value)
+        return samples
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        total = 0.0
+        for key, value in self.metrics().items():
+            base, _, rest = key.partition("{")
+            if base != name:
+                continue
+            if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+                total += value
+        return total
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines: list[dict[str, Any]] = []
+        if not self.log_path.exists():
+            return lines
+        for raw in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(raw)
+                if isinstance(entry, dict):
+                    lines.append(entry)
+        return lines
+
+    def tail(self, n: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL if it does not exit within 15 s."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                return self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+        return self.process.wait(10)
+
+
+def pod_write_events(plane: ControlPlane, *, namespace: str, username: str) -> list[dict[str, Any]]:
+    """Successful writes to pods (patch, update, delete, create) made by ``username``."""
+    events = plane.audit_events(username=username, namespace=namespace)
+    return [
+        e
+        for e in events
+        if (e.get("objectRef") or {}).get("resource") == "pods"
+        and 200 <= int((e.get("responseStatus") or {}).get("code", 0)) < 300
+    ]
+
+
+def all_write_events(plane: ControlPlane, *, namespace: str, username: str) -> list[dict[str, Any]]:
+    """Every write attempt by ``username`` in ``namespace``, whatever its result."""
+    return plane.audit_events(username=username, namespace=namespace)
