@@ -13,6 +13,7 @@ errors, 429, 5xx) `Unavailable`, which carries Retry-After when the server sent 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -110,9 +111,7 @@ def _retry_after(exc: ApiException) -> float | None:
         return None
 
 
-def error_for_status(
-    status: int, detail: str, *, retry_after: float | None = None
-) -> KubeError:
+def error_for_status(status: int, detail: str, *, retry_after: float | None = None) -> KubeError:
     if status == 404:
         return NotFound(detail)
     if status == 409:
@@ -155,10 +154,8 @@ async def _body(response: Any, what: str) -> bytes:
     if status < 400:
         return body
     message = ""
-    try:
+    with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
         message = str(orjson.loads(body).get("message", ""))[:300]
-    except (orjson.JSONDecodeError, AttributeError):
-        pass
     retry_after = response.headers.get("Retry-After")
     try:
         delay = float(retry_after) if retry_after is not None else None
