@@ -34,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -395,7 +394,7 @@ def _safe_file_name(text: str) -> str:
 
 # Planes still running at interpreter exit are stopped then, so no component outlives a test run
 # that ended without teardown.
-_RUNNING: weakref.WeakSet[ControlPlane] = weakref.WeakSet()
+_RUNNING: set[ControlPlane] = set()
 
 
 @atexit.register

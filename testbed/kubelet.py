@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import errno
 import ipaddress
 import logging
 import os
@@ -57,22 +58,27 @@ CONDITIONS = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
 # --------------------------------------------------------------------------------------------
 # Addresses
 
-_FIRST_IP = int(ipaddress.IPv4Address("127.1.0.2"))
-_LAST_IP = int(ipaddress.IPv4Address("127.255.255.254"))
-_next_ip = _FIRST_IP
+_RANGE_START = int(ipaddress.IPv4Address("127.1.0.0"))
+_RANGE_SIZE = int(ipaddress.IPv4Address("127.255.255.255")) + 1 - _RANGE_START
+# Each process starts at .0.2 of its own block of 65,536 addresses, chosen by its pid, so that
+# kubelets in processes running side by side (a demo, parallel test runs) rarely meet; a bind that
+# still collides moves the pod on to the next address before it is reported.
+_offset = (os.getpid() % 255) * 65536 + 2
+_allocated = 0
 _ip_lock = threading.Lock()
+BIND_ATTEMPTS = 20
 
 
 def allocate_ip() -> str:
-    """A loopback address not handed out before in this process (never 127.0.0.x)."""
-    global _next_ip
+    """A loopback address in 127.1.0.0/16 - 127.255.0.0/16 not handed out before in this process."""
+    global _allocated
     with _ip_lock:
-        while _next_ip <= _LAST_IP:
-            candidate = _next_ip
-            _next_ip += 1
+        while _allocated < _RANGE_SIZE:
+            candidate = _RANGE_START + (_offset + _allocated) % _RANGE_SIZE
+            _allocated += 1
             if candidate & 0xFF not in (0, 255):
                 return str(ipaddress.IPv4Address(candidate))
-    raise RuntimeError("the loopback range 127.1.0.2 - 127.255.255.254 is exhausted")
+    raise RuntimeError("all loopback addresses from 127.1.0.0 to 127.255.255.255 were used")
 
 
 def _now() -> str:
@@ -420,16 +426,32 @@ class FakeKubelet:
     async def _run(self, pod: _Pod) -> None:
         try:
             if pod.simulated:
-                config = config_from_env(pod.name, pod.ip, pod.env)
-                # Known before it starts, so that a stop during start-up closes it too.
-                pod.jibri = SimJibri(config, on_restart=self._restart_hook(pod))
-                await pod.jibri.start()
+                await self._start_jibri(pod)
             await self._report(pod)
             log.info("pod %s/%s runs on %s", pod.namespace, pod.name, pod.ip)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("cannot start pod %s/%s", pod.namespace, pod.name)
+
+    async def _start_jibri(self, pod: _Pod) -> None:
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            config = config_from_env(pod.name, pod.ip, pod.env)
+            # Known before it starts, so that a stop during start-up closes it too.
+            pod.jibri = SimJibri(config, on_restart=self._restart_hook(pod))
+            try:
+                await pod.jibri.start()
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or attempt == BIND_ATTEMPTS:
+                    raise
+                await pod.jibri.stop()
+                log.info(
+                    "%s:%d is taken (by another process?); trying another address",
+                    pod.ip,
+                    config.port,
+                )
+                pod.ip = allocate_ip()
 
     def _restart_hook(self, pod: _Pod) -> Callable[[int], Awaitable[None]]:
         async def on_restart(restart_count: int) -> None:

@@ -432,7 +432,7 @@ class SimJibri:
         self._started = True
         self._web_server = web.Server(self._handle, handler_cancellation=True, access_log=None)
         await self._listen_http()
-        self._boot()
+        self._boot(sign=True)
 
     async def stop(self) -> None:
         """Stop timers, webhooks and the server. Idempotent."""
@@ -456,9 +456,9 @@ class SimJibri:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    def _boot(self) -> None:
+    def _boot(self, *, sign: bool) -> None:
         """What a new Jibri process does: sign the JWT once, then report status periodically."""
-        if self._authorization is None or self._refresh_token_on_restart:
+        if sign:
             self._authorization = _authorization_header(self.config.jwt, self._clock())
         self._cancel_timer()
         self._next_tick = asyncio.get_running_loop().time()
@@ -499,25 +499,28 @@ class SimJibri:
         )
 
     async def _close_listener(self) -> None:
-        """Stop listening and drop every open connection of the current listener."""
+        """Stop listening and drop every open connection."""
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
-        await self._drop_connections()
+        self._drop_blackhole_connections()
+        await self._drop_http_connections()
         if listener is not None:
             await listener.wait_closed()
 
-    async def _drop_connections(self) -> None:
-        """Close open connections; a request being answered gets a short grace period."""
+    async def _drop_http_connections(self) -> None:
+        """Close HTTP connections; a request being answered gets a short grace period."""
         for protocol in list(self._hung):
             protocol.force_close()
         self._hung.clear()
-        for transport in list(self._blackhole_transports):
-            transport.abort()
-        self._blackhole_transports.clear()
         if self._web_server is not None:
             self._web_server.pre_shutdown()
             await self._web_server.shutdown(_SHUTDOWN_GRACE)
+
+    def _drop_blackhole_connections(self) -> None:
+        for transport in list(self._blackhole_transports):
+            transport.abort()
+        self._blackhole_transports.clear()
 
     async def _switch_listener(self, blackhole: bool) -> None:
         """Swap the HTTP server and the black hole on the same address, without a gap."""
@@ -529,9 +532,10 @@ class SimJibri:
                 old.close()
             if blackhole:
                 await self._listen_blackhole()
+                await self._drop_http_connections()
             else:
+                self._drop_blackhole_connections()
                 await self._listen_http()
-            await self._drop_connections()
             if old is not None:
                 await old.wait_closed()
 
@@ -568,10 +572,12 @@ class SimJibri:
         self._session = None
         self._busy_status = BusyStatus.IDLE
         self._restart_count += 1
-        if self._on_restart is not None:
-            await self._on_restart(self._restart_count)
-        if not self._stopped:
-            self._boot()
+        try:
+            if self._on_restart is not None:
+                await self._on_restart(self._restart_count)
+        finally:
+            if not self._stopped:
+                self._boot(sign=self._refresh_token_on_restart)
 
     async def set_health_mode(self, mode: HealthMode | str) -> None:
         """Change how health requests are answered; leaving ``blackhole`` restores the API."""
@@ -641,7 +647,7 @@ class SimJibri:
                     log.warning("%s: webhook %s answered %s", self.jibri_id, url, resp.status)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             ok = False
-            log.warning("%s: webhook %s failed: %r", self.jibri_id, url, exc)
+            log.warning("%s: webhook %s failed: %s %s", self.jibri_id, url, type(exc).__name__, exc)
         if not ok:
             self._webhooks_failed += 1
 

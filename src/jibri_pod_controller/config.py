@@ -276,11 +276,19 @@ _E = TypeVar("_E", bound=StrEnum)
 def _log_level(reader: _Reader) -> str:
     name = "LOG_LEVEL" if reader.raw("LOG_LEVEL") is not None else "RUST_LOG"
     value = reader.raw(name) or "info"
-    # RUST_LOG may be "info" or "crate=debug,other=warn": take the first plain or our own level.
-    candidates = [part.split("=")[-1].strip().lower() for part in value.split(",")]
-    for candidate in candidates:
-        if candidate in _LEVELS:
-            return _LEVELS[candidate]
+    # RUST_LOG may be "info" or "other=warn,jibri_pod_controller=debug": as in env_logger, our
+    # own directive wins over a plain level, and directives for other crates do not apply.
+    own: list[str] = []
+    plain: list[str] = []
+    for part in value.split(","):
+        target, sep, level = part.rpartition("=")
+        if not sep:
+            plain.append(level.strip().lower())
+        elif target.strip() == "jibri_pod_controller":
+            own.append(level.strip().lower())
+    candidates = own or plain or (["info"] if name == "RUST_LOG" else [])
+    if candidates and candidates[0] in _LEVELS:
+        return _LEVELS[candidates[0]]
     raise ConfigError(name, f"{value!r} is not one of debug, info, warning, error")
 
 

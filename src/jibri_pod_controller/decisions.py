@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from jibri_pod_controller.config import ReapPolicy
@@ -122,13 +122,18 @@ ProbeResult = Reported | Failed
 
 
 def busy_since(pod: PodFacts) -> datetime | None:
+    since = pod.created
     raw = pod.annotations.get(ANNOTATION_BUSY_SINCE)
     if raw is not None:
         try:
-            return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            since = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
             pass
-    return pod.created
+    # A hand-edited annotation may lack a zone; Kubernetes times are UTC, and comparing a naive
+    # time with ``now`` would raise instead of deciding.
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return since
 
 
 def restarted_since_detach(pod: PodFacts) -> bool:

@@ -41,7 +41,8 @@ class SelectorError(ValueError):
 
 
 def is_valid_pod_name(name: str) -> bool:
-    return len(name) <= 253 and _DNS1123_SUBDOMAIN.match(name) is not None
+    # fullmatch: "$" would also accept a trailing newline (a URL's "%0A").
+    return len(name) <= 253 and _DNS1123_SUBDOMAIN.fullmatch(name) is not None
 
 
 class Op(StrEnum):

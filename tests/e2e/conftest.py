@@ -119,8 +119,10 @@ async def admin(plane: ControlPlane) -> AsyncIterator[k8s.ApiClient]:
 
 @pytest.fixture
 async def namespace(admin: k8s.ApiClient, request: pytest.FixtureRequest) -> AsyncIterator[str]:
-    base = request.node.name.split("[")[0].removeprefix("test_").replace("_", "-")[:40]
-    name = f"{base}-{secrets.token_hex(3)}".strip("-")
+    # Short: the controller's identity is a certificate whose CN (at most 64 characters) is
+    # system:serviceaccount:<namespace>:jibri-pod-controller.
+    base = request.node.name.split("[")[0].removeprefix("test_").replace("_", "-")[:14]
+    name = f"{base.strip('-')}-{secrets.token_hex(3)}"
     await create_namespace(admin, name)
     try:
         yield name

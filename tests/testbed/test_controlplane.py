@@ -244,6 +244,27 @@ async def test_deleted_pod_stops_its_jibri(
     assert replacement["status"]["podIP"] != ip
 
 
+async def test_jibri_restart_shows_in_the_container_status(
+    api: ApiClient, namespace: str, kubelet: KubeletThread
+) -> None:
+    pods = await run_deployment(api, namespace, 1)
+    name = pods[0]["metadata"]["name"]
+
+    kubelet.call(kubelet.jibri(name, namespace).crash())
+
+    async def restarted() -> dict[str, Any] | None:
+        (pod,) = await list_pods(api, namespace)
+        (container,) = pod["status"]["containerStatuses"]
+        return container if container["restartCount"] == 1 else None
+
+    container = await eventually(restarted, what="restartCount 1")
+    assert container["lastState"]["terminated"]["exitCode"] != 0
+    assert "running" in container["state"]
+    # Same pod, same address, a fresh Jibri process.
+    assert kubelet.ip_of(name, namespace) == pods[0]["status"]["podIP"]
+    assert (await health(pods[0]["status"]["podIP"]))["status"]["busyStatus"] == "IDLE"
+
+
 async def _ready_pods(api: ApiClient, namespace: str, count: int) -> list[dict[str, Any]] | None:
     pods = [p for p in await list_pods(api, namespace) if is_ready(p)]
     return pods if len(pods) == count else None

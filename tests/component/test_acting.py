@@ -1,0 +1,208 @@
+"""The actuator against the in-memory cluster: the writes it makes, the Events, dry-run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from jibri_pod_controller import kube
+from jibri_pod_controller.acting import Actuator, Result, Source
+from jibri_pod_controller.decisions import Delete, Detach, Nothing, Reason
+from jibri_pod_controller.metrics import Metrics
+from jibri_pod_controller.pods import (
+    ANNOTATION_BUSY_SINCE,
+    ANNOTATION_RESTARTS_AT_BUSY,
+    ANNOTATION_SAFE_TO_EVICT,
+)
+from tests.component.fakes import BUSY_LABELS, FakeCluster, RecordedEvent, Write
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def actuator(cluster: FakeCluster, *, dry_run: bool = False) -> Actuator:
+    return Actuator(
+        cluster=cluster,
+        metrics=Metrics(),
+        busy_labels=BUSY_LABELS,
+        dry_run=dry_run,
+        wall_clock=lambda: NOW,
+    )
+
+
+def count(act: Actuator, action: str, reason: str, source: str, result: str) -> float | None:
+    return act.metrics.registry.get_sample_value(
+        "jibri_pod_controller_actions_total",
+        {"action": action, "reason": reason, "source": source, "result": result},
+    )
+
+
+async def test_detach_writes_one_merge_patch_and_an_event() -> None:
+    cluster = FakeCluster()
+    pod = cluster.add_pod("jibri-a", restarts=2, ips=["10.0.0.7"])
+    act = actuator(cluster)
+    result = await act.apply(Detach(Reason.BUSY_REPORTED), pod, source=Source.WEBHOOK)
+    await act.drain()
+    assert result is Result.DONE
+    assert cluster.writes == [
+        Write(
+            "patch_pod",
+            "jibri-a",
+            {
+                "metadata": {
+                    "labels": BUSY_LABELS,
+                    "annotations": {
+                        ANNOTATION_SAFE_TO_EVICT: "false",
+                        ANNOTATION_BUSY_SINCE: "2025-06-01T12:00:00+00:00",
+                        ANNOTATION_RESTARTS_AT_BUSY: "2",
+                    },
+                    "uid": pod.uid,
+                    "resourceVersion": pod.resource_version,
+                }
+            },
+        )
+    ]
+    after = cluster.pod("jibri-a")
+    assert after is not None
+    assert after.labels == BUSY_LABELS
+    assert after.annotations[ANNOTATION_SAFE_TO_EVICT] == "false"
+    assert [(e.pod, e.uid, e.reason, e.warning) for e in cluster.events] == [
+        ("jibri-a", pod.uid, "JibriDetached", False)
+    ]
+    assert "busy-reported" in cluster.events[0].message
+    assert count(act, "detach", "busy-reported", "webhook", "done") == 1
+    assert act.metrics.registry.get_sample_value(
+        "jibri_pod_controller_detach_latency_seconds_count"
+    ) == 1
+
+
+async def test_delete_carries_the_uid_and_records_an_event() -> None:
+    cluster = FakeCluster()
+    pod = cluster.add_pod("jibri-a")
+    act = actuator(cluster)
+    result = await act.apply(Delete(Reason.EXPIRED_REPORTED), pod, source=Source.SWEEP)
+    await act.drain()
+    assert result is Result.DONE
+    assert cluster.writes == [Write("delete_pod", "jibri-a", {"preconditions": {"uid": pod.uid}})]
+    assert cluster.pods == {}
+    assert cluster.events == [
+        RecordedEvent(
+            "jibri-a", pod.uid, "JibriDeleted", "Deleted: expired-reported (via sweep)", False
+        )
+    ]
+    assert count(act, "delete", "expired-reported", "sweep", "done") == 1
+
+
+async def test_nothing_writes_nothing() -> None:
+    cluster = FakeCluster()
+    pod = cluster.add_pod("jibri-a")
+    act = actuator(cluster)
+    assert await act.apply(Nothing(Reason.IDLE), pod, source=Source.WEBHOOK) is Result.NONE
+    await act.drain()
+    assert (cluster.writes, cluster.events) == ([], [])
+    assert count(act, "none", "idle", "webhook", "none") == 1
+
+
+@pytest.mark.parametrize(
+    ("action", "kind"),
+    [(Detach(Reason.MISSED_BUSY), "detach"), (Delete(Reason.RESTARTED_WHILE_BUSY), "delete")],
+)
+async def test_dry_run_writes_nothing(action: Detach | Delete, kind: str) -> None:
+    cluster = FakeCluster()
+    pod = cluster.add_pod("jibri-a")
+    act = actuator(cluster, dry_run=True)
+    assert await act.apply(action, pod, source=Source.SWEEP) is Result.DRY_RUN
+    await act.drain()
+    assert (cluster.writes, cluster.events) == ([], [])
+    assert cluster.pod("jibri-a") == pod
+    assert count(act, kind, action.reason, "sweep", "dry-run") == 1
+
+
+async def test_patch_of_a_vanished_pod_is_gone() -> None:
+    cluster = FakeCluster()
+    pod = cluster.add_pod("jibri-a")
+    del cluster.pods["jibri-a"]
+    act = actuator(cluster)
+    assert await act.apply(Detach(Reason.BUSY_REPORTED), pod, source=Source.WEBHOOK) is Result.GONE
+    await act.drain()
+    assert [w.method for w in cluster.writes] == ["patch_pod"]
+    assert cluster.events == []
+    assert count(act, "detach", "busy-reported", "webhook", "gone") == 1
+
+
+async def test_delete_of_a_vanished_pod_is_gone() -> None:
+    cluster = FakeCluster()
+    pod = cluster.add_pod("jibri-a")
+    del cluster.pods["jibri-a"]
+    act = actuator(cluster)
+    result = await act.apply(Delete(Reason.EXPIRED_REPORTED), pod, source=Source.WEBHOOK)
+    assert result is Result.GONE
+    await act.drain()
+    assert cluster.events == []
+
+
+async def test_delete_never_hits_a_newer_pod_of_the_same_name() -> None:
+    cluster = FakeCluster()
+    stale = cluster.add_pod("jibri-a")
+    del cluster.pods["jibri-a"]
+    newer = cluster.add_pod("jibri-a")
+    act = actuator(cluster)
+    result = await act.apply(Delete(Reason.EXPIRED_REPORTED), stale, source=Source.SWEEP)
+    await act.drain()
+    assert result is Result.GONE
+    assert cluster.writes == [Write("delete_pod", "jibri-a", {"preconditions": {"uid": stale.uid}})]
+    assert cluster.pod("jibri-a") == newer
+    assert cluster.events == []
+
+
+async def test_a_conflicting_detach_is_raised_for_the_caller_to_re_read() -> None:
+    cluster = FakeCluster()
+    stale = cluster.add_pod("jibri-a")
+    cluster.change_pod("jibri-a", labels={"other": "change"})
+    act = actuator(cluster)
+    with pytest.raises(kube.Conflict):
+        await act.apply(Detach(Reason.BUSY_REPORTED), stale, source=Source.WEBHOOK)
+    pod = cluster.pod("jibri-a")
+    assert pod is not None
+    assert pod.labels["state"] == "idle"
+    assert count(act, "detach", "busy-reported", "webhook", "failed") == 1
+
+
+async def test_an_api_error_is_counted_and_raised() -> None:
+    cluster = FakeCluster()
+    pod = cluster.add_pod("jibri-a")
+    cluster.fail_next("delete_pod", kube.Unavailable("HTTP 503"))
+    act = actuator(cluster)
+    with pytest.raises(kube.Unavailable):
+        await act.apply(Delete(Reason.EXPIRED_REPORTED), pod, source=Source.WEBHOOK)
+    await act.drain()
+    assert "jibri-a" in cluster.pods
+    assert cluster.events == []
+    assert count(act, "delete", "expired-reported", "webhook", "failed") == 1
+    assert act.metrics.registry.get_sample_value(
+        "jibri_pod_controller_api_errors_total", {"operation": "delete", "kind": "unavailable"}
+    ) == 1
+
+
+async def test_a_failed_event_does_not_fail_the_action() -> None:
+    cluster = FakeCluster()
+    pod = cluster.add_pod("jibri-a")
+    cluster.fail_next("record_event", kube.Forbidden("HTTP 403"))
+    act = actuator(cluster)
+    result = await act.apply(Delete(Reason.EXPIRED_REPORTED), pod, source=Source.WEBHOOK)
+    await act.drain()
+    assert result is Result.DONE
+    assert cluster.pods == {}
+    assert cluster.events == []
+    assert act.metrics.registry.get_sample_value("jibri_pod_controller_events_failed_total") == 1
+
+
+async def test_events_do_not_delay_the_action() -> None:
+    cluster = FakeCluster()
+    cluster.delays["record_event"] = 0.2
+    pod = cluster.add_pod("jibri-a")
+    act = actuator(cluster)
+    await act.apply(Delete(Reason.EXPIRED_REPORTED), pod, source=Source.WEBHOOK)
+    assert cluster.events == []
+    await act.drain()
+    assert [e.reason for e in cluster.events] == ["JibriDeleted"]

@@ -1,0 +1,219 @@
+"""Forged requests against a real cluster: each is refused, and none causes an API write.
+
+Writes are counted from the API server's audit log, for every verb and resource, so a refused
+request that still wrote anything (a patch, an Event, a delete) would be caught.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from kubernetes_asyncio import client as k8s
+
+from testbed.cluster import (
+    ControllerProcess,
+    all_write_events,
+    apply,
+    jibri_call,
+    jibri_deployment,
+    wait_until,
+)
+from testbed.controlplane import ControlPlane
+from testbed.kubelet import KubeletThread
+from tests.e2e.conftest import ControllerFactory, Keys
+from tests.e2e.helpers import get_pod, is_busy, post_webhook, sign, spares, status_body
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forge_hs256(claims: dict[str, object], *, secret: bytes, kid: str) -> str:
+    """The classic key-confusion forgery: HS256 keyed with the RSA public key's PEM.
+
+    PyJWT refuses to make one, so it is assembled by hand.
+    """
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
+    payload = _b64(json.dumps(claims).encode())
+    signature = hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{_b64(signature)}"
+
+
+async def slow_client(controller: ControllerProcess, *, pod: str, ip: str, token: str) -> int:
+    """Send the headers and half the body, then stall: the server must give up on its own."""
+    body = json.dumps(status_body(pod, "EXPIRED")).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", controller.port, local_addr=(ip, 0))
+    head = (
+        f"POST /webhook/{pod}/v1/status HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    writer.write(head + body[: len(body) // 2])
+    await writer.drain()
+    try:
+        line = await asyncio.wait_for(reader.readline(), timeout=10)
+    finally:
+        writer.close()
+    return int(line.split()[1])
+
+
+async def test_forged_requests_cause_no_writes(
+    admin: k8s.ApiClient,
+    namespace: str,
+    rbac: str,
+    controllers: ControllerFactory,
+    keys: Keys,
+    kubelet: KubeletThread,
+    plane: ControlPlane,
+) -> None:
+    controller = controllers(SWEEP_INTERVAL="3600")  # only webhooks may act in this test
+    await controller.wait_ready()
+    await apply(
+        admin,
+        [
+            jibri_deployment(
+                namespace=namespace,
+                replicas=2,
+                subscribers=[controller.webhook_base()],
+                jwt=keys.jibri,
+            )
+        ],
+    )
+
+    async def two_ready() -> list[k8s.V1Pod] | None:
+        pods = await spares(admin, namespace)
+        return pods if len(pods) == 2 else None
+
+    victim, other = await wait_until(two_ready, timeout=60, what="2 spares")
+    name, ip, other_ip = victim.metadata.name, victim.status.pod_ip, other.status.pod_ip
+    for pod in (victim, other):  # the simulated Jibris stay quiet; we speak for them
+        assert await jibri_call(pod.status.pod_ip, "/_sim/webhooks", {"enabled": False}) == 200
+    await k8s.CoreV1Api(admin).create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "not-jibri", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "nginx"}]},
+        },
+    )
+    web_ip = kubelet.wait_running("not-jibri", namespace)
+    writes_before = len(all_write_events(plane, namespace=namespace, username=rbac))
+
+    key, kid, iss = keys.private_key, keys.jibri.kid, keys.jibri.issuer
+    good = sign(key, kid=kid, issuer=iss)
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    claims = {"iss": iss, "aud": ["jibri-pod-controller"], "exp": int(time.time()) + 600}
+    alg_none = jwt.encode(claims, None, algorithm="none", headers={"kid": kid})
+    hs256 = forge_hs256(claims, secret=public_pem, kid=kid)
+    body = status_body(name, "EXPIRED")
+
+    def webhook(**kwargs: object) -> Callable[[], Awaitable[int]]:
+        async def send() -> int:
+            args: dict[str, object] = {"pod": name, "source_ip": ip, "body": body, "token": good}
+            args.update(kwargs)
+            code, _ = await post_webhook(controller, **args)  # type: ignore[arg-type]
+            return code
+
+        return send
+
+    cases: dict[str, tuple[Callable[[], Awaitable[int]], int]] = {
+        "wrong source address (valid token, other Jibri pod's IP)": (
+            webhook(source_ip=other_ip),
+            403,
+        ),
+        "wrong source address (a non-Jibri pod's IP)": (webhook(source_ip=web_ip), 403),
+        "non-Jibri pod": (
+            webhook(pod="not-jibri", source_ip=web_ip, body=status_body("not-jibri", "EXPIRED")),
+            403,
+        ),
+        "jibriId of another pod": (
+            webhook(body=status_body(name, "EXPIRED", jibri_id=other.metadata.name)),
+            403,
+        ),
+        "bad pod name": (webhook(pod="Not_A_Pod"), 400),
+        "missing token": (webhook(token=None), 401),
+        "expired token": (webhook(token=sign(key, kid=kid, issuer=iss, ttl=-3600)), 401),
+        "signed by another key": (webhook(token=sign(stranger, kid=kid, issuer=iss)), 401),
+        "unknown kid": (webhook(token=sign(key, kid="other", issuer=iss)), 401),
+        "wrong iss": (webhook(token=sign(key, kid=kid, issuer="evil")), 401),
+        "wrong aud": (webhook(token=sign(key, kid=kid, issuer=iss, audience="else")), 401),
+        "alg none": (webhook(token=alg_none), 401),
+        "HS256 signed with the public key": (webhook(token=hs256), 401),
+        "oversized body": (webhook(raw=b"{" + b" " * 200_000 + b"}"), 413),
+        "malformed body": (webhook(raw=b'{"jibriId": 1}'), 400),
+        "unknown status": (webhook(body=status_body(name, "SLEEPING")), 400),
+        "not JSON content type": (webhook(headers={"Content-Type": "text/plain"}), 415),
+    }
+    rejected_before = controller.metric("jibri_pod_controller_webhook_rejections_total")
+    observed: dict[str, int] = {}
+    for case, (send, _) in cases.items():
+        observed[case] = await send()
+    observed["slow client"] = await slow_client(controller, pod=name, ip=ip, token=good)
+
+    report = "\n".join(f"  {code}  {case}" for case, code in observed.items())
+    print(f"\nforged requests (answer, case):\n{report}")
+    expected = {case: code for case, (_, code) in cases.items()} | {"slow client": 408}
+    assert observed == expected
+
+    await asyncio.sleep(1)  # the audit log is written after the response
+    writes = all_write_events(plane, namespace=namespace, username=rbac)[writes_before:]
+    pod_writes = [w for w in writes if w["objectRef"]["resource"] != "leases"]
+    assert pod_writes == []
+    pod = await get_pod(admin, namespace, name)
+    assert pod is not None
+    assert not is_busy(pod)
+
+    # The same token from the right address works: the checks above were the only obstacle.
+    assert await webhook(body=status_body(name, "BUSY"))() == 200
+    rejected = controller.metric("jibri_pod_controller_webhook_rejections_total")
+    assert rejected - rejected_before == len(expected)
+
+
+async def test_unauthenticated_mode_still_binds_requests_to_pods(
+    admin: k8s.ApiClient,
+    namespace: str,
+    rbac: str,
+    controllers: ControllerFactory,
+    kubelet: KubeletThread,
+    plane: ControlPlane,
+) -> None:
+    """WEBHOOK_AUTH=none is explicit and loud, and the source-address check still applies."""
+    controller = controllers(
+        WEBHOOK_AUTH="none", JWT_KEYS_DIR="", JWT_ISSUER="", SWEEP_INTERVAL="3600"
+    )
+    await controller.wait_ready()
+    assert any("NOT authenticated" in str(line.get("msg")) for line in controller.log_lines())
+    await apply(
+        admin,
+        [
+            jibri_deployment(
+                namespace=namespace, replicas=2, subscribers=[controller.webhook_base()]
+            )
+        ],
+    )
+
+    async def two_ready() -> list[k8s.V1Pod] | None:
+        pods = await spares(admin, namespace)
+        return pods if len(pods) == 2 else None
+
+    victim, other = await wait_until(two_ready, timeout=60, what="2 spares")
+    name = victim.metadata.name
+    code, _ = await post_webhook(
+        controller, pod=name, source_ip=other.status.pod_ip, body=status_body(name, "EXPIRED")
+    )
+    assert code == 403
+    assert await get_pod(admin, namespace, name) is not None

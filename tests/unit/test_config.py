@@ -1,0 +1,294 @@
+"""Settings: defaults, one error per bad value naming its variable, and the cross-checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jibri_pod_controller.config import (
+    SETTINGS,
+    ConfigError,
+    LogFormat,
+    ReapPolicy,
+    load_settings,
+)
+from jibri_pod_controller.pods import Op, Requirement
+
+BASE = {"POD_NAME": "controller-0", "WEBHOOK_AUTH": "none"}
+
+
+@pytest.fixture
+def keys_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "keys"
+    directory.mkdir()
+    return directory
+
+
+def test_defaults() -> None:
+    s = load_settings({"WEBHOOK_AUTH": "none"}, hostname="jibri-pod-controller-7d4b9-x2x9q")
+    assert s.port == 8080
+    assert s.namespace == "default"
+    assert s.pod_name == "jibri-pod-controller-7d4b9-x2x9q"
+    assert s.busy_labels == {"app": "jibri", "state": "busy"}
+    assert s.jibri_selector.requirements == (Requirement("app", Op.EQUALS, "jibri"),)
+    assert s.health_port == 2222
+    assert s.sweep_interval == 60
+    assert s.lease_name == "jibri-pod-controller-lease"
+    assert (s.lease.duration, s.lease.renew_deadline, s.lease.retry_period) == (15, 10, 2)
+    assert (s.probe_concurrency, s.probe_timeout, s.probe_max_bytes) == (100, 1.0, 65536)
+    assert s.list_page_size == 500
+    assert s.restarted_policy is ReapPolicy.DELETE
+    assert s.finished_policy is ReapPolicy.DELETE
+    assert s.max_busy_seconds == 0
+    assert s.api_timeout == 1.5
+    assert s.dry_run is False
+    assert s.log_level == "INFO"
+    assert s.log_format is LogFormat.AUTO
+    assert s.jwt is None
+    assert s.check_source_ip is True
+    assert s.check_jibri_id is True
+    assert s.max_body_bytes == 16384
+    assert s.read_timeout == 1.0
+    assert s.rate_limit == 5
+    assert s.shutdown_timeout == 10
+
+
+def test_blank_values_mean_the_default() -> None:
+    s = load_settings({**BASE, "PORT": "", "SWEEP_INTERVAL": "   ", "DRY_RUN": " "})
+    assert (s.port, s.sweep_interval, s.dry_run) == (8080, 60, False)
+
+
+def test_values_are_parsed() -> None:
+    s = load_settings(
+        {
+            **BASE,
+            "PORT": " 9000 ",
+            "NAMESPACE": "recorders",
+            "JIBRI_BUSY_LABELS": "app=jibri, jibri.example.org/state=busy",
+            "JIBRI_SELECTOR": "app==jibri,!paused",
+            "SWEEP_INTERVAL": "2.5",
+            "RESTARTED_BUSY_POD_POLICY": "KEEP",
+            "FINISHED_BUSY_POD_POLICY": "keep",
+            "MAX_BUSY_SECONDS": "14400",
+            "DRY_RUN": "yes",
+            "LOG_FORMAT": "json",
+            "WEBHOOK_CHECK_SOURCE_IP": "off",
+            "WEBHOOK_CHECK_JIBRI_ID": "0",
+            "WEBHOOK_RATE_LIMIT": "0",
+        }
+    )
+    assert s.port == 9000
+    assert s.namespace == "recorders"
+    assert s.busy_labels == {"app": "jibri", "jibri.example.org/state": "busy"}
+    assert str(s.jibri_selector) == "app=jibri,!paused"
+    assert s.sweep_interval == 2.5
+    assert s.restarted_policy is ReapPolicy.KEEP
+    assert s.finished_policy is ReapPolicy.KEEP
+    assert s.max_busy_seconds == 14400
+    assert s.dry_run is True
+    assert s.log_format is LogFormat.JSON
+    assert (s.check_source_ip, s.check_jibri_id) == (False, False)
+    assert s.rate_limit == 0
+
+
+def test_pod_name_falls_back_to_the_host_name() -> None:
+    s = load_settings({"WEBHOOK_AUTH": "none"}, hostname="Controller-1")
+    assert s.pod_name == "Controller-1"
+
+
+# One bad value for every setting that can have one; the error names the variable first.
+BAD_VALUES: list[tuple[str, str]] = [
+    ("PORT", "http"),
+    ("PORT", "0"),
+    ("PORT", "65536"),
+    ("NAMESPACE", "Jibri"),
+    ("NAMESPACE", "a_b"),
+    ("POD_NAME", "controller 0"),
+    ("JIBRI_BUSY_LABELS", "app=jibri,state"),
+    ("JIBRI_BUSY_LABELS", "app=jibri,app=other"),
+    ("JIBRI_BUSY_LABELS", "app!=jibri"),
+    ("JIBRI_SELECTOR", "app in (jibri)"),
+    ("JIBRI_SELECTOR", "app=jibri,,x"),
+    ("JIBRI_SELECTOR", "state=idle"),
+    ("JIBRI_HEALTH_PORT", "99999"),
+    ("SWEEP_INTERVAL", "0.5"),
+    ("SWEEP_INTERVAL", "1m"),
+    ("LEASE_NAME", "Lease_Name"),
+    ("LEASE_DURATION", "nan"),
+    ("LEASE_DURATION", "0"),
+    ("LEASE_RENEW_DEADLINE", "ten"),
+    ("LEASE_RETRY_PERIOD", "0"),
+    ("PROBE_CONCURRENCY", "0"),
+    ("PROBE_CONCURRENCY", "1.5"),
+    ("PROBE_TIMEOUT", "0"),
+    ("PROBE_MAX_BYTES", "100"),
+    ("LIST_PAGE_SIZE", "5"),
+    ("RESTARTED_BUSY_POD_POLICY", "restart"),
+    ("FINISHED_BUSY_POD_POLICY", "remove"),
+    ("MAX_BUSY_SECONDS", "-1"),
+    ("API_TIMEOUT", "2"),
+    ("API_TIMEOUT", "0"),
+    ("DRY_RUN", "maybe"),
+    ("LOG_LEVEL", "verbose"),
+    ("LOG_FORMAT", "xml"),
+    ("WEBHOOK_AUTH", "basic"),
+    ("JWT_KEYS_DIR", "/nonexistent/keys"),
+    ("JWT_JWKS_FILE", "/nonexistent/jwks.json"),
+    ("WEBHOOK_CHECK_SOURCE_IP", "sometimes"),
+    ("WEBHOOK_CHECK_JIBRI_ID", "2"),
+    ("WEBHOOK_MAX_BODY_BYTES", "10"),
+    ("WEBHOOK_READ_TIMEOUT", "5"),
+    ("WEBHOOK_RATE_LIMIT", "-1"),
+    ("SHUTDOWN_TIMEOUT", "301"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_VALUES)
+def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**BASE, name: value})
+    assert str(caught.value).startswith(f"{name}: ")
+    assert caught.value.name == name
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("JWT_ISSUER", ""), ("JWT_LEEWAY", "-5"), ("JWT_LEEWAY", "soon")],
+)
+def test_a_bad_jwt_value_names_its_variable(name: str, value: str, keys_dir: Path) -> None:
+    env = {"POD_NAME": "c", "JWT_KEYS_DIR": str(keys_dir), "JWT_ISSUER": "jibri", name: value}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    assert str(caught.value).startswith(f"{name}: ")
+
+
+def test_every_setting_with_a_possible_bad_value_has_a_case() -> None:
+    covered = {name for name, _ in BAD_VALUES} | {"JWT_ISSUER", "JWT_LEEWAY"}
+    # Any non-empty audience is acceptable.
+    assert {s.name for s in SETTINGS} - covered == {"JWT_AUDIENCE"}
+
+
+@pytest.mark.parametrize(
+    ("env", "level"),
+    [
+        ({"RUST_LOG": "info"}, "INFO"),
+        ({"RUST_LOG": "jibri_pod_controller=debug"}, "DEBUG"),
+        ({"RUST_LOG": "warn"}, "WARNING"),
+        ({"RUST_LOG": "trace"}, "DEBUG"),
+        ({"RUST_LOG": "hyper=trace,jibri_pod_controller=warn"}, "WARNING"),
+        ({"RUST_LOG": "error,jibri_pod_controller=debug"}, "DEBUG"),
+        ({"RUST_LOG": "hyper=trace,info"}, "INFO"),
+        ({"RUST_LOG": "hyper=trace"}, "INFO"),
+        ({"LOG_LEVEL": "ERROR"}, "ERROR"),
+        ({"LOG_LEVEL": "warning", "RUST_LOG": "debug"}, "WARNING"),
+        ({}, "INFO"),
+    ],
+)
+def test_log_level_and_its_rust_log_alias(env: dict[str, str], level: str) -> None:
+    assert load_settings({**BASE, **env}).log_level == level
+
+
+def test_a_bad_rust_log_names_rust_log() -> None:
+    with pytest.raises(ConfigError, match=r"^RUST_LOG: 'loud' is not one of"):
+        load_settings({**BASE, "RUST_LOG": "loud"})
+
+
+@pytest.mark.parametrize(
+    ("duration", "renew", "retry", "error"),
+    [
+        ("15", "10", "2", None),
+        ("3", "2.5", "2", None),
+        ("10", "10", "2", "LEASE_DURATION"),
+        ("9", "10", "2", "LEASE_DURATION"),
+        ("15", "2.4", "2", "LEASE_RENEW_DEADLINE"),
+        ("15", "1", "2", "LEASE_RENEW_DEADLINE"),
+    ],
+)
+def test_lease_timing_relations(duration: str, renew: str, retry: str, error: str | None) -> None:
+    env = {
+        **BASE,
+        "LEASE_DURATION": duration,
+        "LEASE_RENEW_DEADLINE": renew,
+        "LEASE_RETRY_PERIOD": retry,
+    }
+    if error is None:
+        lease = load_settings(env).lease
+        assert (lease.duration, lease.renew_deadline, lease.retry_period) == (
+            float(duration),
+            float(renew),
+            float(retry),
+        )
+    else:
+        with pytest.raises(ConfigError, match=rf"^{error}: must be greater than"):
+            load_settings(env)
+
+
+@pytest.mark.parametrize(
+    ("busy", "selector", "ok"),
+    [
+        ("app=jibri,state=busy", "app=jibri", True),
+        ("app=jibri,state=busy", "app", True),
+        ("app=jibri,state=busy", "app=jibri,!paused", True),
+        ("app=jibri,state=busy", "app=jibri,state!=idle", True),
+        ("app=jibri,state=busy", "app=jibri,state=idle", False),
+        ("app=jibri,state=busy", "app=jibri,!state", False),
+        ("role=recorder,state=busy", "app=jibri", False),
+    ],
+)
+def test_selector_must_match_the_busy_labels(busy: str, selector: str, ok: bool) -> None:
+    env = {**BASE, "JIBRI_BUSY_LABELS": busy, "JIBRI_SELECTOR": selector}
+    if ok:
+        assert load_settings(env).jibri_selector.matches(load_settings(env).busy_labels)
+    else:
+        with pytest.raises(ConfigError, match=r"^JIBRI_SELECTOR: .* does not match"):
+            load_settings(env)
+
+
+def test_without_keys_webhook_auth_must_be_set() -> None:
+    with pytest.raises(ConfigError, match=r"^WEBHOOK_AUTH: no JWT keys configured"):
+        load_settings({"POD_NAME": "c"})
+
+
+def test_jwt_without_keys_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"^WEBHOOK_AUTH: "):
+        load_settings({"POD_NAME": "c", "WEBHOOK_AUTH": "jwt"})
+
+
+def test_none_with_keys_is_an_error(keys_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^WEBHOOK_AUTH: is none but JWT keys"):
+        load_settings({"POD_NAME": "c", "WEBHOOK_AUTH": "none", "JWT_KEYS_DIR": str(keys_dir)})
+
+
+def test_keys_without_issuer_is_an_error(keys_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^JWT_ISSUER: is required"):
+        load_settings({"POD_NAME": "c", "JWT_KEYS_DIR": str(keys_dir)})
+
+
+def test_a_keys_dir_that_is_a_file_is_an_error(tmp_path: Path) -> None:
+    file = tmp_path / "key.pem"
+    file.write_text("x")
+    with pytest.raises(ConfigError, match=r"^JWT_KEYS_DIR: .* is not a readable directory"):
+        load_settings({"POD_NAME": "c", "JWT_KEYS_DIR": str(file), "JWT_ISSUER": "jibri"})
+
+
+def test_jwt_settings(keys_dir: Path, tmp_path: Path) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text('{"keys": []}')
+    s = load_settings(
+        {
+            "POD_NAME": "c",
+            "JWT_KEYS_DIR": str(keys_dir),
+            "JWT_JWKS_FILE": str(jwks),
+            "JWT_ISSUER": "jibri",
+            "JWT_LEEWAY": "5",
+        }
+    )
+    assert s.jwt is not None
+    assert (s.jwt.keys_dir, s.jwt.jwks_file) == (keys_dir, jwks)
+    assert (s.jwt.issuer, s.jwt.audience, s.jwt.leeway) == ("jibri", "jibri-pod-controller", 5)
+    explicit = load_settings(
+        {"POD_NAME": "c", "WEBHOOK_AUTH": "JWT", "JWT_KEYS_DIR": str(keys_dir), "JWT_ISSUER": "i"}
+    )
+    assert explicit.jwt is not None

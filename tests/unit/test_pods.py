@@ -1,0 +1,262 @@
+"""Pods as the API returns them, label selectors and label lists."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from jibri_pod_controller.pods import (
+    Op,
+    Phase,
+    PodFacts,
+    PodParseError,
+    Requirement,
+    SelectorError,
+    has_labels,
+    is_valid_pod_name,
+    parse_labels,
+    parse_pod,
+    parse_selector,
+)
+
+# Trimmed from `kubectl get pod -o json` of a Jibri pod owned by a Deployment's ReplicaSet.
+REALISTIC_POD: dict[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {
+        "name": "jibri-7c9f8d6b5-x4k2p",
+        "generateName": "jibri-7c9f8d6b5-",
+        "namespace": "jitsi",
+        "uid": "0b3c5e2a-7f1d-4c1e-9a2b-3d4e5f6a7b8c",
+        "resourceVersion": "4711",
+        "creationTimestamp": "2025-03-01T10:00:00Z",
+        "labels": {"app": "jibri", "pod-template-hash": "7c9f8d6b5"},
+        "annotations": {"kubectl.kubernetes.io/restartedAt": "2025-03-01T09:59:00Z"},
+        "ownerReferences": [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": "not-the-controller",
+                "uid": "u1",
+            },
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": "jibri-7c9f8d6b5",
+                "uid": "u2",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            },
+        ],
+    },
+    "spec": {"containers": [{"name": "jibri"}, {"name": "sidecar"}]},
+    "status": {
+        "phase": "Running",
+        "podIP": "10.244.1.17",
+        "podIPs": [{"ip": "10.244.1.17"}, {"ip": "fd00:10:244:1::11"}],
+        "containerStatuses": [
+            {"name": "jibri", "restartCount": 2, "ready": True},
+            {"name": "sidecar", "restartCount": 1, "ready": True},
+        ],
+    },
+}
+
+
+def test_parse_realistic_pod() -> None:
+    pod = parse_pod(REALISTIC_POD)
+    assert pod == PodFacts(
+        name="jibri-7c9f8d6b5-x4k2p",
+        namespace="jitsi",
+        uid="0b3c5e2a-7f1d-4c1e-9a2b-3d4e5f6a7b8c",
+        labels={"app": "jibri", "pod-template-hash": "7c9f8d6b5"},
+        annotations={"kubectl.kubernetes.io/restartedAt": "2025-03-01T09:59:00Z"},
+        phase=Phase.RUNNING,
+        pod_ips=("10.244.1.17", "fd00:10:244:1::11"),
+        deleting=False,
+        owner_kind="ReplicaSet",
+        restart_count=3,
+        created=datetime(2025, 3, 1, 10, 0, tzinfo=UTC),
+        resource_version="4711",
+    )
+    assert not pod.finished
+
+
+def test_parse_detached_terminating_pod() -> None:
+    raw: dict[str, Any] = {
+        "metadata": {
+            "name": "jibri-a",
+            "uid": "u",
+            "deletionTimestamp": "2025-03-01T11:00:00Z",
+            "ownerReferences": [{"kind": "ReplicaSet", "controller": False}],
+        },
+        "status": {"phase": "Failed", "podIP": "10.0.0.9"},
+    }
+    pod = parse_pod(raw)
+    assert pod.deleting
+    assert pod.owner_kind is None
+    assert pod.pod_ips == ("10.0.0.9",)
+    assert pod.phase is Phase.FAILED
+    assert pod.finished
+    assert (pod.restart_count, pod.resource_version, pod.created) == (0, "", None)
+
+
+@pytest.mark.parametrize(
+    ("status", "phase", "ips"),
+    [
+        ({}, Phase.PENDING, ()),
+        ({"phase": "Succeeded"}, Phase.SUCCEEDED, ()),
+        ({"phase": "Evicted"}, Phase.UNKNOWN, ()),
+        ({"phase": "Running", "podIP": ""}, Phase.RUNNING, ()),
+        ({"podIPs": [{"ip": "10.0.0.1"}, {"nope": 1}, "10.0.0.2"]}, Phase.PENDING, ("10.0.0.1",)),
+    ],
+)
+def test_parse_status_variants(status: dict[str, Any], phase: Phase, ips: tuple[str, ...]) -> None:
+    pod = parse_pod({"metadata": {"name": "p", "uid": "u"}, "status": status})
+    assert (pod.phase, pod.pod_ips) == (phase, ips)
+
+
+def test_parse_tolerates_odd_fields() -> None:
+    raw = {
+        "metadata": {
+            "name": "p",
+            "uid": "u",
+            "labels": None,
+            "annotations": {"n": 1},
+            "creationTimestamp": "yesterday",
+        },
+        "status": {"containerStatuses": [{"restartCount": "3"}, {"restartCount": 2}, None]},
+    }
+    pod = parse_pod(raw)
+    assert (pod.labels, pod.annotations) == ({}, {"n": "1"})
+    assert pod.created is None
+    assert pod.restart_count == 2
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [{}, {"metadata": None}, {"metadata": {"name": "p"}}, {"metadata": {"uid": "u"}}],
+)
+def test_parse_pod_without_identity(raw: dict[str, Any]) -> None:
+    with pytest.raises(PodParseError):
+        parse_pod(raw)
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("jibri-7c9f8d6b5-x4k2p", True),
+        ("a", True),
+        ("a.b-c", True),
+        ("0jibri", True),
+        ("a" * 253, True),
+        ("a" * 254, False),
+        ("", False),
+        ("UPPER", False),
+        ("a..b", False),
+        ("-a", False),
+        ("a-", False),
+        ("a_b", False),
+        ("a/b", False),
+        ("a b", False),
+        ("jibri\n", False),
+        ("jibri-0%0A", False),
+    ],
+)
+def test_pod_names(name: str, valid: bool) -> None:
+    assert is_valid_pod_name(name) is valid
+
+
+@pytest.mark.parametrize(
+    ("text", "requirements"),
+    [
+        ("app=jibri", [("app", Op.EQUALS, "jibri")]),
+        ("app==jibri", [("app", Op.EQUALS, "jibri")]),
+        ("app = jibri , tier!=web", [("app", Op.EQUALS, "jibri"), ("tier", Op.NOT_EQUALS, "web")]),
+        ("app", [("app", Op.EXISTS, "")]),
+        ("!paused", [("paused", Op.NOT_EXISTS, "")]),
+        ("example.com/role=recorder", [("example.com/role", Op.EQUALS, "recorder")]),
+        ("app=", [("app", Op.EQUALS, "")]),
+    ],
+)
+def test_parse_selector(text: str, requirements: list[tuple[str, Op, str]]) -> None:
+    assert parse_selector(text).requirements == tuple(Requirement(*r) for r in requirements)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "app=jibri,",
+        ",app=jibri",
+        "app in (jibri,other)",
+        "app notin (web)",
+        "app in(jibri)",
+        "=jibri",
+        "app=jibri=x",
+        "app=-jibri",
+        "app=" + "v" * 64,
+        "Example.com/role=x",
+        "-app=x",
+        "a/b/c=x",
+        "!app=x",
+        "app!",
+    ],
+)
+def test_invalid_selectors(text: str) -> None:
+    with pytest.raises(SelectorError):
+        parse_selector(text)
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "matches"),
+    [
+        ("app=jibri", {"app": "jibri"}, True),
+        ("app=jibri", {"app": "web"}, False),
+        ("app=jibri", {}, False),
+        ("app!=web", {}, True),
+        ("app!=web", {"app": "web"}, False),
+        ("app", {"app": ""}, True),
+        ("app", {"other": "x"}, False),
+        ("!paused", {"app": "jibri"}, True),
+        ("!paused", {"paused": "no"}, False),
+        ("app=jibri,state!=idle", {"app": "jibri", "state": "busy"}, True),
+        ("app=jibri,state!=idle", {"app": "jibri", "state": "idle"}, False),
+    ],
+)
+def test_selector_matches(selector: str, labels: dict[str, str], matches: bool) -> None:
+    assert parse_selector(selector).matches(labels) is matches
+
+
+@pytest.mark.parametrize(
+    "text", ["app=jibri", "app=jibri,state!=idle", "app,!paused", "example.com/role=r"]
+)
+def test_selector_round_trips(text: str) -> None:
+    assert str(parse_selector(str(parse_selector(text)))) == text
+
+
+def test_parse_labels() -> None:
+    assert parse_labels(" app=jibri , state=busy") == {"app": "jibri", "state": "busy"}
+    assert parse_labels("example.com/state=") == {"example.com/state": ""}
+
+
+@pytest.mark.parametrize(
+    "text", ["", "app", "app=jibri,", "app!=jibri", "app=a,app=b", "app=a b", "=x", "!app"]
+)
+def test_invalid_labels(text: str) -> None:
+    with pytest.raises(SelectorError):
+        parse_labels(text)
+
+
+@pytest.mark.parametrize(
+    ("labels", "wanted", "has"),
+    [
+        ({"app": "jibri", "state": "busy", "x": "y"}, {"app": "jibri", "state": "busy"}, True),
+        ({"app": "jibri", "state": "idle"}, {"app": "jibri", "state": "busy"}, False),
+        ({"app": "jibri"}, {"app": "jibri", "state": "busy"}, False),
+        ({}, {}, True),
+    ],
+)
+def test_has_labels(labels: dict[str, str], wanted: dict[str, str], has: bool) -> None:
+    assert has_labels(labels, wanted) is has

@@ -1,0 +1,283 @@
+"""Webhook tokens signed exactly as Jibri signs them, and every forgery we know of."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from jibri_pod_controller.config import JwtSettings
+from jibri_pod_controller.tokens import (
+    Claims,
+    KeyLoadError,
+    TokenError,
+    Verifier,
+    load_keys,
+)
+from tests.component.fakes import JibriSigner, forged_token
+
+ISSUER = "jibri"
+AUDIENCE = "jibri-pod-controller"
+
+
+@pytest.fixture(scope="module")
+def signer() -> JibriSigner:
+    return JibriSigner("jibri-2025", issuer=ISSUER, audience=AUDIENCE)
+
+
+@pytest.fixture(scope="module")
+def other_signer() -> JibriSigner:
+    return JibriSigner("jibri-2026", issuer=ISSUER, audience=AUDIENCE)
+
+
+def jwt_settings(
+    *, keys_dir: Path | None = None, jwks_file: Path | None = None, leeway: float = 30
+) -> JwtSettings:
+    return JwtSettings(
+        keys_dir=keys_dir, jwks_file=jwks_file, issuer=ISSUER, audience=AUDIENCE, leeway=leeway
+    )
+
+
+@pytest.fixture
+def keys_dir(tmp_path: Path, signer: JibriSigner) -> Path:
+    directory = tmp_path / "keys"
+    directory.mkdir()
+    (directory / f"{signer.kid}.pem").write_bytes(signer.public_pem())
+    return directory
+
+
+@pytest.fixture
+def verifier(keys_dir: Path) -> Verifier:
+    return Verifier(jwt_settings(keys_dir=keys_dir))
+
+
+def test_jibri_token_shape(signer: JibriSigner) -> None:
+    token = signer.token()
+    assert jwt.get_unverified_header(token) == {"alg": "RS256", "kid": "jibri-2025", "typ": "JWT"}
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert set(claims) == {"iss", "aud", "exp"}
+    assert claims["aud"] == [AUDIENCE]
+
+
+def test_valid_token(verifier: Verifier, signer: JibriSigner) -> None:
+    assert verifier.kids == ["jibri-2025"]
+    assert verifier.verify(signer.bearer()) == Claims(kid="jibri-2025", issuer=ISSUER)
+    assert verifier.verify("bearer " + signer.token()).kid == "jibri-2025"
+
+
+def test_within_leeway_is_accepted(verifier: Verifier, signer: JibriSigner) -> None:
+    assert verifier.verify(signer.bearer(ttl=-20)).kid == "jibri-2025"
+
+
+def test_an_audience_string_is_accepted_too(verifier: Verifier, signer: JibriSigner) -> None:
+    assert verifier.verify(signer.bearer(claims={"aud": AUDIENCE})).kid == "jibri-2025"
+
+
+def test_audience_among_several(verifier: Verifier, signer: JibriSigner) -> None:
+    assert verifier.verify(signer.bearer(claims={"aud": ["other", AUDIENCE]})).issuer == ISSUER
+
+
+def _hs256_with_public_key(signer: JibriSigner) -> str:
+    header = {"alg": "HS256", "typ": "JWT", "kid": signer.kid}
+    payload = {"iss": ISSUER, "aud": [AUDIENCE], "exp": int(time.time()) + 600}
+    return forged_token(header, payload, hmac_secret=signer.public_pem())
+
+
+def _alg_none(signer: JibriSigner) -> str:
+    header = {"alg": "none", "typ": "JWT", "kid": signer.kid}
+    payload = {"iss": ISSUER, "aud": [AUDIENCE], "exp": int(time.time()) + 600}
+    return forged_token(header, payload)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda s, o: None, "missing bearer token"),
+        (lambda s, o: "", "missing bearer token"),
+        (lambda s, o: s.token(), "authorization is not a bearer token"),
+        (lambda s, o: "Basic " + s.token(), "authorization is not a bearer token"),
+        (lambda s, o: "Bearer ", "authorization is not a bearer token"),
+        (lambda s, o: "Bearer " + "a" * 9000, "token too long"),
+        (lambda s, o: "Bearer not-a-jwt", "malformed token"),
+        (lambda s, o: "Bearer a.b.c", "malformed token"),
+        (lambda s, o: s.bearer(kid="jibri-1999"), "unknown kid"),
+        (lambda s, o: "Bearer " + jwt.encode({"iss": ISSUER}, s.key, "RS256"), "unknown kid"),
+        (lambda s, o: s.bearer(ttl=-31), "token expired"),
+        (lambda s, o: s.bearer(ttl=-3600), "token expired"),
+        (lambda s, o: s.bearer(claims={"iss": "someone-else"}), "wrong issuer"),
+        (lambda s, o: s.bearer(claims={"aud": ["jicofo"]}), "wrong audience"),
+        (lambda s, o: s.bearer(claims={"aud": "jibri-pod-controllers"}), "wrong audience"),
+        (lambda s, o: s.bearer(drop=["exp"]), "missing claim exp"),
+        (lambda s, o: s.bearer(drop=["iss"]), "missing claim iss"),
+        (lambda s, o: s.bearer(drop=["aud"]), "missing claim aud"),
+        (lambda s, o: "Bearer " + _alg_none(s), "algorithm not allowed"),
+        (lambda s, o: "Bearer " + _hs256_with_public_key(s), "algorithm not allowed"),
+        # Another key, presenting a kid we know: the signature does not verify.
+        (lambda s, o: o.bearer(kid=s.kid), "bad signature"),
+    ],
+)
+def test_refused_tokens(
+    verifier: Verifier,
+    signer: JibriSigner,
+    other_signer: JibriSigner,
+    make: object,
+    reason: str,
+) -> None:
+    assert callable(make)
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(make(signer, other_signer))
+    assert str(caught.value) == reason
+
+
+def test_zero_leeway(keys_dir: Path, signer: JibriSigner) -> None:
+    strict = Verifier(jwt_settings(keys_dir=keys_dir, leeway=0))
+    with pytest.raises(TokenError, match="token expired"):
+        strict.verify(signer.bearer(ttl=-2))
+
+
+def test_a_tampered_payload_is_refused(verifier: Verifier, signer: JibriSigner) -> None:
+    head, _, signature = signer.token().split(".")
+    other = signer.token(claims={"iss": ISSUER, "aud": [AUDIENCE, "x"]}).split(".")[1]
+    with pytest.raises(TokenError, match="bad signature"):
+        verifier.verify(f"Bearer {head}.{other}.{signature}")
+
+
+def test_two_keys_during_rotation(
+    keys_dir: Path, signer: JibriSigner, other_signer: JibriSigner
+) -> None:
+    (keys_dir / f"{other_signer.kid}.pem").write_bytes(other_signer.public_pem())
+    both = Verifier(jwt_settings(keys_dir=keys_dir))
+    assert both.kids == ["jibri-2025", "jibri-2026"]
+    assert both.verify(signer.bearer()).kid == "jibri-2025"
+    assert both.verify(other_signer.bearer()).kid == "jibri-2026"
+
+
+def test_keys_from_a_jwks_file(
+    tmp_path: Path, signer: JibriSigner, other_signer: JibriSigner
+) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [signer.public_jwk(), other_signer.public_jwk()]}))
+    verifier = Verifier(jwt_settings(jwks_file=jwks))
+    assert verifier.kids == ["jibri-2025", "jibri-2026"]
+    assert verifier.verify(other_signer.bearer()).kid == "jibri-2026"
+    with pytest.raises(TokenError, match="bad signature"):
+        verifier.verify(signer.bearer(kid=other_signer.kid))
+
+
+def test_dir_and_jwks_together(
+    keys_dir: Path, tmp_path: Path, signer: JibriSigner, other_signer: JibriSigner
+) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [other_signer.public_jwk()]}))
+    assert load_keys(jwt_settings(keys_dir=keys_dir, jwks_file=jwks)).keys() == {
+        "jibri-2025",
+        "jibri-2026",
+    }
+
+
+def test_keys_dir_skips_hidden_entries_and_other_suffixes(
+    keys_dir: Path, signer: JibriSigner
+) -> None:
+    # A mounted Secret: ..data symlinks and hidden timestamped directories.
+    (keys_dir / "..2025_06_01").mkdir()
+    (keys_dir / ".hidden.pem").write_text("garbage")
+    (keys_dir / "README.txt").write_text("not a key")
+    assert set(load_keys(jwt_settings(keys_dir=keys_dir))) == {signer.kid}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("garbage.pem", b"garbage", "not a PEM public key"),
+        ("noext", b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", "not a PEM"),
+    ],
+)
+def test_a_bad_key_file_is_a_load_error(
+    keys_dir: Path, name: str, content: bytes, problem: str
+) -> None:
+    (keys_dir / name).write_bytes(content)
+    with pytest.raises(KeyLoadError, match=problem):
+        Verifier(jwt_settings(keys_dir=keys_dir))
+
+
+def test_a_non_rsa_key_is_a_load_error(keys_dir: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    (keys_dir / "ec.pem").write_bytes(pem)
+    with pytest.raises(KeyLoadError, match="not an RSA public key"):
+        load_keys(jwt_settings(keys_dir=keys_dir))
+
+
+def test_no_keys_at_all_is_a_load_error(tmp_path: Path) -> None:
+    with pytest.raises(KeyLoadError, match="no RSA public keys"):
+        load_keys(jwt_settings(keys_dir=tmp_path))
+
+
+def test_a_bad_jwks_is_a_load_error(tmp_path: Path) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text("{not json")
+    with pytest.raises(KeyLoadError, match="not a usable JWKS"):
+        load_keys(jwt_settings(jwks_file=jwks))
+
+
+def _touch_later(path: Path) -> None:
+    # Make sure the change is visible even on file systems with coarse timestamps.
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+def test_reload_picks_up_a_new_key(
+    keys_dir: Path, verifier: Verifier, other_signer: JibriSigner
+) -> None:
+    assert verifier.reload_if_changed() is False
+    with pytest.raises(TokenError, match="unknown kid"):
+        verifier.verify(other_signer.bearer())
+    (keys_dir / f"{other_signer.kid}.pem").write_bytes(other_signer.public_pem())
+    assert verifier.reload_if_changed() is True
+    assert verifier.verify(other_signer.bearer()).kid == "jibri-2026"
+    assert verifier.reload_if_changed() is False
+
+
+def test_reload_picks_up_a_replaced_key(
+    keys_dir: Path, verifier: Verifier, signer: JibriSigner, other_signer: JibriSigner
+) -> None:
+    path = keys_dir / f"{signer.kid}.pem"
+    path.write_bytes(other_signer.public_pem())
+    _touch_later(path)
+    assert verifier.reload_if_changed() is True
+    assert verifier.verify(other_signer.bearer(kid=signer.kid)).kid == signer.kid
+    with pytest.raises(TokenError, match="bad signature"):
+        verifier.verify(signer.bearer())
+
+
+def test_reload_keeps_the_old_keys_when_the_new_file_is_garbage(
+    keys_dir: Path, verifier: Verifier, signer: JibriSigner
+) -> None:
+    (keys_dir / "jibri-2026.pem").write_text("-----BEGIN PUBLIC KEY-----\nnope\n")
+    assert verifier.reload_if_changed() is False
+    assert verifier.kids == ["jibri-2025"]
+    assert verifier.verify(signer.bearer()).kid == "jibri-2025"
+
+
+def test_reload_keeps_the_old_keys_when_all_files_vanish(
+    keys_dir: Path, verifier: Verifier, signer: JibriSigner
+) -> None:
+    (keys_dir / f"{signer.kid}.pem").unlink()
+    assert verifier.reload_if_changed() is False
+    assert verifier.verify(signer.bearer()).kid == "jibri-2025"
+
+
+def test_given_keys_are_used_as_is(signer: JibriSigner) -> None:
+    verifier = Verifier(jwt_settings(), keys={"k": signer.key.public_key()})
+    assert verifier.verify(signer.bearer(kid="k")).kid == "k"
+    assert verifier.reload_if_changed() is False
