@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -110,30 +113,91 @@ def rbac_manifests(
 
 
 async def apply(api: k8s.ApiClient, docs: Sequence[Mapping[str, Any]]) -> None:
-    """Create each object (these tests and demos always start from an empty namespace)."""
+    """Create each object (these tests and demos always start from an empty namespace).
+
+    Plain dicts are sent as they are; the client's typed signatures want models, hence Any.
+    """
+    core: Any = k8s.CoreV1Api(api)
+    rbac: Any = k8s.RbacAuthorizationV1Api(api)
+    apps: Any = k8s.AppsV1Api(api)
     for doc in docs:
         kind, ns = doc["kind"], doc["metadata"].get("namespace")
         if kind == "ServiceAccount":
-            await k8s.CoreV1Api(api).create_namespaced_service_account(ns, doc)
+            await core.create_namespaced_service_account(ns, doc)
         elif kind == "Role":
-            await k8s.RbacAuthorizationV1Api(api).create_namespaced_role(ns, doc)
+            await rbac.create_namespaced_role(ns, doc)
         elif kind == "RoleBinding":
-            await k8s.RbacAuthorizationV1Api(api).create_namespaced_role_binding(ns, doc)
+            await rbac.create_namespaced_role_binding(ns, doc)
         elif kind == "Deployment":
-            await k8s.AppsV1Api(api).create_namespaced_deployment(ns, doc)
+            await apps.create_namespaced_deployment(ns, doc)
         elif kind == "Namespace":
-            await k8s.CoreV1Api(api).create_namespace(doc)
+            await core.create_namespace(doc)
         else:
             raise ValueError(f"apply: unsupported kind {kind}")
 
 
 async def create_namespace(api: k8s.ApiClient, name: str) -> None:
-    await k8s.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    await apply(api, [{"kind": "Namespace", "metadata": {"name": name}}])
 
 
 async def delete_namespace(api: k8s.ApiClient, name: str) -> None:
     with contextlib.suppress(ApiException):
         await k8s.CoreV1Api(api).delete_namespace(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The controller's environment, from deploy/deployment.yaml
+
+# `$(NAME)` refers to a variable defined earlier in the same list; `$$` is a literal `$`.
+_ENV_REFERENCE = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
+_POD_FIELDS = ("metadata.name", "metadata.namespace")
+
+
+def controller_container(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The controller's container in a Deployment: the one named like the Deployment, else the
+    only one."""
+    containers: Sequence[Mapping[str, Any]] = doc["spec"]["template"]["spec"]["containers"]
+    name = doc.get("metadata", {}).get("name")
+    for container in containers:
+        if container.get("name") == name:
+            return container
+    if len(containers) != 1:
+        raise ValueError(f"no container named {name!r} among {len(containers)} containers")
+    return containers[0]
+
+
+def controller_env_from_deployment(
+    doc: Mapping[str, Any], *, namespace: str, pod_name: str
+) -> dict[str, str]:
+    """The container environment a pod of the Deployment ``doc`` would get, as far as it can
+    apply to a process outside a pod.
+
+    Plain ``value``s are kept (with ``$(NAME)`` references to earlier entries expanded, as the
+    kubelet does), and the downward-API fields ``metadata.name`` and ``metadata.namespace``
+    become ``pod_name`` and ``namespace``. Entries read from Secrets, ConfigMaps, resource
+    fields or other pod fields have no meaning here and are left out; so is ``envFrom``.
+    """
+    env: dict[str, str] = {}
+
+    def expand(value: str) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name is None:
+                return "$"
+            return env.get(name, match.group(0))
+
+        return _ENV_REFERENCE.sub(substitute, value)
+
+    for entry in controller_container(doc).get("env") or ():
+        name = entry["name"]
+        source = entry.get("valueFrom")
+        if source is None:
+            env[name] = expand(str(entry.get("value", "")))
+            continue
+        field_path = (source.get("fieldRef") or {}).get("fieldPath")
+        if field_path in _POD_FIELDS and len(source) == 1:
+            env[name] = pod_name if field_path == "metadata.name" else namespace
+    return env
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +211,41 @@ class JibriJwt:
     issuer: str
     audience: str
     ttl_seconds: int = 24 * 3600
+
+
+@dataclass(frozen=True)
+class WebhookKeys:
+    """A fresh signing key: the public half for the controller, the private one for Jibri."""
+
+    directory: Path
+    """Public keys as the controller reads them (JWT_KEYS_DIR): ``<kid>.pem``."""
+    jibri: JibriJwt
+    """What each simulated Jibri signs with (a PKCS#1 PEM, as Jibri requires)."""
+
+
+def make_webhook_keys(root: Path, *, kid: str, issuer: str, audience: str) -> WebhookKeys:
+    """Generate an RSA key pair under ``root`` the way an operator sets up Jibri's jwt-info."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = root / f"{kid}.private.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    private.chmod(0o600)
+    public_dir = root / "public"
+    public_dir.mkdir(exist_ok=True)
+    (public_dir / f"{kid}.pem").write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return WebhookKeys(
+        directory=public_dir,
+        jibri=JibriJwt(key_path=private, kid=kid, issuer=issuer, audience=audience),
+    )
 
 
 def jibri_deployment(
@@ -214,7 +313,8 @@ async def jibri_call(ip: str, path: str, body: Mapping[str, Any] | None = None) 
                 status: int = response.status
                 return status
         except urllib.error.HTTPError as exc:
-            return exc.code
+            with exc:  # an HTTPError holds the response open
+                return exc.code
 
     return await asyncio.to_thread(call)
 
@@ -284,13 +384,23 @@ class ControllerProcess:
             with urllib.request.urlopen(self.url + path, timeout=timeout) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+            with exc:  # an HTTPError holds the response open
+                return exc.code, exc.read().decode()
         except (urllib.error.URLError, OSError) as exc:
             return 0, str(exc)
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait for /readyz; if the free port was taken meanwhile, start again on another."""
+        restarts = 0
+
         async def ready() -> bool:
+            nonlocal restarts
             if self.process is not None and self.process.poll() is not None:
+                if "cannot listen on port" in self.tail(5) and restarts < 3:
+                    restarts += 1
+                    self.port = free_port()
+                    self.start()
+                    return False
                 raise RuntimeError(f"{self.name} exited {self.process.returncode}:\n{self.tail()}")
             status, _ = await asyncio.to_thread(self.get, "/readyz")
             return status == 200
@@ -374,3 +484,35 @@ def pod_write_events(plane: ControlPlane, *, namespace: str, username: str) -> l
 def all_write_events(plane: ControlPlane, *, namespace: str, username: str) -> list[dict[str, Any]]:
     """Every write attempt by ``username`` in ``namespace``, whatever its result."""
     return plane.audit_events(username=username, namespace=namespace)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers for many pods at once (the benchmarks)
+
+
+def jibri_pod(
+    *,
+    namespace: str,
+    name: str,
+    subscribers: Sequence[str],
+    status_period: float = 60.0,
+    jwt: JibriJwt | None = None,
+    labels: Mapping[str, str] = IDLE_LABELS,
+) -> dict[str, Any]:
+    """One simulated Jibri pod, exactly like a pod of `jibri_deployment` but without an owner.
+
+    Creating pods directly is several times faster than scaling a Deployment to thousands.
+    """
+    template = jibri_deployment(
+        namespace=namespace,
+        replicas=1,
+        subscribers=subscribers,
+        status_period=status_period,
+        jwt=jwt,
+    )["spec"]["template"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+        "spec": template["spec"],
+    }

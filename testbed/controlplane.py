@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -46,6 +46,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
+    "ADMIN_USER",
+    "CONTROLLER_MANAGER_USER",
     "ENV_KUBECONFIG",
     "ControlPlane",
     "ControlPlaneError",
@@ -427,6 +429,8 @@ class ControlPlane:
         self._serving_ca_pem = b""
         self._lock = threading.Lock()
         self._stopped = False
+        self._audit: list[dict[str, Any]] = []
+        self._audit_offset = 0
 
     # -- construction
 
@@ -435,7 +439,8 @@ class ControlPlane:
         """Build the binaries if needed and start etcd, kube-apiserver, kube-controller-manager.
 
         With `workdir`, certificates, kubeconfigs, data and logs live there and stay after
-        `stop()`; without, a temporary directory is used and removed by `stop()`.
+        `stop()`; without, a temporary directory is used and removed by `stop()` (but kept when
+        start-up fails). Raises `ControlPlaneError` with the tail of the failing component's log.
         """
         binaries = find_binaries()
         plane = cls()
@@ -458,6 +463,7 @@ class ControlPlane:
                     if attempt == START_ATTEMPTS:
                         raise
         except BaseException:
+            plane._owns_workdir = False  # keep the logs the error message points to
             plane.stop()
             raise
         return plane
@@ -521,28 +527,31 @@ class ControlPlane:
                 "audit_events needs the local control plane's audit log; counting API writes "
                 f"is not possible on the existing cluster named by {ENV_KUBECONFIG}"
             )
-        return list(self._read_audit(username=username, namespace=namespace))
+        with self._lock:
+            self._read_new_audit_events()
+            events = list(self._audit)
+        return [
+            e
+            for e in events
+            if (username is None or e.get("user", {}).get("username") == username)
+            and (namespace is None or e.get("objectRef", {}).get("namespace") == namespace)
+        ]
 
-    def _read_audit(
-        self, *, username: str | None, namespace: str | None
-    ) -> Iterator[dict[str, Any]]:
+    def _read_new_audit_events(self) -> None:
+        # Incremental: benchmarks poll this while the log grows by megabytes.
         assert self.workdir is not None
         try:
-            text = (self.workdir / "audit.log").read_text()
+            with (self.workdir / "audit.log").open("rb") as log:
+                log.seek(self._audit_offset)
+                data = log.read()
         except FileNotFoundError:
             return
-        for line in text.splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue  # a line still being written
-            if event.get("stage") != "ResponseComplete":
-                continue
-            if username is not None and event.get("user", {}).get("username") != username:
-                continue
-            if namespace is not None and event.get("objectRef", {}).get("namespace") != namespace:
-                continue
-            yield event
+        complete = data[: data.rfind(b"\n") + 1]  # a last line may still be being written
+        self._audit_offset += len(complete)
+        for line in complete.splitlines():
+            event = json.loads(line)
+            if event.get("stage") == "ResponseComplete":
+                self._audit.append(event)
 
     def component_logs(self) -> dict[str, Path]:
         """The log file of each component, by name (empty for an existing cluster)."""

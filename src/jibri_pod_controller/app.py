@@ -32,6 +32,7 @@ from jibri_pod_controller.probing import Prober
 from jibri_pod_controller.serving import Health, WebhookHandler, build_app
 from jibri_pod_controller.sweeping import Sweeper
 from jibri_pod_controller.tokens import KeyLoadError, Verifier
+from jibri_pod_controller.watching import PodCache, PodStream
 
 log = logging.getLogger("jibri_pod_controller")
 
@@ -57,6 +58,7 @@ def required_permissions(settings: Settings) -> tuple[Permission, ...]:
     return (
         Permission("get", "pods"),
         Permission("list", "pods"),
+        Permission("watch", "pods"),
         Permission("patch", "pods"),
         Permission("delete", "pods"),
         Permission("create", "events"),
@@ -73,8 +75,18 @@ def package_version() -> str:
         return "0+unknown"
 
 
+class StartupError(Exception):
+    """The controller cannot start (e.g. its port is taken); ``str()`` is one line."""
+
+
 class Controller:
-    def __init__(self, settings: Settings, cluster: Cluster, verifier: Verifier | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        cluster: Cluster,
+        verifier: Verifier | None,
+        stream: PodStream | None = None,
+    ) -> None:
         self.settings = settings
         self.cluster = cluster
         self.verifier = verifier
@@ -114,6 +126,16 @@ class Controller:
             identity=settings.pod_name,
             timings=settings.lease,
         )
+        self.cache = (
+            PodCache(
+                stream=stream,
+                selector=str(settings.jibri_selector),
+                metrics=self.metrics,
+                page_size=settings.list_page_size,
+            )
+            if stream is not None
+            else None
+        )
         handler = WebhookHandler(
             settings=settings,
             cluster=cluster,
@@ -121,6 +143,7 @@ class Controller:
             metrics=self.metrics,
             verifier=verifier,
             limiter=RateLimiter(rate=settings.rate_limit, burst=settings.rate_limit * 4),
+            cache=self.cache,
         )
         self.app = build_app(
             handler=handler,
@@ -138,6 +161,8 @@ class Controller:
         if self._sweep_task is not None:
             self._sweep_task.cancel()
             self._sweep_task = None
+        # Only the leader's counts are current; a standby exporting stale ones would be summed.
+        self.metrics.jibri_pods.clear()
 
     # -- background checks ------------------------------------------------------------------
     async def check_permissions(self) -> None:
@@ -196,7 +221,13 @@ class Controller:
         )
         await runner.setup()
         site = web.TCPSite(runner, port=self.settings.port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartupError(
+                f"cannot listen on port {self.settings.port}: {exc.strerror}"
+            ) from exc
         log.info(
             "listening",
             extra={
@@ -216,6 +247,8 @@ class Controller:
                 ]
                 if self.verifier is not None:
                     background.append(group.create_task(self._reload_keys_loop()))
+                if self.cache is not None:
+                    background.append(group.create_task(self.cache.run()))
                 await stop.wait()
                 log.info("shutting down")
                 self.health.shutting_down = True
@@ -244,7 +277,7 @@ async def _serve(settings: Settings, verifier: Verifier | None, env: Mapping[str
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await Controller(settings, cluster, verifier).run(stop)
+        await Controller(settings, cluster, verifier, stream=cluster).run(stop)
     finally:
         await cluster.close()
 
@@ -260,8 +293,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         try:
             verifier = Verifier(settings.jwt)
         except KeyLoadError as exc:
-            name = "JWT_KEYS_DIR" if settings.jwt.keys_dir else "JWT_JWKS_FILE"
-            return _fail(f"{name}: {exc}")
+            return _fail(f"{exc.setting}: {exc}")
     logs.setup(settings.log_level, settings.log_format)
     if verifier is None:
         log.warning(
@@ -270,8 +302,12 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         )
     else:
         log.info("webhook tokens verified", extra={"kids": verifier.kids})
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(settings, verifier, environment))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(settings, verifier, environment))
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
     return 0
 
 

@@ -128,7 +128,7 @@ def busy_since(pod: PodFacts) -> datetime | None:
         try:
             since = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
-            pass
+            since = pod.created
     # A hand-edited annotation may lack a zone; Kubernetes times are UTC, and comparing a naive
     # time with ``now`` would raise instead of deciding.
     if since is not None and since.tzinfo is None:

@@ -52,6 +52,12 @@ class Forbidden(KubeError):
     kind = "forbidden"
 
 
+class Gone(KubeError):
+    """410: the requested resourceVersion was compacted away; list again."""
+
+    kind = "gone"
+
+
 class Invalid(KubeError):
     kind = "invalid"
 
@@ -64,6 +70,13 @@ class Unavailable(KubeError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    kind: str
+    """ADDED, MODIFIED, DELETED or BOOKMARK."""
+    raw: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,8 @@ def error_for_status(status: int, detail: str, *, retry_after: float | None = No
         return Conflict(detail)
     if status in (401, 403):
         return Forbidden(detail)
+    if status == 410:
+        return Gone(detail)
     if status == 422:
         return Invalid(detail)
     if status == 429 or status >= 500 or status == 0:
@@ -263,6 +278,64 @@ class KubeCluster:
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return
+
+    async def list_pods_raw(
+        self, *, selector: str, page_size: int
+    ) -> tuple[list[Mapping[str, Any]], str]:
+        items: list[Mapping[str, Any]] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"label_selector": selector, "limit": page_size}
+            if token:
+                kwargs["_continue"] = token
+            try:
+                response = await self._core.list_namespaced_pod(
+                    self._ns, _preload_content=False, _request_timeout=self._timeout * 3, **kwargs
+                )
+                page = orjson.loads(await _body(response, "list pods"))
+            except Exception as exc:
+                raise translate(exc, "list pods") from exc
+            items.extend(page.get("items") or ())
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue")
+            if not token:
+                return items, str(metadata.get("resourceVersion") or "")
+
+    async def watch_pods_raw(
+        self, *, selector: str, resource_version: str, timeout_seconds: int
+    ) -> AsyncIterator[WatchEvent]:
+        what = "watch pods"
+        try:
+            response = await self._core.list_namespaced_pod(
+                self._ns,
+                label_selector=selector,
+                watch=True,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout_seconds,
+                _preload_content=False,
+                _request_timeout=timeout_seconds + 30,
+            )
+        except Exception as exc:
+            raise translate(exc, what) from exc
+        try:
+            if response.status >= 400:
+                await _body(response, what)
+            while True:
+                try:
+                    line = await response.content.readline()
+                except Exception as exc:
+                    raise translate(exc, what) from exc
+                if not line:
+                    return
+                event = orjson.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    code = int(obj.get("code") or 0)
+                    raise error_for_status(code, f"{what}: {obj.get('message', '')}"[:300])
+                yield WatchEvent(kind=str(kind), raw=obj)
+        finally:
+            response.release()
 
     async def patch_pod(
         self, *, name: str, uid: str, patch: Mapping[str, Any], resource_version: str = ""

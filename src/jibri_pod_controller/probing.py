@@ -64,9 +64,12 @@ class Prober:
             declared = response.content_length
             if declared is not None and declared > self._max_bytes:
                 return Failed(ProbeFailure.TOO_LARGE, str(declared))
-            body = await response.content.read(self._max_bytes + 1)
-            if len(body) > self._max_bytes:
-                return Failed(ProbeFailure.TOO_LARGE)
+            # read(n) returns whatever has arrived so far, not n bytes: collect until the end.
+            body = b""
+            async for chunk in response.content.iter_any():
+                body += chunk
+                if len(body) > self._max_bytes:
+                    return Failed(ProbeFailure.TOO_LARGE)
         try:
             return Reported(parse_health(orjson.loads(body)).busy)
         except (orjson.JSONDecodeError, InvalidMessage) as exc:

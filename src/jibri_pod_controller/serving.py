@@ -41,6 +41,7 @@ from jibri_pod_controller.limiting import RateLimiter
 from jibri_pod_controller.metrics import Metrics
 from jibri_pod_controller.pods import PodFacts, is_valid_pod_name
 from jibri_pod_controller.tokens import TokenError, Verifier
+from jibri_pod_controller.watching import PodCache
 
 log = logging.getLogger("jibri_pod_controller.webhook")
 
@@ -82,8 +83,10 @@ class WebhookHandler:
         metrics: Metrics,
         verifier: Verifier | None,
         limiter: RateLimiter,
+        cache: PodCache | None = None,
     ) -> None:
         self._s = settings
+        self._cache = cache
         self._cluster = cluster
         self._actuator = actuator
         self._metrics = metrics
@@ -194,23 +197,45 @@ class WebhookHandler:
         except KubeError as exc:
             raise Refusal(503, "api-error", str(exc)) from None
 
-    async def _load_pod(self, name: str) -> PodFacts | None:
+    async def _load_pod(self, name: str, *, fresh: bool) -> tuple[PodFacts | None, bool]:
+        """The pod from the cache when it has it (unless ``fresh``), else from the API server.
+
+        Returns the pod and whether it came from the cache.
+        """
+        if not fresh and self._cache is not None:
+            cached = self._cache.get(name)
+            if cached is not None:
+                return cached, True
         try:
-            return await self._cluster.get_pod(name)
+            pod = await self._cluster.get_pod(name)
         except KubeError as exc:
             self._metrics.api_errors.labels(operation="get", kind=exc.kind).inc()
             raise
+        if (
+            self._cache is not None
+            and pod is not None
+            and self._s.jibri_selector.matches(pod.labels)
+        ):
+            self._cache.remember(pod)
+        return pod, False
 
     async def _reconcile(
         self, name: str, status: BusyStatus, source: str, started: float
     ) -> dict[str, Any]:
-        pod = await self._load_pod(name)
-        for attempt in range(2):
+        pod, cached = await self._load_pod(name, fresh=False)
+        for attempt in range(3):
             if pod is None:
                 if status is BusyStatus.EXPIRED:
                     return {"action": "none", "reason": "already-gone", "result": "gone"}
                 raise Refusal(404, "pod-not-found")
-            self._check_pod(pod, source, status)
+            try:
+                self._check_pod(pod, source, status)
+            except Refusal:
+                if not cached:
+                    raise
+                # The cache may lag (a pod's IP is set just after it starts): ask the server.
+                pod, cached = await self._load_pod(name, fresh=True)
+                continue
             action: Action = decide_on_report(
                 status=status, pod=pod, busy_labels=self._s.busy_labels
             )
@@ -219,11 +244,11 @@ class WebhookHandler:
                     action, pod, source=Source.WEBHOOK, started=started
                 )
             except Conflict:
-                if attempt:
+                if attempt == 2:
                     raise
                 # Someone changed the pod since we read it (another replica's detach, say):
                 # look again and decide again, so a duplicate becomes a no-op.
-                pod = await self._load_pod(name)
+                pod, cached = await self._load_pod(name, fresh=True)
                 continue
             kind = (
                 "detach"
@@ -231,7 +256,7 @@ class WebhookHandler:
                 else ("delete" if isinstance(action, Delete) else "none")
             )
             return {"action": kind, "reason": action.reason, "result": result.value}
-        raise AssertionError("unreachable")  # pragma: no cover
+        raise Refusal(503, "api-conflict")
 
     def _check_pod(self, pod: PodFacts, source: str, status: BusyStatus) -> None:
         if not self._s.jibri_selector.matches(pod.labels):

@@ -35,7 +35,11 @@ class TokenError(Exception):
 
 
 class KeyLoadError(Exception):
-    """The configured keys could not be loaded."""
+    """The configured keys could not be loaded; ``setting`` names the variable at fault."""
+
+    def __init__(self, message: str, *, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 def _load_pem_dir(directory: Path) -> dict[str, RSAPublicKey]:
@@ -50,9 +54,11 @@ def _load_pem_dir(directory: Path) -> dict[str, RSAPublicKey]:
         try:
             key = load_pem_public_key(path.read_bytes())
         except (ValueError, TypeError, OSError) as exc:
-            raise KeyLoadError(f"{path}: not a PEM public key ({exc})") from None
+            raise KeyLoadError(
+                f"{path}: not a PEM public key ({exc})", setting="JWT_KEYS_DIR"
+            ) from None
         if not isinstance(key, RSAPublicKey):
-            raise KeyLoadError(f"{path}: not an RSA public key")
+            raise KeyLoadError(f"{path}: not an RSA public key", setting="JWT_KEYS_DIR")
         keys[path.stem] = key
     return keys
 
@@ -60,8 +66,19 @@ def _load_pem_dir(directory: Path) -> dict[str, RSAPublicKey]:
 def _load_jwks(path: Path) -> dict[str, RSAPublicKey]:
     try:
         jwks = jwt.PyJWKSet.from_json(path.read_text())
-    except (jwt.PyJWKSetError, jwt.InvalidKeyError, OSError, ValueError) as exc:
-        raise KeyLoadError(f"{path}: not a usable JWKS ({exc})") from None
+    # A JWKS that is JSON but not an object (a list, say) fails inside PyJWT with
+    # AttributeError or TypeError; it must be a load error like any other bad file.
+    except (
+        jwt.PyJWKSetError,
+        jwt.PyJWKError,
+        jwt.InvalidKeyError,
+        OSError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+    ) as exc:
+        raise KeyLoadError(f"{path}: not a usable JWKS ({exc})", setting="JWT_JWKS_FILE") from None
     keys: dict[str, RSAPublicKey] = {}
     for jwk in jwks.keys:
         if jwk.key_id and isinstance(jwk.key, RSAPublicKey):
@@ -87,7 +104,10 @@ def load_keys(settings: JwtSettings) -> dict[str, RSAPublicKey]:
     if settings.jwks_file is not None:
         keys.update(_load_jwks(settings.jwks_file))
     if not keys:
-        raise KeyLoadError("no RSA public keys found in JWT_KEYS_DIR / JWT_JWKS_FILE")
+        raise KeyLoadError(
+            "no RSA public keys found in JWT_KEYS_DIR / JWT_JWKS_FILE",
+            setting="JWT_KEYS_DIR" if settings.keys_dir is not None else "JWT_JWKS_FILE",
+        )
     return keys
 
 

@@ -2,12 +2,13 @@
 
 `FakeCluster` implements `kube.Cluster` in memory, with the API server semantics the controller
 relies on: every change bumps a pod's ``resourceVersion``; a merge patch of labels and
-annotations carries a uid precondition and, when given, a ``resourceVersion`` one (409 on
-mismatch); a delete carries a uid precondition and returns False when the pod is already gone;
-Lease writes are optimistic. Every write request is recorded in ``writes`` (refused ones too), so
-a test can assert the exact list of writes, or that there were none. Faults are injected per
-method: a queue of exceptions raised by the next calls, a delay before each call, and hooks run
-at the start of the next call (to let "another replica" change a pod in between).
+annotations carries the pod's uid (another uid is refused with 422, as the API server does) and,
+when given, a ``resourceVersion`` (409 on mismatch); a delete carries a uid precondition (409 on
+mismatch) and returns False when the pod is already gone; Lease writes are optimistic. Every
+write request is recorded in ``writes`` (refused ones too), so a test can assert the exact list
+of writes, or that there were none. Faults are injected per method: a queue of exceptions raised
+by the next calls, a delay before each call, and hooks run at the start of the next call (to let
+"another replica" change a pod in between).
 
 `FakeClock` is virtual time for loops that take a monotonic clock, a wall clock and a sleep.
 `JibriSigner` signs webhook tokens the way Jibri's ``jwt-info`` does.
@@ -140,7 +141,7 @@ class FakeCluster:
         """(verb, resource, group, name) granted; None grants everything."""
         self.delays: dict[str, float] = {}
         self._faults: defaultdict[str, deque[BaseException]] = defaultdict(deque)
-        self._hooks: defaultdict[str, deque[Callable[[], None]]] = defaultdict(deque)
+        self._hooks: defaultdict[str, deque[Callable[[], object]]] = defaultdict(deque)
         self._versions = itertools.count(100)
         self._uids = itertools.count(1)
 
@@ -184,7 +185,7 @@ class FakeCluster:
         """The next ``len(errors)`` calls of ``method`` raise these, in order."""
         self._faults[method].extend(errors)
 
-    def before_next(self, method: str, hook: Callable[[], None]) -> None:
+    def before_next(self, method: str, hook: Callable[[], object]) -> None:
         """Run ``hook`` at the start of the next call of ``method`` (after its delay)."""
         self._hooks[method].append(hook)
 
@@ -242,7 +243,11 @@ class FakeCluster:
             raise kube.NotFound(f"patch pod {name}: HTTP 404 Not Found")
         current = raw["metadata"]
         if current["uid"] != uid:
-            raise kube.Conflict(f"patch pod {name}: HTTP 409 precondition failed: uid")
+            # What the API server answers: a merge patch cannot change a pod's uid.
+            raise kube.Invalid(
+                f'patch pod {name}: HTTP 422 Pod "{name}" is invalid: metadata.uid: '
+                f'Invalid value: "{uid}": field is immutable'
+            )
         if resource_version and current["resourceVersion"] != resource_version:
             raise kube.Conflict(f"patch pod {name}: HTTP 409 the object has been modified")
         unsupported = (set(body) - {"metadata"}) | (
@@ -346,7 +351,9 @@ class FakeClock:
 
     async def sleep(self, seconds: float) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, _Sleeper(self.now + max(0.0, seconds), next(self._seq), future))
+        heapq.heappush(
+            self._sleepers, _Sleeper(self.now + max(0.0, seconds), next(self._seq), future)
+        )
         await future
 
     @staticmethod
@@ -436,7 +443,9 @@ def forged_token(
 ) -> str:
     """A token assembled by hand, for forgeries PyJWT refuses to produce: unsigned (``alg:
     none``), or HMAC-signed with ``hmac_secret`` (such as the RSA public key's PEM bytes)."""
-    signing_input = f"{_b64(json.dumps(dict(header)).encode())}.{_b64(json.dumps(dict(payload)).encode())}"
+    signing_input = (
+        f"{_b64(json.dumps(dict(header)).encode())}.{_b64(json.dumps(dict(payload)).encode())}"
+    )
     signature = b""
     if hmac_secret is not None:
         signature = hmac.new(hmac_secret, signing_input.encode(), hashlib.sha256).digest()

@@ -71,9 +71,10 @@ async def test_detach_writes_one_merge_patch_and_an_event() -> None:
     ]
     assert "busy-reported" in cluster.events[0].message
     assert count(act, "detach", "busy-reported", "webhook", "done") == 1
-    assert act.metrics.registry.get_sample_value(
-        "jibri_pod_controller_detach_latency_seconds_count"
-    ) == 1
+    assert (
+        act.metrics.registry.get_sample_value("jibri_pod_controller_detach_latency_seconds_count")
+        == 1
+    )
 
 
 async def test_delete_carries_the_uid_and_records_an_event() -> None:
@@ -155,6 +156,22 @@ async def test_delete_never_hits_a_newer_pod_of_the_same_name() -> None:
     assert cluster.events == []
 
 
+async def test_detach_never_relabels_a_newer_pod_of_the_same_name() -> None:
+    cluster = FakeCluster()
+    stale = cluster.add_pod("jibri-a")
+    del cluster.pods["jibri-a"]
+    newer = cluster.add_pod("jibri-a")
+    act = actuator(cluster)
+    result = await act.apply(Detach(Reason.BUSY_REPORTED), stale, source=Source.SWEEP)
+    await act.drain()
+    assert result is Result.GONE
+    assert [(w.method, w.body["metadata"]["uid"]) for w in cluster.writes] == [
+        ("patch_pod", stale.uid)
+    ]
+    assert cluster.pod("jibri-a") == newer
+    assert cluster.events == []
+
+
 async def test_a_conflicting_detach_is_raised_for_the_caller_to_re_read() -> None:
     cluster = FakeCluster()
     stale = cluster.add_pod("jibri-a")
@@ -179,9 +196,12 @@ async def test_an_api_error_is_counted_and_raised() -> None:
     assert "jibri-a" in cluster.pods
     assert cluster.events == []
     assert count(act, "delete", "expired-reported", "webhook", "failed") == 1
-    assert act.metrics.registry.get_sample_value(
-        "jibri_pod_controller_api_errors_total", {"operation": "delete", "kind": "unavailable"}
-    ) == 1
+    assert (
+        act.metrics.registry.get_sample_value(
+            "jibri_pod_controller_api_errors_total", {"operation": "delete", "kind": "unavailable"}
+        )
+        == 1
+    )
 
 
 async def test_a_failed_event_does_not_fail_the_action() -> None:

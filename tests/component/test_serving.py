@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from tests.component.fakes import (
 )
 
 POD = "jibri-7c9f8d6b5-x4k2p"
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 LOCAL = ["127.0.0.1"]  # the test client connects from here
 
 
@@ -112,6 +114,7 @@ async def start() -> AsyncIterator[Start]:
             metrics=metrics,
             busy_labels=settings.busy_labels,
             dry_run=settings.dry_run,
+            wall_clock=lambda: NOW,
         )
         handler = WebhookHandler(
             settings=settings,
@@ -156,9 +159,7 @@ async def test_busy_detaches_with_one_write(start: Start, cluster: FakeCluster) 
                     "labels": BUSY_LABELS,
                     "annotations": {
                         ANNOTATION_SAFE_TO_EVICT: "false",
-                        ANNOTATION_BUSY_SINCE: cluster.writes[0].body["metadata"]["annotations"][
-                            ANNOTATION_BUSY_SINCE
-                        ],
+                        ANNOTATION_BUSY_SINCE: "2025-06-01T12:00:00+00:00",
                         ANNOTATION_RESTARTS_AT_BUSY: "1",
                     },
                     "uid": pod.uid,
@@ -169,16 +170,19 @@ async def test_busy_detaches_with_one_write(start: Start, cluster: FakeCluster) 
     ]
     after = cluster.pod(POD)
     assert after is not None
-    # Merged: the busy labels replace the idle ones, other labels stay.
+    # The busy labels replace the idle ones.
     assert after.labels == {"app": "jibri", "state": "busy"}
     assert after.annotations[ANNOTATION_SAFE_TO_EVICT] == "false"
     assert after.annotations[ANNOTATION_RESTARTS_AT_BUSY] == "1"
-    assert after.annotations[ANNOTATION_BUSY_SINCE].endswith("+00:00")
+    assert after.annotations[ANNOTATION_BUSY_SINCE] == "2025-06-01T12:00:00+00:00"
     await server.actuator.drain()
     assert [e.reason for e in cluster.events] == ["JibriDetached"]
-    assert server.sample(
-        "jibri_pod_controller_webhooks_total", kind="status", status="BUSY", code="200"
-    ) == 1
+    assert (
+        server.sample(
+            "jibri_pod_controller_webhooks_total", kind="status", status="BUSY", code="200"
+        )
+        == 1
+    )
 
 
 async def test_busy_keeps_unrelated_labels(start: Start, cluster: FakeCluster) -> None:
@@ -211,7 +215,8 @@ async def test_concurrent_busy_reports_detach_once(start: Start, cluster: FakeCl
     # Both read the idle pod; the second patch was refused on its resourceVersion.
     assert [w.method for w in cluster.writes] == ["patch_pod", "patch_pod"]
     after = cluster.pod(POD)
-    assert after is not None and after.labels == BUSY_LABELS
+    assert after is not None
+    assert after.labels == BUSY_LABELS
     await server.actuator.drain()
     assert [e.reason for e in cluster.events] == ["JibriDetached"]
 
@@ -275,21 +280,23 @@ async def test_idle_writes_nothing(
     assert await server.status(status_body("IDLE")) == (200, {"result": "none"})
     assert cluster.writes == []
     after = cluster.pod(POD)
-    assert after is not None and after.labels == labels
+    assert after is not None
+    assert after.labels == labels
 
 
 async def test_session_webhook_is_accepted_without_a_write(
     start: Start, cluster: FakeCluster
 ) -> None:
     server = await start(cluster)
-    response = await server.client.post(
-        f"/webhook/{POD}/v1/session/status", json=session_body()
-    )
+    response = await server.client.post(f"/webhook/{POD}/v1/session/status", json=session_body())
     assert (response.status, await response.json()) == (200, {"result": "accepted"})
     assert cluster.writes == []
-    assert server.sample(
-        "jibri_pod_controller_webhooks_total", kind="session", status="OFF", code="200"
-    ) == 1
+    assert (
+        server.sample(
+            "jibri_pod_controller_webhooks_total", kind="session", status="OFF", code="200"
+        )
+        == 1
+    )
 
 
 async def test_dry_run_answers_but_writes_nothing(start: Start, cluster: FakeCluster) -> None:
@@ -298,13 +305,16 @@ async def test_dry_run_answers_but_writes_nothing(start: Start, cluster: FakeClu
     assert await server.status(status_body("BUSY")) == (200, {"result": "dry-run"})
     await server.actuator.drain()
     assert (cluster.writes, cluster.events) == ([], [])
-    assert server.sample(
-        "jibri_pod_controller_actions_total",
-        action="detach",
-        reason="busy-reported",
-        source="webhook",
-        result="dry-run",
-    ) == 1
+    assert (
+        server.sample(
+            "jibri_pod_controller_actions_total",
+            action="detach",
+            reason="busy-reported",
+            source="webhook",
+            result="dry-run",
+        )
+        == 1
+    )
 
 
 # -- refusals: no write ------------------------------------------------------------------------
@@ -403,9 +413,7 @@ async def test_an_unavailable_api_is_a_503(start: Start, cluster: FakeCluster) -
     assert await server.status(status_body("BUSY")) == (200, {"result": "done"})
 
 
-async def test_an_unavailable_api_on_the_write_is_a_503(
-    start: Start, cluster: FakeCluster
-) -> None:
+async def test_an_unavailable_api_on_the_write_is_a_503(start: Start, cluster: FakeCluster) -> None:
     cluster.add_pod(POD, ips=LOCAL)
     cluster.fail_next("delete_pod", kube.Unavailable("delete pod: HTTP 500"))
     server = await start(cluster)
@@ -431,7 +439,8 @@ async def test_a_slow_write_is_a_503_within_the_budget(start: Start, cluster: Fa
     assert await server.status(status_body("BUSY")) == (503, {"error": "api-timeout"})
     assert time.monotonic() - began < 2
     after = cluster.pod(POD)
-    assert after is not None and after.labels["state"] == "idle"
+    assert after is not None
+    assert after.labels["state"] == "idle"
 
 
 async def test_an_oversized_body_is_refused_unread(start: Start, cluster: FakeCluster) -> None:
@@ -652,3 +661,20 @@ async def test_get_on_a_webhook_is_not_allowed(start: Start, cluster: FakeCluste
     server = await start(cluster)
     assert (await server.client.get(f"/webhook/{POD}/v1/status")).status == 405
     assert cluster.writes == []
+
+
+async def test_a_pod_replaced_under_the_same_name_is_never_relabelled(
+    start: Start, cluster: FakeCluster
+) -> None:
+    cluster.add_pod(POD, ips=LOCAL)
+    server = await start(cluster)
+
+    def replace() -> None:
+        del cluster.pods[POD]
+        cluster.add_pod(POD, ips=LOCAL)
+
+    cluster.before_next("patch_pod", replace)
+    assert await server.status(status_body("BUSY")) == (200, {"result": "gone"})
+    after = cluster.pod(POD)
+    assert after is not None
+    assert after.labels["state"] == "idle"

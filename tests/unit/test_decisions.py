@@ -199,7 +199,12 @@ TIMEOUT = Failed(ProbeFailure.TIMEOUT)
         ),
         # Terminating pods are left alone whatever they say.
         (pod(deleting=True), Reported(EXPIRED), DEFAULT, Nothing(Reason.TERMINATING)),
-        (pod(busy=True, deleting=True), Reported(BUSY_STATUS), MAX_AGE, Nothing(Reason.TERMINATING)),
+        (
+            pod(busy=True, deleting=True),
+            Reported(BUSY_STATUS),
+            MAX_AGE,
+            Nothing(Reason.TERMINATING),
+        ),
         (
             pod(busy=True, deleting=True, phase=Phase.FAILED),
             None,
@@ -218,7 +223,10 @@ def test_decide_on_sweep(
 @pytest.mark.parametrize(
     ("annotations", "expected"),
     [
-        ({ANNOTATION_BUSY_SINCE: "2025-06-01T11:00:00+00:00"}, datetime(2025, 6, 1, 11, tzinfo=UTC)),
+        (
+            {ANNOTATION_BUSY_SINCE: "2025-06-01T11:00:00+00:00"},
+            datetime(2025, 6, 1, 11, tzinfo=UTC),
+        ),
         ({ANNOTATION_BUSY_SINCE: "2025-06-01T11:00:00Z"}, datetime(2025, 6, 1, 11, tzinfo=UTC)),
         # A hand-edited value without a zone is read as UTC, as every Kubernetes time is.
         ({ANNOTATION_BUSY_SINCE: "2025-06-01T11:00:00"}, datetime(2025, 6, 1, 11, tzinfo=UTC)),
@@ -296,9 +304,7 @@ policies = st.builds(
     finished=st.sampled_from(list(ReapPolicy)),
     max_busy_seconds=st.sampled_from([0.0, 60.0, 3600.0, 86400.0 * 400]),
 )
-failures = st.one_of(
-    st.none(), st.builds(Failed, st.sampled_from(list(ProbeFailure)))
-)
+failures = st.one_of(st.none(), st.builds(Failed, st.sampled_from(list(ProbeFailure))))
 probes = st.one_of(failures, st.builds(Reported, st.sampled_from(list(BusyStatus))))
 
 
@@ -320,9 +326,7 @@ def test_no_answer_never_deletes_on_its_own(
     assert not isinstance(action, Detach)
     if isinstance(action, Delete):
         detached = has_labels(subject.labels, BUSY)
-        finished_rule = (
-            detached and subject.finished and policy.finished is ReapPolicy.DELETE
-        )
+        finished_rule = detached and subject.finished and policy.finished is ReapPolicy.DELETE
         assert not subject.deleting
         assert finished_rule or (detached and _fired_too_long(subject, policy))
         assert action.reason in (Reason.FINISHED_WHILE_BUSY, Reason.BUSY_TOO_LONG)

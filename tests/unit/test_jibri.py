@@ -163,7 +163,12 @@ def test_malformed_session_report(body: Any, reason: str) -> None:
     ("body", "busy"),
     [
         (
-            {"status": {"busyStatus": "IDLE", "health": {"healthStatus": "HEALTHY", "details": {}}}},
+            {
+                "status": {
+                    "busyStatus": "IDLE",
+                    "health": {"healthStatus": "HEALTHY", "details": {}},
+                }
+            },
             BusyStatus.IDLE,
         ),
         (

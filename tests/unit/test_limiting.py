@@ -53,7 +53,8 @@ def test_zero_rate_disables_the_limit() -> None:
 def test_the_table_is_bounded_and_evicts_the_least_recent() -> None:
     clock = Clock()
     limiter = RateLimiter(rate=1, burst=1, max_sources=2, clock=clock)
-    assert limiter.allow("a") and limiter.allow("b")
+    assert limiter.allow("a")
+    assert limiter.allow("b")
     assert limiter.allow("a") is False  # "a" is now the most recent
     assert limiter.allow("c") is True  # evicts "b"
     assert limiter.allow("a") is False  # "a" kept its empty bucket

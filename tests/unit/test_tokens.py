@@ -200,8 +200,9 @@ def test_a_bad_key_file_is_a_load_error(
     keys_dir: Path, name: str, content: bytes, problem: str
 ) -> None:
     (keys_dir / name).write_bytes(content)
-    with pytest.raises(KeyLoadError, match=problem):
+    with pytest.raises(KeyLoadError, match=problem) as caught:
         Verifier(jwt_settings(keys_dir=keys_dir))
+    assert caught.value.setting == "JWT_KEYS_DIR"
 
 
 def test_a_non_rsa_key_is_a_load_error(keys_dir: Path) -> None:
@@ -223,11 +224,15 @@ def test_no_keys_at_all_is_a_load_error(tmp_path: Path) -> None:
         load_keys(jwt_settings(keys_dir=tmp_path))
 
 
-def test_a_bad_jwks_is_a_load_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "content", ["{not json", "[]", '{"keys": []}', '{"keys": [{"kty": "RSA"}]}']
+)
+def test_a_bad_jwks_is_a_load_error(tmp_path: Path, keys_dir: Path, content: str) -> None:
     jwks = tmp_path / "jwks.json"
-    jwks.write_text("{not json")
-    with pytest.raises(KeyLoadError, match="not a usable JWKS"):
-        load_keys(jwt_settings(jwks_file=jwks))
+    jwks.write_text(content)
+    with pytest.raises(KeyLoadError, match="not a usable JWKS") as caught:
+        load_keys(jwt_settings(keys_dir=keys_dir, jwks_file=jwks))
+    assert caught.value.setting == "JWT_JWKS_FILE"
 
 
 def _touch_later(path: Path) -> None:
@@ -275,6 +280,18 @@ def test_reload_keeps_the_old_keys_when_all_files_vanish(
     (keys_dir / f"{signer.kid}.pem").unlink()
     assert verifier.reload_if_changed() is False
     assert verifier.verify(signer.bearer()).kid == "jibri-2025"
+
+
+def test_reload_keeps_the_old_keys_when_the_jwks_turns_to_garbage(
+    tmp_path: Path, signer: JibriSigner
+) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [signer.public_jwk()]}))
+    verifier = Verifier(jwt_settings(jwks_file=jwks))
+    jwks.write_text("[]")
+    _touch_later(jwks)
+    assert verifier.reload_if_changed() is False
+    assert verifier.verify(signer.bearer()).kid == signer.kid
 
 
 def test_given_keys_are_used_as_is(signer: JibriSigner) -> None:

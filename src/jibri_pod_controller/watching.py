@@ -1,0 +1,157 @@
+"""A watch-fed cache of the Jibri pods in the namespace, so webhooks rarely need an API call.
+
+Every Jibri resends its status once a minute; with hundreds of Jibris and several replicas, a
+GET per resend would be most of the controller's API traffic. The cache answers those reads.
+It is only ever a hint: decisions that write re-check on the server side (the detach patch
+carries the pod's uid and resourceVersion, the delete a uid precondition), so a stale entry
+costs at most one 409 and a fresh GET, never a wrong write. A pod the cache does not hold
+(new, or not a Jibri pod) is read with a GET.
+
+The loop is the usual informer: list (paginated, raw JSON), then watch from the list's
+resourceVersion with bookmarks; on 410 Gone or any error, list again after a short backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol
+
+from jibri_pod_controller.kube import Gone, KubeError, WatchEvent
+from jibri_pod_controller.metrics import Metrics
+from jibri_pod_controller.pods import PodFacts, PodParseError, parse_pod
+
+log = logging.getLogger("jibri_pod_controller.cache")
+
+
+class PodStream(Protocol):
+    async def list_pods_raw(
+        self, *, selector: str, page_size: int
+    ) -> tuple[list[Mapping[str, Any]], str]:
+        """Every matching pod (raw) and the list's resourceVersion."""
+        ...
+
+    def watch_pods_raw(
+        self, *, selector: str, resource_version: str, timeout_seconds: int
+    ) -> AsyncIterator[WatchEvent]: ...
+
+
+def _resource_version(raw: Mapping[str, Any]) -> str:
+    meta = raw.get("metadata")
+    return str(meta.get("resourceVersion") or "") if isinstance(meta, dict) else ""
+
+
+def newer(candidate: str, current: str) -> bool:
+    """True when ``candidate`` is a later resourceVersion than ``current``.
+
+    resourceVersions are opaque by contract, but etcd-backed servers use integers; compare
+    them as such when both are, and otherwise accept the candidate.
+    """
+    if candidate.isdigit() and current.isdigit():
+        return int(candidate) > int(current)
+    return True
+
+
+class PodCache:
+    def __init__(
+        self,
+        *,
+        stream: PodStream,
+        selector: str,
+        metrics: Metrics,
+        page_size: int = 500,
+        watch_timeout: int = 300,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._stream = stream
+        self._selector = selector
+        self._metrics = metrics
+        self._page_size = page_size
+        self._watch_timeout = watch_timeout
+        self._jitter = jitter
+        self._pods: dict[str, PodFacts] = {}
+        self.synced = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._pods)
+
+    def get(self, name: str) -> PodFacts | None:
+        """The cached pod, or None when the cache is not synced or does not hold it."""
+        if not self.synced.is_set():
+            return None
+        return self._pods.get(name)
+
+    def remember(self, pod: PodFacts) -> None:
+        """Record a pod the controller just read or wrote, unless the cache has a newer one."""
+        current = self._pods.get(pod.name)
+        if (
+            current is None
+            or current.uid != pod.uid
+            or newer(pod.resource_version, current.resource_version)
+        ):
+            self._pods[pod.name] = pod
+
+    def forget(self, name: str, uid: str) -> None:
+        current = self._pods.get(name)
+        if current is not None and current.uid == uid:
+            del self._pods[name]
+
+    def _store(self, raw: Mapping[str, Any]) -> None:
+        try:
+            pod = parse_pod(raw)
+        except PodParseError as exc:
+            log.warning("ignoring a pod the cache cannot read", extra={"error": str(exc)})
+            return
+        self._pods[pod.name] = pod
+
+    def _delete(self, raw: Mapping[str, Any]) -> None:
+        meta = raw.get("metadata")
+        if isinstance(meta, dict):
+            self.forget(str(meta.get("name")), str(meta.get("uid")))
+
+    async def _relist(self) -> str:
+        items, version = await self._stream.list_pods_raw(
+            selector=self._selector, page_size=self._page_size
+        )
+        fresh: dict[str, PodFacts] = {}
+        for raw in items:
+            try:
+                pod = parse_pod(raw)
+            except PodParseError:
+                continue
+            fresh[pod.name] = pod
+        self._pods = fresh
+        self.synced.set()
+        return version
+
+    async def run(self) -> None:
+        """List and watch until cancelled."""
+        failures = 0
+        version = ""
+        while True:
+            try:
+                if not version:
+                    version = await self._relist()
+                    log.debug("pod cache listed", extra={"pods": len(self._pods)})
+                async for event in self._stream.watch_pods_raw(
+                    selector=self._selector,
+                    resource_version=version,
+                    timeout_seconds=self._watch_timeout,
+                ):
+                    version = _resource_version(event.raw) or version
+                    if event.kind == "DELETED":
+                        self._delete(event.raw)
+                    elif event.kind in ("ADDED", "MODIFIED"):
+                        self._store(event.raw)
+                failures = 0
+            except Gone:
+                version = ""  # compacted away: list again
+            except KubeError as exc:
+                failures += 1
+                version = ""
+                self._metrics.api_errors.labels(operation="watch", kind=exc.kind).inc()
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6)) * (0.5 + self._jitter())
+                log.warning("pod watch failed", extra={"error": str(exc), "retry_in": delay})
+                await asyncio.sleep(delay)

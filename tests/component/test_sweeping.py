@@ -1,0 +1,545 @@
+"""The sweeper and the prober against real HTTP servers that answer like Jibri (or fail to),
+on 127.0.10.x addresses, with the in-memory cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from jibri_pod_controller import kube
+from jibri_pod_controller.acting import Actuator
+from jibri_pod_controller.config import ReapPolicy
+from jibri_pod_controller.decisions import Failed, Policy, ProbeFailure, Reported
+from jibri_pod_controller.jibri import BusyStatus
+from jibri_pod_controller.metrics import Metrics
+from jibri_pod_controller.pods import ANNOTATION_BUSY_SINCE, ANNOTATION_RESTARTS_AT_BUSY
+from jibri_pod_controller.probing import HEALTH_PATH, Prober, health_url
+from jibri_pod_controller.sweeping import Sweeper, SweepReport
+from tests.component.fakes import BUSY_LABELS, FakeCluster, Write
+
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+PROBE_TIMEOUT = 0.3
+MAX_BYTES = 4096
+UNREACHABLE = "127.0.10.250"  # nothing listens there
+
+
+def health(busy: str) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "status": {
+            "busyStatus": busy,
+            "health": {
+                "healthStatus": "HEALTHY",
+                "details": {"ffmpeg": {"healthStatus": "HEALTHY", "detail": ""}},
+            },
+        }
+    }
+    if busy == "BUSY":
+        answer["environmentContext"] = {"name": "meet.example.org"}
+    return answer
+
+
+@dataclass
+class FakeJibris:
+    """One HTTP server per address, all on one port; each address behaves as told."""
+
+    port: int
+    behaviours: dict[str, str] = field(default_factory=dict)
+    hits: dict[str, int] = field(default_factory=dict)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        address = sockname[0] if sockname else ""
+        self.hits[address] = self.hits.get(address, 0) + 1
+        behaviour = self.behaviours.get(address, "IDLE")
+        if behaviour in ("IDLE", "BUSY", "EXPIRED"):
+            return web.json_response(health(behaviour))
+        if behaviour == "hang":
+            await self.release.wait()
+            return web.json_response(health("EXPIRED"))
+        if behaviour == "garbage":
+            return web.Response(body=b"<html>EXPIRED</html>", content_type="application/json")
+        if behaviour == "unknown-status":
+            return web.json_response(health("RETIRED"))
+        if behaviour == "huge":
+            return web.Response(body=b" " * (MAX_BYTES * 16), content_type="application/json")
+        if behaviour in ("huge-chunked", "split"):
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            body = orjson.dumps(health("EXPIRED"))
+            if behaviour == "huge-chunked":
+                body = body[:-1] + b"," + b'"pad": "' + b"x" * (MAX_BYTES * 4) + b'"}'
+            half = len(body) // 2
+            await response.write(body[:half])
+            await asyncio.sleep(0.05)
+            await response.write(body[half:])
+            await response.write_eof()
+            return response
+        if behaviour == "500":
+            return web.json_response(health("EXPIRED"), status=500)
+        if behaviour == "redirect":
+            raise web.HTTPFound("http://127.0.0.1:1/")
+        raise AssertionError(behaviour)
+
+
+def _addresses(count: int) -> list[str]:
+    return [f"127.0.10.{i}" for i in range(1, count + 1)]
+
+
+@pytest.fixture
+async def jibris() -> AsyncIterator[FakeJibris]:
+    sockets: list[socket.socket] = []
+    first = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    first.bind(("127.0.10.1", 0))
+    sockets.append(first)
+    port = first.getsockname()[1]
+    for address in _addresses(40)[1:]:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((address, port))
+        sockets.append(sock)
+    fakes = FakeJibris(port)
+    app = web.Application()
+    app.router.add_get(HEALTH_PATH, fakes.handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+    await runner.setup()
+    for sock in sockets:
+        await web.SockSite(runner, sock).start()
+    try:
+        yield fakes
+    finally:
+        fakes.release.set()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def prober(jibris: FakeJibris) -> AsyncIterator[Prober]:
+    probe = Prober(port=jibris.port, timeout=PROBE_TIMEOUT, max_bytes=MAX_BYTES, concurrency=8)
+    try:
+        yield probe
+    finally:
+        await probe.close()
+
+
+@dataclass
+class Rig:
+    """A sweeper wired to the fake cluster, with its metrics at hand."""
+
+    sweeper: Sweeper
+    metrics: Metrics
+
+    async def sweep_once(self) -> SweepReport:
+        return await self.sweeper.sweep_once()
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+def sweeper(
+    cluster: FakeCluster,
+    prober: Prober,
+    *,
+    policy: Policy | None = None,
+    page_size: int = 500,
+    dry_run: bool = False,
+) -> Rig:
+    metrics = Metrics()
+    swept = Sweeper(
+        cluster=cluster,
+        prober=prober,
+        actuator=Actuator(
+            cluster=cluster,
+            metrics=metrics,
+            busy_labels=BUSY_LABELS,
+            dry_run=dry_run,
+            wall_clock=lambda: NOW,
+        ),
+        metrics=metrics,
+        selector="app=jibri",
+        busy_labels=BUSY_LABELS,
+        policy=policy or Policy(),
+        page_size=page_size,
+        wall_clock=lambda: NOW,
+    )
+    return Rig(swept, metrics)
+
+
+def busy_notes(restarts_at_busy: int = 0, since: datetime = NOW) -> dict[str, str]:
+    return {
+        ANNOTATION_BUSY_SINCE: since.isoformat(timespec="seconds"),
+        ANNOTATION_RESTARTS_AT_BUSY: str(restarts_at_busy),
+    }
+
+
+# -- the prober ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected"),
+    [
+        ("IDLE", Reported(BusyStatus.IDLE)),
+        ("BUSY", Reported(BusyStatus.BUSY)),
+        ("EXPIRED", Reported(BusyStatus.EXPIRED)),
+        ("split", Reported(BusyStatus.EXPIRED)),
+        ("hang", ProbeFailure.TIMEOUT),
+        ("garbage", ProbeFailure.INVALID),
+        ("unknown-status", ProbeFailure.INVALID),
+        ("huge", ProbeFailure.TOO_LARGE),
+        ("huge-chunked", ProbeFailure.TOO_LARGE),
+        ("500", ProbeFailure.HTTP_STATUS),
+        ("redirect", ProbeFailure.HTTP_STATUS),
+    ],
+)
+async def test_probe(jibris: FakeJibris, prober: Prober, behaviour: str, expected: object) -> None:
+    jibris.behaviours["127.0.10.3"] = behaviour
+    result = await prober.probe("127.0.10.3")
+    if isinstance(expected, ProbeFailure):
+        assert isinstance(result, Failed)
+        assert result.failure is expected
+    else:
+        assert result == expected
+
+
+async def test_probe_of_an_unreachable_pod(prober: Prober) -> None:
+    result = await prober.probe(UNREACHABLE)
+    assert isinstance(result, Failed)
+    assert result.failure is ProbeFailure.CONNECT
+
+
+def test_health_url() -> None:
+    assert health_url("10.0.0.1", 2222) == "http://10.0.0.1:2222/jibri/api/v1.0/health"
+    assert health_url("fd00::1", 2222) == "http://[fd00::1]:2222/jibri/api/v1.0/health"
+
+
+async def test_hanging_pods_do_not_stall_the_others(jibris: FakeJibris) -> None:
+    hanging = _addresses(8)
+    for address in hanging:
+        jibris.behaviours[address] = "hang"
+    jibris.behaviours["127.0.10.9"] = "EXPIRED"
+    probe = Prober(port=jibris.port, timeout=PROBE_TIMEOUT, max_bytes=MAX_BYTES, concurrency=9)
+    try:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        results = await asyncio.gather(*(probe.probe(a) for a in [*hanging, "127.0.10.9"]))
+        # One timeout each, in parallel: far below the 2.4 s they would take one after another.
+        assert loop.time() - began < PROBE_TIMEOUT * 4
+    finally:
+        await probe.close()
+    assert results[-1] == Reported(BusyStatus.EXPIRED)
+    assert all(isinstance(r, Failed) and r.failure is ProbeFailure.TIMEOUT for r in results[:-1])
+
+
+# -- the sweep ----------------------------------------------------------------------------------
+
+
+async def test_a_sweep_reconciles_what_webhooks_missed(jibris: FakeJibris, prober: Prober) -> None:
+    cluster = FakeCluster()
+    b = jibris.behaviours
+    expired = cluster.add_pod("jibri-expired", ips=["127.0.10.1"])
+    b["127.0.10.1"] = "EXPIRED"
+    missed = cluster.add_pod("jibri-missed-busy", ips=["127.0.10.2"], restarts=1)
+    b["127.0.10.2"] = "BUSY"
+    cluster.add_pod("jibri-spare", ips=["127.0.10.3"])
+    b["127.0.10.3"] = "IDLE"
+    cluster.add_pod(
+        "jibri-recording", ips=["127.0.10.4"], labels=BUSY_LABELS, annotations=busy_notes()
+    )
+    b["127.0.10.4"] = "BUSY"
+    restarted = cluster.add_pod(
+        "jibri-restarted",
+        ips=["127.0.10.5"],
+        labels=BUSY_LABELS,
+        annotations=busy_notes(0),
+        restarts=1,
+    )
+    b["127.0.10.5"] = "IDLE"
+    failed = cluster.add_pod(
+        "jibri-failed", ips=["127.0.10.6"], labels=BUSY_LABELS, phase="Failed", owner=None
+    )
+    b["127.0.10.6"] = "EXPIRED"  # never asked: the pod is not running
+    cluster.add_pod("jibri-pending", ips=[], phase="Pending")
+    cluster.add_pod("jibri-terminating", ips=["127.0.10.7"], deleting=True)
+    b["127.0.10.7"] = "EXPIRED"
+    cluster.add_pod("web-0", ips=["127.0.10.8"], labels={"app": "web"})
+    b["127.0.10.8"] = "EXPIRED"
+
+    s = sweeper(cluster, prober)
+    report = await s.sweep_once()
+
+    assert sorted(cluster.pods) == [
+        "jibri-missed-busy",
+        "jibri-pending",
+        "jibri-recording",
+        "jibri-spare",
+        "jibri-terminating",
+        "web-0",
+    ]
+    detached = cluster.pod("jibri-missed-busy")
+    assert detached is not None
+    assert detached.labels == BUSY_LABELS
+    assert detached.annotations[ANNOTATION_RESTARTS_AT_BUSY] == "1"
+    assert sorted(cluster.writes, key=lambda w: w.name) == [
+        Write("delete_pod", "jibri-expired", {"preconditions": {"uid": expired.uid}}),
+        Write("delete_pod", "jibri-failed", {"preconditions": {"uid": failed.uid}}),
+        Write(
+            "patch_pod",
+            "jibri-missed-busy",
+            {
+                "metadata": {
+                    "labels": BUSY_LABELS,
+                    "annotations": {
+                        "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+                        ANNOTATION_BUSY_SINCE: "2025-06-01T12:00:00+00:00",
+                        ANNOTATION_RESTARTS_AT_BUSY: "1",
+                    },
+                    "uid": missed.uid,
+                    "resourceVersion": missed.resource_version,
+                }
+            },
+        ),
+        Write("delete_pod", "jibri-restarted", {"preconditions": {"uid": restarted.uid}}),
+    ]
+    assert report == SweepReport(
+        pods=8,
+        probed=5,
+        probe_failures=0,
+        actions={"delete": 3, "detach": 1, "nothing": 4},
+        errors=0,
+        listed_all=True,
+        seconds=report.seconds,
+    )
+    # Pods that are not running, terminating or not Jibris are never asked.
+    assert set(jibris.hits) == {f"127.0.10.{i}" for i in range(1, 6)}
+    assert s.sample("jibri_pod_controller_jibri_pods", role="busy", reported="IDLE") == 1
+    assert s.sample("jibri_pod_controller_sweeps_total", result="ok") == 1
+    assert s.sample("jibri_pod_controller_pods_probed_total") == 5
+
+
+async def test_keep_policies_only_count(jibris: FakeJibris, prober: Prober) -> None:
+    cluster = FakeCluster()
+    cluster.add_pod(
+        "jibri-restarted",
+        ips=["127.0.10.1"],
+        labels=BUSY_LABELS,
+        annotations=busy_notes(2),
+        restarts=3,
+    )
+    jibris.behaviours["127.0.10.1"] = "IDLE"
+    cluster.add_pod("jibri-failed", ips=[], labels=BUSY_LABELS, phase="Failed")
+    s = sweeper(cluster, prober, policy=Policy(restarted=ReapPolicy.KEEP, finished=ReapPolicy.KEEP))
+    report = await s.sweep_once()
+    assert cluster.writes == []
+    assert sorted(cluster.pods) == ["jibri-failed", "jibri-restarted"]
+    assert report.actions == {"nothing": 2}
+    assert (
+        s.sample(
+            "jibri_pod_controller_actions_total",
+            action="none",
+            reason="policy-keep",
+            source="sweep",
+            result="none",
+        )
+        == 2
+    )
+
+
+async def test_an_idle_busy_labelled_pod_without_a_restart_is_kept(
+    jibris: FakeJibris, prober: Prober
+) -> None:
+    cluster = FakeCluster()
+    cluster.add_pod(
+        "jibri-a", ips=["127.0.10.1"], labels=BUSY_LABELS, annotations=busy_notes(1), restarts=1
+    )
+    jibris.behaviours["127.0.10.1"] = "IDLE"
+    await sweeper(cluster, prober).sweep_once()
+    assert cluster.writes == []
+
+
+async def test_max_busy_age(jibris: FakeJibris, prober: Prober) -> None:
+    cluster = FakeCluster()
+    old = cluster.add_pod(
+        "jibri-old",
+        ips=["127.0.10.1"],
+        labels=BUSY_LABELS,
+        annotations=busy_notes(since=NOW - timedelta(hours=5)),
+    )
+    cluster.add_pod(
+        "jibri-young",
+        ips=["127.0.10.2"],
+        labels=BUSY_LABELS,
+        annotations=busy_notes(since=NOW - timedelta(hours=1)),
+    )
+    jibris.behaviours.update({"127.0.10.1": "BUSY", "127.0.10.2": "BUSY"})
+    await sweeper(cluster, prober).sweep_once()
+    assert cluster.writes == []  # off by default
+    await sweeper(cluster, prober, policy=Policy(max_busy_seconds=4 * 3600)).sweep_once()
+    assert cluster.writes == [Write("delete_pod", "jibri-old", {"preconditions": {"uid": old.uid}})]
+
+
+FAILING = ["hang", "garbage", "unknown-status", "huge", "huge-chunked", "500", "redirect"]
+
+
+@pytest.mark.parametrize("busy", [False, True])
+async def test_pods_without_a_valid_answer_are_never_deleted(
+    jibris: FakeJibris, prober: Prober, busy: bool
+) -> None:
+    cluster = FakeCluster()
+    for i, behaviour in enumerate(FAILING, start=1):
+        address = f"127.0.10.{i}"
+        jibris.behaviours[address] = behaviour
+        cluster.add_pod(
+            f"jibri-{behaviour}",
+            ips=[address],
+            labels=BUSY_LABELS if busy else None,
+            annotations=busy_notes() if busy else None,
+            restarts=1,  # a restart is not enough without an IDLE answer
+        )
+    cluster.add_pod(
+        "jibri-unreachable",
+        ips=[UNREACHABLE],
+        labels=BUSY_LABELS if busy else None,
+        annotations=busy_notes() if busy else None,
+    )
+    s = sweeper(cluster, prober, policy=Policy(max_busy_seconds=3600))
+    report = await s.sweep_once()
+    assert cluster.writes == []
+    assert len(cluster.pods) == len(FAILING) + 1
+    assert report.probe_failures == len(FAILING) + 1
+    assert report.actions == {"nothing": len(FAILING) + 1}
+    for reason, expected in [
+        ("timeout", 1),
+        ("invalid", 2),
+        ("too-large", 2),
+        ("http-status", 2),
+        ("connect", 1),
+    ]:
+        assert s.sample("jibri_pod_controller_probe_failures_total", reason=reason) == expected
+
+
+async def test_a_failed_delete_does_not_stop_the_others(jibris: FakeJibris, prober: Prober) -> None:
+    cluster = FakeCluster()
+    for i in range(1, 4):
+        cluster.add_pod(f"jibri-{i}", ips=[f"127.0.10.{i}"])
+        jibris.behaviours[f"127.0.10.{i}"] = "EXPIRED"
+    cluster.fail_next("delete_pod", kube.Unavailable("delete pod: HTTP 503"))
+    s = sweeper(cluster, prober)
+    report = await s.sweep_once()
+    assert [w.method for w in cluster.writes] == ["delete_pod"] * 3
+    assert len(cluster.pods) == 1  # the next sweep retries it
+    assert report.errors == 0
+    assert report.actions == {"delete": 3}
+    assert (
+        s.sample(
+            "jibri_pod_controller_actions_total",
+            action="delete",
+            reason="expired-reported",
+            source="sweep",
+            result="failed",
+        )
+        == 1
+    )
+    await s.sweep_once()
+    assert cluster.pods == {}
+
+
+async def test_a_pod_deleted_meanwhile_is_no_error(jibris: FakeJibris, prober: Prober) -> None:
+    cluster = FakeCluster()
+    cluster.add_pod("jibri-1", ips=["127.0.10.1"])
+    jibris.behaviours["127.0.10.1"] = "EXPIRED"
+    cluster.before_next("delete_pod", lambda: cluster.pods.pop("jibri-1"))
+    report = await sweeper(cluster, prober).sweep_once()
+    assert (report.errors, report.actions) == (0, {"delete": 1})
+
+
+async def test_a_stale_list_never_deletes_a_newer_pod(jibris: FakeJibris, prober: Prober) -> None:
+    cluster = FakeCluster()
+    cluster.add_pod("jibri-1", ips=["127.0.10.1"])
+    jibris.behaviours["127.0.10.1"] = "EXPIRED"
+
+    def replace() -> None:
+        del cluster.pods["jibri-1"]
+        cluster.add_pod("jibri-1", ips=["127.0.10.2"])
+
+    cluster.before_next("delete_pod", replace)
+    await sweeper(cluster, prober).sweep_once()
+    assert "jibri-1" in cluster.pods  # the uid precondition refused the delete
+
+
+async def test_a_list_error_ends_the_sweep_without_raising(
+    jibris: FakeJibris, prober: Prober
+) -> None:
+    cluster = FakeCluster()
+    cluster.add_pod("jibri-1", ips=["127.0.10.1"])
+    jibris.behaviours["127.0.10.1"] = "EXPIRED"
+    cluster.fail_next("list_pods", kube.Unavailable("list pods: timed out"))
+    s = sweeper(cluster, prober)
+    report = await s.sweep_once()
+    assert (report.listed_all, report.pods) == (False, 0)
+    assert cluster.writes == []
+    assert s.sample("jibri_pod_controller_sweeps_total", result="failed") == 1
+    assert (
+        s.sample("jibri_pod_controller_api_errors_total", operation="list", kind="unavailable") == 1
+    )
+
+
+async def test_a_list_error_on_a_later_page_keeps_the_earlier_pages(
+    jibris: FakeJibris, prober: Prober
+) -> None:
+    cluster = FakeCluster()
+    for i in range(1, 26):
+        cluster.add_pod(f"jibri-{i:02}", ips=[f"127.0.10.{i}"])
+        jibris.behaviours[f"127.0.10.{i}"] = "EXPIRED"
+    cluster.before_next(
+        "list_pods",
+        lambda: cluster.before_next(
+            "list_pods", lambda: cluster.fail_next("list_pods", kube.Unavailable("list pods: 503"))
+        ),
+    )
+    report = await sweeper(cluster, prober, page_size=10).sweep_once()
+    assert (report.listed_all, report.pods) == (False, 10)
+    assert len(cluster.pods) == 15
+
+
+async def test_pagination(jibris: FakeJibris, prober: Prober) -> None:
+    cluster = FakeCluster()
+    for i in range(1, 26):
+        cluster.add_pod(f"jibri-{i:02}", ips=[f"127.0.10.{i}"])
+        jibris.behaviours[f"127.0.10.{i}"] = "EXPIRED" if i % 2 else "IDLE"
+    report = await sweeper(cluster, prober, page_size=10).sweep_once()
+    assert cluster.pages == [("app=jibri", 10)] * 3
+    assert (report.pods, report.probed, report.listed_all) == (25, 25, True)
+    assert report.actions == {"delete": 13, "nothing": 12}
+    assert sorted(cluster.pods) == [f"jibri-{i:02}" for i in range(2, 26, 2)]
+
+
+async def test_dry_run_sweep_writes_nothing(jibris: FakeJibris, prober: Prober) -> None:
+    cluster = FakeCluster()
+    cluster.add_pod("jibri-1", ips=["127.0.10.1"])
+    cluster.add_pod("jibri-2", ips=["127.0.10.2"])
+    jibris.behaviours.update({"127.0.10.1": "EXPIRED", "127.0.10.2": "BUSY"})
+    report = await sweeper(cluster, prober, dry_run=True).sweep_once()
+    assert cluster.writes == []
+    assert report.actions == {"delete": 1, "detach": 1}
+
+
+async def test_run_sweeps_until_cancelled(jibris: FakeJibris, prober: Prober) -> None:
+    cluster = FakeCluster()
+    cluster.add_pod("jibri-1", ips=["127.0.10.1"])
+    jibris.behaviours["127.0.10.1"] = "IDLE"
+    task = asyncio.create_task(sweeper(cluster, prober).sweeper.run(interval=0.05))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert len(cluster.pages) >= 3
+    assert cluster.writes == []
