@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 
 from jibri_pod_controller.config import SETTINGS
-README = (README_DIR / "README.md").read_text()
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
 
 
 def test_settings_table_matches_the_code() -> None:
@@ -21,9 +23,8 @@ def test_starts_with_the_two_commands() -> None:
     commands = [line.split("#")[0].strip() for line in first_block.strip().splitlines()]
     assert commands == ["scripts/demo.sh", "scripts/test.sh"]
     for command in commands:
-        assert (README_DIR / command).is_file()
-
+        assert (ROOT / command).is_file()
 
 
 def test_ci_runs_the_readme_test_command() -> None:
-    assert "scripts/test.sh" in (README_DIR / ".ci" / "run").read_text()
+    assert "scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
