@@ -1,8 +1,8 @@
 """A fake kubelet: makes pods look like running Jibris on a control plane without nodes.
 
 It watches pods and, for each new pod without an IP, gives it a loopback address of its own
-(127.1.0.2 upwards; Linux routes all of 127.0.0.0/8 to `lo`, so a server can bind each one),
-starts a simulated Jibri bound to that address if the pod's first container sets
+(127.1.0.0 - 127.255.255.255; Linux routes all of 127.0.0.0/8 to `lo`, so a server can bind each
+one), starts a simulated Jibri bound to that address if the pod's first container sets
 `SIM_JIBRI=true`, and reports the pod Running and Ready through `pods/status`. When a pod is
 deleted (or gets a deletionTimestamp) its Jibri is stopped, and a pod still terminating is then
 removed with grace period 0, as a kubelet does once its containers are gone.
@@ -112,6 +112,8 @@ class _Pod:
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     start_task: asyncio.Task[None] | None = None
+    reported: bool = False
+    start_error: Exception | None = None
 
     @property
     def simulated(self) -> bool:
@@ -277,14 +279,18 @@ class FakeKubelet:
     async def wait_running(self, name: str, namespace: str | None = None) -> str:
         """Wait until pod `name` runs here and its status is reported; return its address.
 
-        Bound it with `asyncio.timeout`."""
+        Raises if it failed to start; bound the wait with `asyncio.timeout`."""
         while True:
             try:
                 pod = self._pod(name, namespace)
             except KeyError:
                 pass
             else:
-                if pod.start_task is not None and pod.start_task.done():
+                if pod.start_error is not None:
+                    raise RuntimeError(
+                        f"pod {pod.namespace}/{name} failed to start: {pod.start_error!r}"
+                    ) from pod.start_error
+                if pod.reported:
                     return pod.ip
             await asyncio.sleep(0.05)
 
@@ -328,7 +334,7 @@ class FakeKubelet:
             except _GoneError:
                 log.info("watch resourceVersion %s expired; listing again", resource_version)
                 resource_version = None
-            except (ApiException, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            except (ApiException, aiohttp.ClientError, OSError, ValueError) as exc:
                 failures += 1
                 if not self._synced.is_set() and (failures >= 5 or api_status(exc) in (401, 403)):
                     raise
@@ -428,10 +434,10 @@ class FakeKubelet:
             if pod.simulated:
                 await self._start_jibri(pod)
             await self._report(pod)
+            pod.reported = True
             log.info("pod %s/%s runs on %s", pod.namespace, pod.name, pod.ip)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
+        except Exception as exc:
+            pod.start_error = exc
             log.exception("cannot start pod %s/%s", pod.namespace, pod.name)
 
     async def _start_jibri(self, pod: _Pod) -> None:

@@ -1,0 +1,195 @@
+"""The pod cache against a scripted list/watch stream (a hand-written fake of the API)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from jibri_pod_controller import kube
+from jibri_pod_controller.acting import Actuator
+from jibri_pod_controller.kube import WatchEvent
+from jibri_pod_controller.limiting import RateLimiter
+from jibri_pod_controller.metrics import Metrics
+from jibri_pod_controller.pods import parse_pod
+from jibri_pod_controller.serving import Health, WebhookHandler, build_app
+from jibri_pod_controller.watching import PodCache, newer
+from tests.component.fakes import BUSY_LABELS, FakeCluster, make_settings, pod_json
+
+
+def raw(name: str, rv: str, *, uid: str = "", state: str = "idle") -> dict[str, Any]:
+    return pod_json(
+        name, uid=uid or f"uid-{name}", resource_version=rv, labels={"app": "jibri", "state": state}
+    )
+
+
+class FakeStream:
+    """Serves scripted lists and watches; records what was asked."""
+
+    def __init__(self) -> None:
+        self.lists: deque[tuple[list[Mapping[str, Any]], str]] = deque()
+        self.watches: deque[list[WatchEvent] | BaseException] = deque()
+        self.asked: list[tuple[str, str]] = []
+        self.idle = asyncio.Event()
+
+    async def list_pods_raw(
+        self, *, selector: str, page_size: int
+    ) -> tuple[list[Mapping[str, Any]], str]:
+        self.asked.append(("list", selector))
+        return self.lists.popleft()
+
+    async def watch_pods_raw(
+        self, *, selector: str, resource_version: str, timeout_seconds: int
+    ) -> AsyncIterator[WatchEvent]:
+        self.asked.append(("watch", resource_version))
+        if not self.watches:
+            self.idle.set()
+            await asyncio.Event().wait()  # a watch with nothing more to say
+        script = self.watches.popleft()
+        if isinstance(script, BaseException):
+            raise script
+        for event in script:
+            yield event
+
+
+async def run_until_idle(cache: PodCache, stream: FakeStream) -> asyncio.Task[None]:
+    task = asyncio.create_task(cache.run())
+    await asyncio.wait_for(stream.idle.wait(), timeout=5)
+    return task
+
+
+@pytest.fixture
+def stream() -> FakeStream:
+    return FakeStream()
+
+
+def cache_for(stream: FakeStream) -> PodCache:
+    return PodCache(stream=stream, selector="app=jibri", metrics=Metrics(), jitter=lambda: 0.0)
+
+
+async def test_not_synced_until_listed(stream: FakeStream) -> None:
+    cache = cache_for(stream)
+    assert cache.get("a") is None
+    stream.lists.append(([raw("a", "5")], "10"))
+    task = await run_until_idle(cache, stream)
+    pod = cache.get("a")
+    assert pod is not None
+    assert pod.resource_version == "5"
+    assert stream.asked == [("list", "app=jibri"), ("watch", "10")]
+    task.cancel()
+
+
+async def test_watch_events_update_and_remove(stream: FakeStream) -> None:
+    cache = cache_for(stream)
+    stream.lists.append(([raw("a", "5"), raw("b", "6")], "10"))
+    stream.watches.append(
+        [
+            WatchEvent("MODIFIED", raw("a", "11", state="busy")),
+            WatchEvent("DELETED", raw("b", "12")),
+            WatchEvent("ADDED", raw("c", "13")),
+            WatchEvent("BOOKMARK", {"metadata": {"resourceVersion": "20"}}),
+        ]
+    )
+    task = await run_until_idle(cache, stream)
+    a = cache.get("a")
+    assert a is not None
+    assert a.labels["state"] == "busy"
+    assert cache.get("b") is None
+    assert cache.get("c") is not None
+    # The next watch resumes from the bookmark.
+    assert stream.asked[-1] == ("watch", "20")
+    task.cancel()
+
+
+async def test_gone_relists(stream: FakeStream) -> None:
+    cache = cache_for(stream)
+    stream.lists.extend([([raw("a", "5")], "10"), ([raw("b", "30")], "40")])
+    stream.watches.append(kube.Gone("watch pods: too old"))
+    task = await run_until_idle(cache, stream)
+    assert cache.get("a") is None  # the relist replaced the contents
+    assert cache.get("b") is not None
+    assert stream.asked == [
+        ("list", "app=jibri"),
+        ("watch", "10"),
+        ("list", "app=jibri"),
+        ("watch", "40"),
+    ]
+    task.cancel()
+
+
+async def test_errors_back_off_and_relist(stream: FakeStream) -> None:
+    cache = PodCache(stream=stream, selector="app=jibri", metrics=Metrics(), jitter=lambda: -0.49)
+    stream.lists.extend([([raw("a", "5")], "10"), ([raw("a", "7")], "12")])
+    stream.watches.append(kube.Unavailable("watch pods: HTTP 503"))
+    task = await run_until_idle(cache, stream)
+    pod = cache.get("a")
+    assert pod is not None
+    assert pod.resource_version == "7"
+    task.cancel()
+
+
+def test_remember_keeps_the_newest() -> None:
+    cache = cache_for(FakeStream())
+    cache.synced.set()
+    cache.remember(parse_pod(raw("a", "20", state="busy")))
+    cache.remember(parse_pod(raw("a", "19")))  # an older read arriving late
+    pod = cache.get("a")
+    assert pod is not None
+    assert pod.labels["state"] == "busy"
+    cache.remember(parse_pod(raw("a", "3", uid="new-uid")))  # a new pod reusing the name
+    pod = cache.get("a")
+    assert pod is not None
+    assert pod.uid == "new-uid"
+    cache.forget("a", "old-uid")  # not the pod it holds
+    assert cache.get("a") is not None
+    cache.forget("a", "new-uid")
+    assert cache.get("a") is None
+
+
+@pytest.mark.parametrize(
+    ("candidate", "current", "expected"),
+    [("11", "10", True), ("9", "10", False), ("10", "10", False), ("x", "10", True)],
+)
+def test_newer(candidate: str, current: str, expected: bool) -> None:
+    assert newer(candidate, current) is expected
+
+
+async def test_webhook_resend_is_answered_from_the_cache_without_an_api_read() -> None:
+    cluster = FakeCluster()
+    busy = cluster.add_pod("jibri-0", ips=["127.0.0.1"], labels=BUSY_LABELS)
+    settings = make_settings()
+    metrics = Metrics()
+    stream = FakeStream()
+    stream.lists.append(([cluster.pods["jibri-0"]], "100"))
+    cache = PodCache(stream=stream, selector="app=jibri", metrics=metrics)
+    task = await run_until_idle(cache, stream)
+    handler = WebhookHandler(
+        settings=settings,
+        cluster=cluster,
+        actuator=Actuator(cluster=cluster, metrics=metrics, busy_labels=settings.busy_labels),
+        metrics=metrics,
+        verifier=None,
+        limiter=RateLimiter(rate=0, burst=0),
+        cache=cache,
+    )
+    app = build_app(handler=handler, metrics=metrics, health=Health(), max_body_bytes=4096)
+    async with TestClient(TestServer(app)) as client:
+        # Any API read would fail: the answer can only come from the cache.
+        cluster.fail_next("get_pod", kube.Unavailable("down"), kube.Unavailable("down"))
+        body = {
+            "jibriId": busy.name,
+            "status": {"busyStatus": "BUSY", "health": {"healthStatus": "HEALTHY"}},
+        }
+        response = await client.post(f"/webhook/{busy.name}/v1/status", json=body)
+        assert response.status == 200
+        assert await response.json() == {"result": "none"}
+        # A pod the cache does not hold is read from the API server (which is down here).
+        body["jibriId"] = "jibri-new"
+        response = await client.post("/webhook/jibri-new/v1/status", json=body)
+        assert response.status == 503
+    assert cluster.writes == []
+    task.cancel()
