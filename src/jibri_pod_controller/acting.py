@@ -15,15 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from jibri_pod_controller.decisions import Action, Delete, Detach, Nothing
-from jibri_pod_controller.kube import Cluster, Conflict, Invalid, KubeError, NotFound
+from jibri_pod_controller.kube import (
+    Cluster,
+    Conflict,
+    Invalid,
+    KubeError,
+    NotFound,
+    Unavailable,
+)
 from jibri_pod_controller.metrics import Metrics
 from jibri_pod_controller.pods import (
     ANNOTATION_BUSY_SINCE,
@@ -72,6 +80,12 @@ class Actuator:
     busy_labels: Mapping[str, str]
     dry_run: bool = False
     wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    sweep_attempts: int = 3
+    """Tries for a sweep's write when the API is transiently unavailable (429, 5xx, timeout).
+    Webhook writes are tried once: Jibri's next resend is their retry, and it must be answered
+    within 2 s."""
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    jitter: Callable[[], float] = random.random
 
     def __post_init__(self) -> None:
         self._background: set[asyncio.Task[None]] = set()
@@ -89,7 +103,7 @@ class Actuator:
             result = Result.DRY_RUN
         else:
             try:
-                result = await self._write(action, pod)
+                result = await self._write_with_retries(action, pod, source)
             except KubeError as exc:
                 self.metrics.api_errors.labels(operation=kind, kind=exc.kind).inc()
                 self._count(kind, action.reason, source, Result.FAILED)
@@ -126,6 +140,21 @@ class Actuator:
         if result is Result.DONE:
             self._record_event(action, pod, source)
         return result
+
+    async def _write_with_retries(
+        self, action: Detach | Delete, pod: PodFacts, source: Source
+    ) -> Result:
+        attempts = self.sweep_attempts if source is Source.SWEEP else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._write(action, pod)
+            except Unavailable as exc:
+                if attempt == attempts:
+                    raise
+                # Bounded, jittered backoff; a server's Retry-After is honoured up to 10 s.
+                base = exc.retry_after if exc.retry_after is not None else 0.5 * 2**attempt
+                await self.sleep(min(10.0, base) * (0.5 + self.jitter()))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _write(self, action: Detach | Delete, pod: PodFacts) -> Result:
         if isinstance(action, Detach):

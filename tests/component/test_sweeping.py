@@ -152,8 +152,15 @@ def sweeper(
     policy: Policy | None = None,
     page_size: int = 500,
     dry_run: bool = False,
+    slept: list[float] | None = None,
+    attempts: int = 3,
 ) -> Rig:
     metrics = Metrics()
+    pauses = slept if slept is not None else []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
     swept = Sweeper(
         cluster=cluster,
         prober=prober,
@@ -163,6 +170,9 @@ def sweeper(
             busy_labels=BUSY_LABELS,
             dry_run=dry_run,
             wall_clock=lambda: NOW,
+            sleep=sleep,
+            jitter=lambda: 0.5,
+            sweep_attempts=attempts,
         ),
         metrics=metrics,
         selector="app=jibri",
@@ -432,7 +442,7 @@ async def test_a_failed_delete_does_not_stop_the_others(jibris: FakeJibris, prob
         cluster.add_pod(f"jibri-{i}", ips=[f"127.0.10.{i}"])
         jibris.behaviours[f"127.0.10.{i}"] = "EXPIRED"
     cluster.fail_next("delete_pod", kube.Unavailable("delete pod: HTTP 503"))
-    s = sweeper(cluster, prober)
+    s = sweeper(cluster, prober, attempts=1)  # no retry within the sweep
     report = await s.sweep_once()
     assert [w.method for w in cluster.writes] == ["delete_pod"] * 3
     assert len(cluster.pods) == 1  # the next sweep retries it
@@ -450,6 +460,26 @@ async def test_a_failed_delete_does_not_stop_the_others(jibris: FakeJibris, prob
     )
     await s.sweep_once()
     assert cluster.pods == {}
+
+
+async def test_a_transient_error_is_retried_with_backoff(
+    jibris: FakeJibris, prober: Prober
+) -> None:
+    cluster = FakeCluster()
+    cluster.add_pod("jibri-1", ips=["127.0.10.1"])
+    jibris.behaviours["127.0.10.1"] = "EXPIRED"
+    cluster.fail_next(
+        "delete_pod",
+        kube.Unavailable("delete pod: HTTP 429", retry_after=3),
+        kube.Unavailable("delete pod: timed out"),
+    )
+    slept: list[float] = []
+    s = sweeper(cluster, prober, slept=slept)
+    report = await s.sweep_once()
+    assert cluster.pods == {}
+    assert report.actions == {"delete": 1}
+    assert slept == [3.0, 2.0]  # Retry-After honoured, then exponential (jitter fixed at 1x)
+    assert [w.method for w in cluster.writes] == ["delete_pod"] * 3
 
 
 async def test_a_pod_deleted_meanwhile_is_no_error(jibris: FakeJibris, prober: Prober) -> None:
