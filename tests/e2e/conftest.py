@@ -28,12 +28,16 @@ from testbed.cluster import (
     controller_kubeconfig,
     create_namespace,
     delete_namespace,
+    jibri_deployment,
+    make_webhook_keys,
+    pod_write_events,
     rbac_manifests,
     service_account_user,
 )
 from testbed.controlplane import ControlPlane
 from testbed.kube import new_api_client
 from testbed.kubelet import KubeletThread, run_in_thread
+from tests.e2e.helpers import wait_spares
 
 LOGS = REPO / "out" / "e2e-logs"
 ISSUER = "jibri-e2e"
@@ -80,27 +84,10 @@ class Keys:
 
 
 def make_keys(root: Path, kid: str = KID) -> Keys:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = root / f"{kid}.private.pem"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    public_dir = root / "public"
-    public_dir.mkdir(exist_ok=True)
-    (public_dir / f"{kid}.pem").write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return Keys(
-        directory=public_dir,
-        jibri=JibriJwt(key_path=private, kid=kid, issuer=ISSUER, audience=AUDIENCE),
-        private_key=key,
-    )
+    made = make_webhook_keys(root, kid=kid, issuer=ISSUER, audience=AUDIENCE)
+    key = serialization.load_pem_private_key(made.jibri.key_path.read_bytes(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return Keys(directory=made.directory, jibri=made.jibri, private_key=key)
 
 
 @pytest.fixture(scope="session")
@@ -179,3 +166,58 @@ def controllers(
         for process in started:
             shutil.copy(process.log_path, target / process.log_path.name)
             print(f"\n--- {process.name} (last lines) ---\n{process.tail(60)}")
+
+
+@dataclass
+class E2E:
+    """What an end-to-end test works with: its namespace, with deploy/'s RBAC applied."""
+
+    admin: k8s.ApiClient
+    namespace: str
+    user: str
+    """The controller's identity (the ServiceAccount bound by deploy/rbac.yaml)."""
+    start: ControllerFactory
+    keys: Keys
+    kubelet: KubeletThread
+    plane: ControlPlane
+
+    async def deploy_jibris(
+        self,
+        controllers: list[ControllerProcess],
+        *,
+        replicas: int = 3,
+        status_period: float = 60.0,
+        signed: bool = True,
+    ) -> list[k8s.V1Pod]:
+        """A Deployment of simulated Jibris posting to ``controllers``; wait for N spares."""
+        await apply(
+            self.admin,
+            [
+                jibri_deployment(
+                    namespace=self.namespace,
+                    replicas=replicas,
+                    subscribers=[c.webhook_base() for c in controllers],
+                    status_period=status_period,
+                    jwt=self.keys.jibri if signed else None,
+                )
+            ],
+        )
+        return await wait_spares(self.admin, self.namespace, replicas)
+
+    def writes(self) -> list[tuple[str, str]]:
+        """The controller's successful writes to pods, as (verb, pod name), oldest first."""
+        events = pod_write_events(self.plane, namespace=self.namespace, username=self.user)
+        return [(e["verb"], e["objectRef"]["name"]) for e in events]
+
+
+@pytest.fixture
+async def e2e(
+    admin: k8s.ApiClient,
+    namespace: str,
+    rbac: str,
+    controllers: ControllerFactory,
+    keys: Keys,
+    kubelet: KubeletThread,
+    plane: ControlPlane,
+) -> E2E:
+    return E2E(admin, namespace, rbac, controllers, keys, kubelet, plane)

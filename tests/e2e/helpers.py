@@ -11,7 +11,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from kubernetes_asyncio import client as k8s
 
-from testbed.cluster import BUSY_LABELS, IDLE_LABELS, ControllerProcess
+from testbed.cluster import BUSY_LABELS, IDLE_LABELS, ControllerProcess, wait_until
 
 AUDIENCE = "jibri-pod-controller"
 
@@ -52,6 +52,18 @@ async def spares(api: k8s.ApiClient, namespace: str) -> list[k8s.V1Pod]:
     return [
         p for p in await list_pods(api, namespace) if has(labels_of(p), IDLE_LABELS) and is_ready(p)
     ]
+
+
+async def wait_spares(
+    api: k8s.ApiClient, namespace: str, n: int, *, timeout: float = 60
+) -> list[k8s.V1Pod]:
+    """Wait until exactly ``n`` spares are ready; return them."""
+
+    async def ready() -> list[k8s.V1Pod] | None:
+        pods = await spares(api, namespace)
+        return pods if len(pods) == n else None
+
+    return await wait_until(ready, timeout=timeout, what=f"{n} ready spares")
 
 
 async def busy_pods(api: k8s.ApiClient, namespace: str) -> list[k8s.V1Pod]:

@@ -14,17 +14,15 @@ from testbed.cluster import (
     ControllerProcess,
     apply,
     jibri_call,
-    jibri_deployment,
     pod_write_events,
     rbac_manifests,
-    service_account_user,
     start_recording,
     stop_recording,
     wait_until,
 )
 from testbed.controlplane import ControlPlane
 from testbed.kubelet import KubeletThread
-from tests.e2e.conftest import ControllerFactory, Keys
+from tests.e2e.conftest import E2E, ControllerFactory
 from tests.e2e.helpers import (
     busy_pods,
     get_pod,
@@ -37,41 +35,12 @@ from tests.e2e.helpers import (
     sign,
     spares,
     status_body,
+    wait_spares,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 SPARES = 3
-
-
-async def deploy_jibris(
-    admin: k8s.ApiClient,
-    namespace: str,
-    keys: Keys,
-    controllers: list[ControllerProcess],
-    *,
-    replicas: int = SPARES,
-    status_period: float = 60.0,
-) -> list[k8s.V1Pod]:
-    """A Deployment of simulated Jibris posting to ``controllers``; wait for N ready spares."""
-    await apply(
-        admin,
-        [
-            jibri_deployment(
-                namespace=namespace,
-                replicas=replicas,
-                subscribers=[c.webhook_base() for c in controllers],
-                status_period=status_period,
-                jwt=keys.jibri,
-            )
-        ],
-    )
-
-    async def ready() -> list[k8s.V1Pod] | None:
-        pods = await spares(admin, namespace)
-        return pods if len(pods) == replicas else None
-
-    return await wait_until(ready, timeout=60, what=f"{replicas} ready spares")
 
 
 def pod_ip(pod: k8s.V1Pod) -> str:
@@ -95,31 +64,16 @@ async def wait_gone(admin: k8s.ApiClient, namespace: str, name: str, timeout: fl
     await wait_until(gone, timeout=timeout, what=f"{name} deleted")
 
 
-def controller_writes(plane: ControlPlane, namespace: str) -> list[tuple[str, str]]:
-    return [
-        (e["verb"], e["objectRef"]["name"])
-        for e in pod_write_events(
-            plane, namespace=namespace, username=service_account_user(namespace)
-        )
-    ]
-
-
 async def test_recording_start_detaches_and_replaces(
-    admin: k8s.ApiClient,
-    namespace: str,
-    rbac: str,
-    controllers: ControllerFactory,
-    keys: Keys,
-    kubelet: KubeletThread,
-    plane: ControlPlane,
+    e2e: E2E,
 ) -> None:
-    controller = controllers()
+    controller = e2e.start()
     await controller.wait_ready()
-    pods = await deploy_jibris(admin, namespace, keys, [controller])
+    pods = await e2e.deploy_jibris([controller])
     target = pods[0]
 
     assert await start_recording(pod_ip(target)) == 200
-    detached = await wait_detached(admin, namespace, target.metadata.name)
+    detached = await wait_detached(e2e.admin, e2e.namespace, target.metadata.name)
 
     assert detached.metadata.uid == target.metadata.uid
     assert has(labels_of(detached), {"app": "jibri", "state": "busy"})
@@ -128,36 +82,28 @@ async def test_recording_start_detaches_and_replaces(
     assert annotations["jibri-pod-controller/restarts-at-busy"] == "0"
 
     async def back_to_n() -> bool:
-        current = await spares(admin, namespace)
+        current = await spares(e2e.admin, e2e.namespace)
         names = {p.metadata.name for p in current}
         return len(current) == SPARES and target.metadata.name not in names
 
     await wait_until(back_to_n, timeout=30, what="N ready spares again")
-    assert len(await list_pods(admin, namespace)) == SPARES + 1
-    assert controller_writes(plane, namespace) == [("patch", target.metadata.name)]
+    assert len(await list_pods(e2e.admin, e2e.namespace)) == SPARES + 1
+    assert e2e.writes() == [("patch", target.metadata.name)]
     assert (
         controller.metric("jibri_pod_controller_actions_total", action="detach", result="done") == 1
     )
 
 
 async def test_recording_end_deletes_and_spares_never_drop(
-    admin: k8s.ApiClient,
-    namespace: str,
-    rbac: str,
-    controllers: ControllerFactory,
-    keys: Keys,
-    kubelet: KubeletThread,
-    plane: ControlPlane,
+    e2e: E2E,
 ) -> None:
-    controller = controllers()
+    controller = e2e.start()
     await controller.wait_ready()
-    target = (await deploy_jibris(admin, namespace, keys, [controller]))[0]
+    target = (await e2e.deploy_jibris([controller]))[0]
     name = target.metadata.name
     assert await start_recording(pod_ip(target)) == 200
-    await wait_detached(admin, namespace, name)
-    await wait_until(
-        lambda: _count_is(admin, namespace, SPARES), timeout=30, what="replacement ready"
-    )
+    await wait_detached(e2e.admin, e2e.namespace, name)
+    await wait_spares(e2e.admin, e2e.namespace, SPARES, timeout=30)
 
     lowest = SPARES
     stop_watching = asyncio.Event()
@@ -165,83 +111,67 @@ async def test_recording_end_deletes_and_spares_never_drop(
     async def watch_spares() -> None:
         nonlocal lowest
         while not stop_watching.is_set():
-            lowest = min(lowest, len(await spares(admin, namespace)))
+            lowest = min(lowest, len(await spares(e2e.admin, e2e.namespace)))
             await asyncio.sleep(0.05)
 
     watcher = asyncio.create_task(watch_spares())
     assert await stop_recording(pod_ip(target)) == 200
-    await wait_gone(admin, namespace, name)
+    await wait_gone(e2e.admin, e2e.namespace, name)
     await asyncio.sleep(1)
     stop_watching.set()
     await watcher
 
     assert lowest >= SPARES
-    assert controller_writes(plane, namespace) == [("patch", name), ("delete", name)]
+    assert e2e.writes() == [("patch", name), ("delete", name)]
     deleted = [
         e
-        for e in pod_write_events(plane, namespace=namespace, username=rbac)
+        for e in pod_write_events(e2e.plane, namespace=e2e.namespace, username=e2e.user)
         if e["verb"] == "delete"
     ]
     assert deleted[0]["objectRef"]["name"] == name
 
 
-async def _count_is(admin: k8s.ApiClient, namespace: str, n: int) -> bool:
-    return len(await spares(admin, namespace)) == n
-
-
 async def test_many_recordings_at_once(
-    admin: k8s.ApiClient,
-    namespace: str,
-    rbac: str,
-    controllers: ControllerFactory,
-    keys: Keys,
-    kubelet: KubeletThread,
-    plane: ControlPlane,
+    e2e: E2E,
 ) -> None:
     k = 20
-    controller = controllers()
+    controller = e2e.start()
     await controller.wait_ready()
-    pods = await deploy_jibris(admin, namespace, keys, [controller], replicas=k, status_period=2)
+    pods = await e2e.deploy_jibris([controller], replicas=k, status_period=2)
     names = {p.metadata.name for p in pods}
 
     results = await asyncio.gather(*(start_recording(pod_ip(p)) for p in pods))
     assert results == [200] * k
 
     async def all_detached() -> bool:
-        return {p.metadata.name for p in await busy_pods(admin, namespace)} == names
+        return {p.metadata.name for p in await busy_pods(e2e.admin, e2e.namespace)} == names
 
     await wait_until(all_detached, timeout=60, what=f"{k} pods detached")
-    await wait_until(lambda: _count_is(admin, namespace, k), timeout=90, what="k replacements")
+    await wait_spares(e2e.admin, e2e.namespace, k, timeout=90)
     # Each Jibri resends BUSY every 2 s: several rounds must cause no further write.
     await asyncio.sleep(5)
-    assert len(await list_pods(admin, namespace)) == 2 * k
-    writes = controller_writes(plane, namespace)
+    assert len(await list_pods(e2e.admin, e2e.namespace)) == 2 * k
+    writes = e2e.writes()
     assert sorted(writes) == sorted(("patch", n) for n in names)
     resent = controller.metric("jibri_pod_controller_actions_total", reason="already-detached")
     assert resent >= k
 
 
 async def test_sweeper_catches_missed_webhooks(
-    admin: k8s.ApiClient,
-    namespace: str,
-    rbac: str,
-    controllers: ControllerFactory,
-    keys: Keys,
-    kubelet: KubeletThread,
-    plane: ControlPlane,
+    e2e: E2E,
 ) -> None:
-    controller = controllers()
+    controller = e2e.start()
     await controller.wait_ready()
-    target = (await deploy_jibris(admin, namespace, keys, [controller]))[0]
+    target = (await e2e.deploy_jibris([controller]))[0]
     name, ip = target.metadata.name, pod_ip(target)
     assert await jibri_call(ip, "/_sim/webhooks", {"enabled": False}) == 200
 
     assert await start_recording(ip) == 200
-    await wait_detached(admin, namespace, name)
+    await wait_detached(e2e.admin, e2e.namespace, name)
     assert await stop_recording(ip) == 200
-    await wait_gone(admin, namespace, name)
+    await wait_gone(e2e.admin, e2e.namespace, name)
 
-    assert controller_writes(plane, namespace) == [("patch", name), ("delete", name)]
+    assert e2e.writes() == [("patch", name), ("delete", name)]
     assert (
         controller.metric(
             "jibri_pod_controller_actions_total", reason="busy-missed-webhook", source="sweep"
@@ -257,24 +187,18 @@ async def test_sweeper_catches_missed_webhooks(
 
 
 async def test_duplicate_and_reordered_webhooks(
-    admin: k8s.ApiClient,
-    namespace: str,
-    rbac: str,
-    controllers: ControllerFactory,
-    keys: Keys,
-    kubelet: KubeletThread,
-    plane: ControlPlane,
+    e2e: E2E,
 ) -> None:
     # Two replicas, and no sweeper interference (long interval): only webhooks act here.
-    first = controllers("controller-a", SWEEP_INTERVAL="3600")
-    second = controllers("controller-b", SWEEP_INTERVAL="3600")
+    first = e2e.start("controller-a", SWEEP_INTERVAL="3600")
+    second = e2e.start("controller-b", SWEEP_INTERVAL="3600")
     await first.wait_ready()
     await second.wait_ready()
-    target = (await deploy_jibris(admin, namespace, keys, [first]))[0]
+    target = (await e2e.deploy_jibris([first]))[0]
     name, ip = target.metadata.name, pod_ip(target)
     # Silence the simulated Jibri: this test sends its webhooks itself, in a chosen order.
     assert await jibri_call(ip, "/_sim/webhooks", {"enabled": False}) == 200
-    token = sign(keys.private_key, kid=keys.jibri.kid, issuer=keys.jibri.issuer)
+    token = sign(e2e.keys.private_key, kid=e2e.keys.jibri.kid, issuer=e2e.keys.jibri.issuer)
 
     async def send(controller: ControllerProcess, status: str) -> int:
         code, _ = await post_webhook(
@@ -286,7 +210,7 @@ async def test_duplicate_and_reordered_webhooks(
     assert await asyncio.gather(send(first, "BUSY"), send(second, "BUSY")) == [200, 200]
     assert await send(first, "BUSY") == 200
     assert await send(second, "IDLE") == 200
-    pod = await get_pod(admin, namespace, name)
+    pod = await get_pod(e2e.admin, e2e.namespace, name)
     assert pod is not None
     assert is_busy(pod)
     assert not owned_by_replicaset(pod)
@@ -294,11 +218,11 @@ async def test_duplicate_and_reordered_webhooks(
     # EXPIRED twice at once, then a late BUSY and IDLE for the pod that is gone.
     codes = await asyncio.gather(send(first, "EXPIRED"), send(second, "EXPIRED"))
     assert codes == [200, 200]
-    await wait_gone(admin, namespace, name)
+    await wait_gone(e2e.admin, e2e.namespace, name)
     assert await send(first, "BUSY") == 404
     assert await send(second, "IDLE") == 404
 
-    assert controller_writes(plane, namespace) == [("patch", name), ("delete", name)]
+    assert e2e.writes() == [("patch", name), ("delete", name)]
 
 
 async def _sweeps(controller: ControllerProcess) -> float:
@@ -306,20 +230,14 @@ async def _sweeps(controller: ControllerProcess) -> float:
 
 
 async def test_leader_election_and_failover(
-    admin: k8s.ApiClient,
-    namespace: str,
-    rbac: str,
-    controllers: ControllerFactory,
-    keys: Keys,
-    kubelet: KubeletThread,
-    plane: ControlPlane,
+    e2e: E2E,
 ) -> None:
-    a = controllers("controller-a")
+    a = e2e.start("controller-a")
     await a.wait_ready()
     await wait_until(lambda: _leads(a), timeout=10, what="a leads")
-    b = controllers("controller-b")
+    b = e2e.start("controller-b")
     await b.wait_ready()
-    await deploy_jibris(admin, namespace, keys, [a, b])
+    await e2e.deploy_jibris([a, b])
     await asyncio.sleep(5)  # several sweep intervals
     assert await _sweeps(a) >= 2
     assert await _sweeps(b) == 0
@@ -332,7 +250,7 @@ async def test_leader_election_and_failover(
     assert takeover <= 15 + 2 + 1.5, takeover
 
     # SIGTERM: b releases the lease on its way out, so c takes over at once.
-    c = controllers("controller-c")
+    c = e2e.start("controller-c")
     await c.wait_ready()
     await asyncio.sleep(3)
     assert await _sweeps(c) == 0
@@ -349,25 +267,19 @@ async def _leads(controller: ControllerProcess) -> bool:
 
 
 async def test_webhooks_for_other_pods_change_nothing(
-    admin: k8s.ApiClient,
-    namespace: str,
-    rbac: str,
-    controllers: ControllerFactory,
-    keys: Keys,
-    kubelet: KubeletThread,
-    plane: ControlPlane,
+    e2e: E2E,
 ) -> None:
-    controller = controllers()
+    controller = e2e.start()
     await controller.wait_ready()
-    await k8s.CoreV1Api(admin).create_namespaced_pod(
-        namespace,
+    await k8s.CoreV1Api(e2e.admin).create_namespaced_pod(
+        e2e.namespace,
         {
             "metadata": {"name": "web", "labels": {"app": "web"}},
             "spec": {"containers": [{"name": "web", "image": "nginx"}]},
         },
     )
-    ip = kubelet.wait_running("web", namespace)
-    token = sign(keys.private_key, kid=keys.jibri.kid, issuer=keys.jibri.issuer)
+    ip = e2e.kubelet.wait_running("web", e2e.namespace)
+    token = sign(e2e.keys.private_key, kid=e2e.keys.jibri.kid, issuer=e2e.keys.jibri.issuer)
     for status in ("BUSY", "EXPIRED"):
         code, _ = await post_webhook(
             controller, pod="web", source_ip=ip, body=status_body("web", status), token=token
@@ -381,60 +293,48 @@ async def test_webhooks_for_other_pods_change_nothing(
         controller, pod="ghost", source_ip=ip, body=status_body("ghost", "EXPIRED"), token=token
     )
     assert code == 200
-    assert await get_pod(admin, namespace, "web") is not None
-    assert controller_writes(plane, namespace) == []
+    assert await get_pod(e2e.admin, e2e.namespace, "web") is not None
+    assert e2e.writes() == []
 
 
 async def test_busy_jibri_that_restarts_is_reaped(
-    admin: k8s.ApiClient,
-    namespace: str,
-    rbac: str,
-    controllers: ControllerFactory,
-    keys: Keys,
-    kubelet: KubeletThread,
-    plane: ControlPlane,
+    e2e: E2E,
 ) -> None:
-    controller = controllers()
+    controller = e2e.start()
     await controller.wait_ready()
-    target = (await deploy_jibris(admin, namespace, keys, [controller]))[0]
+    target = (await e2e.deploy_jibris([controller]))[0]
     name, ip = target.metadata.name, pod_ip(target)
     assert await start_recording(ip) == 200
-    await wait_detached(admin, namespace, name)
+    await wait_detached(e2e.admin, e2e.namespace, name)
 
     assert await jibri_call(ip, "/_sim/crash") == 200
-    await wait_gone(admin, namespace, name)
+    await wait_gone(e2e.admin, e2e.namespace, name)
     assert (
         controller.metric(
             "jibri_pod_controller_actions_total", reason="restarted-while-busy", result="done"
         )
         == 1
     )
-    assert controller_writes(plane, namespace) == [("patch", name), ("delete", name)]
+    assert e2e.writes() == [("patch", name), ("delete", name)]
 
 
 async def test_busy_jibri_that_restarts_is_kept_under_keep_policy(
-    admin: k8s.ApiClient,
-    namespace: str,
-    rbac: str,
-    controllers: ControllerFactory,
-    keys: Keys,
-    kubelet: KubeletThread,
-    plane: ControlPlane,
+    e2e: E2E,
 ) -> None:
-    controller = controllers(RESTARTED_BUSY_POD_POLICY="keep")
+    controller = e2e.start(RESTARTED_BUSY_POD_POLICY="keep")
     await controller.wait_ready()
-    target = (await deploy_jibris(admin, namespace, keys, [controller]))[0]
+    target = (await e2e.deploy_jibris([controller]))[0]
     name, ip = target.metadata.name, pod_ip(target)
     assert await start_recording(ip) == 200
-    await wait_detached(admin, namespace, name)
+    await wait_detached(e2e.admin, e2e.namespace, name)
     assert await jibri_call(ip, "/_sim/crash") == 200
 
     async def flagged() -> bool:
         return controller.metric("jibri_pod_controller_actions_total", reason="policy-keep") > 0
 
     await wait_until(flagged, timeout=15, what="restart noticed and kept")
-    assert await get_pod(admin, namespace, name) is not None
-    assert controller_writes(plane, namespace) == [("patch", name)]
+    assert await get_pod(e2e.admin, e2e.namespace, name) is not None
+    assert e2e.writes() == [("patch", name)]
 
 
 async def test_missing_permission_is_visible(

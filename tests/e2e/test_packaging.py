@@ -37,7 +37,7 @@ from testbed.cluster import (
 from testbed.controlplane import ControlPlane, find_binaries
 from testbed.kubelet import KubeletThread
 from tests.e2e.conftest import AUDIENCE, ISSUER, Keys
-from tests.e2e.helpers import get_pod, is_busy, owned_by_replicaset, spares
+from tests.e2e.helpers import get_pod, is_busy, owned_by_replicaset, wait_spares
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -70,11 +70,7 @@ async def record_once(
         ],
     )
 
-    async def two_ready() -> list[k8s.V1Pod] | None:
-        pods = await spares(admin, namespace)
-        return pods if len(pods) == 2 else None
-
-    pod = (await wait_until(two_ready, timeout=60, what="2 spares"))[0]
+    pod = (await wait_spares(admin, namespace, 2))[0]
     name, ip = pod.metadata.name, pod.status.pod_ip
     assert await start_recording(ip) == 200
 

@@ -23,15 +23,10 @@ from kubernetes_asyncio import client as k8s
 from testbed.cluster import (
     ControllerProcess,
     all_write_events,
-    apply,
     jibri_call,
-    jibri_deployment,
-    wait_until,
 )
-from testbed.controlplane import ControlPlane
-from testbed.kubelet import KubeletThread
-from tests.e2e.conftest import ControllerFactory, Keys
-from tests.e2e.helpers import get_pod, is_busy, post_webhook, sign, spares, status_body
+from tests.e2e.conftest import E2E
+from tests.e2e.helpers import get_pod, is_busy, post_webhook, sign, status_body
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -70,47 +65,25 @@ async def slow_client(controller: ControllerProcess, *, pod: str, ip: str, token
 
 
 async def test_forged_requests_cause_no_writes(
-    admin: k8s.ApiClient,
-    namespace: str,
-    rbac: str,
-    controllers: ControllerFactory,
-    keys: Keys,
-    kubelet: KubeletThread,
-    plane: ControlPlane,
+    e2e: E2E,
 ) -> None:
-    controller = controllers(SWEEP_INTERVAL="3600")  # only webhooks may act in this test
+    controller = e2e.start(SWEEP_INTERVAL="3600")  # only webhooks may act in this test
     await controller.wait_ready()
-    await apply(
-        admin,
-        [
-            jibri_deployment(
-                namespace=namespace,
-                replicas=2,
-                subscribers=[controller.webhook_base()],
-                jwt=keys.jibri,
-            )
-        ],
-    )
-
-    async def two_ready() -> list[k8s.V1Pod] | None:
-        pods = await spares(admin, namespace)
-        return pods if len(pods) == 2 else None
-
-    victim, other = await wait_until(two_ready, timeout=60, what="2 spares")
+    victim, other = await e2e.deploy_jibris([controller], replicas=2)
     name, ip, other_ip = victim.metadata.name, victim.status.pod_ip, other.status.pod_ip
     for pod in (victim, other):  # the simulated Jibris stay quiet; we speak for them
         assert await jibri_call(pod.status.pod_ip, "/_sim/webhooks", {"enabled": False}) == 200
-    await k8s.CoreV1Api(admin).create_namespaced_pod(
-        namespace,
+    await k8s.CoreV1Api(e2e.admin).create_namespaced_pod(
+        e2e.namespace,
         {
             "metadata": {"name": "not-jibri", "labels": {"app": "web"}},
             "spec": {"containers": [{"name": "web", "image": "nginx"}]},
         },
     )
-    web_ip = kubelet.wait_running("not-jibri", namespace)
-    writes_before = len(all_write_events(plane, namespace=namespace, username=rbac))
+    web_ip = e2e.kubelet.wait_running("not-jibri", e2e.namespace)
+    writes_before = len(all_write_events(e2e.plane, namespace=e2e.namespace, username=e2e.user))
 
-    key, kid, iss = keys.private_key, keys.jibri.kid, keys.jibri.issuer
+    key, kid, iss = e2e.keys.private_key, e2e.keys.jibri.kid, e2e.keys.jibri.issuer
     good = sign(key, kid=kid, issuer=iss)
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public_pem = key.public_key().public_bytes(
@@ -170,10 +143,10 @@ async def test_forged_requests_cause_no_writes(
     assert observed == expected
 
     await asyncio.sleep(1)  # the audit log is written after the response
-    writes = all_write_events(plane, namespace=namespace, username=rbac)[writes_before:]
+    writes = all_write_events(e2e.plane, namespace=e2e.namespace, username=e2e.user)[writes_before:]
     pod_writes = [w for w in writes if w["objectRef"]["resource"] != "leases"]
     assert pod_writes == []
-    pod = await get_pod(admin, namespace, name)
+    pod = await get_pod(e2e.admin, e2e.namespace, name)
     assert pod is not None
     assert not is_busy(pod)
 
@@ -183,37 +156,17 @@ async def test_forged_requests_cause_no_writes(
     assert rejected - rejected_before == len(expected)
 
 
-async def test_unauthenticated_mode_still_binds_requests_to_pods(
-    admin: k8s.ApiClient,
-    namespace: str,
-    rbac: str,
-    controllers: ControllerFactory,
-    kubelet: KubeletThread,
-    plane: ControlPlane,
-) -> None:
+async def test_unauthenticated_mode_still_binds_requests_to_pods(e2e: E2E) -> None:
     """WEBHOOK_AUTH=none is explicit and loud, and the source-address check still applies."""
-    controller = controllers(
+    controller = e2e.start(
         WEBHOOK_AUTH="none", JWT_KEYS_DIR="", JWT_ISSUER="", SWEEP_INTERVAL="3600"
     )
     await controller.wait_ready()
     assert any("NOT authenticated" in str(line.get("msg")) for line in controller.log_lines())
-    await apply(
-        admin,
-        [
-            jibri_deployment(
-                namespace=namespace, replicas=2, subscribers=[controller.webhook_base()]
-            )
-        ],
-    )
-
-    async def two_ready() -> list[k8s.V1Pod] | None:
-        pods = await spares(admin, namespace)
-        return pods if len(pods) == 2 else None
-
-    victim, other = await wait_until(two_ready, timeout=60, what="2 spares")
+    victim, other = await e2e.deploy_jibris([controller], replicas=2, signed=False)
     name = victim.metadata.name
     code, _ = await post_webhook(
         controller, pod=name, source_ip=other.status.pod_ip, body=status_body(name, "EXPIRED")
     )
     assert code == 403
-    assert await get_pod(admin, namespace, name) is not None
+    assert await get_pod(e2e.admin, e2e.namespace, name) is not None
