@@ -56,6 +56,18 @@ class Refusal(Exception):
         self.detail = detail
 
 
+@dataclass(frozen=True)
+class Report:
+    """A webhook whose headers passed and whose body was read (not yet parsed)."""
+
+    pod: str
+    body: Any
+    source: str
+    started: float
+    fields: dict[str, Any]
+    """The webhook's log line, filled in as the handling goes."""
+
+
 @dataclass
 class Health:
     """Readiness: the API server answered the last check, and permissions are complete."""
@@ -103,17 +115,16 @@ class WebhookHandler:
         self,
         request: web.Request,
         kind: str,
-        body_handler: Callable[[str, Any, str, float], Awaitable[tuple[str, dict[str, Any]]]],
+        body_handler: Callable[[Report], Awaitable[dict[str, Any]]],
     ) -> web.Response:
         started = time.monotonic()
         pod = request.match_info.get("pod", "")
         source = request.remote or ""
-        fields: dict[str, Any] = {"pod": pod[:253], "kind": kind, "source": source}
-        status = "-"
+        fields: dict[str, Any] = {"pod": pod[:253], "kind": kind, "source": source, "status": "-"}
         try:
             self._check_request(pod, source, request)
             body = await self._read_body(request)
-            status, outcome = await body_handler(pod, body, source, started)
+            outcome = await body_handler(Report(pod, body, source, started, fields))
             fields.update(outcome)
             code = 200
             response = _json(200, result=outcome.get("result", "ok"))
@@ -122,9 +133,8 @@ class WebhookHandler:
             self._metrics.webhook_rejections.labels(reason=refusal.reason).inc()
             fields.update(result="refused", reason=refusal.reason, detail=refusal.detail)
             response = _json(code, error=refusal.reason)
-        status = fields.pop("status", status)
-        self._metrics.webhooks.labels(kind=kind, status=status, code=str(code)).inc()
-        fields.update(status=status, code=code, ms=round((time.monotonic() - started) * 1000, 1))
+        self._metrics.webhooks.labels(kind=kind, status=fields["status"], code=str(code)).inc()
+        fields.update(code=code, ms=round((time.monotonic() - started) * 1000, 1))
         level = logging.INFO if code < 500 else logging.WARNING
         log.log(level, "webhook", extra=fields)
         return response
@@ -162,33 +172,31 @@ class WebhookHandler:
         if self._s.check_jibri_id and jibri_id != pod:
             raise Refusal(403, "jibri-id-mismatch", f"jibriId {jibri_id[:64]!r}")
 
-    async def _on_session(
-        self, pod: str, body: Any, source: str, started: float
-    ) -> tuple[str, dict[str, Any]]:
+    async def _on_session(self, request: Report) -> dict[str, Any]:
         try:
-            report = parse_session_report(body)
+            report = parse_session_report(request.body)
         except InvalidMessage as exc:
             raise Refusal(400, "bad-body", str(exc)) from None
-        self._check_jibri_id(pod, report.jibri_id)
-        return report.state.value, {
+        request.fields["status"] = report.state.value
+        self._check_jibri_id(request.pod, report.jibri_id)
+        return {
             "session": report.session_id[:64],
             "failure": report.failure_reason or "",
             "result": "accepted",
         }
 
-    async def _on_status(
-        self, pod_name: str, body: Any, source: str, started: float
-    ) -> tuple[str, dict[str, Any]]:
+    async def _on_status(self, request: Report) -> dict[str, Any]:
         try:
-            report = parse_status_report(body)
+            report = parse_status_report(request.body)
         except InvalidMessage as exc:
             raise Refusal(400, "bad-body", str(exc)) from None
         status = report.status.busy
-        self._check_jibri_id(pod_name, report.jibri_id)
-        budget = self._s.api_timeout - (time.monotonic() - started)
+        request.fields["status"] = status.value
+        self._check_jibri_id(request.pod, report.jibri_id)
+        budget = self._s.api_timeout - (time.monotonic() - request.started)
         try:
             async with asyncio.timeout(max(0.05, budget)):
-                return status.value, await self._reconcile(pod_name, status, source, started)
+                return await self._reconcile(request.pod, status, request.source, request.started)
         except TimeoutError:
             self._metrics.api_errors.labels(operation="webhook", kind="timeout").inc()
             raise Refusal(503, "api-timeout") from None

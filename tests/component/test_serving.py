@@ -678,3 +678,25 @@ async def test_a_pod_replaced_under_the_same_name_is_never_relabelled(
     after = cluster.pod(POD)
     assert after is not None
     assert after.labels["state"] == "idle"
+
+
+async def test_a_refusal_after_parsing_still_counts_the_reported_status(
+    start: Start, cluster: FakeCluster
+) -> None:
+    cluster.add_pod(POD, ips=LOCAL)
+    server = await start(cluster)
+    code, _ = await server.status(status_body("EXPIRED", jibri_id="someone-else"))
+    assert code == 403
+    assert (
+        server.sample(
+            "jibri_pod_controller_webhooks_total", kind="status", status="EXPIRED", code="403"
+        )
+        == 1
+    )
+    code, _ = await server.status(b"{not json")
+    assert code == 400
+    assert (
+        server.sample("jibri_pod_controller_webhooks_total", kind="status", status="-", code="400")
+        == 1
+    )
+    assert cluster.writes == []
