@@ -152,6 +152,13 @@ async def test_forged_requests_cause_no_writes(
 
     # The same token from the right address works: the checks above were the only obstacle.
     assert await webhook(body=status_body(name, "BUSY"))() == 200
+    # No token, valid or forged, ever reaches the log.
+    log_text = controller.log_path.read_text()
+    for token in (good, alg_none, hs256):
+        assert token not in log_text
+        signature = token.split(".")[2]
+        if signature:
+            assert signature[:16] not in log_text
     rejected = controller.metric("jibri_pod_controller_webhook_rejections_total")
     assert rejected - rejected_before == len(expected)
 
