@@ -218,6 +218,9 @@ class Controller:
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self.settings.shutdown_timeout,
+            # Also bounds a client that trickles its headers: aiohttp closes a connection that
+            # has not completed a request within this time.
+            keepalive_timeout=self.settings.idle_timeout,
         )
         await runner.setup()
         site = web.TCPSite(runner, port=self.settings.port, reuse_address=True)

@@ -133,6 +133,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WEBHOOK_MAX_BODY_BYTES", "16384", "Largest webhook body accepted."),
     Setting("WEBHOOK_READ_TIMEOUT", "1.0", "Seconds to receive a webhook's body."),
     Setting(
+        "WEBHOOK_IDLE_TIMEOUT",
+        "10",
+        "Seconds a connection may stay without a complete request (idle or trickling headers).",
+    ),
+    Setting(
         "WEBHOOK_RATE_LIMIT",
         "5",
         "Webhooks per second per source address (burst: 4x); 0 disables the limit.",
@@ -199,6 +204,7 @@ class Settings:
     check_jibri_id: bool
     max_body_bytes: int
     read_timeout: float
+    idle_timeout: float
     rate_limit: float
     shutdown_timeout: float
 
@@ -378,6 +384,7 @@ def load_settings(env: Mapping[str, str], *, hostname: str | None = None) -> Set
         check_jibri_id=r.flag("WEBHOOK_CHECK_JIBRI_ID"),
         max_body_bytes=r.integer("WEBHOOK_MAX_BODY_BYTES", minimum=512, maximum=1024 * 1024),
         read_timeout=r.number("WEBHOOK_READ_TIMEOUT", minimum=0.05, maximum=1.9),
+        idle_timeout=r.number("WEBHOOK_IDLE_TIMEOUT", minimum=0.5, maximum=3600),
         rate_limit=r.number("WEBHOOK_RATE_LIMIT", minimum=0),
         shutdown_timeout=r.number("SHUTDOWN_TIMEOUT", minimum=0, maximum=300),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -177,3 +178,26 @@ async def test_unauthenticated_mode_still_binds_requests_to_pods(e2e: E2E) -> No
     )
     assert code == 403
     assert await get_pod(e2e.admin, e2e.namespace, name) is not None
+
+
+async def test_a_client_trickling_headers_is_disconnected(e2e: E2E) -> None:
+    """Slowloris: headers that never complete do not hold a connection open for long."""
+    controller = e2e.start(WEBHOOK_IDLE_TIMEOUT="1")
+    await controller.wait_ready()
+    reader, writer = await asyncio.open_connection("127.0.0.1", controller.port)
+    started = time.monotonic()
+    try:
+        writer.write(b"POST /webhook/jibri-0/v1/status HTTP/1.1\r\nHost: x\r\n")
+        await writer.drain()
+        for _ in range(20):  # one more header line every 0.25 s, never the blank line
+            await asyncio.sleep(0.25)
+            if reader.at_eof():
+                break
+            writer.write(b"X-Slow: 1\r\n")
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+        closed = await asyncio.wait_for(reader.read(), timeout=5)
+    finally:
+        writer.close()
+    assert closed == b""  # closed without an answer
+    assert time.monotonic() - started < 4
