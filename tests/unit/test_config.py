@@ -139,6 +139,8 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("WEBHOOK_CHECK_JIBRI_ID", "2"),
     ("WEBHOOK_MAX_BODY_BYTES", "10"),
     ("WEBHOOK_READ_TIMEOUT", "5"),
+    ("WEBHOOK_IDLE_TIMEOUT", "0"),
+    ("WEBHOOK_IDLE_TIMEOUT", "soon"),
     ("WEBHOOK_RATE_LIMIT", "-1"),
     ("SHUTDOWN_TIMEOUT", "301"),
 ]
