@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -48,6 +49,37 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def listen_port() -> int:
+    """A free port for a server listening on all addresses, outside the ephemeral range.
+
+    `free_port` hands out a port of the ephemeral range that is free on 127.0.0.1 only. Any
+    outgoing connection may take such a port meanwhile, and simulated Jibris bind webhook
+    clients to ephemeral ports of their own loopback addresses, which also block a bind to
+    0.0.0.0; with many Jibris about (a benchmark next door), that happens often. Ports below
+    the range are only ever handed out on request.
+    """
+    low, high = _ephemeral_ports()
+    candidates = [p for p in range(10000, 65536) if not low <= p <= high]
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.choice(candidates)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        return port
+    return free_port()
 
 
 async def wait_until(
@@ -343,7 +375,7 @@ class ControllerProcess:
     kubeconfig: Path
     namespace: str
     log_path: Path
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=listen_port)
     env: Mapping[str, str] = field(default_factory=dict)
     command: Sequence[str] = DEFAULT_COMMAND
     process: subprocess.Popen[bytes] | None = None
@@ -398,7 +430,7 @@ class ControllerProcess:
             if self.process is not None and self.process.poll() is not None:
                 if "cannot listen on port" in self.tail(5) and restarts < 3:
                     restarts += 1
-                    self.port = free_port()
+                    self.port = listen_port()
                     self.start()
                     return False
                 raise RuntimeError(f"{self.name} exited {self.process.returncode}:\n{self.tail()}")
