@@ -107,7 +107,8 @@ class Actuator:
             except KubeError as exc:
                 self.metrics.api_errors.labels(operation=kind, kind=exc.kind).inc()
                 self._count(kind, action.reason, source, Result.FAILED)
-                log.error(
+                log.log(
+                    logging.INFO if isinstance(exc, Conflict) else logging.ERROR,
                     "%s failed",
                     kind,
                     extra={
@@ -175,9 +176,15 @@ class Actuator:
                 raise
             return Result.DONE
         try:
-            deleted = await self.cluster.delete_pod(name=pod.name, uid=pod.uid)
-        except Conflict:
-            return Result.GONE  # the uid precondition failed: the name now holds a newer pod
+            # The resourceVersion makes a duplicate (the same EXPIRED at two replicas) fail
+            # with 409 instead of writing again to a pod that is already terminating.
+            deleted = await self.cluster.delete_pod(
+                name=pod.name, uid=pod.uid, resource_version=pod.resource_version
+            )
+        except Conflict as exc:
+            if "UID" in str(exc):
+                return Result.GONE  # the name now holds a newer pod: never delete it
+            raise  # changed since read: the caller reads again and decides again
         return Result.DONE if deleted else Result.GONE
 
     def _count(self, kind: str, reason: str, source: Source, result: Result) -> None:

@@ -96,8 +96,12 @@ class Cluster(Protocol):
         """Merge-patch a pod; `Conflict` if it changed since ``resource_version`` (when given)."""
         ...
 
-    async def delete_pod(self, *, name: str, uid: str) -> bool:
-        """Delete with a uid precondition; False when the pod was already gone."""
+    async def delete_pod(self, *, name: str, uid: str, resource_version: str = "") -> bool:
+        """Delete with a uid precondition (and a resourceVersion one when given).
+
+        False when the pod was already gone; `Conflict` when a precondition failed (the message
+        says which: "UID" when the name now holds another pod).
+        """
         ...
 
     async def get_lease(self, name: str) -> StoredLease | None: ...
@@ -361,8 +365,9 @@ class KubeCluster:
         except Exception as exc:
             raise translate(exc, f"patch pod {name}") from exc
 
-    async def delete_pod(self, *, name: str, uid: str) -> bool:
-        options = k8s.V1DeleteOptions(preconditions=k8s.V1Preconditions(uid=uid))
+    async def delete_pod(self, *, name: str, uid: str, resource_version: str = "") -> bool:
+        preconditions = k8s.V1Preconditions(uid=uid, resource_version=resource_version or None)
+        options = k8s.V1DeleteOptions(preconditions=preconditions)
         what = f"delete pod {name}"
         try:
             response = await self._core.delete_namespaced_pod(

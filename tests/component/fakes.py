@@ -264,13 +264,18 @@ class FakeCluster:
         current["resourceVersion"] = self._next_version()
         return parse_pod(copy.deepcopy(raw))
 
-    async def delete_pod(self, *, name: str, uid: str) -> bool:
-        await self._call("delete_pod", Write("delete_pod", name, {"preconditions": {"uid": uid}}))
+    async def delete_pod(self, *, name: str, uid: str, resource_version: str = "") -> bool:
+        preconditions = {"uid": uid}
+        if resource_version:
+            preconditions["resourceVersion"] = resource_version
+        await self._call("delete_pod", Write("delete_pod", name, {"preconditions": preconditions}))
         raw = self.pods.get(name)
         if raw is None:
             return False
         if raw["metadata"]["uid"] != uid:
-            raise kube.Conflict(f"delete pod {name}: HTTP 409 precondition failed: uid")
+            raise kube.Conflict(f"delete pod {name}: HTTP 409 the UID in the precondition differs")
+        if resource_version and raw["metadata"]["resourceVersion"] != resource_version:
+            raise kube.Conflict(f"delete pod {name}: HTTP 409 the ResourceVersion differs")
         del self.pods[name]
         return True
 

@@ -84,7 +84,13 @@ async def test_delete_carries_the_uid_and_records_an_event() -> None:
     result = await act.apply(Delete(Reason.EXPIRED_REPORTED), pod, source=Source.SWEEP)
     await act.drain()
     assert result is Result.DONE
-    assert cluster.writes == [Write("delete_pod", "jibri-a", {"preconditions": {"uid": pod.uid}})]
+    assert cluster.writes == [
+        Write(
+            "delete_pod",
+            "jibri-a",
+            {"preconditions": {"uid": pod.uid, "resourceVersion": pod.resource_version}},
+        )
+    ]
     assert cluster.pods == {}
     assert cluster.events == [
         RecordedEvent(
@@ -151,7 +157,13 @@ async def test_delete_never_hits_a_newer_pod_of_the_same_name() -> None:
     result = await act.apply(Delete(Reason.EXPIRED_REPORTED), stale, source=Source.SWEEP)
     await act.drain()
     assert result is Result.GONE
-    assert cluster.writes == [Write("delete_pod", "jibri-a", {"preconditions": {"uid": stale.uid}})]
+    assert cluster.writes == [
+        Write(
+            "delete_pod",
+            "jibri-a",
+            {"preconditions": {"uid": stale.uid, "resourceVersion": stale.resource_version}},
+        )
+    ]
     assert cluster.pod("jibri-a") == newer
     assert cluster.events == []
 

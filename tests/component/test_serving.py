@@ -244,7 +244,13 @@ async def test_expired_deletes_with_the_uid(start: Start, cluster: FakeCluster) 
     pod = cluster.add_pod(POD, ips=LOCAL, labels=BUSY_LABELS)
     server = await start(cluster)
     assert await server.status(status_body("EXPIRED")) == (200, {"result": "done"})
-    assert cluster.writes == [Write("delete_pod", POD, {"preconditions": {"uid": pod.uid}})]
+    assert cluster.writes == [
+        Write(
+            "delete_pod",
+            POD,
+            {"preconditions": {"uid": pod.uid, "resourceVersion": pod.resource_version}},
+        )
+    ]
     assert POD not in cluster.pods
 
 
@@ -700,3 +706,29 @@ async def test_a_refusal_after_parsing_still_counts_the_reported_status(
         == 1
     )
     assert cluster.writes == []
+
+
+async def test_expired_after_a_concurrent_change_reads_again_and_deletes_once(
+    start: Start, cluster: FakeCluster
+) -> None:
+    cluster.add_pod(POD, ips=LOCAL)
+    server = await start(cluster)
+    # The kubelet updates the pod between our read and our delete: the delete's resourceVersion
+    # precondition fails, and the handler reads the pod again and deletes it then.
+    cluster.before_next("delete_pod", lambda: cluster.change_pod(POD, restarts=0))
+    assert await server.status(status_body("EXPIRED")) == (200, {"result": "done"})
+    assert [w.method for w in cluster.writes] == ["delete_pod", "delete_pod"]
+    assert cluster.pods == {}
+
+
+async def test_the_same_expired_twice_at_once_deletes_once(
+    start: Start, cluster: FakeCluster
+) -> None:
+    cluster.add_pod(POD, ips=LOCAL)
+    server = await start(cluster)
+    results = await asyncio.gather(
+        server.status(status_body("EXPIRED")), server.status(status_body("EXPIRED"))
+    )
+    assert sorted(r[1]["result"] for r in results) == ["done", "gone"]
+    assert [r[0] for r in results] == [200, 200]
+    assert cluster.pods == {}

@@ -299,8 +299,16 @@ async def test_a_sweep_reconciles_what_webhooks_missed(jibris: FakeJibris, probe
     assert detached.labels == BUSY_LABELS
     assert detached.annotations[ANNOTATION_RESTARTS_AT_BUSY] == "1"
     assert sorted(cluster.writes, key=lambda w: w.name) == [
-        Write("delete_pod", "jibri-expired", {"preconditions": {"uid": expired.uid}}),
-        Write("delete_pod", "jibri-failed", {"preconditions": {"uid": failed.uid}}),
+        Write(
+            "delete_pod",
+            "jibri-expired",
+            {"preconditions": {"uid": expired.uid, "resourceVersion": expired.resource_version}},
+        ),
+        Write(
+            "delete_pod",
+            "jibri-failed",
+            {"preconditions": {"uid": failed.uid, "resourceVersion": failed.resource_version}},
+        ),
         Write(
             "patch_pod",
             "jibri-missed-busy",
@@ -317,7 +325,16 @@ async def test_a_sweep_reconciles_what_webhooks_missed(jibris: FakeJibris, probe
                 }
             },
         ),
-        Write("delete_pod", "jibri-restarted", {"preconditions": {"uid": restarted.uid}}),
+        Write(
+            "delete_pod",
+            "jibri-restarted",
+            {
+                "preconditions": {
+                    "uid": restarted.uid,
+                    "resourceVersion": restarted.resource_version,
+                }
+            },
+        ),
     ]
     assert report == SweepReport(
         pods=8,
@@ -393,7 +410,13 @@ async def test_max_busy_age(jibris: FakeJibris, prober: Prober) -> None:
     await sweeper(cluster, prober).sweep_once()
     assert cluster.writes == []  # off by default
     await sweeper(cluster, prober, policy=Policy(max_busy_seconds=4 * 3600)).sweep_once()
-    assert cluster.writes == [Write("delete_pod", "jibri-old", {"preconditions": {"uid": old.uid}})]
+    assert cluster.writes == [
+        Write(
+            "delete_pod",
+            "jibri-old",
+            {"preconditions": {"uid": old.uid, "resourceVersion": old.resource_version}},
+        )
+    ]
 
 
 FAILING = ["hang", "garbage", "unknown-status", "huge", "huge-chunked", "500", "redirect"]
