@@ -27,7 +27,7 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from jibri_pod_controller.leasing import LeaseRecord
-from jibri_pod_controller.pods import PodFacts, parse_pod
+from jibri_pod_controller.pods import PodFacts, PodParseError, parse_pod
 
 MERGE_PATCH = "application/merge-patch+json"
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -264,29 +264,8 @@ class KubeCluster:
         except Exception as exc:
             raise translate(exc, what) from exc
 
-    async def list_pods(self, *, selector: str, page_size: int) -> AsyncIterator[PodFacts]:
-        token: str | None = None
-        while True:
-            try:
-                kwargs: dict[str, Any] = {"label_selector": selector, "limit": page_size}
-                if token:
-                    kwargs["_continue"] = token
-                response = await self._core.list_namespaced_pod(
-                    self._ns, _preload_content=False, _request_timeout=self._timeout * 3, **kwargs
-                )
-                page = orjson.loads(await _body(response, "list pods"))
-            except Exception as exc:
-                raise translate(exc, "list pods") from exc
-            for raw in page.get("items") or ():
-                yield parse_pod(raw)
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return
-
-    async def list_pods_raw(
-        self, *, selector: str, page_size: int
-    ) -> tuple[list[Mapping[str, Any]], str]:
-        items: list[Mapping[str, Any]] = []
+    async def _pages(self, *, selector: str, page_size: int) -> AsyncIterator[dict[str, Any]]:
+        """The pages of a paginated list, decoded from raw JSON one at a time."""
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"label_selector": selector, "limit": page_size}
@@ -296,14 +275,30 @@ class KubeCluster:
                 response = await self._core.list_namespaced_pod(
                     self._ns, _preload_content=False, _request_timeout=self._timeout * 3, **kwargs
                 )
-                page = orjson.loads(await _body(response, "list pods"))
+                page: dict[str, Any] = orjson.loads(await _body(response, "list pods"))
             except Exception as exc:
                 raise translate(exc, "list pods") from exc
-            items.extend(page.get("items") or ())
-            metadata = page.get("metadata") or {}
-            token = metadata.get("continue")
+            yield page
+            token = (page.get("metadata") or {}).get("continue")
             if not token:
-                return items, str(metadata.get("resourceVersion") or "")
+                return
+
+    async def list_pods(self, *, selector: str, page_size: int) -> AsyncIterator[PodFacts]:
+        async for page in self._pages(selector=selector, page_size=page_size):
+            for raw in page.get("items") or ():
+                yield parse_pod(raw)
+
+    async def list_pods_snapshot(
+        self, *, selector: str, page_size: int
+    ) -> tuple[list[PodFacts], str]:
+        pods: list[PodFacts] = []
+        version = ""
+        async for page in self._pages(selector=selector, page_size=page_size):
+            for raw in page.get("items") or ():
+                with contextlib.suppress(PodParseError):
+                    pods.append(parse_pod(raw))
+            version = str((page.get("metadata") or {}).get("resourceVersion") or version)
+        return pods, version
 
     async def watch_pods_raw(
         self, *, selector: str, resource_version: str, timeout_seconds: int

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,12 +120,28 @@ class Claims:
 
 
 class Verifier:
+    """Verifies bearer tokens; remembers the ones it verified until they expire.
+
+    Jibri builds its token once at start-up and sends the very same string with every webhook
+    (a status resend every minute, for the pod's whole life), so a token seen before needs no
+    second RSA verification: a bounded table maps the exact token to its claims and ``exp``.
+    The table is cleared whenever the keys change, so a removed key stops working at once.
+    """
+
     def __init__(
-        self, settings: JwtSettings, keys: Mapping[str, RSAPublicKey] | None = None
+        self,
+        settings: JwtSettings,
+        keys: Mapping[str, RSAPublicKey] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        remember: int = 4096,
     ) -> None:
         self._settings = settings
         self._keys = dict(keys) if keys is not None else load_keys(settings)
         self._fingerprint = _fingerprint(settings) if keys is None else ()
+        self._clock = clock
+        self._remember = remember
+        self._verified: OrderedDict[str, tuple[float, Claims]] = OrderedDict()
 
     @property
     def kids(self) -> list[str]:
@@ -137,6 +155,7 @@ class Verifier:
                 return False
             self._keys = load_keys(self._settings)
             self._fingerprint = fingerprint
+            self._verified.clear()
         except (KeyLoadError, OSError) as exc:
             log.error("JWT keys not reloaded; keeping the previous ones", extra={"error": str(exc)})
             return False
@@ -152,6 +171,21 @@ class Verifier:
             raise TokenError("authorization is not a bearer token")
         if len(token) > MAX_TOKEN_LENGTH:
             raise TokenError("token too long")
+        known = self._verified.get(token)
+        if known is not None:
+            expires, claims = known
+            if self._clock() <= expires + self._settings.leeway:
+                self._verified.move_to_end(token)
+                return claims
+            del self._verified[token]
+            raise TokenError("token expired")
+        claims, expires = self._verify_signed(token)
+        self._verified[token] = (expires, claims)
+        if len(self._verified) > self._remember:
+            self._verified.popitem(last=False)
+        return claims
+
+    def _verify_signed(self, token: str) -> tuple[Claims, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.DecodeError:
@@ -162,7 +196,7 @@ class Verifier:
         if not isinstance(kid, str) or kid not in self._keys:
             raise TokenError("unknown kid")
         try:
-            jwt.decode(
+            payload = jwt.decode(
                 token,
                 key=self._keys[kid],
                 algorithms=["RS256"],
@@ -183,4 +217,4 @@ class Verifier:
             raise TokenError("bad signature") from None
         except jwt.InvalidTokenError:
             raise TokenError("invalid token") from None
-        return Claims(kid=kid, issuer=self._settings.issuer)
+        return Claims(kid=kid, issuer=self._settings.issuer), float(payload["exp"])

@@ -27,10 +27,10 @@ log = logging.getLogger("jibri_pod_controller.cache")
 
 
 class PodStream(Protocol):
-    async def list_pods_raw(
+    async def list_pods_snapshot(
         self, *, selector: str, page_size: int
-    ) -> tuple[list[Mapping[str, Any]], str]:
-        """Every matching pod (raw) and the list's resourceVersion."""
+    ) -> tuple[list[PodFacts], str]:
+        """Every matching pod (parsed page by page) and the list's resourceVersion."""
         ...
 
     def watch_pods_raw(
@@ -112,17 +112,10 @@ class PodCache:
             self.forget(str(meta.get("name")), str(meta.get("uid")))
 
     async def _relist(self) -> str:
-        items, version = await self._stream.list_pods_raw(
+        pods, version = await self._stream.list_pods_snapshot(
             selector=self._selector, page_size=self._page_size
         )
-        fresh: dict[str, PodFacts] = {}
-        for raw in items:
-            try:
-                pod = parse_pod(raw)
-            except PodParseError:
-                continue
-            fresh[pod.name] = pod
-        self._pods = fresh
+        self._pods = {pod.name: pod for pod in pods}
         self.synced.set()
         return version
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from jibri_pod_controller.acting import Actuator
 from jibri_pod_controller.kube import WatchEvent
 from jibri_pod_controller.limiting import RateLimiter
 from jibri_pod_controller.metrics import Metrics
-from jibri_pod_controller.pods import parse_pod
+from jibri_pod_controller.pods import PodFacts, parse_pod
 from jibri_pod_controller.serving import Health, WebhookHandler, build_app
 from jibri_pod_controller.watching import PodCache, newer
 from tests.component.fakes import BUSY_LABELS, FakeCluster, make_settings, pod_json
@@ -31,16 +31,17 @@ class FakeStream:
     """Serves scripted lists and watches; records what was asked."""
 
     def __init__(self) -> None:
-        self.lists: deque[tuple[list[Mapping[str, Any]], str]] = deque()
+        self.lists: deque[tuple[list[dict[str, Any]], str]] = deque()
         self.watches: deque[list[WatchEvent] | BaseException] = deque()
         self.asked: list[tuple[str, str]] = []
         self.idle = asyncio.Event()
 
-    async def list_pods_raw(
+    async def list_pods_snapshot(
         self, *, selector: str, page_size: int
-    ) -> tuple[list[Mapping[str, Any]], str]:
+    ) -> tuple[list[PodFacts], str]:
         self.asked.append(("list", selector))
-        return self.lists.popleft()
+        items, version = self.lists.popleft()
+        return [parse_pod(raw) for raw in items], version
 
     async def watch_pods_raw(
         self, *, selector: str, resource_version: str, timeout_seconds: int

@@ -298,3 +298,55 @@ def test_given_keys_are_used_as_is(signer: JibriSigner) -> None:
     verifier = Verifier(jwt_settings(), keys={"k": signer.key.public_key()})
     assert verifier.verify(signer.bearer(kid="k")).kid == "k"
     assert verifier.reload_if_changed() is False
+
+
+# -- the table of verified tokens -----------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_remembered_token_still_expires(keys_dir: Path, signer: JibriSigner) -> None:
+    clock = Clock()
+    verifier = Verifier(jwt_settings(keys_dir=keys_dir, leeway=5), clock=clock)
+    token = signer.bearer(ttl=60)
+    assert verifier.verify(token).kid == signer.kid
+    clock.now += 64  # within exp + leeway: still fine, answered from the table
+    assert verifier.verify(token).kid == signer.kid
+    clock.now += 2
+    with pytest.raises(TokenError, match="expired"):
+        verifier.verify(token)
+
+
+def test_a_remembered_token_is_forgotten_when_its_key_goes(
+    keys_dir: Path, verifier: Verifier, signer: JibriSigner, other_signer: JibriSigner
+) -> None:
+    token = signer.bearer()
+    assert verifier.verify(token).kid == signer.kid
+    # Rotation done: the old key is replaced by the new one; the old token must stop working.
+    (keys_dir / f"{signer.kid}.pem").unlink()
+    (keys_dir / f"{other_signer.kid}.pem").write_bytes(other_signer.public_pem())
+    assert verifier.reload_if_changed() is True
+    with pytest.raises(TokenError, match="unknown kid"):
+        verifier.verify(token)
+
+
+def test_the_table_is_bounded(keys_dir: Path, signer: JibriSigner) -> None:
+    verifier = Verifier(jwt_settings(keys_dir=keys_dir), remember=2)
+    tokens = [signer.bearer(ttl=600 + i) for i in range(3)]  # three distinct tokens
+    for token in tokens:
+        verifier.verify(token)
+    assert len(verifier._verified) == 2
+    assert tokens[0].split()[1] not in verifier._verified
+
+
+def test_a_refused_token_is_not_remembered(verifier: Verifier, other_signer: JibriSigner) -> None:
+    token = other_signer.bearer(kid="jibri-2025")  # a known kid, the wrong key
+    for _ in range(2):
+        with pytest.raises(TokenError, match="bad signature"):
+            verifier.verify(token)
