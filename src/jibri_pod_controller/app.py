@@ -105,20 +105,6 @@ class Controller:
             busy_labels=settings.busy_labels,
             dry_run=settings.dry_run,
         )
-        self.sweeper = Sweeper(
-            cluster=cluster,
-            prober=self.prober,
-            actuator=self.actuator,
-            metrics=self.metrics,
-            selector=str(settings.jibri_selector),
-            busy_labels=settings.busy_labels,
-            policy=Policy(
-                restarted=settings.restarted_policy,
-                finished=settings.finished_policy,
-                max_busy_seconds=settings.max_busy_seconds,
-            ),
-            page_size=settings.list_page_size,
-        )
         self.elector = Elector(
             cluster=cluster,
             metrics=self.metrics,
@@ -135,6 +121,21 @@ class Controller:
             )
             if stream is not None
             else None
+        )
+        self.sweeper = Sweeper(
+            cluster=cluster,
+            prober=self.prober,
+            actuator=self.actuator,
+            metrics=self.metrics,
+            selector=str(settings.jibri_selector),
+            busy_labels=settings.busy_labels,
+            policy=Policy(
+                restarted=settings.restarted_policy,
+                finished=settings.finished_policy,
+                max_busy_seconds=settings.max_busy_seconds,
+            ),
+            page_size=settings.list_page_size,
+            snapshot=self.cache.snapshot if self.cache is not None else None,
         )
         handler = WebhookHandler(
             settings=settings,

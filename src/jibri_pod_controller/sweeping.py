@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -57,6 +57,7 @@ class Sweeper:
         busy_labels: Mapping[str, str],
         policy: Policy,
         page_size: int,
+        snapshot: Callable[[], list[PodFacts] | None] | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._cluster = cluster
@@ -67,6 +68,7 @@ class Sweeper:
         self._busy_labels = busy_labels
         self._policy = policy
         self._page_size = page_size
+        self._snapshot = snapshot
         self._wall_clock = wall_clock
 
     async def run(self, interval: float) -> None:
@@ -80,10 +82,9 @@ class Sweeper:
         started = time.monotonic()
         tasks: list[asyncio.Task[tuple[str, str, str, bool]]] = []
         listed_all = True
+        cached = self._snapshot() if self._snapshot is not None else None
         try:
-            async for pod in self._cluster.list_pods(
-                selector=self._selector, page_size=self._page_size
-            ):
+            async for pod in self._pods(cached):
                 tasks.append(asyncio.create_task(self._handle(pod)))
         except KubeError as exc:
             listed_all = False
@@ -95,6 +96,17 @@ class Sweeper:
         results = await asyncio.gather(*tasks, return_exceptions=True)
         seconds = time.monotonic() - started
         return self._report(results, listed_all, seconds)
+
+    async def _pods(self, cached: list[PodFacts] | None) -> AsyncIterator[PodFacts]:
+        """Every Jibri pod: from the watch-fed cache when synced, else a paginated list."""
+        if cached is not None:
+            for pod in cached:
+                yield pod
+            return
+        async for pod in self._cluster.list_pods(
+            selector=self._selector, page_size=self._page_size
+        ):
+            yield pod
 
     async def _handle(self, pod: PodFacts) -> tuple[str, str, str, bool]:
         """Probe and reconcile one pod. Returns (role, reported, action, probe failed)."""

@@ -8,7 +8,9 @@ costs at most one 409 and a fresh GET, never a wrong write. A pod the cache does
 (new, or not a Jibri pod) is read with a GET.
 
 The loop is the usual informer: list (paginated, raw JSON), then watch from the list's
-resourceVersion with bookmarks; on 410 Gone or any error, list again after a short backoff.
+resourceVersion with bookmarks; on 410 Gone or any error, list again after a short backoff; and
+list again every ``resync_period`` anyway. The sweeper walks this cache instead of listing
+every Jibri pod on every sweep (it lists when the cache is not synced).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
@@ -63,7 +66,9 @@ class PodCache:
         metrics: Metrics,
         page_size: int = 500,
         watch_timeout: int = 300,
+        resync_period: float = 600.0,
         jitter: Callable[[], float] = random.random,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._stream = stream
         self._selector = selector
@@ -71,11 +76,20 @@ class PodCache:
         self._page_size = page_size
         self._watch_timeout = watch_timeout
         self._jitter = jitter
+        self._resync_period = resync_period
+        self._monotonic = monotonic
+        self._listed_at = 0.0
         self._pods: dict[str, PodFacts] = {}
         self.synced = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._pods)
+
+    def snapshot(self) -> list[PodFacts] | None:
+        """Every cached Jibri pod, or None while the cache is not synced."""
+        if not self.synced.is_set():
+            return None
+        return list(self._pods.values())
 
     def get(self, name: str) -> PodFacts | None:
         """The cached pod, or None when the cache is not synced or does not hold it."""
@@ -116,6 +130,7 @@ class PodCache:
             selector=self._selector, page_size=self._page_size
         )
         self._pods = {pod.name: pod for pod in pods}
+        self._listed_at = self._monotonic()
         self.synced.set()
         return version
 
@@ -139,6 +154,8 @@ class PodCache:
                     elif event.kind in ("ADDED", "MODIFIED"):
                         self._store(event.raw)
                 failures = 0
+                if self._monotonic() - self._listed_at >= self._resync_period:
+                    version = ""  # resync: a full list now and then repairs any drift
             except Gone:
                 version = ""  # compacted away: list again
             except KubeError as exc:

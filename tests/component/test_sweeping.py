@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from jibri_pod_controller.config import ReapPolicy
 from jibri_pod_controller.decisions import Failed, Policy, ProbeFailure, Reported
 from jibri_pod_controller.jibri import BusyStatus
 from jibri_pod_controller.metrics import Metrics
-from jibri_pod_controller.pods import ANNOTATION_BUSY_SINCE, ANNOTATION_RESTARTS_AT_BUSY
+from jibri_pod_controller.pods import ANNOTATION_BUSY_SINCE, ANNOTATION_RESTARTS_AT_BUSY, PodFacts
 from jibri_pod_controller.probing import HEALTH_PATH, Prober, health_url
 from jibri_pod_controller.sweeping import Sweeper, SweepReport
 from tests.component.fakes import BUSY_LABELS, FakeCluster, Write
@@ -167,6 +167,7 @@ def sweeper(
     dry_run: bool = False,
     slept: list[float] | None = None,
     attempts: int = 3,
+    snapshot: Callable[[], list[PodFacts] | None] | None = None,
 ) -> Rig:
     metrics = Metrics()
     pauses = slept if slept is not None else []
@@ -192,6 +193,7 @@ def sweeper(
         busy_labels=BUSY_LABELS,
         policy=policy or Policy(),
         page_size=page_size,
+        snapshot=snapshot,
         wall_clock=lambda: NOW,
     )
     return Rig(swept, metrics)
@@ -609,3 +611,24 @@ async def test_run_sweeps_until_cancelled(jibris: FakeJibris, prober: Prober) ->
         await task
     assert len(cluster.pages) >= 3
     assert cluster.writes == []
+
+
+async def test_a_synced_cache_replaces_the_list(jibris: FakeJibris, prober: Prober) -> None:
+    cluster = FakeCluster()
+    expired = cluster.add_pod("jibri-1", ips=["127.0.10.1"])
+    jibris.behaviours["127.0.10.1"] = "EXPIRED"
+    s = sweeper(cluster, prober, snapshot=lambda: [expired])
+    report = await s.sweep_once()
+    assert cluster.pages == []  # no list: the pods came from the cache
+    assert report.actions == {"delete": 1}
+    assert cluster.pods == {}
+
+
+async def test_an_unsynced_cache_falls_back_to_the_list(jibris: FakeJibris, prober: Prober) -> None:
+    cluster = FakeCluster()
+    cluster.add_pod("jibri-1", ips=["127.0.10.1"])
+    jibris.behaviours["127.0.10.1"] = "EXPIRED"
+    s = sweeper(cluster, prober, snapshot=lambda: None)
+    report = await s.sweep_once()
+    assert cluster.pages == [("app=jibri", 500)]
+    assert report.actions == {"delete": 1}

@@ -194,3 +194,34 @@ async def test_webhook_resend_is_answered_from_the_cache_without_an_api_read() -
         assert response.status == 503
     assert cluster.writes == []
     task.cancel()
+
+
+async def test_the_cache_relists_after_its_resync_period(stream: FakeStream) -> None:
+    # First list at t=0; the watch ends (times out) at t=601, past the resync period.
+    times = iter([0.0, 601.0, 602.0])
+    cache = PodCache(
+        stream=stream,
+        selector="app=jibri",
+        metrics=Metrics(),
+        resync_period=600,
+        monotonic=lambda: next(times, 603.0),
+    )
+    stream.lists.extend([([raw("a", "5")], "10"), ([raw("b", "50")], "60")])
+    stream.watches.append([WatchEvent("MODIFIED", raw("a", "11"))])
+    task = await run_until_idle(cache, stream)
+    assert cache.get("b") is not None
+    assert cache.get("a") is None
+    assert stream.asked == [
+        ("list", "app=jibri"),
+        ("watch", "10"),
+        ("list", "app=jibri"),
+        ("watch", "60"),
+    ]
+    snapshot = cache.snapshot()
+    assert snapshot is not None
+    assert [p.name for p in snapshot] == ["b"]
+    task.cancel()
+
+
+def test_no_snapshot_before_the_first_list() -> None:
+    assert cache_for(FakeStream()).snapshot() is None
