@@ -136,6 +136,7 @@ class Controller:
             ),
             page_size=settings.list_page_size,
             snapshot=self.cache.snapshot if self.cache is not None else None,
+            workers=settings.probe_concurrency,
         )
         handler = WebhookHandler(
             settings=settings,

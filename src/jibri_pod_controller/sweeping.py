@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -58,6 +58,7 @@ class Sweeper:
         policy: Policy,
         page_size: int,
         snapshot: Callable[[], list[PodFacts] | None] | None = None,
+        workers: int = 100,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._cluster = cluster
@@ -69,6 +70,7 @@ class Sweeper:
         self._policy = policy
         self._page_size = page_size
         self._snapshot = snapshot
+        self._workers = workers
         self._wall_clock = wall_clock
 
     async def run(self, interval: float) -> None:
@@ -80,33 +82,46 @@ class Sweeper:
 
     async def sweep_once(self) -> SweepReport:
         started = time.monotonic()
-        tasks: list[asyncio.Task[tuple[str, str, str, bool]]] = []
-        listed_all = True
-        cached = self._snapshot() if self._snapshot is not None else None
-        try:
-            async for pod in self._pods(cached):
-                tasks.append(asyncio.create_task(self._handle(pod)))
-        except KubeError as exc:
-            listed_all = False
-            self._metrics.api_errors.labels(operation="list", kind=exc.kind).inc()
-            log.error("sweep could not list Jibri pods", extra={"error": str(exc)})
-        except Exception as exc:  # a malformed pod in a page must not kill the loop
-            listed_all = False
-            log.exception("sweep could not list Jibri pods", extra={"error": str(exc)})
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+        pods, listed_all = await self._collect()
+        results: list[tuple[str, str, str, bool] | BaseException] = []
+        queue = iter(pods)
+
+        async def worker() -> None:
+            # A fixed pool, as wide as the probes may go, takes pods one at a time from the
+            # shared iterator: no task per pod, so 5,000 pods cost 100 coroutines, not 5,000.
+            for pod in queue:
+                try:
+                    results.append(await self._handle(pod))
+                except Exception as exc:  # one bad pod never stops the others
+                    results.append(exc)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, min(self._workers, len(pods))))))
         seconds = time.monotonic() - started
         return self._report(results, listed_all, seconds)
 
-    async def _pods(self, cached: list[PodFacts] | None) -> AsyncIterator[PodFacts]:
-        """Every Jibri pod: from the watch-fed cache when synced, else a paginated list."""
+    async def _collect(self) -> tuple[list[PodFacts], bool]:
+        """Every Jibri pod, and whether all of them could be listed.
+
+        From the watch-fed cache when it is synced, else a paginated list; a list that fails
+        part-way still returns the pods of the pages it got.
+        """
+        cached = self._snapshot() if self._snapshot is not None else None
         if cached is not None:
-            for pod in cached:
-                yield pod
-            return
-        async for pod in self._cluster.list_pods(
-            selector=self._selector, page_size=self._page_size
-        ):
-            yield pod
+            return cached, True
+        pods: list[PodFacts] = []
+        try:
+            async for pod in self._cluster.list_pods(
+                selector=self._selector, page_size=self._page_size
+            ):
+                pods.append(pod)
+        except KubeError as exc:
+            self._metrics.api_errors.labels(operation="list", kind=exc.kind).inc()
+            log.error("sweep could not list Jibri pods", extra={"error": str(exc)})
+            return pods, False
+        except Exception as exc:  # a malformed pod in a page must not kill the loop
+            log.exception("sweep could not list Jibri pods", extra={"error": str(exc)})
+            return pods, False
+        return pods, True
 
     async def _handle(self, pod: PodFacts) -> tuple[str, str, str, bool]:
         """Probe and reconcile one pod. Returns (role, reported, action, probe failed)."""
