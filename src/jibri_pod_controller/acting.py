@@ -87,8 +87,13 @@ class Actuator:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     jitter: Callable[[], float] = random.random
 
+    event_concurrency: int = 4
+    """Events are recorded in the background, a few at a time, so that a burst of detaches
+    keeps the API client's connections for the writes that matter."""
+
     def __post_init__(self) -> None:
         self._background: set[asyncio.Task[None]] = set()
+        self._event_slots = asyncio.Semaphore(self.event_concurrency)
 
     async def apply(
         self, action: Action, pod: PodFacts, *, source: Source, started: float | None = None
@@ -207,7 +212,8 @@ class Actuator:
 
     async def _event(self, pod: PodFacts, reason: str, message: str) -> None:
         try:
-            await self.cluster.record_event(pod=pod, reason=reason, message=message)
+            async with self._event_slots:
+                await self.cluster.record_event(pod=pod, reason=reason, message=message)
         except KubeError as exc:
             self.metrics.events_failed.inc()
             log.warning("event not recorded", extra={"pod": pod.name, "error": str(exc)})

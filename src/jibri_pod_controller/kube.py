@@ -414,27 +414,36 @@ class KubeCluster:
     async def record_event(
         self, *, pod: PodFacts, reason: str, message: str, warning: bool = False
     ) -> None:
-        now = datetime.now(UTC)
-        event = k8s.CoreV1Event(
-            metadata=k8s.V1ObjectMeta(generate_name=f"{pod.name}."),
-            involved_object=k8s.V1ObjectReference(
-                kind="Pod", name=pod.name, namespace=self._ns, uid=pod.uid, api_version="v1"
-            ),
-            reason=reason,
-            message=message[:1024],
-            type="Warning" if warning else "Normal",
-            source=k8s.V1EventSource(component=COMPONENT),
-            reporting_component=COMPONENT,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-        )
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{pod.name}."},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": pod.name,
+                "namespace": self._ns,
+                "uid": pod.uid,
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        what = f"create event for {pod.name}"
         try:
-            await self._core.create_namespaced_event(
-                self._ns, event, _request_timeout=self._timeout
+            # Raw: the typed answer would cost a model and a date parse per Event, for nothing.
+            response = await self._core.create_namespaced_event(
+                self._ns, event, _preload_content=False, _request_timeout=self._timeout
             )
+            await _body(response, what)
         except Exception as exc:
-            raise translate(exc, f"create event for {pod.name}") from exc
+            raise translate(exc, what) from exc
 
     async def can_i(self, *, verb: str, resource: str, group: str = "", name: str = "") -> bool:
         review = k8s.V1SelfSubjectAccessReview(

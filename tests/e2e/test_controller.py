@@ -89,6 +89,18 @@ async def test_recording_start_detaches_and_replaces(
     await wait_until(back_to_n, timeout=30, what="N ready spares again")
     assert len(await list_pods(e2e.admin, e2e.namespace)) == SPARES + 1
     assert e2e.writes() == [("patch", target.metadata.name)]
+
+    async def event_recorded() -> bool:
+        events = await k8s.CoreV1Api(e2e.admin).list_namespaced_event(e2e.namespace)
+        return any(
+            ev.reason == "JibriDetached"
+            and ev.involved_object.name == target.metadata.name
+            and ev.involved_object.uid == target.metadata.uid
+            and ev.source.component == "jibri-pod-controller"
+            for ev in events.items
+        )
+
+    await wait_until(event_recorded, timeout=10, what="a JibriDetached Event on the pod")
     assert (
         controller.metric("jibri_pod_controller_actions_total", action="detach", result="done") == 1
     )
