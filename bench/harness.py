@@ -103,6 +103,7 @@ class Scale:
 
     smoke: bool
     burst_pods: int
+    burst_rounds: int
     burst_timeout: float
     sweep_sizes: tuple[int, ...]
     sweep_samples: int
@@ -122,6 +123,7 @@ class Scale:
         return cls(
             smoke=False,
             burst_pods=200,
+            burst_rounds=3,
             burst_timeout=30.0,
             sweep_sizes=(500, 1000, 2000, 5000),
             sweep_samples=3,
@@ -141,6 +143,7 @@ class Scale:
         return cls(
             smoke=True,
             burst_pods=20,
+            burst_rounds=1,
             burst_timeout=15.0,
             sweep_sizes=(50, 100),
             sweep_samples=1,

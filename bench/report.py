@@ -313,7 +313,8 @@ def markdown(doc: dict[str, Any], image: str) -> str:
     lines = [
         "## Latest figures",
         "",
-        f"Measured {doc['started']} by `scripts/bench.sh` ({doc['mode']} run, "
+        f"Measured {doc['started'].replace('T', ' ').replace('+00:00', ' UTC')} by "
+        f"`scripts/bench.sh` ({doc['mode']} run, "
         f"{doc['duration_s'] / 60:.1f} minutes in all).",
         "",
         f"- Machine: {machine['nproc']} CPUs ({machine['cpu_model']}), "
@@ -333,7 +334,7 @@ def markdown(doc: dict[str, Any], image: str) -> str:
         "repeats are cheap.",
     ]
     for impl in doc["implementations"]:
-        lines.append(f"- Controller `{impl['label']}`: `{impl['command']}`.")
+        lines.append(f"- Controller `{impl['label']}`: `{impl.get('shown_as', impl['command'])}`.")
     lines += ["", header, rule]
     for row in _rows(doc, headline_only=False):
         figure, metric, goal, *cells = row

@@ -210,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale = Scale.tiny() if args.smoke else Scale.full(recording_minutes=args.recording_minutes)
     impls = parse_impls(args.controller_command, args.controller_label)
     started = time.monotonic()
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out: Path = args.out.resolve()
     workdir = out / stamp
@@ -225,13 +226,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine["cpu_pressure_some_pct"] = round(100 * share, 1)
     machine["kubernetes"] = context.get("kubernetes", "unknown")
     doc: dict[str, Any] = {
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started": started_at,
         "mode": "smoke" if args.smoke else "full",
         "profiled": args.profile,
         "duration_s": round(time.monotonic() - started, 1),
         "command": "python -m bench.run " + shlex.join(sys.argv[1:] if argv is None else argv),
         "machine": machine,
-        "implementations": [{"label": i.label, "command": shlex.join(i.command)} for i in impls],
+        "implementations": [
+            {
+                "label": i.label,
+                "command": shlex.join(i.command),
+                # This interpreter, by name: the docs must not show a path of this machine.
+                "shown_as": shlex.join("python" if a == sys.executable else a for a in i.command),
+            }
+            for i in impls
+        ],
         "figures": {
             str(f): {
                 "title": TITLES[f],
