@@ -275,7 +275,7 @@ def _fail(message: str) -> int:
 
 
 async def _serve(settings: Settings, verifier: Verifier | None, env: Mapping[str, str]) -> None:
-    api = await load_api_client(env.get("KUBECONFIG") or None)
+    api = await load_api_client(env.get("KUBECONFIG") or None, env)
     cluster = KubeCluster(api, namespace=settings.namespace)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

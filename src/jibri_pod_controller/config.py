@@ -88,7 +88,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PROBE_CONCURRENCY", "100", "Health probes in flight at once during a sweep."),
     Setting("PROBE_TIMEOUT", "1.0", "Seconds one health probe may take, connect included."),
     Setting("PROBE_MAX_BYTES", "65536", "Largest health answer read; larger is invalid."),
-    Setting("LIST_PAGE_SIZE", "500", "Pods per page when the sweeper lists Jibri pods."),
+    Setting(
+        "LIST_PAGE_SIZE",
+        "100",
+        "Pods per page when listing Jibri pods (a decoded page of 500 holds ~18 MiB).",
+    ),
     Setting(
         "RESTARTED_BUSY_POD_POLICY",
         "delete",

@@ -81,9 +81,20 @@ class Elector:
             log.warning("lease attempt failed", extra={"lease": self._name, "error": str(exc)})
             return False
 
-    async def _pause(self, factor: float = 1.0) -> None:
+    async def _pause(self) -> None:
+        """Wait a (jittered) retry period, or less if the observed lease expires sooner.
+
+        Expiry is still judged from the local time the record was seen to change; waking at
+        that moment rather than at the next tick of the retry grid takes up to a retry period
+        off a failover.
+        """
         period = self._timings.retry_period
-        await self._sleep(period * factor + period * 0.2 * self._jitter())
+        delay = period + period * 0.2 * self._jitter()
+        observed = self._observed
+        if observed is not None and observed.record.holder not in ("", self._identity):
+            expiry = observed.changed_at + observed.record.lease_duration_seconds
+            delay = min(delay, max(0.0, expiry - self._monotonic()) + 0.01)
+        await self._sleep(delay)
 
     async def run(
         self,

@@ -224,14 +224,40 @@ def _lease_body(name: str, record: LeaseRecord, resource_version: str | None) ->
     }
 
 
-async def load_api_client(kubeconfig: str | None) -> k8s.ApiClient:
+_PROXY_VARIABLES = (
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+)
+
+
+async def load_api_client(kubeconfig: str | None, env: Mapping[str, str]) -> k8s.ApiClient:
     """The in-cluster service account when present, else KUBECONFIG / ~/.kube/config."""
     if kubeconfig is None and IN_CLUSTER_TOKEN.exists():  # noqa: ASYNC240 - once, at start-up
         k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return k8s.ApiClient()
+        return _without_env_lookups(k8s.ApiClient(), env)
     configuration = k8s.Configuration()
     await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    return k8s.ApiClient(configuration=configuration)
+    return _without_env_lookups(k8s.ApiClient(configuration=configuration), env)
+
+
+def _without_env_lookups(api: k8s.ApiClient, env: Mapping[str, str]) -> k8s.ApiClient:
+    """Stop per-request proxy and netrc lookups when there is no proxy to find.
+
+    kubernetes-asyncio opens its aiohttp session with ``trust_env=True``, so every API request
+    looks up proxy variables and ~/.netrc, in a thread. Measured on a burst of 200 detaches,
+    that was a fifth of the controller's CPU. With no proxy variable set there is nothing to
+    find, so the lookups are switched off (aiohttp lists ``_trust_env`` among the attributes a
+    session may have set); with one set, they stay, and proxies work as before.
+    """
+    if not any(env.get(name) for name in _PROXY_VARIABLES):
+        session = getattr(getattr(api, "rest_client", None), "pool_manager", None)
+        if isinstance(session, aiohttp.ClientSession):
+            session._trust_env = False
+    return api
 
 
 class KubeCluster:

@@ -287,3 +287,20 @@ async def test_two_standbys_racing_for_an_expired_lease(
     record = cluster.leases[LEASE].record
     assert record.transitions == 3
     assert (b.started or c.started)[0] >= clock.now - 60 + TIMINGS.duration
+
+
+async def test_a_standby_wakes_when_the_lease_expires_not_at_its_next_retry(
+    spawn: Spawn, clock: FakeClock, cluster: FakeCluster
+) -> None:
+    a = await spawn("a")
+    b = await spawn("b")
+    await clock.advance(30)
+    await a.crash()
+    await clock.advance(SLACK)  # b has now read the last record a ever wrote
+    observed = b.elector._observed
+    assert observed is not None
+    assert observed.record.holder == "a"
+    await clock.advance(TIMINGS.duration + 2 * SLACK)
+    (started,) = b.started
+    expiry = observed.changed_at + TIMINGS.duration
+    assert expiry <= started <= expiry + 0.05
