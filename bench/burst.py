@@ -35,9 +35,9 @@ from bench.harness import (
     Impl,
     PodInfo,
     PodWatch,
-    _raw,
     detach_like_patch,
     jibri_sessions,
+    read_raw,
     status_body,
 )
 from bench.results import FigureResult, Goal, Row, finite, median, percentile, rounded
@@ -80,7 +80,7 @@ async def apiserver_burst(
     core: Any = k8s.CoreV1Api(bench.admin)
 
     async def warm(pod: PodInfo) -> None:
-        await _raw(
+        await read_raw(
             await core.read_namespaced_pod(pod.name, namespace, _preload_content=False), "get pod"
         )
 

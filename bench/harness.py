@@ -487,7 +487,7 @@ def _is_running(pod: Mapping[str, Any]) -> bool:
     return bool(status.get("podIP")) and status.get("phase") == "Running" and ready
 
 
-async def _raw(response: Any, what: str) -> bytes:
+async def read_raw(response: Any, what: str) -> bytes:
     """Read a raw (``_preload_content=False``) response; raise on an error status."""
     try:
         body: bytes = await response.read()
@@ -530,7 +530,7 @@ class PodWatch:
 
     async def _list(self) -> str:
         response = await self._core.list_namespaced_pod(self._namespace, _preload_content=False)
-        listing = orjson.loads(await _raw(response, "list pods"))
+        listing = orjson.loads(await read_raw(response, "list pods"))
         now = time.monotonic()
         for pod in listing.get("items") or ():
             meta = pod.get("metadata") or {}
@@ -572,7 +572,7 @@ class PodWatch:
             _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=None),
         )
         if response.status != 200:
-            await _raw(response, "watch pods")
+            await read_raw(response, "watch pods")
         if self._open is not None and not self._open.done():
             self._open.set_result(None)
         try:
@@ -651,9 +651,14 @@ class Bench:
             plane.stop(keep_logs_in=workdir / "control-plane")
             raise
         bench = cls(
-            plane=plane, admin=admin, kubelet=kubelet, keys=keys, workdir=workdir, scale=scale
+            plane=plane,
+            admin=admin,
+            kubelet=kubelet,
+            keys=keys,
+            workdir=workdir,
+            scale=scale,
+            profile=profile,
         )
-        bench.profile = profile
         bench.kubelet_sampler = Sampler(kubelet.pid, interval=0.2).start()
         return bench
 
@@ -760,7 +765,7 @@ class Bench:
             )
             async with limit:
                 response = await core.create_namespaced_pod(namespace, body, _preload_content=False)
-                await _raw(response, f"create pod {name}")
+                await read_raw(response, f"create pod {name}")
 
         await asyncio.gather(*(create(n) for n in names))
 
@@ -769,7 +774,7 @@ class Bench:
         response = await core.list_namespaced_pod(
             namespace, label_selector=JIBRI_SELECTOR, _preload_content=False
         )
-        items = orjson.loads(await _raw(response, "list pods")).get("items") or []
+        items = orjson.loads(await read_raw(response, "list pods")).get("items") or []
         return {p["metadata"]["name"]: p for p in items}
 
     async def wait_running(
@@ -841,7 +846,7 @@ class Bench:
                     _content_type=MERGE_PATCH,
                     _preload_content=False,
                 )
-                await _raw(response, f"patch pod {pod.name}")
+                await read_raw(response, f"patch pod {pod.name}")
 
         await asyncio.gather(*(one(p) for p in pods))
 
