@@ -76,9 +76,10 @@ class Elector:
             return True
         except Conflict:
             return False  # another replica wrote first; look again next period
-        except KubeError as exc:
-            self._metrics.api_errors.labels(operation="lease", kind=exc.kind).inc()
-            log.warning("lease attempt failed", extra={"lease": self._name, "error": str(exc)})
+        except Exception as exc:  # an API error, or a record it cannot read: never the process
+            kind = exc.kind if isinstance(exc, KubeError) else "unexpected"
+            self._metrics.api_errors.labels(operation="lease", kind=kind).inc()
+            log.warning("lease attempt failed", extra={"lease": self._name, "error": repr(exc)})
             return False
 
     async def _pause(self) -> None:

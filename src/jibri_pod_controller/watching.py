@@ -158,10 +158,11 @@ class PodCache:
                     version = ""  # resync: a full list now and then repairs any drift
             except Gone:
                 version = ""  # compacted away: list again
-            except KubeError as exc:
+            except Exception as exc:  # an API error or a garbled stream: never the process
                 failures += 1
                 version = ""
-                self._metrics.api_errors.labels(operation="watch", kind=exc.kind).inc()
+                kind = exc.kind if isinstance(exc, KubeError) else "unexpected"
+                self._metrics.api_errors.labels(operation="watch", kind=kind).inc()
                 delay = min(30.0, 0.5 * 2 ** min(failures, 6)) * (0.5 + self._jitter())
-                log.warning("pod watch failed", extra={"error": str(exc), "retry_in": delay})
+                log.warning("pod watch failed", extra={"error": repr(exc), "retry_in": delay})
                 await asyncio.sleep(delay)

@@ -225,3 +225,13 @@ async def test_the_cache_relists_after_its_resync_period(stream: FakeStream) -> 
 
 def test_no_snapshot_before_the_first_list() -> None:
     assert cache_for(FakeStream()).snapshot() is None
+
+
+async def test_a_garbled_watch_stream_relists_instead_of_failing(stream: FakeStream) -> None:
+    cache = PodCache(stream=stream, selector="app=jibri", metrics=Metrics(), jitter=lambda: -0.49)
+    stream.lists.extend([([raw("a", "5")], "10"), ([raw("b", "7")], "12")])
+    stream.watches.append(ValueError("unexpected character in a watch line"))
+    task = await run_until_idle(cache, stream)
+    assert cache.get("b") is not None
+    assert not task.done()  # still running
+    task.cancel()
