@@ -433,7 +433,7 @@ def test_deployment_shape() -> None:
     assert pod["terminationGracePeriodSeconds"] == 30
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["resources"]["limits"]["memory"] == "192Mi"
+    assert container["resources"]["limits"]["memory"] == "256Mi"
     assert "cpu" not in container["resources"]["limits"]
     keys = {c["topologyKey"] for c in pod["topologySpreadConstraints"]}
     assert keys == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
