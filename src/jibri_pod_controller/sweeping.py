@@ -19,13 +19,16 @@ from datetime import UTC, datetime
 
 from jibri_pod_controller.acting import Actuator, Source
 from jibri_pod_controller.decisions import (
+    Delete,
     Failed,
     Nothing,
     Policy,
     ProbeResult,
+    Reason,
     Reported,
     decide_on_sweep,
 )
+from jibri_pod_controller.jibri import BusyStatus
 from jibri_pod_controller.kube import Cluster, KubeError
 from jibri_pod_controller.metrics import Metrics
 from jibri_pod_controller.pods import Phase, PodFacts, has_labels
@@ -144,6 +147,15 @@ class Sweeper:
             policy=self._policy,
             now=self._wall_clock(),
         )
+        if isinstance(action, Delete) and action.reason is Reason.RESTARTED_WHILE_BUSY:
+            # IDLE, unlike EXPIRED, is not final: the restarted Jibri may have been handed a new
+            # recording since the probe. Ask once more, right before deleting.
+            confirm = await self._prober.probe(pod.pod_ips[0])
+            if confirm != Reported(BusyStatus.IDLE):
+                action = Nothing(
+                    Reason.RECORDING if isinstance(confirm, Reported) else Reason.NO_ANSWER,
+                    attention=True,
+                )
         if isinstance(action, Nothing):
             level = (
                 logging.WARNING if action.attention or isinstance(probe, Failed) else logging.DEBUG

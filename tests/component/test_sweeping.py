@@ -61,6 +61,8 @@ class FakeJibris:
         address = sockname[0] if sockname else ""
         self.hits[address] = self.hits.get(address, 0) + 1
         behaviour = self.behaviours.get(address, "IDLE")
+        if behaviour == "idle-then-busy":  # a new recording starts between two probes
+            behaviour = "IDLE" if self.hits[address] == 1 else "BUSY"
         if behaviour in ("IDLE", "BUSY", "EXPIRED"):
             return web.json_response(health(behaviour))
         if behaviour == "hang":
@@ -632,3 +634,52 @@ async def test_an_unsynced_cache_falls_back_to_the_list(jibris: FakeJibris, prob
     report = await s.sweep_once()
     assert cluster.pages == [("app=jibri", 500)]
     assert report.actions == {"delete": 1}
+
+
+async def test_a_restarted_jibri_that_takes_a_new_recording_is_not_deleted(
+    jibris: FakeJibris, prober: Prober
+) -> None:
+    cluster = FakeCluster()
+    cluster.add_pod(
+        "jibri-restarted",
+        ips=["127.0.10.1"],
+        labels=BUSY_LABELS,
+        annotations=busy_notes(0),
+        restarts=1,
+    )
+    jibris.behaviours["127.0.10.1"] = "idle-then-busy"
+    s = sweeper(cluster, prober)
+    report = await s.sweep_once()
+    # The rule fired on the first (IDLE) answer; the confirming probe found a new recording.
+    assert jibris.hits["127.0.10.1"] == 2
+    assert cluster.writes == []
+    assert report.actions == {"nothing": 1}
+    assert (
+        s.sample(
+            "jibri_pod_controller_actions_total",
+            action="none",
+            reason="recording",
+            source="sweep",
+            result="none",
+        )
+        == 1
+    )
+
+
+async def test_a_restarted_idle_jibri_is_confirmed_then_deleted(
+    jibris: FakeJibris, prober: Prober
+) -> None:
+    cluster = FakeCluster()
+    cluster.add_pod(
+        "jibri-restarted",
+        ips=["127.0.10.1"],
+        labels=BUSY_LABELS,
+        annotations=busy_notes(0),
+        restarts=1,
+    )
+    jibris.behaviours["127.0.10.1"] = "IDLE"
+    s = sweeper(cluster, prober)
+    report = await s.sweep_once()
+    assert jibris.hits["127.0.10.1"] == 2  # asked twice: the decision, then the confirmation
+    assert report.actions == {"delete": 1}
+    assert cluster.pods == {}
