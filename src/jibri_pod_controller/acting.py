@@ -100,7 +100,7 @@ class Actuator:
     ) -> Result:
         """Carry out ``action`` on ``pod``. Raises `KubeError` when the API call failed."""
         begin = time.monotonic() if started is None else started
-        kind = _kind(action)
+        kind = action_kind(action)
         if isinstance(action, Nothing):
             self._count(kind, action.reason, source, Result.NONE)
             return Result.NONE
@@ -224,7 +224,8 @@ class Actuator:
             await asyncio.gather(*self._background, return_exceptions=True)
 
 
-def _kind(action: Action) -> str:
+def action_kind(action: Action) -> str:
+    """``detach``, ``delete`` or ``none``: the name in metrics and log lines."""
     if isinstance(action, Detach):
         return "detach"
     if isinstance(action, Delete):

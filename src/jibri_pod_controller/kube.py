@@ -119,8 +119,8 @@ class Cluster(Protocol):
     async def can_i(self, *, verb: str, resource: str, group: str = "", name: str = "") -> bool: ...
 
 
-def _retry_after(exc: ApiException) -> float | None:
-    headers: Any = exc.headers or {}
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from a Retry-After header (exceptions and raw responses both carry headers)."""
     value = headers.get("Retry-After") if hasattr(headers, "get") else None
     try:
         return float(value) if value is not None else None
@@ -151,7 +151,7 @@ def translate(exc: BaseException, what: str) -> KubeError:
     if isinstance(exc, ApiException):
         status = exc.status or 0
         detail = f"{what}: HTTP {status} {exc.reason or ''}".strip()
-        return error_for_status(status, detail, retry_after=_retry_after(exc))
+        return error_for_status(status, detail, retry_after=_retry_after(exc.headers))
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return Unavailable(f"{what}: timed out")
     if isinstance(exc, aiohttp.ClientError | OSError):
@@ -175,12 +175,11 @@ async def _body(response: Any, what: str) -> bytes:
     message = ""
     with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
         message = str(orjson.loads(body).get("message", ""))[:300]
-    retry_after = response.headers.get("Retry-After")
-    try:
-        delay = float(retry_after) if retry_after is not None else None
-    except ValueError:
-        delay = None
-    raise error_for_status(status, f"{what}: HTTP {status} {message}".strip(), retry_after=delay)
+    raise error_for_status(
+        status,
+        f"{what}: HTTP {status} {message}".strip(),
+        retry_after=_retry_after(response.headers),
+    )
 
 
 def _lease_from(obj: Any) -> StoredLease:

@@ -29,12 +29,8 @@ class _BadResponse(Exception):
     pass
 
 
-def health_url(ip: str, port: int) -> str:
-    host = f"[{ip}]" if ":" in ip else ip
-    return f"http://{host}:{port}{HEALTH_PATH}"
-
-
-def _request(ip: str, port: int) -> bytes:
+def health_request(ip: str, port: int) -> bytes:
+    """The HTTP/1.0 request for a Jibri's health API (IPv6 hosts in brackets)."""
     host = f"[{ip}]" if ":" in ip else ip
     return (
         f"GET {HEALTH_PATH} HTTP/1.0\r\nHost: {host}:{port}\r\n"
@@ -83,7 +79,7 @@ class Prober:
             ip, self._port, limit=MAX_HEADER_BYTES + self._max_bytes
         )
         try:
-            writer.write(_request(ip, self._port))
+            writer.write(health_request(ip, self._port))
             head = await reader.readuntil(b"\r\n\r\n")
             if len(head) > MAX_HEADER_BYTES:
                 raise _BadResponse("response head too large")

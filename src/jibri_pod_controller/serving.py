@@ -27,9 +27,9 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from jibri_pod_controller.acting import Actuator, Source
+from jibri_pod_controller.acting import Actuator, Source, action_kind
 from jibri_pod_controller.config import Settings
-from jibri_pod_controller.decisions import Action, Delete, Detach, decide_on_report
+from jibri_pod_controller.decisions import Action, decide_on_report
 from jibri_pod_controller.jibri import (
     BusyStatus,
     InvalidMessage,
@@ -258,12 +258,7 @@ class WebhookHandler:
                 # look again and decide again, so a duplicate becomes a no-op.
                 pod, cached = await self._load_pod(name, fresh=True)
                 continue
-            kind = (
-                "detach"
-                if isinstance(action, Detach)
-                else ("delete" if isinstance(action, Delete) else "none")
-            )
-            return {"action": kind, "reason": action.reason, "result": result.value}
+            return {"action": action_kind(action), "reason": action.reason, "result": result.value}
         raise Refusal(503, "api-conflict")
 
     def _check_pod(self, pod: PodFacts, source: str, status: BusyStatus) -> None:

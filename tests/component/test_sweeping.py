@@ -22,7 +22,7 @@ from jibri_pod_controller.decisions import Failed, Policy, ProbeFailure, Reporte
 from jibri_pod_controller.jibri import BusyStatus
 from jibri_pod_controller.metrics import Metrics
 from jibri_pod_controller.pods import ANNOTATION_BUSY_SINCE, ANNOTATION_RESTARTS_AT_BUSY, PodFacts
-from jibri_pod_controller.probing import HEALTH_PATH, Prober, health_url
+from jibri_pod_controller.probing import HEALTH_PATH, Prober, health_request
 from jibri_pod_controller.sweeping import Sweeper, SweepReport
 from tests.component.fakes import BUSY_LABELS, FakeCluster, Write
 
@@ -243,9 +243,11 @@ async def test_probe_of_an_unreachable_pod(prober: Prober) -> None:
     assert result.failure is ProbeFailure.CONNECT
 
 
-def test_health_url() -> None:
-    assert health_url("10.0.0.1", 2222) == "http://10.0.0.1:2222/jibri/api/v1.0/health"
-    assert health_url("fd00::1", 2222) == "http://[fd00::1]:2222/jibri/api/v1.0/health"
+def test_health_request() -> None:
+    assert health_request("10.0.0.1", 2222).startswith(
+        b"GET /jibri/api/v1.0/health HTTP/1.0\r\nHost: 10.0.0.1:2222\r\n"
+    )
+    assert b"\r\nHost: [fd00::1]:2222\r\n" in health_request("fd00::1", 2222)
 
 
 async def test_hanging_pods_do_not_stall_the_others(jibris: FakeJibris) -> None:
