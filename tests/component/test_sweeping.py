@@ -638,9 +638,8 @@ async def test_an_unsynced_cache_falls_back_to_the_list(jibris: FakeJibris, prob
     assert report.actions == {"delete": 1}
 
 
-async def test_a_restarted_jibri_that_takes_a_new_recording_is_not_deleted(
-    jibris: FakeJibris, prober: Prober
-) -> None:
+def restarted_while_busy() -> FakeCluster:
+    """A cluster with one detached pod whose Jibri restarted since (restart count 0 -> 1)."""
     cluster = FakeCluster()
     cluster.add_pod(
         "jibri-restarted",
@@ -649,6 +648,13 @@ async def test_a_restarted_jibri_that_takes_a_new_recording_is_not_deleted(
         annotations=busy_notes(0),
         restarts=1,
     )
+    return cluster
+
+
+async def test_a_restarted_jibri_that_takes_a_new_recording_is_not_deleted(
+    jibris: FakeJibris, prober: Prober
+) -> None:
+    cluster = restarted_while_busy()
     jibris.behaviours["127.0.10.1"] = "idle-then-busy"
     s = sweeper(cluster, prober)
     report = await s.sweep_once()
@@ -671,14 +677,7 @@ async def test_a_restarted_jibri_that_takes_a_new_recording_is_not_deleted(
 async def test_a_restarted_idle_jibri_is_confirmed_then_deleted(
     jibris: FakeJibris, prober: Prober
 ) -> None:
-    cluster = FakeCluster()
-    cluster.add_pod(
-        "jibri-restarted",
-        ips=["127.0.10.1"],
-        labels=BUSY_LABELS,
-        annotations=busy_notes(0),
-        restarts=1,
-    )
+    cluster = restarted_while_busy()
     jibris.behaviours["127.0.10.1"] = "IDLE"
     s = sweeper(cluster, prober)
     report = await s.sweep_once()

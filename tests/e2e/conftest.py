@@ -181,6 +181,12 @@ class E2E:
     kubelet: KubeletThread
     plane: ControlPlane
 
+    async def ready(self, name: str = "controller-a", **env: str) -> ControllerProcess:
+        """A controller replica, started and ready (/readyz 200)."""
+        controller = self.start(name, **env)
+        await controller.wait_ready()
+        return controller
+
     async def deploy_jibris(
         self,
         controllers: list[ControllerProcess],

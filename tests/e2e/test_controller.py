@@ -67,8 +67,7 @@ async def wait_gone(admin: k8s.ApiClient, namespace: str, name: str, timeout: fl
 async def test_recording_start_detaches_and_replaces(
     e2e: E2E,
 ) -> None:
-    controller = e2e.start()
-    await controller.wait_ready()
+    controller = await e2e.ready()
     pods = await e2e.deploy_jibris([controller])
     target = pods[0]
 
@@ -109,8 +108,7 @@ async def test_recording_start_detaches_and_replaces(
 async def test_recording_end_deletes_and_spares_never_drop(
     e2e: E2E,
 ) -> None:
-    controller = e2e.start()
-    await controller.wait_ready()
+    controller = await e2e.ready()
     target = (await e2e.deploy_jibris([controller]))[0]
     name = target.metadata.name
     assert await start_recording(pod_ip(target)) == 200
@@ -147,8 +145,7 @@ async def test_many_recordings_at_once(
     e2e: E2E,
 ) -> None:
     k = 20
-    controller = e2e.start()
-    await controller.wait_ready()
+    controller = await e2e.ready()
     pods = await e2e.deploy_jibris([controller], replicas=k, status_period=2)
     names = {p.metadata.name for p in pods}
 
@@ -172,8 +169,7 @@ async def test_many_recordings_at_once(
 async def test_sweeper_catches_missed_webhooks(
     e2e: E2E,
 ) -> None:
-    controller = e2e.start()
-    await controller.wait_ready()
+    controller = await e2e.ready()
     target = (await e2e.deploy_jibris([controller]))[0]
     name, ip = target.metadata.name, pod_ip(target)
     assert await jibri_call(ip, "/_sim/webhooks", {"enabled": False}) == 200
@@ -202,10 +198,8 @@ async def test_duplicate_and_reordered_webhooks(
     e2e: E2E,
 ) -> None:
     # Two replicas, and no sweeper interference (long interval): only webhooks act here.
-    first = e2e.start("controller-a", SWEEP_INTERVAL="3600")
-    second = e2e.start("controller-b", SWEEP_INTERVAL="3600")
-    await first.wait_ready()
-    await second.wait_ready()
+    first = await e2e.ready("controller-a", SWEEP_INTERVAL="3600")
+    second = await e2e.ready("controller-b", SWEEP_INTERVAL="3600")
     target = (await e2e.deploy_jibris([first]))[0]
     name, ip = target.metadata.name, pod_ip(target)
     # Silence the simulated Jibri: this test sends its webhooks itself, in a chosen order.
@@ -244,11 +238,9 @@ async def _sweeps(controller: ControllerProcess) -> float:
 async def test_leader_election_and_failover(
     e2e: E2E,
 ) -> None:
-    a = e2e.start("controller-a")
-    await a.wait_ready()
+    a = await e2e.ready("controller-a")
     await wait_until(lambda: _leads(a), timeout=10, what="a leads")
-    b = e2e.start("controller-b")
-    await b.wait_ready()
+    b = await e2e.ready("controller-b")
     await e2e.deploy_jibris([a, b])
     await asyncio.sleep(5)  # several sweep intervals
     assert await _sweeps(a) >= 2
@@ -262,8 +254,7 @@ async def test_leader_election_and_failover(
     assert takeover <= 15 + 2 + 1.5, takeover
 
     # SIGTERM: b releases the lease on its way out, so c takes over at once.
-    c = e2e.start("controller-c")
-    await c.wait_ready()
+    c = await e2e.ready("controller-c")
     await asyncio.sleep(3)
     assert await _sweeps(c) == 0
     stopped_at = time.monotonic()
@@ -281,8 +272,7 @@ async def _leads(controller: ControllerProcess) -> bool:
 async def test_webhooks_for_other_pods_change_nothing(
     e2e: E2E,
 ) -> None:
-    controller = e2e.start()
-    await controller.wait_ready()
+    controller = await e2e.ready()
     await k8s.CoreV1Api(e2e.admin).create_namespaced_pod(
         e2e.namespace,
         {
@@ -312,8 +302,7 @@ async def test_webhooks_for_other_pods_change_nothing(
 async def test_busy_jibri_that_restarts_is_reaped(
     e2e: E2E,
 ) -> None:
-    controller = e2e.start()
-    await controller.wait_ready()
+    controller = await e2e.ready()
     target = (await e2e.deploy_jibris([controller]))[0]
     name, ip = target.metadata.name, pod_ip(target)
     assert await start_recording(ip) == 200
@@ -333,8 +322,7 @@ async def test_busy_jibri_that_restarts_is_reaped(
 async def test_busy_jibri_that_restarts_is_kept_under_keep_policy(
     e2e: E2E,
 ) -> None:
-    controller = e2e.start(RESTARTED_BUSY_POD_POLICY="keep")
-    await controller.wait_ready()
+    controller = await e2e.ready(RESTARTED_BUSY_POD_POLICY="keep")
     target = (await e2e.deploy_jibris([controller]))[0]
     name, ip = target.metadata.name, pod_ip(target)
     assert await start_recording(ip) == 200

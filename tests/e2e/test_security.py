@@ -68,8 +68,7 @@ async def slow_client(controller: ControllerProcess, *, pod: str, ip: str, token
 async def test_forged_requests_cause_no_writes(
     e2e: E2E,
 ) -> None:
-    controller = e2e.start(SWEEP_INTERVAL="3600")  # only webhooks may act in this test
-    await controller.wait_ready()
+    controller = await e2e.ready(SWEEP_INTERVAL="3600")  # only webhooks may act in this test
     victim, other = await e2e.deploy_jibris([controller], replicas=2)
     name, ip, other_ip = victim.metadata.name, victim.status.pod_ip, other.status.pod_ip
     for pod in (victim, other):  # the simulated Jibris stay quiet; we speak for them
@@ -166,10 +165,9 @@ async def test_forged_requests_cause_no_writes(
 
 async def test_unauthenticated_mode_still_binds_requests_to_pods(e2e: E2E) -> None:
     """WEBHOOK_AUTH=none is explicit and loud, and the source-address check still applies."""
-    controller = e2e.start(
+    controller = await e2e.ready(
         WEBHOOK_AUTH="none", JWT_KEYS_DIR="", JWT_ISSUER="", SWEEP_INTERVAL="3600"
     )
-    await controller.wait_ready()
     assert any("NOT authenticated" in str(line.get("msg")) for line in controller.log_lines())
     victim, other = await e2e.deploy_jibris([controller], replicas=2, signed=False)
     name = victim.metadata.name
@@ -182,8 +180,7 @@ async def test_unauthenticated_mode_still_binds_requests_to_pods(e2e: E2E) -> No
 
 async def test_a_client_trickling_headers_is_disconnected(e2e: E2E) -> None:
     """Slowloris: headers that never complete do not hold a connection open for long."""
-    controller = e2e.start(WEBHOOK_IDLE_TIMEOUT="1")
-    await controller.wait_ready()
+    controller = await e2e.ready(WEBHOOK_IDLE_TIMEOUT="1")
     reader, writer = await asyncio.open_connection("127.0.0.1", controller.port)
     started = time.monotonic()
     try:
