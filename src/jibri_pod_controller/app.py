@@ -20,19 +20,19 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
-from jibri_pod_controller import logs
-from jibri_pod_controller.acting import Actuator
-from jibri_pod_controller.config import ConfigError, Settings, load_settings
-from jibri_pod_controller.decisions import Policy
-from jibri_pod_controller.electing import Elector
-from jibri_pod_controller.kube import Cluster, KubeCluster, KubeError, load_api_client
-from jibri_pod_controller.limiting import RateLimiter
-from jibri_pod_controller.metrics import Metrics
-from jibri_pod_controller.probing import Prober
-from jibri_pod_controller.serving import Health, WebhookHandler, build_app
-from jibri_pod_controller.sweeping import Sweeper
-from jibri_pod_controller.tokens import KeyLoadError, Verifier
-from jibri_pod_controller.watching import PodCache, PodStream
+from jibri_pod_controller.adapters import logs
+from jibri_pod_controller.adapters.kube import Cluster, KubeCluster, KubeError, load_api_client
+from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.adapters.probing import Prober
+from jibri_pod_controller.adapters.tokens import KeyLoadError, Verifier
+from jibri_pod_controller.core.config import ConfigError, Settings, load_settings
+from jibri_pod_controller.core.decisions import Policy
+from jibri_pod_controller.core.limiting import RateLimiter
+from jibri_pod_controller.loops.acting import Actuator
+from jibri_pod_controller.loops.electing import Elector
+from jibri_pod_controller.loops.serving import Health, WebhookHandler, build_app
+from jibri_pod_controller.loops.sweeping import Sweeper
+from jibri_pod_controller.loops.watching import PodCache, PodStream
 
 log = logging.getLogger("jibri_pod_controller")
 

@@ -35,10 +35,10 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from jibri_pod_controller import kube
-from jibri_pod_controller.config import Settings, load_settings
-from jibri_pod_controller.leasing import LeaseRecord
-from jibri_pod_controller.pods import PodFacts, parse_pod, parse_selector
+from jibri_pod_controller.adapters import kube
+from jibri_pod_controller.core.config import Settings, load_settings
+from jibri_pod_controller.core.leasing import LeaseRecord
+from jibri_pod_controller.core.pods import PodFacts, parse_pod, parse_selector
 
 NAMESPACE = "jibri"
 IDLE_LABELS = {"app": "jibri", "state": "idle"}

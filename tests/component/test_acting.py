@@ -6,15 +6,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jibri_pod_controller import kube
-from jibri_pod_controller.acting import Actuator, Result, Source
-from jibri_pod_controller.decisions import Delete, Detach, Nothing, Reason
-from jibri_pod_controller.metrics import Metrics
-from jibri_pod_controller.pods import (
+from jibri_pod_controller.adapters import kube
+from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.core.decisions import Delete, Detach, Nothing, Reason
+from jibri_pod_controller.core.pods import (
     ANNOTATION_BUSY_SINCE,
     ANNOTATION_RESTARTS_AT_BUSY,
     ANNOTATION_SAFE_TO_EVICT,
 )
+from jibri_pod_controller.loops.acting import Actuator, Result, Source
 from tests.component.fakes import BUSY_LABELS, FakeCluster, RecordedEvent, Write
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

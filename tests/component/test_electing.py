@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from jibri_pod_controller import kube
-from jibri_pod_controller.config import LeaseTimings
-from jibri_pod_controller.electing import Elector
-from jibri_pod_controller.leasing import LeaseRecord
-from jibri_pod_controller.metrics import Metrics
+from jibri_pod_controller.adapters import kube
+from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.core.config import LeaseTimings
+from jibri_pod_controller.core.leasing import LeaseRecord
+from jibri_pod_controller.loops.electing import Elector
 from tests.component.fakes import FakeClock, FakeCluster
 
 LEASE = "jibri-pod-controller-lease"

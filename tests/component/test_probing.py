@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from jibri_pod_controller.decisions import Failed, ProbeFailure, Reported
-from jibri_pod_controller.jibri import BusyStatus
-from jibri_pod_controller.probing import Prober
+from jibri_pod_controller.adapters.probing import Prober
+from jibri_pod_controller.core.decisions import Failed, ProbeFailure, Reported
+from jibri_pod_controller.core.jibri import BusyStatus
 
 BODY = b'{"status": {"busyStatus": "BUSY", "health": {"healthStatus": "HEALTHY"}}}'
 

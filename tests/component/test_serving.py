@@ -16,18 +16,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from jibri_pod_controller import kube
-from jibri_pod_controller.acting import Actuator
-from jibri_pod_controller.config import Settings
-from jibri_pod_controller.limiting import RateLimiter
-from jibri_pod_controller.metrics import Metrics
-from jibri_pod_controller.pods import (
+from jibri_pod_controller.adapters import kube
+from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.adapters.tokens import Verifier
+from jibri_pod_controller.core.config import Settings
+from jibri_pod_controller.core.limiting import RateLimiter
+from jibri_pod_controller.core.pods import (
     ANNOTATION_BUSY_SINCE,
     ANNOTATION_RESTARTS_AT_BUSY,
     ANNOTATION_SAFE_TO_EVICT,
 )
-from jibri_pod_controller.serving import Health, WebhookHandler, build_app
-from jibri_pod_controller.tokens import Verifier
+from jibri_pod_controller.loops.acting import Actuator
+from jibri_pod_controller.loops.serving import Health, WebhookHandler, build_app
 from tests.component.fakes import (
     BUSY_LABELS,
     FakeCluster,

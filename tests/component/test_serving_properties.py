@@ -20,13 +20,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jibri_pod_controller.acting import Actuator
-from jibri_pod_controller.config import JwtSettings
-from jibri_pod_controller.jibri import InvalidMessage, parse_status_report
-from jibri_pod_controller.limiting import RateLimiter
-from jibri_pod_controller.metrics import Metrics
-from jibri_pod_controller.serving import Health, WebhookHandler, build_app
-from jibri_pod_controller.tokens import Verifier
+from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.adapters.tokens import Verifier
+from jibri_pod_controller.core.config import JwtSettings
+from jibri_pod_controller.core.jibri import InvalidMessage, parse_status_report
+from jibri_pod_controller.core.limiting import RateLimiter
+from jibri_pod_controller.loops.acting import Actuator
+from jibri_pod_controller.loops.serving import Health, WebhookHandler, build_app
 from tests.component.fakes import FakeCluster, JibriSigner, forged_token, make_settings
 
 POD = "jibri-0"

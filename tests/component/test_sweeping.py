@@ -15,15 +15,19 @@ import orjson
 import pytest
 from aiohttp import web
 
-from jibri_pod_controller import kube
-from jibri_pod_controller.acting import Actuator
-from jibri_pod_controller.config import ReapPolicy
-from jibri_pod_controller.decisions import Failed, Policy, ProbeFailure, Reported
-from jibri_pod_controller.jibri import BusyStatus
-from jibri_pod_controller.metrics import Metrics
-from jibri_pod_controller.pods import ANNOTATION_BUSY_SINCE, ANNOTATION_RESTARTS_AT_BUSY, PodFacts
-from jibri_pod_controller.probing import HEALTH_PATH, Prober, health_request
-from jibri_pod_controller.sweeping import Sweeper, SweepReport
+from jibri_pod_controller.adapters import kube
+from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.adapters.probing import HEALTH_PATH, Prober, health_request
+from jibri_pod_controller.core.config import ReapPolicy
+from jibri_pod_controller.core.decisions import Failed, Policy, ProbeFailure, Reported
+from jibri_pod_controller.core.jibri import BusyStatus
+from jibri_pod_controller.core.pods import (
+    ANNOTATION_BUSY_SINCE,
+    ANNOTATION_RESTARTS_AT_BUSY,
+    PodFacts,
+)
+from jibri_pod_controller.loops.acting import Actuator
+from jibri_pod_controller.loops.sweeping import Sweeper, SweepReport
 from tests.component.fakes import BUSY_LABELS, FakeCluster, Write
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from jibri_pod_controller import kube
-from jibri_pod_controller.acting import Actuator
-from jibri_pod_controller.kube import WatchEvent
-from jibri_pod_controller.limiting import RateLimiter
-from jibri_pod_controller.metrics import Metrics
-from jibri_pod_controller.pods import PodFacts, parse_pod
-from jibri_pod_controller.serving import Health, WebhookHandler, build_app
-from jibri_pod_controller.watching import PodCache, newer
+from jibri_pod_controller.adapters import kube
+from jibri_pod_controller.adapters.kube import WatchEvent
+from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.core.limiting import RateLimiter
+from jibri_pod_controller.core.pods import PodFacts, parse_pod
+from jibri_pod_controller.loops.acting import Actuator
+from jibri_pod_controller.loops.serving import Health, WebhookHandler, build_app
+from jibri_pod_controller.loops.watching import PodCache, newer
 from tests.component.fakes import BUSY_LABELS, FakeCluster, make_settings, pod_json
 
 

@@ -28,10 +28,10 @@ import yaml
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
+from jibri_pod_controller.adapters.metrics import Metrics
 from jibri_pod_controller.app import required_permissions
-from jibri_pod_controller.config import SETTINGS, load_settings
-from jibri_pod_controller.metrics import Metrics
-from jibri_pod_controller.pods import parse_labels, parse_selector
+from jibri_pod_controller.core.config import SETTINGS, load_settings
+from jibri_pod_controller.core.pods import parse_labels, parse_selector
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

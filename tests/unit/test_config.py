@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from jibri_pod_controller.config import (
+from jibri_pod_controller.core.config import (
     SETTINGS,
     ConfigError,
     LogFormat,
     ReapPolicy,
     load_settings,
 )
-from jibri_pod_controller.pods import Op, Requirement
+from jibri_pod_controller.core.pods import Op, Requirement
 
 BASE = {"POD_NAME": "controller-0", "WEBHOOK_AUTH": "none"}
 

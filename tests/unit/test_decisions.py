@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jibri_pod_controller.config import ReapPolicy
-from jibri_pod_controller.decisions import (
+from jibri_pod_controller.core.config import ReapPolicy
+from jibri_pod_controller.core.decisions import (
     Action,
     Delete,
     Detach,
@@ -26,8 +26,8 @@ from jibri_pod_controller.decisions import (
     decide_on_sweep,
     restarted_since_detach,
 )
-from jibri_pod_controller.jibri import BusyStatus
-from jibri_pod_controller.pods import (
+from jibri_pod_controller.core.jibri import BusyStatus
+from jibri_pod_controller.core.pods import (
     ANNOTATION_BUSY_SINCE,
     ANNOTATION_RESTARTS_AT_BUSY,
     Phase,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from jibri_pod_controller.jibri import (
+from jibri_pod_controller.core.jibri import (
     BusyStatus,
     HealthStatus,
     InvalidMessage,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jibri_pod_controller.leasing import (
+from jibri_pod_controller.core.leasing import (
     Decision,
     LeaseRecord,
     Observation,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jibri_pod_controller.limiting import RateLimiter
+from jibri_pod_controller.core.limiting import RateLimiter
 
 
 class Clock:

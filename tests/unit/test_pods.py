@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from jibri_pod_controller.pods import (
+from jibri_pod_controller.core.pods import (
     Op,
     Phase,
     PodFacts,

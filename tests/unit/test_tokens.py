@@ -10,14 +10,14 @@ from pathlib import Path
 import jwt
 import pytest
 
-from jibri_pod_controller.config import JwtSettings
-from jibri_pod_controller.tokens import (
+from jibri_pod_controller.adapters.tokens import (
     Claims,
     KeyLoadError,
     TokenError,
     Verifier,
     load_keys,
 )
+from jibri_pod_controller.core.config import JwtSettings
 from tests.component.fakes import JibriSigner, forged_token
 
 ISSUER = "jibri"

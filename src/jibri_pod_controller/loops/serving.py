@@ -27,21 +27,21 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from jibri_pod_controller.acting import Actuator, Source, action_kind
-from jibri_pod_controller.config import Settings
-from jibri_pod_controller.decisions import Action, decide_on_report
-from jibri_pod_controller.jibri import (
+from jibri_pod_controller.adapters.kube import Cluster, Conflict, KubeError, Unavailable
+from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.adapters.tokens import TokenError, Verifier
+from jibri_pod_controller.core.config import Settings
+from jibri_pod_controller.core.decisions import Action, decide_on_report
+from jibri_pod_controller.core.jibri import (
     BusyStatus,
     InvalidMessage,
     parse_session_report,
     parse_status_report,
 )
-from jibri_pod_controller.kube import Cluster, Conflict, KubeError, Unavailable
-from jibri_pod_controller.limiting import RateLimiter
-from jibri_pod_controller.metrics import Metrics
-from jibri_pod_controller.pods import PodFacts, is_valid_pod_name
-from jibri_pod_controller.tokens import TokenError, Verifier
-from jibri_pod_controller.watching import PodCache
+from jibri_pod_controller.core.limiting import RateLimiter
+from jibri_pod_controller.core.pods import PodFacts, is_valid_pod_name
+from jibri_pod_controller.loops.acting import Actuator, Source, action_kind
+from jibri_pod_controller.loops.watching import PodCache
 
 log = logging.getLogger("jibri_pod_controller.webhook")
 

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from jibri_pod_controller.config import LogFormat
+from jibri_pod_controller.core.config import LogFormat
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 

@@ -18,8 +18,8 @@ import asyncio
 
 import orjson
 
-from jibri_pod_controller.decisions import Failed, ProbeFailure, ProbeResult, Reported
-from jibri_pod_controller.jibri import InvalidMessage, parse_health
+from jibri_pod_controller.core.decisions import Failed, ProbeFailure, ProbeResult, Reported
+from jibri_pod_controller.core.jibri import InvalidMessage, parse_health
 
 HEALTH_PATH = "/jibri/api/v1.0/health"
 MAX_HEADER_BYTES = 16 * 1024

@@ -26,8 +26,8 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from jibri_pod_controller.leasing import LeaseRecord
-from jibri_pod_controller.pods import PodFacts, PodParseError, parse_pod
+from jibri_pod_controller.core.leasing import LeaseRecord
+from jibri_pod_controller.core.pods import PodFacts, PodParseError, parse_pod
 
 MERGE_PATCH = "application/merge-patch+json"
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -276,6 +276,81 @@ class KubeCluster:
 
     async def close(self) -> None:
         await self._api.close()
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        request_timeout: float | None = None,
+    ) -> Any:
+        """One API request by path (e.g. ``/apis/apps/v1/namespaces/ns/deployments/x``).
+
+        Returns the decoded JSON answer; an error status raises the matching `KubeError`. New
+        calls go through here (and `watch_json`), so they depend on this seam only, not on
+        the client library underneath.
+        """
+        what = f"{method.lower()} {path}"
+        try:
+            response = await self._api.call_api(
+                path,
+                method.upper(),
+                query_params=list((query or {}).items()),
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=request_timeout or self._timeout,
+            )
+            raw = await _body(response, what)
+        except Exception as exc:
+            raise translate(exc, what) from exc
+        return orjson.loads(raw) if raw else None
+
+    async def watch_json(
+        self, path: str, *, query: Mapping[str, str], timeout_seconds: int
+    ) -> AsyncIterator[WatchEvent]:
+        """A watch by path: ``query`` is the list's query (labelSelector, resourceVersion...)."""
+        what = f"watch {path}"
+        params = {
+            **query,
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        try:
+            response = await self._api.call_api(
+                path,
+                "GET",
+                query_params=list(params.items()),
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout_seconds + 30,
+            )
+        except Exception as exc:
+            raise translate(exc, what) from exc
+        try:
+            if response.status >= 400:
+                await _body(response, what)
+            while True:
+                try:
+                    line = await response.content.readline()
+                except Exception as exc:
+                    raise translate(exc, what) from exc
+                if not line:
+                    return
+                event = orjson.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    code = int(obj.get("code") or 0)
+                    raise error_for_status(code, f"{what}: {obj.get('message', '')}"[:300])
+                yield WatchEvent(kind=str(kind), raw=obj)
+        finally:
+            response.release()
 
     async def get_pod(self, name: str) -> PodFacts | None:
         what = f"get pod {name}"

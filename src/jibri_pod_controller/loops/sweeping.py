@@ -17,8 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from jibri_pod_controller.acting import Actuator, Source
-from jibri_pod_controller.decisions import (
+from jibri_pod_controller.adapters.kube import Cluster, KubeError
+from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.adapters.probing import Prober
+from jibri_pod_controller.core.decisions import (
     Delete,
     Failed,
     Nothing,
@@ -28,11 +30,9 @@ from jibri_pod_controller.decisions import (
     Reported,
     decide_on_sweep,
 )
-from jibri_pod_controller.jibri import BusyStatus
-from jibri_pod_controller.kube import Cluster, KubeError
-from jibri_pod_controller.metrics import Metrics
-from jibri_pod_controller.pods import Phase, PodFacts, has_labels
-from jibri_pod_controller.probing import Prober
+from jibri_pod_controller.core.jibri import BusyStatus
+from jibri_pod_controller.core.pods import Phase, PodFacts, has_labels
+from jibri_pod_controller.loops.acting import Actuator, Source
 
 log = logging.getLogger("jibri_pod_controller.sweep")
 

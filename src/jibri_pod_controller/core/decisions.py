@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from jibri_pod_controller.config import ReapPolicy
-from jibri_pod_controller.jibri import BusyStatus
-from jibri_pod_controller.pods import (
+from jibri_pod_controller.core.config import ReapPolicy
+from jibri_pod_controller.core.jibri import BusyStatus
+from jibri_pod_controller.core.pods import (
     ANNOTATION_BUSY_SINCE,
     ANNOTATION_RESTARTS_AT_BUSY,
     PodFacts,

@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
-from jibri_pod_controller.pods import (
+from jibri_pod_controller.core.pods import (
     Selector,
     SelectorError,
     is_valid_pod_name,

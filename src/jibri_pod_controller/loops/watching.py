@@ -22,9 +22,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
-from jibri_pod_controller.kube import Gone, KubeError, WatchEvent
-from jibri_pod_controller.metrics import Metrics
-from jibri_pod_controller.pods import PodFacts, PodParseError, parse_pod
+from jibri_pod_controller.adapters.kube import Gone, KubeError, WatchEvent
+from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.core.pods import PodFacts, PodParseError, parse_pod
 
 log = logging.getLogger("jibri_pod_controller.cache")
 

@@ -23,8 +23,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from jibri_pod_controller.decisions import Action, Delete, Detach, Nothing
-from jibri_pod_controller.kube import (
+from jibri_pod_controller.adapters.kube import (
     Cluster,
     Conflict,
     Invalid,
@@ -32,8 +31,9 @@ from jibri_pod_controller.kube import (
     NotFound,
     Unavailable,
 )
-from jibri_pod_controller.metrics import Metrics
-from jibri_pod_controller.pods import (
+from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.core.decisions import Action, Delete, Detach, Nothing
+from jibri_pod_controller.core.pods import (
     ANNOTATION_BUSY_SINCE,
     ANNOTATION_RESTARTS_AT_BUSY,
     ANNOTATION_SAFE_TO_EVICT,

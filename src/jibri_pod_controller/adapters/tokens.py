@@ -25,9 +25,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from jibri_pod_controller.config import JwtSettings
+from jibri_pod_controller.core.config import JwtSettings
 
-log = logging.getLogger("jibri_pod_controller.tokens")
+log = logging.getLogger("jibri_pod_controller.adapters.tokens")
 
 MAX_TOKEN_LENGTH = 8192
 

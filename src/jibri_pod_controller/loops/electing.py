@@ -15,10 +15,10 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from jibri_pod_controller.config import LeaseTimings
-from jibri_pod_controller.kube import Cluster, Conflict, KubeError, NotFound, StoredLease
-from jibri_pod_controller.leasing import Observation, Step, decide, released
-from jibri_pod_controller.metrics import Metrics
+from jibri_pod_controller.adapters.kube import Cluster, Conflict, KubeError, NotFound, StoredLease
+from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.core.config import LeaseTimings
+from jibri_pod_controller.core.leasing import Observation, Step, decide, released
 
 log = logging.getLogger("jibri_pod_controller.lease")
 
