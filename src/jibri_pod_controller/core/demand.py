@@ -9,7 +9,9 @@ probability. The sum is done in log space, so a large rate x L neither underflow
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Sequence
 
 
 def _log_add(a: float, b: float) -> float:
@@ -44,3 +46,37 @@ def spares_for_demand(
         log_pmf += log_mean - math.log(n + 1)
         log_cdf = _log_add(log_cdf, log_pmf)
     return limit
+
+
+RATE_SCALES = (8, 4, 2, 1)
+"""The start rate is measured over the whole window and over its last half, quarter and
+eighth; the highest of the four wins. A rise shows first in the shortest span, so the estimate
+follows it within an eighth of the window; a fall shows only once the whole window has
+forgotten the busier past, so the estimate comes down slowly."""
+
+
+def estimate_start_rate(starts: Sequence[float], *, now: float, window: float) -> float:
+    """Recording starts per second, from the start times (seconds, any epoch) seen so far.
+
+    Fast when starts rise, slow when they fall (see `RATE_SCALES`); starts in the future or
+    older than ``window`` are ignored. Zero without starts or without a window.
+    """
+    if window <= 0:
+        return 0.0
+    ages = sorted(now - t for t in starts if 0 <= now - t <= window)
+    best = 0.0
+    for scale in RATE_SCALES:
+        span = window / scale
+        count = bisect.bisect_right(ages, span)
+        best = max(best, count / span)
+    return best
+
+
+def lead_time(durations: Sequence[float], *, quantile: float = 0.9) -> float | None:
+    """The ``quantile`` (nearest rank) of recent creation-to-Ready durations; None when there
+    are none yet."""
+    values = sorted(d for d in durations if d >= 0 and math.isfinite(d))
+    if not values:
+        return None
+    rank = max(1, math.ceil(quantile * len(values)))
+    return values[min(rank, len(values)) - 1]
