@@ -23,6 +23,7 @@ from aiohttp import web
 from jibri_pod_controller.adapters import logs
 from jibri_pod_controller.adapters.kube import Cluster, KubeCluster, KubeError, load_api_client
 from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.adapters.pools import JsonApi
 from jibri_pod_controller.adapters.probing import Prober
 from jibri_pod_controller.adapters.tokens import KeyLoadError, Verifier
 from jibri_pod_controller.core.config import ConfigError, Settings, load_settings
@@ -30,6 +31,7 @@ from jibri_pod_controller.core.decisions import Policy
 from jibri_pod_controller.core.limiting import RateLimiter
 from jibri_pod_controller.loops.acting import Actuator
 from jibri_pod_controller.loops.electing import Elector
+from jibri_pod_controller.loops.pooling import PoolReconciler
 from jibri_pod_controller.loops.serving import Health, WebhookHandler, build_app
 from jibri_pod_controller.loops.sweeping import Sweeper
 from jibri_pod_controller.loops.watching import PodCache, PodStream
@@ -68,6 +70,20 @@ def required_permissions(settings: Settings) -> tuple[Permission, ...]:
     )
 
 
+POOL_GROUP = "jibri-pod-controller.io"
+
+POOL_PERMISSIONS = (
+    Permission("list", "jibripools", POOL_GROUP),
+    Permission("watch", "jibripools", POOL_GROUP),
+    Permission("patch", "jibripools/status", POOL_GROUP),
+    Permission("get", "deployments", "apps"),
+    Permission("update", "deployments/scale", "apps"),
+    Permission("list", "horizontalpodautoscalers", "autoscaling"),
+)
+"""Needed only with JibriPools: missing ones are logged, never a reason to be not ready (a
+controller without any JibriPool behaves as before, replicas set by hand)."""
+
+
 def package_version() -> str:
     try:
         return version("jibri-pod-controller")
@@ -86,6 +102,7 @@ class Controller:
         cluster: Cluster,
         verifier: Verifier | None,
         stream: PodStream | None = None,
+        pools_api: JsonApi | None = None,
     ) -> None:
         self.settings = settings
         self.cluster = cluster
@@ -122,6 +139,22 @@ class Controller:
             if stream is not None
             else None
         )
+        self.pools = (
+            PoolReconciler(
+                api=pools_api,
+                namespace=settings.namespace,
+                prober=self.prober,
+                actuator=self.actuator,
+                metrics=self.metrics,
+                busy_labels=settings.busy_labels,
+                period=settings.pool_period,
+                dry_run=settings.dry_run,
+            )
+            if pools_api is not None
+            else None
+        )
+        if self.pools is not None:
+            self.actuator.on_change = self.pools.trigger
         self.sweeper = Sweeper(
             cluster=cluster,
             prober=self.prober,
@@ -154,15 +187,23 @@ class Controller:
             max_body_bytes=settings.max_body_bytes,
         )
         self._sweep_task: asyncio.Task[None] | None = None
+        self._pool_task: asyncio.Task[None] | None = None
+        self._missing_optional: tuple[str, ...] = ()
 
     # -- leadership -------------------------------------------------------------------------
     def _start_sweeping(self) -> None:
         self._sweep_task = asyncio.create_task(self.sweeper.run(self.settings.sweep_interval))
+        if self.pools is not None:
+            # Pools are reconciled by the Lease holder only; every replica still serves webhooks.
+            self._pool_task = asyncio.create_task(self.pools.run())
 
     def _stop_sweeping(self) -> None:
         if self._sweep_task is not None:
             self._sweep_task.cancel()
             self._sweep_task = None
+        if self._pool_task is not None:
+            self._pool_task.cancel()
+            self._pool_task = None
         # Only the leader's counts are current; a standby exporting stale ones would be summed.
         self.metrics.jibri_pods.clear()
 
@@ -186,6 +227,19 @@ class Controller:
         elif not missing and self.health.missing_permissions:
             log.info("Kubernetes permissions complete")
         self.health.missing_permissions = tuple(missing)
+        if self.pools is not None:
+            optional = []
+            for permission in POOL_PERMISSIONS:
+                if not await self.cluster.can_i(
+                    verb=permission.verb, resource=permission.resource, group=permission.group
+                ):
+                    optional.append(str(permission))
+            if optional and tuple(optional) != self._missing_optional:
+                log.warning(
+                    "missing the optional JibriPool permissions; pools will not be reconciled",
+                    extra={"namespace": self.settings.namespace, "missing": optional},
+                )
+            self._missing_optional = tuple(optional)
 
     async def _readiness_loop(self) -> None:
         since_permissions = PERMISSION_PERIOD
@@ -282,7 +336,7 @@ async def _serve(settings: Settings, verifier: Verifier | None, env: Mapping[str
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await Controller(settings, cluster, verifier, stream=cluster).run(stop)
+        await Controller(settings, cluster, verifier, stream=cluster, pools_api=cluster).run(stop)
     finally:
         await cluster.close()
 

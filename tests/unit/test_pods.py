@@ -60,6 +60,10 @@ REALISTIC_POD: dict[str, Any] = {
             {"name": "jibri", "restartCount": 2, "ready": True},
             {"name": "sidecar", "restartCount": 1, "ready": True},
         ],
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Ready", "status": "True", "lastTransitionTime": "2025-03-01T10:00:25Z"},
+        ],
     },
 }
 
@@ -79,6 +83,9 @@ def test_parse_realistic_pod() -> None:
         restart_count=3,
         created=datetime(2025, 3, 1, 10, 0, tzinfo=UTC),
         resource_version="4711",
+        owner_name="jibri-7c9f8d6b5",
+        ready=True,
+        ready_since=datetime(2025, 3, 1, 10, 0, 25, tzinfo=UTC),
     )
     assert not pod.finished
 

@@ -147,6 +147,11 @@ SETTINGS: tuple[Setting, ...] = (
         "Webhooks per second per source address (burst: 4x); 0 disables the limit.",
     ),
     Setting("SHUTDOWN_TIMEOUT", "10", "Seconds to finish in-flight requests on SIGTERM."),
+    Setting(
+        "POOL_RECONCILE_PERIOD",
+        "5",
+        "Seconds between two reconciles of the JibriPools (also at once on a detach or delete).",
+    ),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -211,6 +216,7 @@ class Settings:
     idle_timeout: float
     rate_limit: float
     shutdown_timeout: float
+    pool_period: float = 5.0
 
 
 class _Reader:
@@ -391,4 +397,5 @@ def load_settings(env: Mapping[str, str], *, hostname: str | None = None) -> Set
         idle_timeout=r.number("WEBHOOK_IDLE_TIMEOUT", minimum=0.5, maximum=3600),
         rate_limit=r.number("WEBHOOK_RATE_LIMIT", minimum=0),
         shutdown_timeout=r.number("SHUTDOWN_TIMEOUT", minimum=0, maximum=300),
+        pool_period=r.number("POOL_RECONCILE_PERIOD", minimum=0.5, maximum=3600),
     )

@@ -175,6 +175,12 @@ class PodFacts:
     """Sum of the restart counts of the pod's containers."""
     created: datetime | None = None
     resource_version: str = ""
+    owner_name: str | None = None
+    """Name of the controlling owner (the ReplicaSet, named ``<deployment>-<template hash>``)."""
+    ready: bool = False
+    """The pod's Ready condition is True."""
+    ready_since: datetime | None = None
+    """When the Ready condition last changed to True (only while ``ready``)."""
 
     @property
     def finished(self) -> bool:
@@ -212,10 +218,15 @@ def parse_pod(raw: Mapping[str, Any]) -> PodFacts:
             ips.append(entry["ip"])
     if not ips and isinstance(status.get("podIP"), str) and status["podIP"]:
         ips.append(status["podIP"])
-    owner_kind = None
+    owner_kind = owner_name = None
     for ref in meta.get("ownerReferences") or ():
         if isinstance(ref, dict) and ref.get("controller") is True:
-            owner_kind = str(ref.get("kind"))
+            owner_kind, owner_name = str(ref.get("kind")), str(ref.get("name"))
+    ready, ready_since = False, None
+    for condition in status.get("conditions") or ():
+        if isinstance(condition, dict) and condition.get("type") == "Ready":
+            ready = condition.get("status") == "True"
+            ready_since = _parse_time(condition.get("lastTransitionTime")) if ready else None
     restarts = 0
     for cs in status.get("containerStatuses") or ():
         if isinstance(cs, dict) and isinstance(cs.get("restartCount"), int):
@@ -237,4 +248,7 @@ def parse_pod(raw: Mapping[str, Any]) -> PodFacts:
         restart_count=restarts,
         created=_parse_time(meta.get("creationTimestamp")),
         resource_version=str(meta.get("resourceVersion") or ""),
+        owner_name=owner_name,
+        ready=ready,
+        ready_since=ready_since,
     )

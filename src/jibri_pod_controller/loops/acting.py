@@ -39,6 +39,7 @@ from jibri_pod_controller.core.pods import (
     ANNOTATION_SAFE_TO_EVICT,
     PodFacts,
 )
+from jibri_pod_controller.core.pools import ANNOTATION_DETACHED_FROM, deployment_of
 
 log = logging.getLogger("jibri_pod_controller.actions")
 
@@ -58,19 +59,25 @@ class Source(StrEnum):
 
 
 def detach_patch(
-    *, busy_labels: Mapping[str, str], restart_count: int, now: datetime
+    *,
+    busy_labels: Mapping[str, str],
+    restart_count: int,
+    now: datetime,
+    detached_from: str | None = None,
 ) -> dict[str, Any]:
-    """The merge patch that takes a pod out of its Deployment and protects it."""
-    return {
-        "metadata": {
-            "labels": dict(busy_labels),
-            "annotations": {
-                ANNOTATION_SAFE_TO_EVICT: "false",
-                ANNOTATION_BUSY_SINCE: now.astimezone(UTC).isoformat(timespec="seconds"),
-                ANNOTATION_RESTARTS_AT_BUSY: str(restart_count),
-            },
-        }
+    """The merge patch that takes a pod out of its Deployment and protects it.
+
+    ``detached_from`` (the Deployment, when the pod has one) keeps the busy pod counted for
+    that Deployment's JibriPool once its labels no longer match the selector.
+    """
+    annotations = {
+        ANNOTATION_SAFE_TO_EVICT: "false",
+        ANNOTATION_BUSY_SINCE: now.astimezone(UTC).isoformat(timespec="seconds"),
+        ANNOTATION_RESTARTS_AT_BUSY: str(restart_count),
     }
+    if detached_from is not None:
+        annotations[ANNOTATION_DETACHED_FROM] = detached_from
+    return {"metadata": {"labels": dict(busy_labels), "annotations": annotations}}
 
 
 @dataclass
@@ -86,6 +93,8 @@ class Actuator:
     within 2 s."""
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     jitter: Callable[[], float] = random.random
+    on_change: Callable[[], None] | None = None
+    """Called after each detach or delete that was written (the pool loop's trigger)."""
 
     event_concurrency: int = 4
     """Events are recorded in the background, a few at a time, so that a burst of detaches
@@ -145,6 +154,8 @@ class Actuator:
         )
         if result is Result.DONE:
             self._record_event(action, pod, source)
+            if self.on_change is not None:
+                self.on_change()
         return result
 
     async def _write_with_retries(
@@ -168,6 +179,7 @@ class Actuator:
                 busy_labels=self.busy_labels,
                 restart_count=pod.restart_count,
                 now=self.wall_clock(),
+                detached_from=deployment_of(pod),
             )
             try:
                 await self.cluster.patch_pod(
