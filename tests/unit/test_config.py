@@ -143,6 +143,7 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("WEBHOOK_IDLE_TIMEOUT", "soon"),
     ("WEBHOOK_RATE_LIMIT", "-1"),
     ("SHUTDOWN_TIMEOUT", "301"),
+    ("POOL_RECONCILE_PERIOD", "0.1"),
 ]
 
 
