@@ -529,6 +529,7 @@ class PoolReconciler:
         changed = {k: v for k, v in status.items() if pool.status.get(k) != v}
         if not changed or self._dry_run:
             return
+        log.debug("pool status", extra={"pool": pool.name, "changed": sorted(changed)})
         await self._pools.patch_status(name=pool.name, status=changed)
 
     def _export(
