@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from testbed.cluster import (
     REPO,
     apply,
     jibri_deployment,
+    start_recording,
     wait_until,
 )
 from tests.e2e.conftest import E2E
@@ -291,3 +292,223 @@ async def test_schedule_window_raises_min_spare(pools: E2E) -> None:
     await wait_replicas(pools, "rec", 4)
     pool = await get_pool(pools, "rec")
     assert pool["status"]["bound"] == "schedule"
+
+
+def stamp(event: Mapping[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(event["stageTimestamp"]).replace("Z", "+00:00"))
+
+
+async def test_budget_holds_under_a_burst(pools: E2E) -> None:
+    """Recordings start one after another until the budget is spent. Each detach at the
+    budget's edge lets the ReplicaSet create a replacement before replicas can be lowered:
+    busy + replicas exceeds maxTotal by one, for the time between the detach and the scale
+    write (measured from the audit log's timestamps), and never by more."""
+    controller = await pools.ready(**FAST)
+    await apply(pools.admin, [pool_deployment(pools, "rec", 2, [controller.webhook_base()])])
+    await wait_ready_spares(pools, "rec", 2)
+    await create_pool(
+        pools,
+        "rec",
+        {"deploymentName": "rec", "minSpare": 2, "maxSpare": 6, "maxTotal": 4},
+    )
+    await wait_status(pools, "rec", spare=2, desiredSpare=2)
+    peak = 0
+    sampling = True
+
+    async def sample() -> None:
+        nonlocal peak
+        while sampling:
+            idle, busy = await pool_pods(pools, "rec")
+            peak = max(peak, len(idle) + len(busy))
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
+    started: list[str] = []
+    asked: list[datetime] = []
+    try:
+        for n in range(1, 5):
+            ready = await wait_until(
+                lambda: ready_spare(pools, exclude=started),
+                timeout=30,
+                what="a ready spare to record on",
+            )
+            asked.append(datetime.now(UTC))
+            assert await start_recording(ready.status.pod_ip, session_id=f"rec-{n}") == 200
+            started.append(ready.metadata.name)
+
+            async def detached(count: int = n) -> bool:
+                _, busy = await pool_pods(pools, "rec")
+                return len(busy) == count
+
+            await wait_until(detached, timeout=20, what=f"{n} busy")
+            # Recordings arrive one after another: each finds the pool settled.
+            await wait_status(pools, "rec", busy=n, replicas=min(2, 4 - n))
+        await wait_replicas(pools, "rec", 0)
+        pool = await wait_status(
+            pools, "rec", busy=4, spare=0, replicas=0, desiredSpare=0, starting=0
+        )
+    finally:
+        sampling = False
+        await sampler
+    assert pool["status"]["bound"] == "budget"
+    assert condition(pool, "BudgetExhausted")["status"] == "True"
+    assert condition(pool, "SpareExhausted")["status"] == "True"
+    _, busy = await pool_pods(pools, "rec")
+    assert sorted(p.metadata.name for p in busy) == sorted(started)  # no recording lost
+
+    writes = [
+        e
+        for e in pools.plane.audit_events(username=pools.user, namespace=pools.namespace)
+        if 200 <= int((e.get("responseStatus") or {}).get("code", 0)) < 300
+    ]
+    detaches = [
+        e
+        for e in writes
+        if e["objectRef"]["resource"] == "pods"
+        and e["verb"] == "patch"
+        and e["objectRef"]["name"] in started
+    ]
+    scales = scale_writes(pools)
+    assert [e["objectRef"]["name"] for e in scales] == ["rec", "rec"]  # 2 -> 1, 1 -> 0
+    # busy + replicas > maxTotal from the 3rd and 4th detach until the next scale write.
+    over = [
+        (stamp(scale) - stamp(detach)).total_seconds()
+        for detach, scale in zip(detaches[2:], scales, strict=True)
+    ]
+    assert all(s > 0 for s in over), over
+    assert peak <= 4 + 1, peak
+    # A recording's replacement is asked for when the ReplicaSet creates a pod for it.
+    creates = [
+        stamp(e)
+        for e in pools.plane.audit_events(namespace=pools.namespace)
+        if e["objectRef"].get("resource") == "pods" and e["verb"] == "create"
+    ]
+    replaced = [min(t for t in creates if t > at) - at for at in asked]
+    print(
+        "\nrecording start -> replacement pod created: "
+        + ", ".join(f"{d.total_seconds() * 1000:.0f} ms" for d in replaced)
+    )
+    shown = ", ".join(f"{s * 1000:.0f} ms" for s in over)
+    print(f"\nbudget overshoot (busy + replicas > maxTotal): {shown}; peak pods {peak} (max 4)")
+
+
+async def ready_spare(e2e: E2E, *, exclude: list[str]) -> k8s.V1Pod | None:
+    idle, _ = await pool_pods(e2e, "rec")
+    for pod in idle:
+        if is_ready(pod) and pod.metadata.name not in exclude:
+            return pod
+    return None
+
+
+async def test_silent_busy_spare_is_detached_not_killed_by_a_scale_down(pools: E2E) -> None:
+    """A spare turns BUSY with no webhook (and no sweep soon) just before its pool scales down:
+    the pool's probe finds it, detaches it, and only then lowers the replicas."""
+    await pools.ready(SWEEP_INTERVAL="3600", **FAST)
+    await apply(pools.admin, [pool_deployment(pools, "rec", 3, [])])  # no webhooks at all
+    spares = await wait_ready_spares(pools, "rec", 3)
+    await create_pool(
+        pools,
+        "rec",
+        {"deploymentName": "rec", "minSpare": 3, "maxSpare": 5, "scaleDownDelaySeconds": 0},
+    )
+    await wait_status(pools, "rec", spare=3, desiredSpare=3)
+    silent = spares[0]
+    assert await start_recording(silent.status.pod_ip) == 200
+    await patch_pool(pools, "rec", {"minSpare": 0})
+    await wait_replicas(pools, "rec", 0)
+    await wait_status(pools, "rec", busy=1, spare=0, starting=0, replicas=0)
+
+    idle, busy = await pool_pods(pools, "rec")
+    assert idle == []
+    assert [p.metadata.uid for p in busy] == [silent.metadata.uid]
+    assert (busy[0].metadata.annotations or {})["jibri-pod-controller/detached-from"] == "rec"
+    ours = pools.plane.audit_events(username=pools.user, namespace=pools.namespace)
+    detach = next(
+        i
+        for i, e in enumerate(ours)
+        if e["objectRef"].get("name") == silent.metadata.name
+        and e["verb"] == "patch"
+        and e["objectRef"].get("subresource") is None
+    )
+    first_scale_down = next(
+        i for i, e in enumerate(ours) if e["objectRef"].get("subresource") == "scale"
+    )
+    assert detach < first_scale_down
+    # Nobody (the ReplicaSet included) ever deleted the recording pod.
+    everyone = pools.plane.audit_events(namespace=pools.namespace)
+    assert not [
+        e
+        for e in everyone
+        if e["verb"] == "delete" and e["objectRef"].get("name") == silent.metadata.name
+    ]
+
+
+async def test_two_pools_do_not_disturb_each_other(pools: E2E) -> None:
+    controller = await pools.ready(**FAST)
+    hooks = [controller.webhook_base()]
+    await apply(
+        pools.admin,
+        [pool_deployment(pools, "rec", 1, hooks), pool_deployment(pools, "str", 1, hooks)],
+    )
+    await wait_ready_spares(pools, "rec", 1)
+    await wait_ready_spares(pools, "str", 1)
+    await create_pool(pools, "recorders", {"deploymentName": "rec", "minSpare": 2, "maxSpare": 4})
+    await create_pool(pools, "streamers", {"deploymentName": "str", "minSpare": 1, "maxSpare": 4})
+    await wait_replicas(pools, "rec", 2)
+    [spare] = await wait_ready_spares(pools, "str", 1)
+    assert await start_recording(spare.status.pod_ip) == 200
+    await wait_status(pools, "streamers", busy=1, spare=1, starting=0)
+    recorders = await wait_status(pools, "recorders", busy=0, spare=2)
+    assert recorders["status"]["replicas"] == 2
+    assert await replicas_of(pools, "str") == 1
+    assert [e["objectRef"]["name"] for e in scale_writes(pools)] == ["rec"]
+
+
+async def test_a_pool_that_cannot_be_reconciled_writes_nothing(pools: E2E) -> None:
+    """A missing Deployment, a selector that still matches the busy labels, an HPA on the same
+    Deployment: each is a condition and an Event, never a write."""
+    await pools.ready(**FAST)
+    loose = pool_deployment(pools, "loose", 1, [])
+    loose["spec"]["selector"]["matchLabels"] = {"app": "jibri", "pool": "loose"}
+    await apply(pools.admin, [loose, pool_deployment(pools, "hpa", 1, [])])
+    autoscaling: Any = k8s.AutoscalingV2Api(pools.admin)
+    await autoscaling.create_namespaced_horizontal_pod_autoscaler(
+        pools.namespace,
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "hpa"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "hpa"},
+                "minReplicas": 1,
+                "maxReplicas": 3,
+            },
+        },
+    )
+    cases = {
+        "missing": ("nothere", "DeploymentMissing"),
+        "loose": ("loose", "SelectorMatchesBusyLabels"),
+        "hpa": ("hpa", "ReplicasOwnedByHPA"),
+    }
+    for name, (deployment, _) in cases.items():
+        await create_pool(pools, name, {"deploymentName": deployment, "minSpare": 3, "maxSpare": 5})
+    for name, (_, reason) in cases.items():
+
+        async def reported(pool_name: str = name, why: str = reason) -> bool:
+            pool = await get_pool(pools, pool_name)
+            try:
+                ready = condition(pool, "Ready")
+            except AssertionError:
+                return False
+            return ready["status"] == "False" and ready["reason"] == why
+
+        await wait_until(reported, timeout=20, what=f"{name}: Ready False {reason}")
+    await asyncio.sleep(2)  # a few more rounds
+    assert scale_writes(pools) == []
+    assert await replicas_of(pools, "loose") == 1
+    events = await k8s.CoreV1Api(pools.admin).list_namespaced_event(
+        pools.namespace, field_selector="involvedObject.kind=JibriPool"
+    )
+    assert sorted((e.involved_object.name, e.reason) for e in events.items) == sorted(
+        (name, reason) for name, (_, reason) in cases.items()
+    )

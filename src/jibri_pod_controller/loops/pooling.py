@@ -70,6 +70,11 @@ DELETION_COST_MAY_GO = "-100"
 MAX_RECENT_STARTS = 2000
 
 
+def _running(pod: PodFacts) -> bool:
+    """A pod whose Jibri may be up (and so may hold a recording)."""
+    return pod.phase is Phase.RUNNING and bool(pod.pod_ips)
+
+
 def _time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
@@ -355,40 +360,48 @@ class PoolReconciler:
         )
 
     async def _prepare_scale_down(self, pods: PoolPods, fewer: int) -> tuple[int, int]:
-        """Make a scale-down by ``fewer`` pods safe; (how many pods may go now, detached)."""
-        candidates = [*pods.starting, *pods.spare_ready]
-        probed = await asyncio.gather(*(self._probe(p) for p in candidates))
-        idle: list[PodFacts] = []
+        """Make a scale-down by ``fewer`` pods safe; (how many pods may go now, detached).
+
+        The ReplicaSet deletes, in order: pods not yet running, running pods that are not
+        Ready, then Ready ones by ascending deletion cost. So the pods that may go are counted
+        along that order, and the count stops at the first pod that is not known to be IDLE
+        (one that did not answer the probe): the ReplicaSet would reach it next.
+        """
+        unstarted = [p for p in (*pods.starting, *pods.spare_ready) if not _running(p)]
+        running = [p for p in (*pods.starting, *pods.spare_ready) if _running(p)]
+        if len(unstarted) >= fewer:
+            # The usual case at the budget's edge: the replacement the ReplicaSet just created
+            # for a detached pod goes first, and it cannot be recording. No probe needed.
+            return fewer, 0
+        probed = await asyncio.gather(*(self._probe(p) for p in running))
         detached = 0
-        for pod, result in zip(candidates, probed, strict=True):
+        idle: set[str] = set()
+        for pod, result in zip(running, probed, strict=True):
             if result == Reported(BusyStatus.BUSY):
                 with contextlib.suppress(KubeError):
                     await self._actuator.apply(Detach(Reason.MISSED_BUSY), pod, source=Source.SWEEP)
                     detached += 1
             elif result == Reported(BusyStatus.IDLE):
-                idle.append(pod)
-            elif pod.annotations.get(ANNOTATION_DELETION_COST) == DELETION_COST_MAY_GO:
-                # No answer: never a candidate, so take back an earlier mark.
-                await self._mark(pod, None)
+                idle.add(pod.uid)
         if detached:
             return 0, detached
-        # Not-Ready pods go first anyway; then the lowest deletion cost among the Ready.
-        starting = [p for p in idle if not p.ready]
-        ready = [p for p in idle if p.ready]
-        may_go = min(fewer, len(starting) + len(ready))
-        marked = ready[: max(0, may_go - len(starting))]
-        keep = ready[len(marked) :]
-        for pod in marked:
-            if pod.annotations.get(ANNOTATION_DELETION_COST) != DELETION_COST_MAY_GO:
-                await self._mark(pod, DELETION_COST_MAY_GO)
-        for pod in keep:
-            if pod.annotations.get(ANNOTATION_DELETION_COST) == DELETION_COST_MAY_GO:
-                await self._mark(pod, None)
-        return may_go, 0
+        may_go = len(unstarted)
+        marks: dict[str, str | None] = {}
+        for tier in ([p for p in running if not p.ready], [p for p in running if p.ready]):
+            safe = [p for p in tier if p.uid in idle]
+            chosen = safe[: max(0, fewer - may_go)]
+            for pod in tier:
+                marks[pod.uid] = DELETION_COST_MAY_GO if pod in chosen else None
+            may_go += len(chosen)
+            if len(safe) < len(tier) or may_go >= fewer:
+                break  # the next pod in the ReplicaSet's order is not known to be idle
+        for pod in running:
+            wanted = marks.get(pod.uid)
+            if pod.annotations.get(ANNOTATION_DELETION_COST) != wanted:
+                await self._mark(pod, wanted)
+        return min(may_go, fewer), 0
 
     async def _probe(self, pod: PodFacts) -> Any:
-        if pod.phase is not Phase.RUNNING or not pod.pod_ips or pod.deleting:
-            return None
         self._metrics.probes.inc()
         return await self._prober.probe(pod.pod_ips[0])
 
