@@ -29,6 +29,7 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.adapters.pools import PoolMetrics
 from jibri_pod_controller.app import POOL_PERMISSIONS, required_permissions
 from jibri_pod_controller.core.config import SETTINGS, load_settings
 from jibri_pod_controller.core.pods import parse_labels, parse_selector
@@ -177,7 +178,9 @@ def walk(node: Any) -> Iterator[tuple[str, Any]]:
 def metric_names() -> frozenset[str]:
     """Every series name the controller's registry can export."""
     names: set[str] = set()
-    for family in Metrics().registry.collect():
+    metrics = Metrics()
+    PoolMetrics(metrics)  # the pool loop's metrics live in the same registry
+    for family in metrics.registry.collect():
         base = family.name
         match family.type:
             case "counter":
