@@ -69,6 +69,9 @@ DELETION_COST_MAY_GO = "-100"
 
 MAX_RECENT_STARTS = 2000
 
+RETRY_SOON = 0.05
+"""Seconds before deciding again when a write had to wait (a release, a detach, a conflict)."""
+
 
 def _running(pod: PodFacts) -> bool:
     """A pod whose Jibri may be up (and so may hold a recording)."""
@@ -258,7 +261,15 @@ class PoolReconciler:
         final = deployment.replicas
         if decision.replicas is not None:
             target = decision.replicas
-            if target < deployment.replicas:
+            unreleased = [p.name for p in pods.busy if p.owner_kind == "ReplicaSet"]
+            if target < deployment.replicas and unreleased:
+                # The ReplicaSet has not yet seen a detach (it still owns the busy pod): a
+                # lower count now could make it pick that very pod. Wait for the release.
+                log.debug(
+                    "scale-down waits for a release", extra={"pool": pool.name, "pods": unreleased}
+                )
+                target = deployment.replicas
+            elif target < deployment.replicas:
                 may_go, detached = await self._prepare_scale_down(
                     pods, deployment.replicas - target
                 )
@@ -273,7 +284,7 @@ class PoolReconciler:
             # the hysteresis clock running, and decide again at once from a fresh read.
             memory = PoolMemory(desired=final, below_since=state.memory.below_since or now)
             if decision.replicas is not None:
-                self.trigger()
+                asyncio.get_running_loop().call_later(RETRY_SOON, self.trigger)
         state.memory = memory
         await self._write_status(
             pool,
@@ -441,7 +452,6 @@ class PoolReconciler:
         except (Conflict, NotFound) as exc:
             self.pool_metrics.scale_writes.labels(pool.name, direction, "conflict").inc()
             log.info("scale refused; deciding again", extra={"pool": pool.name, "error": str(exc)})
-            self.trigger()
             return None
         except KubeError:
             self.pool_metrics.scale_writes.labels(pool.name, direction, "failed").inc()
