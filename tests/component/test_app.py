@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
-from jibri_pod_controller.app import Controller, main, required_permissions
+from jibri_pod_controller.app import POOL_PERMISSIONS, Controller, main, required_permissions
 from tests.component.fakes import FakeCluster, JibriSigner, make_settings
 
 ENV = {"POD_NAME": "controller-0", "NAMESPACE": "jibri", "WEBHOOK_AUTH": "none"}
@@ -119,3 +120,34 @@ async def test_missing_permissions_make_the_replica_unready() -> None:
         f"update leases.coordination.k8s.io/{lease}",
     )
     assert not controller.health.ready
+
+
+async def test_missing_pool_permissions_are_optional(caplog: pytest.LogCaptureFixture) -> None:
+    """Without the JibriPool rights the replica stays ready (replicas set by hand still work);
+    the missing ones are named in a warning."""
+    settings = make_settings()
+    granted = {(p.verb, p.resource, p.group, p.name) for p in required_permissions(settings)}
+    controller = Controller(settings, FakeCluster(allowed=granted), None, pools_api=FakePoolsApi())
+    controller.health.api_ok = True
+    with caplog.at_level(logging.WARNING):
+        await controller.check_permissions()
+    assert controller.health.missing_permissions == ()
+    assert controller.health.ready
+    [record] = [r for r in caplog.records if "optional JibriPool permissions" in r.getMessage()]
+    assert "update deployments/scale.apps" in record.__dict__["missing"]
+    granted |= {(p.verb, p.resource, p.group, p.name) for p in POOL_PERMISSIONS}
+    controller = Controller(settings, FakeCluster(allowed=granted), None, pools_api=FakePoolsApi())
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        await controller.check_permissions()
+    assert not [r for r in caplog.records if "optional" in r.getMessage()]
+
+
+class FakePoolsApi:
+    """Never called by the permission check; stands for the JSON API seam."""
+
+    async def request_json(self, method: str, path: str, **kwargs: object) -> object:
+        raise AssertionError("no pool API call expected")
+
+    def watch_json(self, path: str, **kwargs: object) -> object:
+        raise AssertionError("no pool watch expected")
