@@ -268,8 +268,8 @@ async def test_hysteresis_delays_a_scale_down(pools: E2E) -> None:
     assert await replicas_of(pools, "rec") == 3
     assert "1 after" in condition(pool, "Ready")["message"]
     await wait_replicas(pools, "rec", 1, timeout=30)
-    pool = await get_pool(pools, "rec")
-    assert pool["status"].get("belowSince") is None  # the clock is reset once lowered
+    # The clock is reset once lowered.
+    pool = await wait_status(pools, "rec", replicas=1, desiredSpare=1, belowSince=None)
     assert len(scale_writes(pools)) == 1
     # Lowered no earlier than the delay after the hold began (second-resolution stamps).
     scaled = datetime.fromisoformat(pool["status"]["lastScaleTime"])
@@ -290,8 +290,7 @@ async def test_schedule_window_raises_min_spare(pools: E2E) -> None:
         pools, "rec", {"deploymentName": "rec", "minSpare": 1, "maxSpare": 6, "schedule": [window]}
     )
     await wait_replicas(pools, "rec", 4)
-    pool = await get_pool(pools, "rec")
-    assert pool["status"]["bound"] == "schedule"
+    await wait_status(pools, "rec", bound="schedule", desiredSpare=4, replicas=4)
 
 
 def stamp(event: Mapping[str, Any]) -> datetime:
@@ -512,3 +511,33 @@ async def test_a_pool_that_cannot_be_reconciled_writes_nothing(pools: E2E) -> No
     assert sorted((e.involved_object.name, e.reason) for e in events.items) == sorted(
         (name, reason) for name, (_, reason) in cases.items()
     )
+
+
+async def test_demand_policy_sizes_the_pool_from_recent_starts(pools: E2E) -> None:
+    """Recordings start; the pool's demand policy estimates their rate from its own detaches
+    and asks for the spares that cover the lead time, shown in the status."""
+    controller = await pools.ready(**FAST)
+    await apply(pools.admin, [pool_deployment(pools, "rec", 3, [controller.webhook_base()])])
+    spares = await wait_ready_spares(pools, "rec", 3)
+    demand = {"shortfallProbability": 0.01, "windowSeconds": 600, "startupSeconds": 5}
+    await create_pool(
+        pools,
+        "rec",
+        {"deploymentName": "rec", "minSpare": 1, "maxSpare": 8, "demand": demand},
+    )
+    await wait_status(pools, "rec", bound="minSpare")
+    for n, spare in enumerate(spares):
+        assert await start_recording(spare.status.pod_ip, session_id=f"d-{n}") == 200
+
+    async def sized() -> dict[str, Any] | None:
+        pool = await get_pool(pools, "rec")
+        status = pool.get("status") or {}
+        return pool if status.get("busy") == 3 and status.get("bound") == "demand" else None
+
+    pool = await wait_until(sized, timeout=30, what="the demand policy deciding")
+    status = pool["status"]
+    assert status["startRate"] > 0
+    assert status["leadTimeSeconds"] == 5
+    assert len(status["recentStarts"]) == 3
+    assert status["desiredSpare"] > 1
+    await wait_replicas(pools, "rec", status["desiredSpare"])

@@ -282,7 +282,9 @@ class PoolReconciler:
         else:
             # Not lowered, or only partly (a spare did not answer, or was found BUSY): keep
             # the hysteresis clock running, and decide again at once from a fresh read.
-            memory = PoolMemory(desired=final, below_since=state.memory.below_since or now)
+            lowering = decision.desired is not None and decision.desired < final
+            below = (state.memory.below_since or now) if lowering else None
+            memory = PoolMemory(desired=final, below_since=below)
             if decision.replicas is not None:
                 asyncio.get_running_loop().call_later(RETRY_SOON, self.trigger)
         state.memory = memory
