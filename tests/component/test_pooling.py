@@ -5,11 +5,15 @@ fields, a write only on change, dry-run, a refused scale write."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from jibri_pod_controller.adapters import kube
 from jibri_pod_controller.adapters.metrics import Metrics
@@ -356,3 +360,36 @@ async def test_an_hpa_on_the_deployment_is_a_conflict_not_a_fight() -> None:
         "False",
         "ReplicasOwnedByHPA",
     )
+
+
+async def test_an_older_role_without_pool_rights_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rounds = asyncio.Event()
+
+    class Refusing(FakeApi):
+        async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+            self.writes.append((method, path, None))
+            if len(self.writes) >= 5:
+                rounds.set()
+            raise kube.Forbidden("jibripools is forbidden")
+
+    api = Refusing()
+    loop = PoolReconciler(
+        api=api,
+        namespace=NS,
+        prober=Probes(),  # type: ignore[arg-type]
+        actuator=Detaches(),  # type: ignore[arg-type]
+        metrics=Metrics(),
+        busy_labels=BUSY,
+        period=0.01,
+    )
+    with caplog.at_level(logging.WARNING):
+        task = asyncio.create_task(loop.run())
+        await rounds.wait()  # five rounds, each refused
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    said = [r for r in caplog.records if r.name == "jibri_pod_controller.pools"]
+    assert [r.getMessage() for r in said] == ["pools not reconciled: forbidden"]
+    assert all(method == "GET" for method, _, _ in api.writes)

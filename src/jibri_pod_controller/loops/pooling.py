@@ -145,6 +145,7 @@ class PoolReconciler:
         self._state: dict[str, _PoolState] = {}
         self._hpa_forbidden_logged = False
         self._crd_missing_logged = False
+        self._forbidden_logged = False
 
     async def _watch_busy(self) -> None:
         """Wake the loop on every change to a busy-labelled pod: a detach by any replica (the
@@ -173,10 +174,16 @@ class PoolReconciler:
                 self._wake.clear()
                 try:
                     await self.reconcile_all()
+                    self._forbidden_logged = False
                 except KubeError as exc:
                     self._metrics.api_errors.labels(operation="pools", kind=exc.kind).inc()
                     self.pool_metrics.reconciles.labels(result="error").inc()
-                    log.error("pools not reconciled", extra={"error": str(exc)})
+                    if not isinstance(exc, Forbidden):
+                        log.error("pools not reconciled", extra={"error": str(exc)})
+                    elif not self._forbidden_logged:
+                        # An older Role without the (optional) pool rights: say so once.
+                        log.warning("pools not reconciled: forbidden", extra={"error": str(exc)})
+                        self._forbidden_logged = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._period)
         finally:
