@@ -146,6 +146,7 @@ class PoolReconciler:
         self._hpa_forbidden_logged = False
         self._crd_missing_logged = False
         self._forbidden_logged = False
+        self._targets: tuple[float, set[str]] | None = None
 
     async def _watch_busy(self) -> None:
         """Wake the loop on every change to a busy-labelled pod: a detach by any replica (the
@@ -206,7 +207,12 @@ class PoolReconciler:
             del self._state[gone]
         if not pools:
             return []
-        targets = await self._hpa_targets()
+        # HPAs are read once a period, not on every triggered round: a detach at the budget's
+        # edge wants its scale write as soon as possible.
+        tick = self._monotonic()
+        if self._targets is None or tick - self._targets[0] >= self._period:
+            self._targets = (tick, await self._hpa_targets())
+        targets = self._targets[1]
         busy_labelled = await self._pools.list_pods(self._busy_selector)
         results = []
         for pool in pools:
