@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jibri_pod_controller.core.pods import Phase, PodFacts
 from jibri_pod_controller.core.pools import (
+    ANNOTATION_DETACHED_FROM,
     Blocked,
     Bound,
     DemandSpec,
@@ -19,9 +21,17 @@ from jibri_pod_controller.core.pools import (
     PoolObservation,
     PoolSpec,
     PoolSpecError,
+    Problem,
     ScheduleWindow,
+    SelectorError,
     decide_pool,
+    deployment_of,
+    measured_lead_time,
     parse_pool_spec,
+    pool_conditions,
+    selector_matches,
+    selector_query,
+    sort_pool_pods,
 )
 
 NOW = datetime(2026, 6, 3, 12, 0, tzinfo=UTC)  # a Wednesday
@@ -466,3 +476,130 @@ def test_parse_pool_spec_full() -> None:
 def test_parse_pool_spec_refuses(raw: dict[str, object], message: str) -> None:
     with pytest.raises(PoolSpecError, match=message):
         parse_pool_spec(raw)
+
+
+# -- the pure helpers the pool loop uses ---------------------------------------------------
+
+
+def facts(name: str, **kw: object) -> PodFacts:
+    return PodFacts(name=name, namespace="ns", uid=f"u-{name}", **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("owner_kind", "owner_name", "labels", "expected"),
+    [
+        ("ReplicaSet", "jibri-7c9f8d6b5", {"pod-template-hash": "7c9f8d6b5"}, "jibri"),
+        ("ReplicaSet", "my-jibri-7c9f8d6b5", {"pod-template-hash": "7c9f8d6b5"}, "my-jibri"),
+        ("ReplicaSet", "jibri-7c9f8d6b5", {}, None),  # no hash: not a Deployment's pod
+        ("ReplicaSet", "other-abc", {"pod-template-hash": "7c9f8d6b5"}, None),
+        ("ReplicaSet", "-7c9f8d6b5", {"pod-template-hash": "7c9f8d6b5"}, None),
+        ("StatefulSet", "jibri", {"pod-template-hash": "x"}, None),
+        (None, None, {"pod-template-hash": "x"}, None),  # already detached
+    ],
+)
+def test_deployment_of(
+    owner_kind: str | None, owner_name: str | None, labels: dict[str, str], expected: str | None
+) -> None:
+    pod = facts("p", owner_kind=owner_kind, owner_name=owner_name, labels=labels)
+    assert deployment_of(pod) == expected
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "matches", "query"),
+    [
+        (
+            {"matchLabels": {"app": "jibri", "state": "idle"}},
+            {"app": "jibri", "state": "idle"},
+            True,
+            "app=jibri,state=idle",
+        ),
+        (
+            {"matchLabels": {"app": "jibri", "state": "idle"}},
+            {"app": "jibri", "state": "busy"},
+            False,
+            "app=jibri,state=idle",
+        ),
+        (
+            {"matchExpressions": [{"key": "state", "operator": "In", "values": ["idle", "x"]}]},
+            {"state": "idle"},
+            True,
+            "state in (idle,x)",
+        ),
+        (
+            {"matchExpressions": [{"key": "state", "operator": "NotIn", "values": ["busy"]}]},
+            {"state": "busy"},
+            False,
+            "state notin (busy)",
+        ),
+        (
+            {"matchExpressions": [{"key": "busy", "operator": "DoesNotExist"}]},
+            {"app": "j"},
+            True,
+            "!busy",
+        ),
+        ({"matchExpressions": [{"key": "app", "operator": "Exists"}]}, {}, False, "app"),
+    ],
+)
+def test_label_selectors(
+    selector: dict[str, object], labels: dict[str, str], matches: bool, query: str
+) -> None:
+    assert selector_matches(selector, labels) is matches
+    assert selector_query(selector) == query
+
+
+def test_an_empty_or_unknown_selector_is_refused() -> None:
+    with pytest.raises(SelectorError, match="every pod"):
+        selector_query({})
+    with pytest.raises(SelectorError, match="operator"):
+        selector_matches({"matchExpressions": [{"key": "a", "operator": "Near"}]}, {})
+
+
+def test_sort_pool_pods_and_lead_time() -> None:
+    created = NOW - timedelta(minutes=10)
+    ready = facts(
+        "r",
+        labels={"state": "idle"},
+        ready=True,
+        created=created,
+        ready_since=created + timedelta(seconds=40),
+    )
+    starting = facts("s", labels={"state": "idle"})
+    going = facts("g", labels={"state": "idle"}, ready=True, deleting=True)
+    mine = facts(
+        "b",
+        labels={"state": "busy"},
+        created=created,
+        ready=True,
+        ready_since=created + timedelta(seconds=20),
+        annotations={ANNOTATION_DETACHED_FROM: "jibri"},
+    )
+    theirs = facts("o", labels={"state": "busy"}, annotations={ANNOTATION_DETACHED_FROM: "other"})
+    done = facts(
+        "d",
+        labels={"state": "busy"},
+        phase=Phase.SUCCEEDED,
+        annotations={ANNOTATION_DETACHED_FROM: "jibri"},
+    )
+    pods = sort_pool_pods(
+        selected=[ready, starting, going],
+        busy_labelled=[mine, theirs, done],
+        deployment="jibri",
+        busy_labels={"state": "busy"},
+    )
+    assert (pods.spare_ready, pods.starting, pods.busy) == ((ready,), (starting,), (mine,))
+    assert measured_lead_time(pods) == 40.0
+    assert (
+        measured_lead_time(
+            sort_pool_pods(selected=[], busy_labelled=[], deployment="x", busy_labels={})
+        )
+        is None
+    )
+
+
+def test_conditions_for_a_decision_and_a_problem() -> None:
+    decision = decide(observed=seen(busy=50, ready=0, replicas=0))
+    ready, budget, spare = pool_conditions(decision, problem=None, detail="ok", spec=SPEC)
+    assert (ready.status, budget.status, spare.status) == (True, True, True)
+    assert "maxTotal 50" in budget.message
+    (blocked,) = pool_conditions(None, problem=Problem.HPA_CONFLICT, detail="an HPA", spec=SPEC)
+    assert (blocked.type, blocked.status, blocked.reason) == ("Ready", False, "ReplicasOwnedByHPA")
