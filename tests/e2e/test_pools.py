@@ -4,6 +4,7 @@ Role, simulated Jibris; scale writes counted from the API server's audit log."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -541,3 +542,23 @@ async def test_demand_policy_sizes_the_pool_from_recent_starts(pools: E2E) -> No
     assert len(status["recentStarts"]) == 3
     assert status["desiredSpare"] > 1
     await wait_replicas(pools, "rec", status["desiredSpare"])
+
+
+async def test_kubectl_get_jpool_shows_the_columns(pools: E2E) -> None:
+    """The printer columns, as `kubectl get jpool` asks for them (a server-side Table)."""
+    await create_pool(
+        pools, "rec", {"deploymentName": "rec", "minSpare": 1, "maxSpare": 3, "maxTotal": 9}
+    )
+    response = await pools.admin.call_api(
+        f"/apis/{GROUP}/{VERSION}/namespaces/{pools.namespace}/{PLURAL}",
+        "GET",
+        header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+    )
+    table = json.loads(await response.read())
+    names = [c["name"] for c in table["columnDefinitions"] if c.get("priority", 0) == 0]
+    assert names == ["Name", "Deployment", "Spare", "Busy", "Desired", "Max-Total", "Age"]
+    [row] = table["rows"]
+    assert row["cells"][:2] == ["rec", "rec"]
+    assert row["cells"][5] == 9
