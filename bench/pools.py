@@ -136,11 +136,10 @@ async def measure(plane: ControlPlane, workdir: Path, *, steady: float, recordin
         )
 
         # 3. The pool is now at maxTotal - spares busy; fill the budget one recording at a time.
-        ours = plane.audit_events(username=user, namespace=NAMESPACE)
-        mark = len(ours)
         overshoots: list[float] = []
         for n in range(spares):
             ready = await wait_until(lambda: _ready_spares(api), timeout=60, what="a spare")
+            name = ready[0].metadata.name
             assert await start_recording(ready[0].status.pod_ip, session_id=f"edge-{n}") == 200
 
             async def lowered(count: int = recordings + n + 1, left: int = spares - n - 1) -> bool:
@@ -148,11 +147,16 @@ async def measure(plane: ControlPlane, workdir: Path, *, steady: float, recordin
                 return status.get("busy") == count and status.get("replicas") == left
 
             await wait_until(lowered, timeout=60, what="replicas lowered")
-            events = plane.audit_events(username=user, namespace=NAMESPACE)[mark:]
-            detach = next(e for e in events if _kind(e) == "pods" and e["verb"] == "patch")
-            scale = next(e for e in events if _kind(e) == "deployments/scale")
+            events = plane.audit_events(username=user, namespace=NAMESPACE)
+            detach = next(
+                e
+                for e in events
+                if _kind(e) == "pods" and e["verb"] == "patch" and e["objectRef"]["name"] == name
+            )
+            scale = next(
+                e for e in events if _kind(e) == "deployments/scale" and _stamp(e) > _stamp(detach)
+            )
             overshoots.append((_stamp(scale) - _stamp(detach)).total_seconds())
-            mark += events.index(scale) + 1
         print(
             "3. budget edge, busy + replicas above maxTotal (detach -> scale write): "
             + ", ".join(f"{s * 1000:.0f} ms" for s in overshoots)
