@@ -67,6 +67,7 @@ def pod_json(
     owner: str | None = "ReplicaSet",
     deleting: bool = False,
     created: str = "2025-01-01T00:00:00Z",
+    ready: bool | None = None,
 ) -> dict[str, Any]:
     """A pod as the API server returns it (JSON-decoded), reduced to realistic essentials."""
     ip_list = list(ips)
@@ -97,6 +98,12 @@ def pod_json(
         "phase": phase,
         "containerStatuses": [
             {"name": "jibri", "ready": phase == "Running", "restartCount": restarts}
+        ],
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True" if (phase == "Running" if ready is None else ready) else "False",
+            }
         ],
     }
     if ip_list:
