@@ -317,7 +317,8 @@ async def test_a_leader_that_resigns_hands_over_and_stands_back(
     a.elector.resign()  # its sweeper cannot run
     await clock.advance(TIMINGS.retry_period + SLACK + 0.2)
     assert not a.leading
-    assert a.stopped and a.stopped[0] <= resigned_at + TIMINGS.retry_period
+    assert a.stopped
+    assert a.stopped[0] <= resigned_at + TIMINGS.retry_period
     assert b.leading  # well before the lease would have expired
     assert b.started[0] < resigned_at + TIMINGS.duration
     # a does not grab the Lease back while it stands back, nor after: b renews it.
