@@ -251,3 +251,46 @@ async def test_the_key_swap_happens_on_the_event_loop(tmp_path: Path) -> None:
     assert applied_in == [loop_thread]
     assert verifier.kids == ["new"]
     assert verifier._verified == {}
+
+
+async def test_a_sweeper_that_keeps_failing_gives_the_lease_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from testbed.cluster import free_port, wait_until
+
+    settings = make_settings(
+        PORT=str(free_port()),
+        LEASE_DURATION="3",
+        LEASE_RENEW_DEADLINE="2",
+        LEASE_RETRY_PERIOD="0.5",
+        SHUTDOWN_DRAIN_SECONDS="0",
+    )
+    cluster = FakeCluster()
+    controller = Controller(settings, cluster, None)
+    crashes = 0
+
+    async def crash() -> object:
+        nonlocal crashes
+        crashes += 1
+        raise RuntimeError("the sweeper cannot run")
+
+    controller.sweeper.sweep_once = crash  # type: ignore[method-assign,assignment]
+    stop = asyncio.Event()
+    task = asyncio.create_task(controller.run(stop))
+    try:
+
+        async def resigned() -> bool:
+            return any("giving up the Lease" in r.getMessage() for r in caplog.records) and (
+                cluster.leases[settings.lease_name].record.holder == ""
+            )
+
+        with caplog.at_level(logging.ERROR):
+            await wait_until(resigned, timeout=30, interval=0.05, what="the Lease given up")
+        assert crashes >= 3
+        assert not controller.elector.leading.is_set()
+        sample = controller.metrics.registry.get_sample_value
+        assert (sample("jibri_pod_controller_loop_restarts_total", {"loop": "sweeper"}) or 0) >= 3
+        assert not task.done()  # the replica itself keeps running (and serving)
+    finally:
+        stop.set()
+        await task
