@@ -263,6 +263,7 @@ class Controller:
             self._cache_task.cancel()
             self._cache_task = None
             self.cache.synced.clear()
+            self.metrics.pod_cache_synced.set(0)
 
     # -- start-up report ------------------------------------------------------------------------
     async def check_detaches_would_work(self) -> list[str]:

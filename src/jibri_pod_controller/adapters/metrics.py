@@ -132,3 +132,9 @@ class Metrics:
             "last sweep (see UNRESPONSIVE_BUSY_POD_SECONDS).",
             registry=r,
         )
+        self.pod_cache_synced = Gauge(
+            PREFIX + "pod_cache_synced",
+            "1 while the watch-fed pod cache is listed and its watch is live; 0 while webhooks "
+            "read pods with a GET and sweeps list them.",
+            registry=r,
+        )

@@ -83,6 +83,10 @@ class PodCache:
         self._listed_sequence = 0
         self.synced = asyncio.Event()
 
+    def _unsynced(self) -> None:
+        self.synced.clear()
+        self._metrics.pod_cache_synced.set(0)
+
     def __len__(self) -> int:
         return len(self._pods)
 
@@ -149,6 +153,7 @@ class PodCache:
         self._changed = {}
         self._listed_at = self._monotonic()
         self.synced.set()
+        self._metrics.pod_cache_synced.set(1)
         return version
 
     async def run(self) -> None:
@@ -156,7 +161,7 @@ class PodCache:
         try:
             await self._run()
         finally:
-            self.synced.clear()
+            self._unsynced()
 
     async def _run(self) -> None:
         failures = 0
@@ -180,11 +185,11 @@ class PodCache:
                 if self._monotonic() - self._listed_at >= self._resync_period:
                     version = ""  # resync: a full list now and then repairs any drift
             except Gone:
-                self.synced.clear()
+                self._unsynced()
                 version = ""  # compacted away: list again
             except Exception as exc:  # an API error or a garbled stream: never the process
                 # Until a new list succeeds nothing tells the cache about changes: say so.
-                self.synced.clear()
+                self._unsynced()
                 failures += 1
                 version = ""
                 kind = exc.kind if isinstance(exc, KubeError) else "unexpected"
