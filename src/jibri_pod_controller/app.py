@@ -23,8 +23,9 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -59,7 +60,7 @@ from jibri_pod_controller.core.permissions import (
 from jibri_pod_controller.core.permissions import (
     required_permissions as _required,
 )
-from jibri_pod_controller.core.pods import PodFacts, has_labels
+from jibri_pod_controller.core.pods import PodFacts
 from jibri_pod_controller.loops.acting import Actuator, ReplicaSetSelectors
 from jibri_pod_controller.loops.electing import Elector
 from jibri_pod_controller.loops.serving import Health, WebhookHandler, build_app
@@ -286,20 +287,11 @@ class Controller:
             log.warning("could not check the Jibri ReplicaSets", extra={"error": str(exc)})
             return []
         found: list[str] = []
-        for name, pod in sorted(owners.items()):
-            labels = {**pod.labels, **self.settings.busy_labels}
-            if has_labels(pod.labels, self.settings.busy_labels):
-                labels = dict(pod.labels)
-            relabelled = PodFacts(
-                name=pod.name,
-                namespace=pod.namespace,
-                uid=pod.uid,
-                labels=labels,
-                owner_kind=pod.owner_kind,
-                owner_name=name,
-            )
+        for _, pod in sorted(owners.items()):
+            # The pod as a detach would leave it: its own labels with the busy ones on top.
+            relabelled = replace(pod, labels={**pod.labels, **self.settings.busy_labels})
             if not await self.actuator.left_its_replica_set(relabelled, where="startup"):
-                found.append(name)
+                found.append(relabelled.owner_name or "")
         return found
 
     # -- background checks ------------------------------------------------------------------
@@ -385,9 +377,7 @@ class Controller:
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
-                await self._start_up_checks()
-                if self.permissions is not None:
-                    self._apply_features(self.permissions)
+                await self._start_up_checks()  # also starts the pod cache if it may watch
                 elector = self._spawn(
                     "elector",
                     lambda: self.elector.run(self._start_sweeping, self._stop_sweeping),
@@ -432,10 +422,25 @@ def _fail(*messages: str) -> int:
     return 2
 
 
-def replica_set_reader(cluster: KubeCluster, namespace: str) -> ReplicaSetSelectors:
-    """Reads a ReplicaSet's ``spec.selector`` through the API seam's generic request."""
+REPLICA_SETS_REMEMBERED = 256
+
+
+class JsonRequests(Protocol):
+    async def request_json(self, method: str, path: str) -> Any: ...
+
+
+def replica_set_reader(cluster: JsonRequests, namespace: str) -> ReplicaSetSelectors:
+    """Reads a ReplicaSet's ``spec.selector`` through the API seam's generic request.
+
+    A ReplicaSet's selector is immutable (apps/v1), so each one is read once and remembered:
+    a burst of detaches from one Deployment costs one GET, not one per detach, and the check
+    stays far inside a webhook's time budget.
+    """
+    known: dict[str, Mapping[str, Any]] = {}
 
     async def selector(name: str) -> Mapping[str, Any] | None:
+        if name in known:
+            return known[name]
         try:
             body = await cluster.request_json(
                 "GET", f"/apis/apps/v1/namespaces/{namespace}/replicasets/{name}"
@@ -444,7 +449,12 @@ def replica_set_reader(cluster: KubeCluster, namespace: str) -> ReplicaSetSelect
             return None
         spec = body.get("spec") if isinstance(body, dict) else None
         found = spec.get("selector") if isinstance(spec, dict) else None
-        return found if isinstance(found, dict) else None
+        if not isinstance(found, dict):
+            return None
+        if len(known) >= REPLICA_SETS_REMEMBERED:
+            known.clear()
+        known[name] = found
+        return found
 
     return selector
 

@@ -294,3 +294,28 @@ async def test_a_sweeper_that_keeps_failing_gives_the_lease_up(
     finally:
         stop.set()
         await task
+
+
+async def test_a_replica_sets_selector_is_read_once() -> None:
+    from jibri_pod_controller.adapters.kube import NotFound
+    from jibri_pod_controller.app import replica_set_reader
+
+    class Api:
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        async def request_json(self, method: str, path: str) -> object:
+            self.asked.append(f"{method} {path}")
+            if path.endswith("/gone"):
+                raise NotFound("get replicaset gone: HTTP 404")
+            return {"spec": {"selector": {"matchLabels": {"app": "jibri"}}}}
+
+    api = Api()
+    read = replica_set_reader(api, "jibri")
+    for _ in range(3):
+        assert await read("jibri-5d9c7b") == {"matchLabels": {"app": "jibri"}}
+    assert await read("gone") is None
+    assert api.asked == [
+        "GET /apis/apps/v1/namespaces/jibri/replicasets/jibri-5d9c7b",
+        "GET /apis/apps/v1/namespaces/jibri/replicasets/gone",
+    ]

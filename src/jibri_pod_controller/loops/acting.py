@@ -110,6 +110,7 @@ class Actuator:
     """Record Events (off when the Role does not allow creating them)."""
     replica_sets: ReplicaSetSelectors | None = None
     """Reads a ReplicaSet's selector, for the check that a detach took the pod out of it."""
+    owner_check_timeout: float = 0.5
 
     event_concurrency: int = 4
     """Events are recorded in the background, a few at a time, so that a burst of detaches
@@ -191,7 +192,12 @@ class Actuator:
         if self.replica_sets is None or pod.owner_kind != "ReplicaSet" or not pod.owner_name:
             return True
         try:
-            selector = await self.replica_sets(pod.owner_name)
+            # Bounded: the write is done; the check must not eat a webhook's answer budget.
+            async with asyncio.timeout(self.owner_check_timeout):
+                selector = await self.replica_sets(pod.owner_name)
+        except TimeoutError:
+            self.metrics.api_errors.labels(operation="get-replicaset", kind="timeout").inc()
+            return True
         except KubeError as exc:
             self.metrics.api_errors.labels(operation="get-replicaset", kind=exc.kind).inc()
             return True
@@ -290,7 +296,7 @@ class Actuator:
                 await self.cluster.record_event(
                     pod=pod, reason=reason, message=message, warning=warning
                 )
-        except KubeError as exc:
+        except Exception as exc:  # an Event is never worth more than a log line
             self.metrics.events_failed.inc()
             log.warning("event not recorded", extra={"pod": pod.name, "error": str(exc)})
 
