@@ -212,14 +212,14 @@ class Controller:
 
     # -- permissions --------------------------------------------------------------------------
     async def check_permissions(self) -> Assessment:
-        allowed: dict[Permission, bool] = {}
-        for permission in all_permissions(lease_name=self.settings.lease_name):
-            allowed[permission] = await self.cluster.can_i(
-                verb=permission.verb,
-                resource=permission.resource,
-                group=permission.group,
-                name=permission.name,
+        permissions = all_permissions(lease_name=self.settings.lease_name)
+        answers = await asyncio.gather(
+            *(
+                self.cluster.can_i(verb=p.verb, resource=p.resource, group=p.group, name=p.name)
+                for p in permissions
             )
+        )
+        allowed: dict[Permission, bool] = dict(zip(permissions, answers, strict=True))
         verdict = assess(allowed, lease_name=self.settings.lease_name)
         previous = self.permissions
         missing = list(verdict.missing_required)
@@ -236,7 +236,7 @@ class Controller:
                 "; ".join(f"{p} ({lost})" for p, lost in verdict.lost.items()),
                 extra={"namespace": self.settings.namespace, "lost": verdict.lost},
             )
-        for permission in all_permissions(lease_name=self.settings.lease_name):
+        for permission in permissions:
             self.metrics.permission_missing.labels(
                 permission=str(permission),
                 required="false"
