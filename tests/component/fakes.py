@@ -462,3 +462,11 @@ def forged_token(
     if hmac_secret is not None:
         signature = hmac.new(hmac_secret, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{_b64(signature)}"
+
+
+SM2_PUBLIC_KEY = b"""-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoEcz1UBgi0DQgAE+IfNcf69ZjprcMmJ6DAeq9I+C2rB
+UsjVYbNxqONaMP4vv/vru/Vqo57Bp6BlqrbllCPgoWyS5wRaPCtSg7NFIw==
+-----END PUBLIC KEY-----
+"""
+"""A Chinese-standard SM2 public key: valid PEM, a type the cryptography library rejects."""

@@ -12,8 +12,7 @@ from jibri_pod_controller.adapters.tokens import Verifier
 from jibri_pod_controller.app import Controller, main, required_permissions
 from jibri_pod_controller.core.config import JwtSettings
 from jibri_pod_controller.core.permissions import OPTIONAL_PERMISSIONS
-from tests.component.fakes import FakeCluster, JibriSigner, make_settings
-from tests.unit.test_tokens import SM2_PUBLIC_KEY
+from tests.component.fakes import SM2_PUBLIC_KEY, FakeCluster, JibriSigner, make_settings
 
 ENV = {"POD_NAME": "controller-0", "NAMESPACE": "jibri", "WEBHOOK_AUTH": "none"}
 

@@ -18,7 +18,7 @@ from jibri_pod_controller.adapters.tokens import (
     load_keys,
 )
 from jibri_pod_controller.core.config import JwtSettings
-from tests.component.fakes import JibriSigner, forged_token
+from tests.component.fakes import SM2_PUBLIC_KEY, JibriSigner, forged_token
 
 ISSUER = "jibri"
 AUDIENCE = "jibri-pod-controller"
@@ -353,13 +353,6 @@ def test_a_refused_token_is_not_remembered(verifier: Verifier, other_signer: Jib
 
 
 # -- odd headers and unsupported key types ------------------------------------------------------
-
-SM2_PUBLIC_KEY = b"""-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoEcz1UBgi0DQgAE+IfNcf69ZjprcMmJ6DAeq9I+C2rB
-UsjVYbNxqONaMP4vv/vru/Vqo57Bp6BlqrbllCPgoWyS5wRaPCtSg7NFIw==
------END PUBLIC KEY-----
-"""
-"""A Chinese-standard SM2 public key: valid PEM, a type the cryptography library rejects."""
 
 
 @pytest.mark.parametrize(
