@@ -283,8 +283,8 @@ class Controller:
             ):
                 if pod.owner_kind == "ReplicaSet" and pod.owner_name:
                     owners.setdefault(pod.owner_name, pod)
-        except KubeError as exc:
-            log.warning("could not check the Jibri ReplicaSets", extra={"error": str(exc)})
+        except Exception as exc:  # an API error or a pod it cannot read: a report, not a crash
+            log.warning("could not check the Jibri ReplicaSets", extra={"error": repr(exc)})
             return []
         found: list[str] = []
         for _, pod in sorted(owners.items()):
@@ -340,8 +340,7 @@ class Controller:
             log.error("Kubernetes permission check failed", extra={"error": str(exc)})
             self.metrics.api_errors.labels(operation="permissions", kind=exc.kind).inc()
             return
-        with contextlib.suppress(KubeError):
-            await self.check_detaches_would_work()
+        await self.check_detaches_would_work()
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:

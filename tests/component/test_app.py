@@ -318,3 +318,35 @@ async def test_a_replica_sets_selector_is_read_once() -> None:
         "GET /apis/apps/v1/namespaces/jibri/replicasets/jibri-5d9c7b",
         "GET /apis/apps/v1/namespaces/jibri/replicasets/gone",
     ]
+
+
+@pytest.mark.parametrize(
+    ("selector", "reported"),
+    [
+        ({"matchLabels": {"app": "jibri"}}, ["jibri-5d9c7b"]),
+        ({"matchLabels": {"app": "jibri", "state": "idle"}}, []),
+    ],
+)
+async def test_the_start_up_check_reports_deployments_whose_selector_keeps_busy_pods(
+    selector: dict[str, object], reported: list[str]
+) -> None:
+    settings = make_settings()
+    cluster = FakeCluster()
+    for name in ("jibri-a", "jibri-b"):
+        cluster.add_pod(name)  # both owned by ReplicaSet jibri-5d9c7b
+    asked: list[str] = []
+
+    async def replica_sets(name: str) -> dict[str, object]:
+        asked.append(name)
+        return selector
+
+    controller = Controller(settings, cluster, None, replica_sets=replica_sets)
+    await controller.check_permissions()
+    assert await controller.check_detaches_would_work() == reported
+    assert asked == ["jibri-5d9c7b"]  # one look per ReplicaSet, not per pod
+    sample = controller.metrics.registry.get_sample_value
+    expected = float(len(reported))
+    assert (sample("jibri_pod_controller_detach_ineffective_total", {"where": "startup"}) or 0) == (
+        expected
+    )
+    assert cluster.writes == []
