@@ -431,28 +431,33 @@ class JsonRequests(Protocol):
 def replica_set_reader(cluster: JsonRequests, namespace: str) -> ReplicaSetSelectors:
     """Reads a ReplicaSet's ``spec.selector`` through the API seam's generic request.
 
-    A ReplicaSet's selector is immutable (apps/v1), so each one is read once and remembered:
-    a burst of detaches from one Deployment costs one GET, not one per detach, and the check
-    stays far inside a webhook's time budget.
+    A ReplicaSet's selector is immutable (apps/v1), so each one is read once and remembered
+    by uid (a recreated Deployment may reuse the name with another selector): a burst of
+    detaches from one Deployment costs one GET, not one per detach, and the check stays far
+    inside a webhook's time budget.
     """
-    known: dict[str, Mapping[str, Any]] = {}
+    known: dict[tuple[str, str], Mapping[str, Any]] = {}
 
-    async def selector(name: str) -> Mapping[str, Any] | None:
-        if name in known:
-            return known[name]
+    async def selector(name: str, uid: str) -> Mapping[str, Any] | None:
+        if (name, uid) in known:
+            return known[(name, uid)]
         try:
             body = await cluster.request_json(
                 "GET", f"/apis/apps/v1/namespaces/{namespace}/replicasets/{name}"
             )
         except NotFound:
             return None
-        spec = body.get("spec") if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            return None
+        meta, spec = body.get("metadata"), body.get("spec")
+        if uid and (not isinstance(meta, dict) or meta.get("uid") != uid):
+            return None  # not the pod's owner any more
         found = spec.get("selector") if isinstance(spec, dict) else None
         if not isinstance(found, dict):
             return None
         if len(known) >= REPLICA_SETS_REMEMBERED:
             known.clear()
-        known[name] = found
+        known[(name, uid)] = found
         return found
 
     return selector

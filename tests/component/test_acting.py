@@ -260,7 +260,7 @@ class ReplicaSets:
         self.selectors = selectors
         self.asked: list[str] = []
 
-    async def __call__(self, name: str) -> dict[str, object] | None:
+    async def __call__(self, name: str, uid: str) -> dict[str, object] | None:
         self.asked.append(name)
         return self.selectors.get(name)
 
@@ -299,7 +299,7 @@ async def test_an_unreadable_replica_set_does_not_undo_a_detach() -> None:
     pod = cluster.add_pod("jibri-a")
     act = actuator(cluster)
 
-    async def failing(name: str) -> dict[str, object] | None:
+    async def failing(name: str, uid: str) -> dict[str, object] | None:
         raise kube.Unavailable("get replicaset: timed out")
 
     act.replica_sets = failing

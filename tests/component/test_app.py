@@ -188,7 +188,7 @@ async def test_missing_optional_permissions_keep_the_replica_ready_and_switch_fe
     assert metric("jibri_pod_controller_permission_missing", labels) == 0
 
 
-async def _no_replica_sets(name: str) -> None:
+async def _no_replica_sets(name: str, uid: str) -> None:
     return None
 
 
@@ -307,16 +307,22 @@ async def test_a_replica_sets_selector_is_read_once() -> None:
             self.asked.append(f"{method} {path}")
             if path.endswith("/gone"):
                 raise NotFound("get replicaset gone: HTTP 404")
-            return {"spec": {"selector": {"matchLabels": {"app": "jibri"}}}}
+            return {
+                "metadata": {"uid": "rs-1"},
+                "spec": {"selector": {"matchLabels": {"app": "jibri"}}},
+            }
 
     api = Api()
     read = replica_set_reader(api, "jibri")
     for _ in range(3):
-        assert await read("jibri-5d9c7b") == {"matchLabels": {"app": "jibri"}}
-    assert await read("gone") is None
+        assert await read("jibri-5d9c7b", "rs-1") == {"matchLabels": {"app": "jibri"}}
+    assert await read("gone", "rs-2") is None
+    # The name now belongs to another ReplicaSet than the pod's owner: no verdict.
+    assert await read("jibri-5d9c7b", "rs-old") is None
     assert api.asked == [
         "GET /apis/apps/v1/namespaces/jibri/replicasets/jibri-5d9c7b",
         "GET /apis/apps/v1/namespaces/jibri/replicasets/gone",
+        "GET /apis/apps/v1/namespaces/jibri/replicasets/jibri-5d9c7b",
     ]
 
 
@@ -336,7 +342,7 @@ async def test_the_start_up_check_reports_deployments_whose_selector_keeps_busy_
         cluster.add_pod(name)  # both owned by ReplicaSet jibri-5d9c7b
     asked: list[str] = []
 
-    async def replica_sets(name: str) -> dict[str, object]:
+    async def replica_sets(name: str, uid: str) -> dict[str, object]:
         asked.append(name)
         return selector
 

@@ -82,6 +82,7 @@ def test_parse_realistic_pod() -> None:
         deleting=False,
         owner_kind="ReplicaSet",
         owner_name="jibri-7c9f8d6b5",
+        owner_uid="u2",
         ready=True,
         restart_count=3,
         created=datetime(2025, 3, 1, 10, 0, tzinfo=UTC),

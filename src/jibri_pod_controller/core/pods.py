@@ -173,6 +173,8 @@ class PodFacts:
     """Kind of the controlling owner (``ReplicaSet`` while the Deployment still owns it)."""
     owner_name: str | None = None
     """Name of the controlling owner."""
+    owner_uid: str | None = None
+    """uid of the controlling owner (a name may be reused by a newer object)."""
     ready: bool = False
     """The pod's Ready condition is True."""
     restart_count: int = 0
@@ -216,11 +218,12 @@ def parse_pod(raw: Mapping[str, Any]) -> PodFacts:
             ips.append(entry["ip"])
     if not ips and isinstance(status.get("podIP"), str) and status["podIP"]:
         ips.append(status["podIP"])
-    owner_kind = owner_name = None
+    owner_kind = owner_name = owner_uid = None
     for ref in meta.get("ownerReferences") or ():
         if isinstance(ref, dict) and ref.get("controller") is True:
             owner_kind = str(ref.get("kind"))
             owner_name = str(ref.get("name"))
+            owner_uid = str(ref.get("uid"))
     ready = any(
         isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
         for c in status.get("conditions") or ()
@@ -244,6 +247,7 @@ def parse_pod(raw: Mapping[str, Any]) -> PodFacts:
         deleting=meta.get("deletionTimestamp") is not None,
         owner_kind=owner_kind,
         owner_name=owner_name,
+        owner_uid=owner_uid,
         ready=ready,
         restart_count=restarts,
         created=_parse_time(meta.get("creationTimestamp")),

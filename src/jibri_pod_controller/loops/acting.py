@@ -87,8 +87,9 @@ def detach_patch(
 
 
 class ReplicaSetSelectors(Protocol):
-    async def __call__(self, name: str) -> Mapping[str, Any] | None:
-        """The ``spec.selector`` of the named ReplicaSet, or None when it is gone."""
+    async def __call__(self, name: str, uid: str) -> Mapping[str, Any] | None:
+        """The ``spec.selector`` of the named ReplicaSet, or None when it is gone (or the name
+        now belongs to another ReplicaSet than ``uid``)."""
         ...
 
 
@@ -194,7 +195,7 @@ class Actuator:
         try:
             # Bounded: the write is done; the check must not eat a webhook's answer budget.
             async with asyncio.timeout(self.owner_check_timeout):
-                selector = await self.replica_sets(pod.owner_name)
+                selector = await self.replica_sets(pod.owner_name, pod.owner_uid or "")
         except TimeoutError:
             self.metrics.api_errors.labels(operation="get-replicaset", kind="timeout").inc()
             return True
