@@ -197,6 +197,26 @@ def replay(path: Path) -> Demand:
     )
 
 
+def compress(demand: Demand, *, factor: float, keep: float = 1.0, seed: int = 0) -> Demand:
+    """The same day ``factor`` times faster (starts and lengths), keeping a seeded ``keep``
+    share of the recordings: a day's shape in minutes, for a real cluster to play."""
+    if factor <= 0 or not 0 < keep <= 1:
+        raise ValueError(f"factor {factor} must be > 0 and keep {keep} in (0, 1]")
+    rng = random.Random(f"compress-{seed}")
+    kept = tuple(
+        Recording(r.start / factor, r.length / factor)
+        for r in demand.recordings
+        if rng.random() < keep
+    )
+    return Demand(
+        t0=demand.t0,
+        duration=demand.duration / factor,
+        recordings=kept,
+        bursts=tuple(b / factor for b in demand.bursts),
+        source=f"{demand.source}, {factor:g}x faster, {keep:.0%} of the recordings",
+    )
+
+
 def write_csv(demand: Demand, path: Path) -> None:
     """The demand as a replay file (ISO 8601 times in UTC), e.g. to edit and replay."""
     with path.open("w", newline="") as handle:
@@ -231,8 +251,24 @@ class Startup:
 
 
 @dataclass(frozen=True)
+class UniformStartup:
+    """Creation to Ready uniformly between two bounds (the testbed kubelet's delay and
+    jitter, plus what the control plane adds)."""
+
+    low_seconds: float
+    high_seconds: float
+
+    def sample(self, rng: random.Random) -> float:
+        return rng.uniform(self.low_seconds, self.high_seconds)
+
+
+class StartupModel(Protocol):
+    def sample(self, rng: random.Random) -> float: ...
+
+
+@dataclass(frozen=True)
 class World:
-    startup: Startup = field(default_factory=Startup)
+    startup: StartupModel = field(default_factory=Startup)
     webhook_median_seconds: float = 0.2
     """Jibri's BUSY webhook until the detach has landed (log-normal, sigma 0.5)."""
     rs_delay_seconds: float = 0.1

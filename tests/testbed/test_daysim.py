@@ -14,6 +14,9 @@ from bench.daysim import (
     Demand,
     DemandFileError,
     Recording,
+    UniformStartup,
+    World,
+    compress,
     replay,
     simulate,
     synthetic_day,
@@ -164,3 +167,30 @@ def test_csv_errors_name_the_line(tmp_path: Path, text: str, message: str) -> No
     path.write_text(text)
     with pytest.raises(DemandFileError, match=message):
         replay(path)
+
+
+def test_compress_keeps_the_shape_faster() -> None:
+    day = synthetic_day(3)
+    fast = compress(day, factor=144.0)
+    assert fast.duration == pytest.approx(600.0)
+    assert [r.start * 144.0 for r in fast.recordings] == pytest.approx(
+        [r.start for r in day.recordings]
+    )
+    assert fast.bursts == pytest.approx(tuple(b / 144.0 for b in day.bursts))
+    some = compress(day, factor=144.0, keep=0.25, seed=1)
+    assert some == compress(day, factor=144.0, keep=0.25, seed=1)
+    assert 0.15 * len(day.recordings) < len(some.recordings) < 0.35 * len(day.recordings)
+    with pytest.raises(ValueError, match="keep"):
+        compress(day, factor=144.0, keep=0.0)
+
+
+def test_uniform_startup_is_what_the_pods_take() -> None:
+    world = World(startup=UniformStartup(5.0, 5.0))
+    # The replacement is asked for after the webhook (~0.2 s) and the ReplicaSet (0.1 s),
+    # then takes exactly 5 s: a start 4 s after the first finds nothing, one 6 s after does.
+    early = simulate(_day((100.0, 1800.0), (104.0, 60.0)), Static(1), world=world)
+    late = simulate(_day((100.0, 1800.0), (106.0, 60.0)), Static(1), world=world)
+    assert (early.shortfalls, late.shortfalls) == ([104.0], [])
+    # Starting pods cost as much as waiting ones: one idle pod all along, but for the two
+    # moments between a start and its detach (~0.2 s each).
+    assert late.idle_pod_hours * 3600 == pytest.approx(3600 - 0.4, abs=0.4)
