@@ -167,7 +167,8 @@ def _parse_time(text: str, *, line: int) -> datetime:
 def replay(path: Path) -> Demand:
     """Recordings from a CSV of ``start,end`` (see docs/performance.md for the format).
 
-    The simulated clock starts at the first start's UTC midnight and runs until the last end.
+    The simulated clock starts at the hour of the first start (UTC) and runs until the last
+    end.
     """
     rows: list[tuple[datetime, datetime]] = []
     with path.open(newline="") as handle:
@@ -186,7 +187,7 @@ def replay(path: Path) -> Demand:
     if not rows:
         raise DemandFileError(f"{path}: no recordings")
     first = min(start for start, _ in rows)
-    t0 = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    t0 = first.replace(minute=0, second=0, microsecond=0)
     recordings = sorted(
         (Recording((s - t0).total_seconds(), (e - s).total_seconds()) for s, e in rows),
         key=lambda r: r.start,

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bench.daysim import (
     Demand,
+    DemandFileError,
     Outcome,
     Sizer,
     World,
@@ -30,6 +32,7 @@ from bench.daysim import (
     simulate,
     starts_per_hour,
     synthetic_day,
+    write_csv,
 )
 from bench.sizers import Hpa, Pool, Static
 from jibri_pod_controller.core.pools import DemandSpec, PoolSpec, ScheduleWindow
@@ -337,7 +340,8 @@ def plot(doc: dict[str, Any], first: dict[str, Outcome], demand: Demand, path: P
         ax.set_ylabel("pods")
         ax.set_ylim(bottom=-1, top=max(5, max(s.replicas for s in outcome.samples) + 3))
         ax.legend(loc="upper left", fontsize=8)
-    axes[-1].set_xlabel("hour of the simulated day (local time)")
+    start = demand.t0.astimezone(ZoneInfo(ZONE))
+    axes[-1].set_xlabel(f"hours after {start:%Y-%m-%d %H:%M} ({ZONE})")
     axes[-1].set_xlim(0, demand.duration / 3600.0)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -407,6 +411,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="CSV",
         help="a day of real recordings instead (start,end per line; repeatable)",
     )
+    parser.add_argument(
+        "--write-demand",
+        type=Path,
+        metavar="CSV",
+        help="also write the first day's recordings in the replay format",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results are written")
     parser.add_argument("--docs", type=Path, default=DOCS, help=argparse.SUPPRESS)
     parser.add_argument("--no-docs", action="store_true", help="never touch docs/performance.md")
@@ -425,12 +435,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     began = time.perf_counter()
     if args.replay:
-        days = [replay(path) for path in args.replay]
+        try:
+            days = [replay(path) for path in args.replay]
+        except (OSError, DemandFileError) as exc:
+            print(f"--replay: {exc}", file=sys.stderr)
+            return 2
     else:
         if args.smoke:  # half of the first day: the morning peak and a burst or two
             days = [synthetic_day(seeds[0], hours=12.0)]
         else:
             days = [synthetic_day(seed) for seed in seeds]
+    if args.write_demand is not None:
+        write_csv(days[0], args.write_demand)
+        print(f"wrote {len(days[0].recordings)} recordings to {args.write_demand}")
     entries = policies(smoke=args.smoke)
     totals, first = run(days, entries, world=World(), seed=seeds[0])
     best = best_static(totals)
