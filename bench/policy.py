@@ -14,9 +14,10 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -76,8 +77,8 @@ def _demand(p: float) -> DemandSpec:
 class Entry:
     kind: str
     """static, hpa, schedule, demand."""
-    make: Any
-    """() -> Sizer: every day gets a fresh one."""
+    make: Callable[[], Sizer]
+    """Every day gets a fresh one."""
 
 
 def policies(*, smoke: bool) -> dict[str, Entry]:
@@ -86,20 +87,20 @@ def policies(*, smoke: bool) -> dict[str, Entry]:
     probabilities = (0.01,) if smoke else PROBABILITIES
     out: dict[str, Entry] = {}
     for n in statics:
-        out[f"static {n}"] = Entry("static", lambda n=n: Static(n))
+        out[f"static {n}"] = Entry("static", partial(Static, n))
     for target in targets:
-        out[f"HPA busy {target:.0%}"] = Entry("hpa", lambda t=target: Hpa(t))
+        out[f"HPA busy {target:.0%}"] = Entry("hpa", partial(Hpa, target))
     out[f"schedule {RESERVE}"] = Entry(
-        "schedule", lambda: _pool(f"schedule {RESERVE}", schedule=_reserve())
+        "schedule", partial(_pool, f"schedule {RESERVE}", schedule=_reserve())
     )
     for p in probabilities:
         name = f"demand {p:g}"
-        out[name] = Entry("demand", lambda p=p, name=name: _pool(name, demand=_demand(p)))
+        out[name] = Entry("demand", partial(_pool, name, demand=_demand(p)))
     for p in probabilities[-2:]:
         name = f"demand {p:g} + schedule {RESERVE}"
         out[name] = Entry(
             "demand",
-            lambda p=p, name=name: _pool(name, demand=_demand(p), schedule=_reserve()),
+            partial(_pool, name, demand=_demand(p), schedule=_reserve()),
         )
     return out
 
