@@ -11,7 +11,9 @@ Each script returns at once when its output is cached; each is run once per test
 from __future__ import annotations
 
 import functools
+import resource
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +73,66 @@ class Image:
     name: str
     storage: tuple[str, ...]
     """The storage options (vfs, its root and runroot) that buildah built it with."""
+
+    def podman(self, *args: str) -> list[str]:
+        """A podman command line on the image's storage (no daemon; cgroupfs, events to a file,
+        as there is no systemd)."""
+        return [
+            "podman",
+            *self.storage,
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+            *args,
+        ]
+
+    def run_command(
+        self,
+        *,
+        name: str,
+        env: Mapping[str, str],
+        mounts: Sequence[tuple[Path, str]],
+    ) -> list[str]:
+        """`podman run` of the image as a hardened pod would run it: runc, a read-only root
+        filesystem, every capability dropped, uid/gid 1000, the host's network (so that it
+        reaches the API server and the Jibris on loopback addresses), ``mounts`` read-only.
+
+        Two settings are there for this environment, not for the image: a user namespace (runc
+        sets a container's rlimits with prlimit(2) from outside, which across users needs
+        CAP_SYS_RESOURCE, a capability this environment's root lacks, or the ownership of the
+        container's user namespace), and rlimits no higher than the current hard limits (raising
+        one needs CAP_SYS_RESOURCE as well)."""
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        args = [
+            "run",
+            "--rm",
+            "--name",
+            name,
+            "--runtime",
+            "runc",
+            "--read-only",
+            "--cap-drop=ALL",
+            "--security-opt=no-new-privileges",
+            "--user",
+            "1000:1000",
+            "--network",
+            "host",
+            "--uidmap",
+            "0:100000:65536",
+            "--gidmap",
+            "0:100000:65536",
+            "--ulimit",
+            f"nofile={min(nofile, 65536)}:{min(nofile, 65536)}",
+            "--ulimit",
+            "nproc=4096:4096",
+            "--pull=never",
+        ]
+        for source, target in mounts:
+            args += ["--volume", f"{source}:{target}:ro"]
+        for key, value in env.items():
+            args += ["--env", f"{key}={value}"]
+        return self.podman(*args, self.name)
 
 
 @functools.cache
