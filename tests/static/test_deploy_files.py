@@ -32,6 +32,7 @@ from jibri_pod_controller.adapters.metrics import Metrics
 from jibri_pod_controller.app import required_permissions
 from jibri_pod_controller.core.config import SETTINGS, load_settings
 from jibri_pod_controller.core.pods import parse_labels, parse_selector
+from testbed.tools import kubectl
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -245,20 +246,14 @@ def chart_all_options(helm: Path) -> list[dict[str, Any]]:
     return render_chart(helm, "--values", str(ALL_OPTIONS))
 
 
-def kustomize_command() -> list[str] | None:
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    return None
-
-
 def kustomize(directory: Path) -> list[dict[str, Any]]:
-    command = kustomize_command()
-    if command is None:
-        pytest.skip("neither kustomize nor kubectl is installed")
+    """`kubectl kustomize`, with kubectl of the cluster's version (scripts/build-kubectl.sh)."""
     result = subprocess.run(
-        [*command, str(directory)], capture_output=True, text=True, timeout=120, check=False
+        [str(kubectl()), "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return parse_stream(result.stdout)
