@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -114,6 +115,7 @@ class _Pod:
     start_task: asyncio.Task[None] | None = None
     reported: bool = False
     start_error: Exception | None = None
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def simulated(self) -> bool:
@@ -181,6 +183,12 @@ class FakeKubelet:
     `api` is an `ApiClient` (the caller keeps owning it) or the path of a kubeconfig (an admin
     one: the kubelet patches `pods/status` and deletes pods). `health_port_env` names the env
     entry holding the simulated Jibri's HTTP API port; `endpoint_of` reports it.
+
+    `ground_truth`, if given, receives one dict per fact, as it happens: ``{"t": wall time,
+    "event": ..., "pod", "uid", "namespace"}`` with event ``started`` (plus ``ip``,
+    ``labels``), ``labels`` (a change seen by the watch, plus ``labels``), ``status`` (a change
+    of the Jibri's busyStatus, plus ``status``: IDLE, BUSY, EXPIRED or CRASH) and ``stopped``
+    (plus ``status``: the Jibri's busyStatus when it was stopped).
     """
 
     def __init__(
@@ -189,9 +197,11 @@ class FakeKubelet:
         namespace: str | None,
         *,
         health_port_env: str = "SIM_JIBRI_PORT",
+        ground_truth: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.namespace = namespace
         self.health_port_env = health_port_env
+        self._ground_truth = ground_truth
         self._api_arg = api
         self._api: ApiClient | None = api if isinstance(api, ApiClient) else None
         self._owns_api = not isinstance(api, ApiClient)
@@ -399,8 +409,14 @@ class FakeKubelet:
                 # Terminating before it ever ran here: nothing to stop, just finalize it.
                 self._spawn(self._finalize(meta["namespace"], meta["name"], uid))
             return
-        if known is not None or obj.get("status", {}).get("podIP"):
-            return  # already running here, or run by someone else (another kubelet)
+        if known is not None:
+            labels = dict(meta.get("labels") or {})
+            if labels != known.labels:
+                known.labels = labels
+                self._emit(known, "labels", labels=labels)
+            return  # already running here
+        if obj.get("status", {}).get("podIP"):
+            return  # run by someone else (another kubelet)
         containers = [
             _Container(name=c["name"], image=c.get("image", ""))
             for c in obj.get("spec", {}).get("containers") or []
@@ -412,6 +428,7 @@ class FakeKubelet:
             ip=allocate_ip(),
             containers=containers,
             env=_plain_env(obj),
+            labels=dict(meta.get("labels") or {}),
         )
         self._pods[uid] = pod
         self._by_name[(pod.namespace, pod.name)] = uid
@@ -435,6 +452,7 @@ class FakeKubelet:
                 await self._start_jibri(pod)
             await self._report(pod)
             pod.reported = True
+            self._emit(pod, "started", ip=pod.ip, labels=dict(pod.labels))
             log.info("pod %s/%s runs on %s", pod.namespace, pod.name, pod.ip)
         except Exception as exc:
             pod.start_error = exc
@@ -444,7 +462,11 @@ class FakeKubelet:
         for attempt in range(1, BIND_ATTEMPTS + 1):
             config = config_from_env(pod.name, pod.ip, pod.env)
             # Known before it starts, so that a stop during start-up closes it too.
-            pod.jibri = SimJibri(config, on_restart=self._restart_hook(pod))
+            pod.jibri = SimJibri(
+                config,
+                on_restart=self._restart_hook(pod),
+                on_change=self._status_hook(pod),
+            )
             try:
                 await pod.jibri.start()
                 return
@@ -458,6 +480,25 @@ class FakeKubelet:
                     config.port,
                 )
                 pod.ip = allocate_ip()
+
+    def _emit(self, pod: _Pod, event: str, *, t: float | None = None, **facts: Any) -> None:
+        if self._ground_truth is not None:
+            self._ground_truth(
+                {
+                    "t": time.time() if t is None else t,
+                    "event": event,
+                    "pod": pod.name,
+                    "uid": pod.uid,
+                    "namespace": pod.namespace,
+                    **facts,
+                }
+            )
+
+    def _status_hook(self, pod: _Pod) -> Callable[[str, float], None]:
+        def on_change(status: str, at: float) -> None:
+            self._emit(pod, "status", t=at, status=status)
+
+        return on_change
 
     def _restart_hook(self, pod: _Pod) -> Callable[[int], Awaitable[None]]:
         async def on_restart(restart_count: int) -> None:
@@ -501,6 +542,9 @@ class FakeKubelet:
             # Let a start in progress finish, so that the Jibri it starts is stopped too.
             with contextlib.suppress(Exception):
                 await asyncio.shield(pod.start_task)
+        if pod.reported:
+            status = pod.jibri.busy_status.value if pod.jibri is not None else None
+            self._emit(pod, "stopped", status=status)
         await self._stop_jibri(pod)
         self._pods.pop(pod.uid, None)
         if self._by_name.get((pod.namespace, pod.name)) == pod.uid:
