@@ -58,6 +58,8 @@ __all__ = [
     "Write",
     "check",
     "events_around",
+    "history_from_json",
+    "main",
 ]
 
 API_OUTAGE_KINDS = frozenset(
@@ -397,9 +399,9 @@ class _Checker:
                 self.add("I2", finished, pod.name, "finished but never deleted")
                 continue
             took = max(0.0, end - finished)
-            during_outage = _overlap(self.outage_windows(pod.name), finished, end) > 0 or bool(
-                _count_overlapping(self.controller_faults, finished, end)
-            )
+            # A replica was up unless the API path was down, every replica was down, or the
+            # pod's own health answers were broken (a lost EXPIRED then cannot be learnt).
+            during_outage = _overlap(self.outage_windows(pod.name), finished, end) > 0
             key = "outage" if during_outage else "up"
             worst[key] = max(worst[key], took)
             limit = self.bound(pod.name, finished, end)
@@ -462,6 +464,30 @@ class _Checker:
                 float("inf"),
                 "",
                 f"{len(spares)} spares at the end, expected {self.limits.spares}",
+            )
+        # One replacement per pod that left the Deployment (detached, or deleted as a spare).
+        jibris = [
+            p
+            for p in self.pods.values()
+            if p.name not in self.h.bystanders and p.started is not None
+        ]
+        left = sum(
+            1
+            for p in jibris
+            if any(_has(labels, self.limits.busy_labels) for _, labels in p.labels)
+            or (
+                p.stopped is not None
+                and p.labels
+                and _has(p.labels[-1][1], self.limits.idle_labels)
+            )
+        )
+        if self.h.end_pods and len(jibris) != self.limits.spares + left:
+            self.add(
+                "I3",
+                float("inf"),
+                "",
+                f"{len(jibris)} pods ran for {self.limits.spares} spares and {left} that left "
+                "the Deployment: not one replacement each",
             )
         return worst
 
@@ -629,3 +655,54 @@ def events_around(history: History, *, t: float, pod: str, radius: float = 10.0)
                 )
             )
     return [f"{at:.3f} ({at - t:+.1f} s) {text}" for at, text in sorted(lines)]
+
+
+def history_from_json(data: Mapping[str, Any]) -> History:
+    """The `History` written by a run as JSON (``history.json``), to check it again."""
+
+    def rows(name: str, kind: Any) -> list[Any]:
+        return [kind(**row) for row in data.get(name) or ()]
+
+    return History(
+        facts=rows("facts", Fact),
+        writes=rows("writes", Write),
+        actions=rows("actions", Action),
+        faults=rows("faults", Window),
+        down=rows("down", Window),
+        probes=rows("probes", Probe),
+        forged=rows("forged", Forged),
+        exits=rows("exits", Exit),
+        sweeps=rows("sweeps", Sweep),
+        lost_busy=frozenset(data.get("lost_busy") or ()),
+        bystanders=frozenset(data.get("bystanders") or ()),
+        end_pods=rows("end_pods", EndPod),
+        replicas=list(data.get("replicas") or ()),
+        limits=Limits(
+            **{
+                **data["limits"],
+                "recording_reapers": frozenset(data["limits"].get("recording_reapers") or ()),
+            }
+        ),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m testbed.chaoscheck out/chaos/seed-N/history.json``: check a run again."""
+    import json
+    import sys
+
+    paths = list(sys.argv[1:] if argv is None else argv)
+    failed = 0
+    for path in paths:
+        with open(path) as f:
+            history = history_from_json(json.load(f))
+        report = check(history)
+        print(f"{path}: {len(report.violations)} violations; {dict(report.figures)}")
+        for violation in report.violations:
+            print(f"  [{violation.invariant}] {violation.pod}: {violation.message}")
+        failed += not report.ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,7 +3,8 @@ exactly the invariant it is built to break."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+from dataclasses import asdict, replace
 
 import pytest
 
@@ -21,6 +22,7 @@ from testbed.chaoscheck import (
     Write,
     check,
     events_around,
+    history_from_json,
 )
 
 IDLE = {"app": "jibri", "state": "idle"}
@@ -126,6 +128,16 @@ def test_i3_too_few_spares_at_the_end() -> None:
     assert invariants(history) == ["I3"]
 
 
+def test_i3_a_second_replacement_for_one_detach() -> None:
+    extra = [Fact(12, "started", "p3", labels=IDLE)]
+    history = replace(
+        clean(),
+        facts=[*clean().facts, *extra],
+        end_pods=[*clean().end_pods, EndPod("p3", BUSY, "IDLE")],
+    )
+    assert "I3" in invariants(history)
+
+
 def test_i4_a_pod_back_in_its_deployment() -> None:
     history = replace(clean(), facts=[*clean().facts, Fact(20, "labels", "p1", labels=IDLE)])
     assert invariants(history) == ["I4"]
@@ -193,3 +205,13 @@ def test_events_around_show_the_pod_and_the_faults() -> None:
     lines = events_around(history, t=31, pod="p1")
     assert any("audit: delete p1 -> 200" in line for line in lines)
     assert any("fault proxy-reset" in line for line in lines)
+
+
+def test_a_history_written_as_json_checks_the_same() -> None:
+    broken = replace(
+        clean(), writes=[Write(11, "patch", "p1", 200), Write(20, "delete", "p1", 200)]
+    )
+    for history in (clean(), broken):
+        text = json.dumps(asdict(history), default=list)
+        again = history_from_json(json.loads(text))
+        assert check(again) == check(history)
