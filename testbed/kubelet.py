@@ -54,6 +54,7 @@ HOST_IP = "127.0.0.1"
 WATCH_TIMEOUT_S = 240
 CALL_TIMEOUT_S = 30.0
 PATCH_ATTEMPTS = 5
+FINALIZE_ATTEMPTS = 30
 CONDITIONS = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
 
 # --------------------------------------------------------------------------------------------
@@ -562,21 +563,34 @@ class FakeKubelet:
         pod.stopped.set()
 
     async def _finalize(self, namespace: str, name: str, uid: str) -> None:
-        """Remove a terminating pod whose containers are gone (grace period 0, this uid only)."""
-        try:
-            await self._core.delete_namespaced_pod(
-                name,
-                namespace,
-                body=V1DeleteOptions(
-                    grace_period_seconds=0, preconditions=V1Preconditions(uid=uid)
-                ),
-                _request_timeout=CALL_TIMEOUT_S,
-            )
-        except ApiException as exc:
-            if exc.status not in (404, 409):  # gone already, or a newer pod has the name
-                log.warning("finalizing pod %s/%s failed: %s", namespace, name, exc.reason)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("finalizing pod %s/%s failed: %r", namespace, name, exc)
+        """Remove a terminating pod whose containers are gone (grace period 0, this uid only).
+
+        Retried while the API server is unreachable or answers 5xx or 429 (it may be
+        restarting): a pod left terminating would never go away.
+        """
+        for attempt in range(1, FINALIZE_ATTEMPTS + 1):
+            try:
+                await self._core.delete_namespaced_pod(
+                    name,
+                    namespace,
+                    body=V1DeleteOptions(
+                        grace_period_seconds=0, preconditions=V1Preconditions(uid=uid)
+                    ),
+                    _request_timeout=CALL_TIMEOUT_S,
+                )
+                return
+            except ApiException as exc:
+                if exc.status in (404, 409):  # gone already, or a newer pod has the name
+                    return
+                transient = exc.status == 429 or (exc.status or 0) >= 500
+                if not transient or attempt == FINALIZE_ATTEMPTS:
+                    log.warning("finalizing pod %s/%s failed: %s", namespace, name, exc.reason)
+                    return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if attempt == FINALIZE_ATTEMPTS:
+                    log.warning("finalizing pod %s/%s failed: %r", namespace, name, exc)
+                    return
+            await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
 
 
 class _GoneError(Exception):

@@ -297,3 +297,47 @@ async def _until(condition: Callable[[], bool], changed: asyncio.Event) -> None:
         while not condition():
             changed.clear()
             await changed.wait()
+
+
+async def test_the_kubelet_finalizes_a_pod_once_the_api_server_is_back(
+    plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """A pod whose containers stopped while the API server was down still goes away."""
+    assert plane.workdir is not None
+    admin = await new_api_client(plane.admin_kubeconfig)
+    core: Any = k8s.CoreV1Api(admin)
+    proxy = FaultProxy.for_kubeconfig(
+        plane.admin_kubeconfig,
+        pki_dir=plane.workdir / "pki",
+        rng=random.Random(2),
+        workdir=tmp_path,
+    )
+    await proxy.start()
+    through = await new_api_client(
+        proxied_kubeconfig(plane.admin_kubeconfig, proxy.url, tmp_path / "admin-proxied.json")
+    )
+    try:
+        # Bound to a node, so that a delete waits for the kubelet (the grace period).
+        pod = {
+            "metadata": {"name": "lingering"},
+            "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "x"}]},
+        }
+        created = await core.create_namespaced_pod(namespace, pod)
+        await core.delete_namespaced_pod("lingering", namespace)  # terminating: 30 s of grace
+        lingering = await core.read_namespaced_pod("lingering", namespace)
+        assert lingering.metadata.deletion_timestamp is not None
+        # Watching another (empty) namespace: only the call below finalizes the pod.
+        async with FakeKubelet(through, f"{namespace}-empty") as kubelet:
+            await proxy.begin_outage()
+            finalizing = asyncio.create_task(
+                kubelet._finalize(namespace, "lingering", created.metadata.uid)
+            )
+            await asyncio.sleep(1.0)
+            await proxy.end_outage()
+            await asyncio.wait_for(finalizing, 30)
+        names = [p.metadata.name for p in (await core.list_namespaced_pod(namespace)).items]
+        assert "lingering" not in names
+    finally:
+        await through.close()
+        await proxy.stop()
+        await admin.close()
