@@ -166,7 +166,7 @@ SIZES = {
         recovery_seconds=60,
     ),
     "full": Size(
-        recordings=520,
+        recordings=560,
         workload_seconds=660,
         spares=10,
         recording_seconds=(15, 45),
@@ -530,19 +530,17 @@ class Run:
             self.forged.append(Forged(time.time(), kind, target, code))
 
     async def prober(self) -> None:
+        """Each replica, once a second: an unauthenticated webhook (no API call behind it)."""
+        await asyncio.gather(*(self.probe(replica) for replica in self.replicas.values()))
+
+    async def probe(self, replica: Replica) -> None:
         while self.running:
             await asyncio.sleep(1.0)
-            checks = [r for r in self.replicas.values() if r.down_since is None and not r.stopped]
-            results = await asyncio.gather(
-                *(
-                    post(r.process, pod="probe", source="127.0.0.1", body={}, token=None)
-                    for r in checks
-                )
-            )
-            now = time.time()
-            for replica, code in zip(checks, results, strict=True):
-                if replica.down_since is None and not replica.stopped:
-                    self.probes.append(Probe(now, replica.process.name, code != 0))
+            if replica.down_since is not None or replica.stopped:
+                continue
+            code = await post(replica.process, pod="probe", source="127.0.0.1", body={}, token=None)
+            if replica.down_since is None and not replica.stopped:
+                self.probes.append(Probe(time.time(), replica.process.name, code != 0))
 
 
 async def post(

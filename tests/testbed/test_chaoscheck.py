@@ -186,6 +186,8 @@ def test_i7_a_webhook_gap_is_allowed_only_while_down_or_during_an_outage() -> No
     assert invariants(down) == []
     outage = replace(clean(), probes=gap, faults=[Window("proxy-outage", 9, 21)])
     assert invariants(outage) == []
+    silent_at_the_end = [p if p.t < 30 else replace(p, ok=False) for p in clean().probes]
+    assert invariants(replace(clean(), probes=silent_at_the_end)) == ["I7"]
 
 
 def test_i7_two_replicas_sweeping_together_beyond_the_renew_deadline() -> None:
