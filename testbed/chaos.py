@@ -805,35 +805,64 @@ def summary(
 
 
 def render_table(runs: Sequence[dict[str, Any]]) -> str:
-    """The generated part of docs/reliability.md."""
+    """The generated part of docs/reliability.md: one column per run, one row per figure."""
+
+    def row(name: str, values: Sequence[object]) -> str:
+        return f"| {name} | " + " | ".join(str(v) for v in values) + " |"
+
     lines = [
-        "| Seed | Size | Recordings | Faults injected | Violations I1..I7, leaks | "
-        "Worst EXPIRED→delete (replica up / outage) | Worst missed BUSY→detach | "
-        "API writes per recording (pods) | Machine |",
-        "|---|---|---|---|---|---|---|---|---|",
+        row("", [f"seed {r['seed']} ({r['size']})" for r in runs]),
+        "|---|" + "---|" * len(runs),
+        row("recordings", [r["recordings"] for r in runs]),
+        row("recordings turned away (no spare)", [r["recordings_turned_away"] for r in runs]),
+        row("forged webhooks", [r["forged_webhooks"] for r in runs]),
     ]
-    for r in runs:
-        faults = ", ".join(f"{k} {v}" for k, v in r["faults"].items())
-        violations = " ".join(str(v) for v in r["violations"].values())
-        worst = r["worst_seconds"]
-        m = r["machine"]
-        lines.append(
-            f"| {r['seed']} | {r['size']} | {r['recordings']} | {faults} | {violations} | "
-            f"{worst['expired_to_delete_replica_up']} s / "
-            f"{worst['expired_to_delete_during_outage']} s | "
-            f"{worst['missed_busy_to_detach']} s | {r['api_writes_per_recording']} "
-            f"({r['pod_writes_per_recording']}) | {m['cores']} cores {m['cpu']}, "
-            f"load {m['load_start']:.1f}→{m['load_end']:.1f}, {r['date']}, {r['seconds']} s |"
+    kinds = sorted({k for r in runs for k in r["faults"]})
+    lines += [row(f"fault: {k}", [r["faults"].get(k, 0) for r in runs]) for k in kinds]
+    names = list(runs[0]["violations"]) if runs else []
+    lines += [row(f"violations {n}", [r["violations"].get(n, 0) for r in runs]) for n in names]
+    lines.append(
+        row(
+            "deletes of live recordings by a rule", [len(r["reaped_live_recordings"]) for r in runs]
         )
+    )
+    worst = list(runs[0]["worst_seconds"]) if runs else []
+    lines += [
+        row(f"worst {w.replace('_', ' ')} (s)", [r["worst_seconds"].get(w, "") for r in runs])
+        for w in worst
+    ]
+    lines += [
+        row(
+            "API writes per recording (all / pods)",
+            [f"{r['api_writes_per_recording']} / {r['pod_writes_per_recording']}" for r in runs],
+        ),
+        row("leaked pods", [r["leaked_pods"] for r in runs]),
+        row("run time (s)", [r["seconds"] for r in runs]),
+        row("when", [r["date"] for r in runs]),
+        row(
+            "machine",
+            [
+                f"{r['machine']['cores']} cores {r['machine']['cpu']}, {r['machine']['memory']}, "
+                f"Linux {r['machine']['kernel']}, Python {r['machine']['python']}"
+                for r in runs
+            ],
+        ),
+        row(
+            "load average (start → end)",
+            [f"{r['machine']['load_start']:.1f} → {r['machine']['load_end']:.1f}" for r in runs],
+        ),
+    ]
     return "\n".join(lines)
 
 
-def write_docs(result: dict[str, Any]) -> None:
+def write_docs(result: dict[str, Any] | None) -> None:
+    """Record `result` (if any) in docs/reliability.json; regenerate the table from it."""
     runs: list[dict[str, Any]] = []
     if DOCS_JSON.exists():
         runs = json.loads(DOCS_JSON.read_text())
-    runs = [r for r in runs if (r["seed"], r["size"]) != (result["seed"], result["size"])]
-    runs.append(result)
+    if result is not None:
+        runs = [r for r in runs if (r["seed"], r["size"]) != (result["seed"], result["size"])]
+        runs.append(result)
     runs.sort(key=lambda r: (r["size"], r["seed"]))
     DOCS_JSON.write_text(json.dumps(runs, indent=2) + "\n")
     text = DOCS_MD.read_text()
