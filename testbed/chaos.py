@@ -801,6 +801,7 @@ def summary(
         "api_writes_per_recording": round(counts["writes_ok"] / recordings, 2),
         "pod_writes_per_recording": round(counts["pod_writes_ok"] / recordings, 2),
         "leaked_pods": report.figures["leaked_pods"],
+        "run_stalls": report.figures["run_stalls"],
     }
 
 
@@ -837,6 +838,14 @@ def render_table(runs: Sequence[dict[str, Any]]) -> str:
             [f"{r['api_writes_per_recording']} / {r['pod_writes_per_recording']}" for r in runs],
         ),
         row("leaked pods", [r["leaked_pods"] for r in runs]),
+        row(
+            "stalls of the run itself (longest, s)",
+            [
+                f"{len(r.get('run_stalls', []))} "
+                f"({max((x['seconds'] for x in r.get('run_stalls', [])), default=0)})"
+                for r in runs
+            ],
+        ),
         row("run time (s)", [r["seconds"] for r in runs]),
         row("when", [r["date"] for r in runs]),
         row(

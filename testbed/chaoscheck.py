@@ -171,9 +171,11 @@ class Limits:
     renew_deadline: float = 10.0
     sweep_interval: float = 3.0
     slack: float = 10.0
+    stall_gap: float = 3.0
+    """Seconds without any probe or forged webhook of the run that mean the run stood still."""
     webhook_slack: float = 4.0
-    """Seconds between two answered probes: the probe period (1 s), Jibri's 2 s timeout, and
-    one second of scheduling on a loaded machine."""
+    """Seconds a replica may leave probes unanswered: the probe period (1 s), Jibri's 2 s
+    timeout, and one second of scheduling on a loaded machine."""
     spares: int = 3
     busy_labels: Mapping[str, str] = field(
         default_factory=lambda: {"app": "jibri", "state": "busy"}
@@ -302,6 +304,7 @@ class _Checker:
         self.outages = [w for w in history.faults if w.kind in API_OUTAGE_KINDS]
         self.controller_faults = [w for w in history.faults if w.kind in CONTROLLER_FAULT_KINDS]
         self.all_down = self._all_replicas_down()
+        self.stalls = self._stalls()
         self.forged_targets: dict[str, float] = {}
         for forged in history.forged:
             self.forged_targets.setdefault(forged.pod, forged.t)
@@ -324,9 +327,25 @@ class _Checker:
                 spans.append(Window("all-replicas-down", a, b))
         return spans
 
+    def _stalls(self) -> list[Window]:
+        """Spans in which the run itself recorded nothing although it should have.
+
+        The run probes every replica that is up each second and forges a webhook every half
+        second; a silence of more than `stall_gap` seconds in both, outside the spans in which
+        every replica was down, means the run's own process (or the whole machine) stood
+        still: the Jibris, the proxy and the prober with it. What the controllers did then
+        cannot be judged, so a stall counts as an outage for the bounds.
+        """
+        own = sorted([p.t for p in self.h.probes] + [f.t for f in self.h.forged])
+        stalls = []
+        for a, b in itertools.pairwise(own):
+            if b - a - _overlap(self.all_down, a, b) > self.limits.stall_gap:
+                stalls.append(Window("run-stalled", a, b))
+        return stalls
+
     def outage_windows(self, pod: str) -> list[Window]:
         health = [w for w in self.h.faults if w.kind in HEALTH_FAULT_KINDS and w.target == pod]
-        return self.outages + self.all_down + health
+        return self.outages + self.all_down + self.stalls + health
 
     def bound(self, pod: str, a: float, b: float) -> float:
         limits = self.limits
@@ -515,12 +534,25 @@ class _Checker:
             by_replica[probe.replica].append(probe)
         for replica, probes in by_replica.items():
             down = [w for w in self.h.down if w.target == replica]
-            # Between two answered probes (or the first or last probe), minus the time the run
-            # had this replica down on purpose, plus the API outages then.
-            points = [probes[0].t, *(p.t for p in probes if p.ok), probes[-1].t]
-            for a, b in itertools.pairwise(points):
+            # A run of unanswered probes, from the answer before it (or the first probe) to the
+            # answer after it (or the last probe), minus the time the run had this replica down
+            # on purpose, plus the API outages and the run's own stalls then. A silence without
+            # a probe in it is the run's, not the replica's.
+            spans: list[tuple[float, float]] = []
+            last_ok = probes[0].t
+            failing = False
+            for probe in probes:
+                if probe.ok:
+                    if failing:
+                        spans.append((last_ok, probe.t))
+                    last_ok, failing = probe.t, False
+                else:
+                    failing = True
+            if failing:
+                spans.append((last_ok, probes[-1].t))
+            for a, b in spans:
                 gap = b - a - _overlap(down, a, b)
-                allowed = self.limits.webhook_slack + _overlap(self.outages, a, b)
+                allowed = self.limits.webhook_slack + _overlap(self.outages + self.stalls, a, b)
                 worst_gap = max(worst_gap, gap)
                 if gap > allowed:
                     self.add(
@@ -609,6 +641,10 @@ def check(history: History) -> Report:
             "double_sweeping": round(i7["double_sweeping"], 2),
         },
         "leaked_pods": leaked,
+        "run_stalls": [
+            {"start": round(w.start, 3), "seconds": round(w.end - w.start, 1)}
+            for w in checker.stalls
+        ],
     }
     violations = tuple(sorted(checker.violations, key=lambda v: (v.t, v.invariant, v.pod)))
     return Report(violations, tuple(checker.reaped), figures)

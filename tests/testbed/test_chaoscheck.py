@@ -188,6 +188,24 @@ def test_i7_a_webhook_gap_is_allowed_only_while_down_or_during_an_outage() -> No
     assert invariants(outage) == []
     silent_at_the_end = [p if p.t < 30 else replace(p, ok=False) for p in clean().probes]
     assert invariants(replace(clean(), probes=silent_at_the_end)) == ["I7"]
+    # No probe sent for 10 s is the run's silence, not the replica's.
+    unprobed = [p for p in clean().probes if not 10 <= p.t <= 20]
+    assert invariants(replace(clean(), probes=unprobed)) == []
+
+
+def test_a_stall_of_the_run_itself_counts_as_an_outage() -> None:
+    """Nothing recorded by the run for 9 s: the machine stood still, not the controllers."""
+    frozen = [p for p in clean().probes if not 31 <= p.t <= 38]
+    late = replace(
+        clean(),
+        probes=frozen,
+        writes=[Write(11, "patch", "p1", 200), Write(50, "delete", "p1", 200)],
+    )
+    report = check(late)
+    assert report.ok, report.violations
+    assert report.figures["run_stalls"] == [{"start": 30.0, "seconds": 9.0}]
+    # The same late delete with the run recording all along is a violation.
+    assert invariants(replace(late, probes=clean().probes)) == ["I2"]
 
 
 def test_i7_two_replicas_sweeping_together_beyond_the_renew_deadline() -> None:
