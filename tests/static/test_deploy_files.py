@@ -29,9 +29,11 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from jibri_pod_controller.adapters.metrics import Metrics
-from jibri_pod_controller.app import required_permissions
+from jibri_pod_controller.adapters.pools import PoolMetrics
 from jibri_pod_controller.core.config import SETTINGS, load_settings
+from jibri_pod_controller.core.permissions import all_permissions
 from jibri_pod_controller.core.pods import parse_labels, parse_selector
+from testbed.tools import kubectl
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -52,6 +54,13 @@ EXPECTED_RULES = frozenset(
     | {("coordination.k8s.io", "leases", "create", "")}
     | {("coordination.k8s.io", "leases", verb, LEASE) for verb in ("get", "update", "patch")}
     | {("", "events", verb, "") for verb in ("create", "patch")}
+    | {("apps", "replicasets", "get", "")}
+    # JibriPools: exactly what the pool loop needs.
+    | {("jibri-pod-controller.io", "jibripools", verb, "") for verb in ("get", "list", "watch")}
+    | {("jibri-pod-controller.io", "jibripools/status", verb, "") for verb in ("update", "patch")}
+    | {("apps", "deployments", verb, "") for verb in ("get", "list", "watch")}
+    | {("apps", "deployments/scale", verb, "") for verb in ("get", "patch", "update")}
+    | {("autoscaling", "horizontalpodautoscalers", verb, "") for verb in ("get", "list")}
 )
 CLUSTER_WIDE_KINDS = {
     "ClusterRole",
@@ -171,7 +180,9 @@ def walk(node: Any) -> Iterator[tuple[str, Any]]:
 def metric_names() -> frozenset[str]:
     """Every series name the controller's registry can export."""
     names: set[str] = set()
-    for family in Metrics().registry.collect():
+    metrics = Metrics()
+    PoolMetrics(metrics)  # the pool loop's metrics live in the same registry
+    for family in metrics.registry.collect():
         base = family.name
         match family.type:
             case "counter":
@@ -245,20 +256,14 @@ def chart_all_options(helm: Path) -> list[dict[str, Any]]:
     return render_chart(helm, "--values", str(ALL_OPTIONS))
 
 
-def kustomize_command() -> list[str] | None:
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    return None
-
-
 def kustomize(directory: Path) -> list[dict[str, Any]]:
-    command = kustomize_command()
-    if command is None:
-        pytest.skip("neither kustomize nor kubectl is installed")
+    """`kubectl kustomize`, with kubectl of the cluster's version (scripts/build-kubectl.sh)."""
     result = subprocess.run(
-        [*command, str(directory)], capture_output=True, text=True, timeout=120, check=False
+        [str(kubectl()), "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return parse_stream(result.stdout)
@@ -301,7 +306,7 @@ def test_role_grants_exactly_the_expected_rules() -> None:
 def test_role_covers_what_the_controller_checks_for() -> None:
     settings = load_settings({"WEBHOOK_AUTH": "none"}, hostname="test")
     granted = rules_of(one(load_docs(DEPLOY / "rbac.yaml"), "Role"))
-    for permission in required_permissions(settings):
+    for permission in all_permissions(lease_name=settings.lease_name):
         key = (permission.group, permission.resource, permission.verb, permission.name)
         assert key in granted, f"the Role lacks {permission}"
 
@@ -348,10 +353,21 @@ def test_chart_role_grants_exactly_the_expected_rules(
 def all_deploy_documents() -> list[dict[str, Any]]:
     docs = []
     for path in deploy_yaml_files():
-        if path.name == "kustomization.yaml" or path.parent.name == "prometheus":
+        if path.name == "kustomization.yaml" or path.parent.name in ("prometheus", "crds"):
             continue
         docs.extend(load_docs(path))
     return docs
+
+
+def test_the_crd_is_the_only_cluster_wide_object_and_the_chart_ships_the_same() -> None:
+    """The JibriPool definition is installed once per cluster (by whoever may), apart from
+    the namespaced base; the chart's crds/ holds the very same file."""
+    crds = sorted((DEPLOY / "crds").glob("*.yaml"))
+    assert [p.name for p in crds] == ["jibripools.yaml"]
+    docs = load_docs(crds[0])
+    assert [d["kind"] for d in docs] == ["CustomResourceDefinition"]
+    assert docs[0]["spec"]["names"]["shortNames"] == ["jpool"]
+    assert (CHART / "crds" / "jibripools.yaml").read_text() == crds[0].read_text()
 
 
 def assert_no_wide_rights(docs: list[dict[str, Any]]) -> None:
@@ -923,7 +939,7 @@ def test_alerts_are_valid_rules_on_existing_metrics() -> None:
     assert not unknown, unknown
     exprs = {rule["alert"]: rule["expr"] for rule in rules}
     text = "\n".join(exprs.values())
-    assert "sum by (namespace) (jibri_pod_controller_leader) == 0" in text
+    assert "sum by (namespace) (jibri_pod_controller_leader)" in text
     assert "jibri_pod_controller_last_successful_sweep_timestamp_seconds" in text
     assert 'jibri_pod_controller_sweeps_total{result="failed"}' in text
     assert "jibri_pod_controller_webhook_rejections_total" in text
@@ -931,6 +947,26 @@ def test_alerts_are_valid_rules_on_existing_metrics() -> None:
     assert 'role="spare", reported="IDLE"' in text
     assert "jibri_pod_controller_ready" in text
     assert "> 3 * 60" in exprs["JibriPodControllerSweepStale"]
+    assert (
+        "jibri_pod_controller_detach_ineffective_total"
+        in exprs["JibriPodControllerDetachIneffective"]
+    )
+
+
+def test_the_grace_period_covers_the_drain_and_the_shutdown() -> None:
+    """SIGTERM: SHUTDOWN_DRAIN_SECONDS of serving while not ready, then up to SHUTDOWN_TIMEOUT
+    for requests in flight, then the Lease release; the kubelet must not SIGKILL before."""
+    defaults = {s.name: float(s.default or 0) for s in SETTINGS if s.name.startswith("SHUTDOWN_")}
+    needed = defaults["SHUTDOWN_DRAIN_SECONDS"] + defaults["SHUTDOWN_TIMEOUT"] + 5
+    deployment = one(base_documents(), "Deployment")
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= needed
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    chart_needed = (
+        float(values["config"]["SHUTDOWN_DRAIN_SECONDS"])
+        + float(values["config"]["SHUTDOWN_TIMEOUT"])
+        + 5
+    )
+    assert values["terminationGracePeriodSeconds"] >= chart_needed
 
 
 def test_chart_alerts_are_a_copy_of_the_plain_rules_file() -> None:
