@@ -21,6 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 from aiohttp import web
 
 from jibri_pod_controller.adapters import logs
+from jibri_pod_controller.adapters.credentials import CredentialsError
 from jibri_pod_controller.adapters.kube import Cluster, KubeCluster, KubeError, load_api_client
 from jibri_pod_controller.adapters.metrics import Metrics
 from jibri_pod_controller.adapters.probing import Prober
@@ -310,6 +311,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve(settings, verifier, environment))
+    except CredentialsError as exc:
+        return _fail(str(exc))
     except StartupError as exc:
         log.error("cannot start: %s", exc)
         return 1
