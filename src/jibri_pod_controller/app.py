@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
-from jibri_pod_controller.adapters import logs
+from jibri_pod_controller.adapters import credentials, logs
 from jibri_pod_controller.adapters.credentials import CredentialsError
 from jibri_pod_controller.adapters.kube import Cluster, KubeCluster, KubeError, load_api_client
 from jibri_pod_controller.adapters.metrics import Metrics
@@ -300,6 +300,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             verifier = Verifier(settings.jwt)
         except KeyLoadError as exc:
             return _fail(f"{exc.setting}: {exc}")
+    try:
+        credentials.locate(environment.get("KUBECONFIG") or None, environment)
+    except CredentialsError as exc:
+        return _fail(str(exc))
     logs.setup(settings.log_level, settings.log_format)
     if verifier is None:
         log.warning(

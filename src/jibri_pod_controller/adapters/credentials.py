@@ -472,24 +472,38 @@ async def from_kubeconfig(paths: Sequence[Path], env: Mapping[str, str]) -> Endp
     )
 
 
-async def load(
+def locate(
     kubeconfig: str | None, env: Mapping[str, str], *, in_cluster_dir: Path = SERVICE_ACCOUNT_DIR
-) -> Endpoint:
-    """``KUBECONFIG`` when set, else the in-cluster service account, else ``~/.kube/config``."""
+) -> list[Path] | None:
+    """The kubeconfig files to read, or None for the in-cluster service account.
+
+    ``KUBECONFIG`` when set, else the service account's token, else ``~/.kube/config``; raises
+    `CredentialsError` naming all three when there is none.
+    """
     if kubeconfig:
         paths = [Path(p) for p in kubeconfig.split(os.pathsep) if p]
         existing = [p for p in paths if p.exists()]
         if not existing:
             raise CredentialsError(f"KUBECONFIG: no such file: {kubeconfig}")
-        return await from_kubeconfig(existing, env)
+        return existing
     if (in_cluster_dir / "token").exists():
-        return in_cluster(env, in_cluster_dir)
+        return None
     home = env.get("HOME")
     default = Path(home, ".kube", "config") if home else None
     if default is not None and default.exists():
-        return await from_kubeconfig([default], env)
+        return [default]
     raise CredentialsError(
         "no Kubernetes credentials: no in-cluster service account token "
         f"({in_cluster_dir / 'token'}), KUBECONFIG is not set and "
         f"{default if default is not None else '~/.kube/config'} does not exist"
     )
+
+
+async def load(
+    kubeconfig: str | None, env: Mapping[str, str], *, in_cluster_dir: Path = SERVICE_ACCOUNT_DIR
+) -> Endpoint:
+    """The endpoint `locate` points at, read and checked (an exec plugin is run once)."""
+    paths = locate(kubeconfig, env, in_cluster_dir=in_cluster_dir)
+    if paths is None:
+        return in_cluster(env, in_cluster_dir)
+    return await from_kubeconfig(paths, env)
