@@ -523,6 +523,9 @@ class PodWatch:
         self._namespace = namespace
         self._wanted = dict(wanted)
         self.seen: dict[str, float] = {}
+        self.arrivals: dict[str, list[float]] = {}
+        """Every time (wall clock) each pod came to carry ``wanted``, not only the first."""
+        self._matching: set[str] = set()
         self.events = 0
         self.restarts: list[str] = []
         self._changed = asyncio.Event()
@@ -530,11 +533,15 @@ class PodWatch:
         self._open: asyncio.Future[None] | None = None
 
     def _record(self, name: Any, labels: Mapping[str, Any], at: float) -> None:
-        if (
-            isinstance(name, str)
-            and name not in self.seen
-            and all(labels.get(k) == v for k, v in self._wanted.items())
-        ):
+        if not isinstance(name, str):
+            return
+        if not all(labels.get(k) == v for k, v in self._wanted.items()):
+            self._matching.discard(name)
+            return
+        if name not in self._matching:
+            self._matching.add(name)
+            self.arrivals.setdefault(name, []).append(time.time())
+        if name not in self.seen:
             self.seen[name] = at
             self._changed.set()
 
