@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
+import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any
 
+import orjson
 import psutil
 
 from bench.harness import (
@@ -32,7 +33,9 @@ from bench.harness import (
     run_queue_wait,
     status_body,
 )
+from bench.loadgen import OpenLoop, post
 from bench.results import FigureResult, Goal, Row, percentile, rounded
+from testbed.cluster import REPO
 
 RATE_GOAL = Goal(">=", 2000)
 P99_GOAL = Goal("<=", 10)
@@ -56,125 +59,46 @@ def _request(pod: str, port: int, token: str) -> bytes:
     return head.encode() + body
 
 
-class _Exchange(asyncio.Protocol):
-    """One request on a new connection; the answer's status once its body is complete.
-
-    A few dozen lines instead of an HTTP client library: the load generator must cost much
-    less CPU per request than the server it measures.
-    """
-
-    def __init__(self, request: bytes, done: asyncio.Future[str]) -> None:
-        self._request = request
-        self._done = done
-        self._buffer = b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(self._request)
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        head, found, body = self._buffer.partition(b"\r\n\r\n")
-        if not found or self._done.done():
-            return
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        if len(body) >= length:
-            self._done.set_result(head[9:12].decode())
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._done.done():
-            self._done.set_result(type(exc).__name__ if exc else "closed-early")
-
-
-async def _post(loop: asyncio.AbstractEventLoop, source: str, port: int, request: bytes) -> str:
-    """Send ``request`` from ``source`` (a pod's address) on a new connection; the status."""
-    done: asyncio.Future[str] = loop.create_future()
-    transport, _ = await loop.create_connection(
-        lambda: _Exchange(request, done), "127.0.0.1", port, local_addr=(source, 0)
-    )
-    try:
-        return await done
-    finally:
-        transport.close()
-
-
-@dataclass(frozen=True)
-class OpenLoop:
-    rate: int
-    latencies: list[float]
-    """Seconds from each request's scheduled send time to its complete answer (an error or a
-    timeout counts as REQUEST_TIMEOUT)."""
-    codes: Counter[str]
-    send_lag: list[float]
-    """Seconds each request left after its scheduled time: the load generator's own delay."""
-    window: tuple[float, float]
-    """Wall-clock start and end of the measured requests' schedule."""
-    load_cpu_s: float
-
-
-async def open_loop(
-    loop: asyncio.AbstractEventLoop,
-    pods: list[Any],
+async def _open_loop(
+    targets: list[tuple[str, bytes]],
     port: int,
-    requests: dict[str, bytes],
     *,
     rate: int,
     seconds: float,
     warmup: float,
+    cpu: int | None,
 ) -> OpenLoop:
-    """Offer ``rate`` requests per second whatever the answers do (an open loop).
-
-    Each request has a scheduled send time, start + i / rate; its latency is counted from
-    then, not from when it was actually sent, so a server (or generator) that falls behind
-    sees its queueing counted, which a closed loop hides (coordinated omission). The first
-    ``warmup`` seconds of requests are sent but not counted.
-    """
-    interval = 1.0 / rate
-    counted_from = int(rate * warmup)
-    total = counted_from + int(rate * seconds)
-    latencies: list[float] = []
-    lags: list[float] = []
-    codes: Counter[str] = Counter()
-    running: set[asyncio.Task[None]] = set()
-    order = itertools.cycle(pods)
-
-    async def one(scheduled: float, pod: Any, counted: bool) -> None:
-        if counted:
-            lags.append(time.perf_counter() - scheduled)
-        try:
-            async with asyncio.timeout(REQUEST_TIMEOUT):
-                code = await _post(loop, pod.ip, port, requests[pod.name])
-        except (OSError, TimeoutError) as exc:
-            code = type(exc).__name__
-        if counted:
-            codes[code] += 1
-            latencies.append(time.perf_counter() - scheduled if code == "200" else REQUEST_TIMEOUT)
-
-    start = time.perf_counter() + 0.05
-    wall_offset = time.time() - time.perf_counter()
-    cpu_start = 0.0
-    for i in range(total):
-        scheduled = start + i * interval
-        if i == counted_from:
-            cpu_start = _own_cpu()
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(scheduled, next(order), i >= counted_from))
-        running.add(task)
-        task.add_done_callback(running.discard)
-    if running:
-        await asyncio.gather(*running)
-    cpu = _own_cpu() - cpu_start
-    window = (
-        wall_offset + start + counted_from * interval,
-        wall_offset + start + total * interval,
+    """Run `bench.loadgen` (its own process, pinned to ``cpu``) at ``rate`` and read its result."""
+    work = {
+        "port": port,
+        "rate": rate,
+        "seconds": seconds,
+        "warmup": warmup,
+        "timeout": REQUEST_TIMEOUT,
+        "targets": [{"ip": ip, "request": request.decode("latin-1")} for ip, request in targets],
+    }
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
+    process = await asyncio.create_subprocess_exec(
+        *pin,
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        cwd=REPO,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
-    return OpenLoop(rate, latencies, codes, lags, window, cpu)
+    out, _ = await process.communicate(orjson.dumps(work))
+    if process.returncode != 0:
+        raise RuntimeError(f"bench.loadgen exited {process.returncode}")
+    got = orjson.loads(out)
+    return OpenLoop(
+        rate=int(got["rate"]),
+        latencies=list(got["latencies"]),
+        codes=Counter(got["codes"]),
+        send_lag=list(got["send_lag"]),
+        window=(float(got["window"][0]), float(got["window"][1])),
+        load_cpu_s=float(got["load_cpu_s"]),
+    )
 
 
 def _own_cpu() -> float:
@@ -220,7 +144,7 @@ async def run(bench: Bench, impl: Impl) -> FigureResult:
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(5.0):
-                    code = await _post(loop, pod.ip, port, requests[pod.name])
+                    code = await post(loop, pod.ip, port, requests[pod.name])
             except (OSError, TimeoutError) as exc:
                 code = type(exc).__name__
             done = time.perf_counter()
@@ -247,14 +171,13 @@ async def run(bench: Bench, impl: Impl) -> FigureResult:
         await asyncio.gather(*workers)
         await asyncio.sleep(1.0)
         open_loops = [
-            await open_loop(
-                loop,
-                pods,
+            await _open_loop(
+                [(p.ip, requests[p.name]) for p in pods],
                 port,
-                requests,
                 rate=rate,
                 seconds=scale.open_loop_seconds,
                 warmup=scale.resend_warmup,
+                cpu=LOAD_CPU if pinned else None,
             )
             for rate in OPEN_LOOP_RATES
         ]
