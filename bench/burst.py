@@ -11,8 +11,9 @@ A full run does this five times, on fresh pods each time, and reports the median
 spread of the per-round ratio (best and worst round): one round's ratio swings with the API
 server's and the machine's state.
 
-The simulated Jibris are told to start recording (so their health API says BUSY too) with their
-own webhooks silenced, so the only BUSY webhooks are the bench's. The admin client's connections
+The simulated Jibris of each controller burst are told to start recording just before it (so
+their health API says BUSY too), with their own webhooks silenced, so the only BUSY webhooks are
+the bench's. The admin client's connections
 are opened before its burst: the reference is the API server's cost, not TLS handshakes. The
 controller starts its burst as it is after some idle time.
 """
@@ -170,7 +171,6 @@ async def run(bench: Bench, impl: Impl) -> FigureResult:
     pods = await bench.wait_running(namespace, names, timeout=120 + len(names) / 4)
     ips = [p.ip for p in pods.values()]
     await bench.jibri_calls(ips, "/_sim/webhooks", {"enabled": False})
-    await bench.jibri_calls(ips, START_SERVICE, START_BODY)
 
     # At rest: ready, the Jibris' start-up webhooks answered, nothing to do, and (in a full
     # run) the API connections that start-up opened closed again (aiohttp keeps idle ones 15 s).
@@ -191,6 +191,10 @@ async def run(bench: Bench, impl: Impl) -> FigureResult:
                     bench, namespace, [pods[x] for x in via_apiserver], watch, scale.burst_timeout
                 )
             )
+            # Recording only now, and only this round's pods: a sweep the controller makes
+            # meanwhile (after a lost and regained Lease on a loaded machine, say) then has
+            # nothing to detach, and cannot take later rounds' pods before their webhooks.
+            await bench.jibri_calls([pods[x].ip for x in via_controller], START_SERVICE, START_BODY)
             await asyncio.sleep(2.0)
             burst_start = time.time()
             async with bench.profiler(controller, f"fig1-{impl.label}-{len(windows)}") as profile:
