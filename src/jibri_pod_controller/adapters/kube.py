@@ -30,9 +30,10 @@ from jibri_pod_controller.core.pods import PodFacts, PodParseError, parse_pod
 
 MERGE_PATCH = "application/merge-patch+json"
 COMPONENT = "jibri-pod-controller"
-CONNECTIONS = 16
-"""Connections kept to the API server: a burst queues behind them rather than opening one per
-request (each TLS connection holds its buffers)."""
+CONNECTIONS = 64
+"""Connections to the API server at most: a burst of detaches queues behind them rather than
+opening one per request. Each TLS connection holds its buffers; with 16, a 200-webhook burst
+waited for connections whenever the API server was slow (each of its answers holds one)."""
 WATCH_LINE_MAX = 16 * 1024 * 1024
 
 
