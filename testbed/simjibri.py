@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import aiohttp
 import jwt
@@ -301,10 +301,11 @@ class _Blackhole(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._sink.add(transport)
-        transport.pause_reading()
+        # Cast, not asserted: uvloop's transports implement the interface without subclassing it.
+        stream = cast(asyncio.Transport, transport)
+        self._transport = stream
+        self._sink.add(stream)
+        stream.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is not None:
