@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -30,26 +29,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 GROUP, VERSION, PLURAL = "jibri-pod-controller.io", "v1alpha1", "jibripools"
 CRD = REPO / "deploy" / "crds" / "jibripools.yaml"
 FAST = {"POOL_RECONCILE_PERIOD": "1"}
-
-
-@pytest.fixture
-async def crd(admin: k8s.ApiClient) -> None:
-    """deploy/crds/ installed (once: the definition outlives the test's namespace), Established."""
-    extensions: Any = k8s.ApiextensionsV1Api(admin)
-    doc = yaml.safe_load(CRD.read_text())
-    try:
-        await extensions.create_custom_resource_definition(doc)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-
-    async def established() -> bool:
-        got = await extensions.read_custom_resource_definition(doc["metadata"]["name"])
-        return any(
-            c.type == "Established" and c.status == "True" for c in (got.status.conditions or ())
-        )
-
-    await wait_until(established, timeout=30, what="the JibriPool CRD established")
 
 
 @pytest.fixture

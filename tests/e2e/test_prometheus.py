@@ -36,7 +36,14 @@ from testbed.cluster import (
 )
 from testbed.prometheus import PrometheusServer, promtool, shortened_rules
 from tests.e2e.conftest import E2E
-from tests.e2e.helpers import get_pod, is_busy, owned_by_replicaset, post_webhook, status_body
+from tests.e2e.helpers import (
+    get_pod,
+    is_busy,
+    owned_by_replicaset,
+    post_webhook,
+    status_body,
+    wait_spares,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -81,7 +88,7 @@ async def leader_of(*controllers: ControllerProcess) -> ControllerProcess:
 
 
 async def test_prometheus_scrapes_a_failover_and_the_dashboard_and_alerts_work(
-    e2e: E2E, tmp_path: Path
+    e2e: E2E, crd: None, tmp_path: Path
 ) -> None:
     a = await e2e.ready("controller-a")
     b = await e2e.ready("controller-b")
@@ -119,6 +126,40 @@ async def scenario(
     # A recording, detached when it starts and deleted when it ends.
     pods = await e2e.deploy_jibris([a, b], replicas=2)
     name, ip = pods[0].metadata.name, pods[0].status.pod_ip
+    # A JibriPool over that Deployment (the dashboard's pool row): it raises the spares to 3,
+    # and sizes them from demand with a lead time measured from its own pods.
+    await k8s.CustomObjectsApi(e2e.admin).create_namespaced_custom_object(
+        "jibri-pod-controller.io",
+        "v1alpha1",
+        e2e.namespace,
+        "jibripools",
+        {
+            "apiVersion": "jibri-pod-controller.io/v1alpha1",
+            "kind": "JibriPool",
+            "metadata": {"name": "recorders"},
+            "spec": {
+                "deploymentName": "jibri",
+                "minSpare": 3,
+                "maxSpare": 5,
+                "maxTotal": 10,
+                "demand": {"shortfallProbability": 0.01},
+            },
+        },
+    )
+    # And one that cannot be reconciled (its Deployment does not exist): a pool problem.
+    await k8s.CustomObjectsApi(e2e.admin).create_namespaced_custom_object(
+        "jibri-pod-controller.io",
+        "v1alpha1",
+        e2e.namespace,
+        "jibripools",
+        {
+            "apiVersion": "jibri-pod-controller.io/v1alpha1",
+            "kind": "JibriPool",
+            "metadata": {"name": "streamers"},
+            "spec": {"deploymentName": "streamers", "minSpare": 1, "maxSpare": 2},
+        },
+    )
+    await wait_spares(e2e.admin, e2e.namespace, 3)
     assert await start_recording(ip) == 200
 
     async def detached() -> bool:

@@ -597,8 +597,10 @@ class PoolReconciler:
         m.set(m.exhausted, name, "BudgetExhausted", value=1 if decision.budget_exhausted else 0)
         state = self._state[name]
         tick = self._monotonic()
+        # Created at 0 on the first round, so that rate() has a series before the first dry spell.
+        zero_spare = m.zero_spare_seconds.labels(name)
         if state.last_round is not None and decision.spare_exhausted:
-            m.zero_spare_seconds.labels(name).inc(max(0.0, tick - state.last_round))
+            zero_spare.inc(max(0.0, tick - state.last_round))
         state.last_round = tick
 
 
