@@ -13,3 +13,15 @@ if [[ ! -f "$stamp" ]]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
   rm -f .venv/.installed-* && touch "$stamp"
 fi
+# promtool, for the alert rules' unit tests (`promtool test rules`), from Debian's prometheus
+# package; installed only when missing.
+if ! command -v promtool >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""; [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "bootstrap: promtool is missing; install Prometheus's promtool (Debian package prometheus)" >&2
+    exit 1
+  fi
+fi

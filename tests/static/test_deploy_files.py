@@ -45,6 +45,11 @@ BUILD_SCRIPT = REPO / "scripts" / "build-control-plane.sh"
 SETTING_NAMES = frozenset(s.name for s in SETTINGS)
 KNOWN_ENV = SETTING_NAMES | {"KUBECONFIG"}
 LEASE = "jibri-pod-controller-lease"
+# What the Service, the budget and the NetworkPolicies select on both install paths.
+CONTROLLER_SELECTOR = {
+    "app.kubernetes.io/name": "jibri-pod-controller",
+    "app.kubernetes.io/instance": "jibri-pod-controller",
+}
 
 # (apiGroup, resource, verb, resourceName or "")
 EXPECTED_RULES = frozenset(
@@ -521,8 +526,14 @@ def test_chart_values_list_every_setting_with_its_default() -> None:
             assert value == "", setting.name
         elif setting.name in CHART_DEFAULT_OVERRIDES:
             assert value == CHART_DEFAULT_OVERRIDES[setting.name]
+        elif isinstance(value, bool):
+            assert str(value).lower() == setting.default, setting.name
+        elif isinstance(value, int | float):
+            # Written bare so that the schema checks the range.
+            assert setting.default is not None
+            assert value == float(setting.default), setting.name
         else:
-            assert str(value) == setting.default, setting.name
+            assert value == setting.default, setting.name
 
 
 def test_chart_schema_accepts_exactly_the_settings() -> None:
@@ -654,6 +665,9 @@ def test_helm_template_renders_every_option(
     assert kinds == sorted(
         [
             "Deployment",
+            # On by default, as in deploy/: Jibri's API serves startService unauthenticated.
+            "NetworkPolicy",
+            "NetworkPolicy",
             "PodDisruptionBudget",
             "PodDisruptionBudget",
             "Role",
@@ -756,7 +770,7 @@ def test_network_policies_open_only_the_needed_ports() -> None:
     docs = load_docs(DEPLOY / "networkpolicy.yaml")
     env = controller_env_values(base_documents())
     controller = one(docs, "NetworkPolicy", "jibri-pod-controller")
-    assert controller["spec"]["podSelector"] == {"matchLabels": {"app": "jibri-pod-controller"}}
+    assert controller["spec"]["podSelector"] == {"matchLabels": CONTROLLER_SELECTOR}
     assert controller["spec"]["policyTypes"] == ["Ingress"]
     [rule] = controller["spec"]["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": int(env["PORT"])}]
@@ -764,7 +778,7 @@ def test_network_policies_open_only_the_needed_ports() -> None:
     jibri = one(docs, "NetworkPolicy", "jibri-api")
     assert jibri["spec"]["podSelector"] == {"matchLabels": {"app": "jibri"}}
     [rule] = jibri["spec"]["ingress"]
-    assert rule["from"] == [{"podSelector": {"matchLabels": {"app": "jibri-pod-controller"}}}]
+    assert rule["from"] == [{"podSelector": {"matchLabels": CONTROLLER_SELECTOR}}]
     assert rule["ports"] == [{"protocol": "TCP", "port": int(env["JIBRI_HEALTH_PORT"])}]
 
 
@@ -923,7 +937,7 @@ def test_alerts_are_valid_rules_on_existing_metrics() -> None:
     assert not unknown, unknown
     exprs = {rule["alert"]: rule["expr"] for rule in rules}
     text = "\n".join(exprs.values())
-    assert "sum by (namespace) (jibri_pod_controller_leader) == 0" in text
+    assert "sum by (namespace) (jibri_pod_controller_leader)" in text
     assert "jibri_pod_controller_last_successful_sweep_timestamp_seconds" in text
     assert 'jibri_pod_controller_sweeps_total{result="failed"}' in text
     assert "jibri_pod_controller_webhook_rejections_total" in text

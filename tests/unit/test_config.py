@@ -9,8 +9,10 @@ import pytest
 from jibri_pod_controller.core.config import (
     SETTINGS,
     ConfigError,
+    Kind,
     LogFormat,
     ReapPolicy,
+    Setting,
     load_settings,
 )
 from jibri_pod_controller.core.pods import Op, Requirement
@@ -294,3 +296,76 @@ def test_jwt_settings(keys_dir: Path, tmp_path: Path) -> None:
         {"POD_NAME": "c", "WEBHOOK_AUTH": "JWT", "JWT_KEYS_DIR": str(keys_dir), "JWT_ISSUER": "i"}
     )
     assert explicit.jwt is not None
+
+
+# The kind, bounds and choices of each setting feed the chart's values.schema.json; these
+# tests hold them to what load_settings really accepts.
+
+
+def _error(name: str, value: str, base: dict[str, str] = BASE) -> str | None:
+    try:
+        load_settings({**base, name: value})
+    except ConfigError as exc:
+        return str(exc) if exc.name == name else None
+    return None
+
+
+def _bounded() -> list[Setting]:
+    return [s for s in SETTINGS if s.kind in (Kind.INTEGER, Kind.NUMBER)]
+
+
+@pytest.mark.parametrize("setting", _bounded(), ids=lambda s: s.name)
+def test_bounds_are_those_load_settings_checks(setting: Setting, keys_dir: Path) -> None:
+    assert setting.minimum is not None
+    # JWT_* settings are read only when webhooks are verified.
+    base = {"POD_NAME": "controller-0", "JWT_KEYS_DIR": str(keys_dir), "JWT_ISSUER": "jibri"}
+    step = 1 if setting.kind is Kind.INTEGER else 0.01
+    at_bounds = [setting.minimum] + ([setting.maximum] if setting.maximum is not None else [])
+    for value in at_bounds:
+        text = str(int(value)) if setting.kind is Kind.INTEGER else repr(float(value))
+        assert "out of range" not in (_error(setting.name, text, base) or ""), text
+    outside = [setting.minimum - step] + (
+        [setting.maximum + step] if setting.maximum is not None else [float("1e300")]
+    )
+    for value in outside:
+        text = str(int(value)) if setting.kind is Kind.INTEGER else repr(float(value))
+        error = _error(setting.name, text, base)
+        if setting.maximum is None and value > setting.minimum:
+            assert error is None, text  # unbounded above
+        else:
+            assert error is not None, text
+            assert "out of range" in error, text
+    if setting.kind is Kind.INTEGER:
+        assert "is not an integer" in (_error(setting.name, "1.5", base) or "")
+    assert "is not a" in (_error(setting.name, "abc", base) or "")
+
+
+@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.kind is Kind.CHOICE], ids=str)
+def test_choices_are_those_load_settings_accepts(setting: Setting) -> None:
+    assert setting.choices
+    for choice in setting.choices:
+        assert "is not one of" not in (_error(setting.name, choice) or ""), choice
+        assert "is not one of" not in (_error(setting.name, choice.upper()) or ""), choice
+    assert "is not one of" in (_error(setting.name, "verbose") or "")
+
+
+@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.kind is Kind.FLAG], ids=str)
+def test_flags_accept_the_usual_words(setting: Setting) -> None:
+    for word in ("true", "false", "1", "0", "yes", "no", "on", "off", "TRUE"):
+        assert _error(setting.name, word) is None, word
+    assert "is not true or false" in (_error(setting.name, "maybe") or "")
+
+
+def test_text_settings_are_the_ones_parsed_otherwise() -> None:
+    text = {s.name for s in SETTINGS if s.kind is Kind.TEXT}
+    assert text == {
+        "NAMESPACE",
+        "POD_NAME",
+        "JIBRI_BUSY_LABELS",
+        "JIBRI_SELECTOR",
+        "LEASE_NAME",
+        "JWT_KEYS_DIR",
+        "JWT_JWKS_FILE",
+        "JWT_ISSUER",
+        "JWT_AUDIENCE",
+    }

@@ -58,15 +58,50 @@ class WebhookAuth(StrEnum):
     NONE = "none"
 
 
+class Kind(StrEnum):
+    """What a setting's value is, for the chart's values.schema.json (generated from SETTINGS)."""
+
+    TEXT = "text"
+    INTEGER = "integer"
+    NUMBER = "number"
+    FLAG = "flag"
+    CHOICE = "choice"
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
     default: str | None
     help: str
+    kind: Kind = Kind.TEXT
+    minimum: float | None = None
+    maximum: float | None = None
+    """Bounds of an INTEGER or NUMBER, as `load_settings` checks them (a test keeps them equal)."""
+    choices: tuple[str, ...] = ()
+    """The values of a CHOICE, as `load_settings` accepts them (case-insensitive)."""
 
+
+def _int(name: str, default: str, help: str, lo: int, hi: int) -> Setting:
+    return Setting(name, default, help, Kind.INTEGER, lo, hi)
+
+
+def _num(name: str, default: str, help: str, lo: float, hi: float | None = None) -> Setting:
+    return Setting(name, default, help, Kind.NUMBER, lo, hi)
+
+
+def _flag(name: str, default: str, help: str) -> Setting:
+    return Setting(name, default, help, Kind.FLAG)
+
+
+def _choice(name: str, default: str | None, help: str, *choices: str) -> Setting:
+    return Setting(name, default, help, Kind.CHOICE, choices=choices)
+
+
+# The levels LOG_LEVEL accepts (RUST_LOG also takes env_logger directives).
+_LEVEL_NAMES = ("trace", "debug", "info", "warn", "warning", "error", "off")
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("PORT", "8080", "Port of the HTTP server (webhooks, probes, metrics)."),
+    _int("PORT", "8080", "Port of the HTTP server (webhooks, probes, metrics).", 1, 65535),
     Setting("NAMESPACE", "default", "Namespace of the Jibri pods, the Lease and the Events."),
     Setting("POD_NAME", "(host name)", "This replica's identity in the Lease."),
     Setting(
@@ -79,45 +114,70 @@ SETTINGS: tuple[Setting, ...] = (
         "app=jibri",
         "Label selector every Jibri pod matches, idle or busy; no other pod is ever touched.",
     ),
-    Setting("JIBRI_HEALTH_PORT", "2222", "Port of Jibri's HTTP API (`external-api-port`)."),
-    Setting("SWEEP_INTERVAL", "60", "Seconds between two sweeps of the elected replica."),
+    _int("JIBRI_HEALTH_PORT", "2222", "Port of Jibri's HTTP API (`external-api-port`).", 1, 65535),
+    _num("SWEEP_INTERVAL", "60", "Seconds between two sweeps of the elected replica.", 1, 86400),
     Setting("LEASE_NAME", "jibri-pod-controller-lease", "Name of the coordination.k8s.io Lease."),
-    Setting("LEASE_DURATION", "15", "Seconds a standby waits after the last observed renewal."),
-    Setting("LEASE_RENEW_DEADLINE", "10", "Seconds the leader keeps trying to renew."),
-    Setting("LEASE_RETRY_PERIOD", "2", "Seconds between two lease attempts."),
-    Setting("PROBE_CONCURRENCY", "100", "Health probes in flight at once during a sweep."),
-    Setting("PROBE_TIMEOUT", "1.0", "Seconds one health probe may take, connect included."),
-    Setting("PROBE_MAX_BYTES", "65536", "Largest health answer read; larger is invalid."),
-    Setting(
+    _num(
+        "LEASE_DURATION", "15", "Seconds a standby waits after the last observed renewal.", 1, 3600
+    ),
+    _num("LEASE_RENEW_DEADLINE", "10", "Seconds the leader keeps trying to renew.", 0.5, 3600),
+    _num("LEASE_RETRY_PERIOD", "2", "Seconds between two lease attempts.", 0.1, 600),
+    _int("PROBE_CONCURRENCY", "100", "Health probes in flight at once during a sweep.", 1, 10000),
+    _num("PROBE_TIMEOUT", "1.0", "Seconds one health probe may take, connect included.", 0.05, 60),
+    _int(
+        "PROBE_MAX_BYTES", "65536", "Largest health answer read; larger is invalid.", 256, 16 << 20
+    ),
+    _int(
         "LIST_PAGE_SIZE",
         "100",
         "Pods per page when listing Jibri pods (a decoded page of 500 holds ~18 MiB).",
+        10,
+        5000,
     ),
-    Setting(
+    _choice(
         "RESTARTED_BUSY_POD_POLICY",
         "delete",
         "`delete` or `keep`: a busy-labelled pod whose container restarted and now reports "
         "IDLE (its recording is already lost).",
+        "delete",
+        "keep",
     ),
-    Setting(
+    _choice(
         "FINISHED_BUSY_POD_POLICY",
         "delete",
         "`delete` or `keep`: a busy-labelled pod in phase Failed or Succeeded.",
+        "delete",
+        "keep",
     ),
-    Setting(
+    _num(
         "MAX_BUSY_SECONDS",
         "0",
         "If > 0, delete a busy-labelled pod busy for longer than this (kills a live "
         "recording; off by default).",
+        0,
     ),
-    Setting("API_TIMEOUT", "1.5", "Seconds a webhook may spend on Kubernetes API calls."),
-    Setting("DRY_RUN", "false", "Decide, log and count every action, but write nothing."),
-    Setting("LOG_LEVEL", "info", "debug, info, warning or error. `RUST_LOG` is an alias."),
-    Setting("LOG_FORMAT", "auto", "`json`, `text`, or `auto` (JSON unless on a terminal)."),
-    Setting(
+    _num("API_TIMEOUT", "1.5", "Seconds a webhook may spend on Kubernetes API calls.", 0.1, 1.9),
+    _flag("DRY_RUN", "false", "Decide, log and count every action, but write nothing."),
+    _choice(
+        "LOG_LEVEL",
+        "info",
+        "debug, info, warning or error. `RUST_LOG` is an alias.",
+        *_LEVEL_NAMES,
+    ),
+    _choice(
+        "LOG_FORMAT",
+        "auto",
+        "`json`, `text`, or `auto` (JSON unless on a terminal).",
+        "auto",
+        "json",
+        "text",
+    ),
+    _choice(
         "WEBHOOK_AUTH",
         "(jwt when keys are set)",
         "`jwt` or `none`. Without keys, `none` must be set explicitly.",
+        "jwt",
+        "none",
     ),
     Setting(
         "JWT_KEYS_DIR", "", "Directory of PEM public keys; a file's name (less .pem) is its kid."
@@ -125,28 +185,29 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JWT_JWKS_FILE", "", "A JWKS file of public keys (alternative or in addition)."),
     Setting("JWT_ISSUER", "", "Required `iss` of webhook tokens (required with jwt)."),
     Setting("JWT_AUDIENCE", "jibri-pod-controller", "Audience that must be in `aud`."),
-    Setting("JWT_LEEWAY", "30", "Seconds of clock skew tolerated on `exp`."),
-    Setting(
+    _num("JWT_LEEWAY", "30", "Seconds of clock skew tolerated on `exp`.", 0, 600),
+    _flag(
         "WEBHOOK_CHECK_SOURCE_IP",
         "true",
         "Require the request's source address to be one of the pod's `status.podIPs`.",
     ),
-    Setting(
-        "WEBHOOK_CHECK_JIBRI_ID", "true", "Require `jibriId` to equal the pod name in the URL."
-    ),
-    Setting("WEBHOOK_MAX_BODY_BYTES", "16384", "Largest webhook body accepted."),
-    Setting("WEBHOOK_READ_TIMEOUT", "1.0", "Seconds to receive a webhook's body."),
-    Setting(
+    _flag("WEBHOOK_CHECK_JIBRI_ID", "true", "Require `jibriId` to equal the pod name in the URL."),
+    _int("WEBHOOK_MAX_BODY_BYTES", "16384", "Largest webhook body accepted.", 512, 1 << 20),
+    _num("WEBHOOK_READ_TIMEOUT", "1.0", "Seconds to receive a webhook's body.", 0.05, 1.9),
+    _num(
         "WEBHOOK_IDLE_TIMEOUT",
         "10",
         "Seconds a connection may stay without a complete request (idle or trickling headers).",
+        0.5,
+        3600,
     ),
-    Setting(
+    _num(
         "WEBHOOK_RATE_LIMIT",
         "5",
         "Webhooks per second per source address (burst: 4x); 0 disables the limit.",
+        0,
     ),
-    Setting("SHUTDOWN_TIMEOUT", "10", "Seconds to finish in-flight requests on SIGTERM."),
+    _num("SHUTDOWN_TIMEOUT", "10", "Seconds to finish in-flight requests on SIGTERM.", 0, 300),
 )
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
