@@ -366,3 +366,28 @@ async def test_readme_install_path_works_when_followed_literally(
     )
     assert image == "registry.example.com/jibri-pod-controller:0.1.0"
     await receives_webhooks(admin, namespace, plane=plane, work=work, tmp_path=tmp_path)
+
+
+def notes(plane: ControlPlane, tmp_path: Path, *values: str) -> str:
+    """What `helm install` prints after installing (a client-side dry run renders it too)."""
+    args = [str(helm()), "install", SERVICE, str(REPO / "charts" / SERVICE), "-n", "jibri"]
+    args += ["--dry-run=client", *values]
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "KUBECONFIG": str(plane.admin_kubeconfig),
+    }
+    result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_warn_about_an_image_no_registry_serves(plane: ControlPlane, tmp_path: Path) -> None:
+    text = notes(plane, tmp_path)
+    assert 'WARNING: the image is "jibri-pod-controller:0.1.0", which no registry serves' in text
+    assert "get pods -l app.kubernetes.io/name=jibri-pod-controller," in text
+    set_image = notes(plane, tmp_path, "--set", "image.repository=registry.example.com/jpc")
+    assert "WARNING" not in set_image
+    assert "NetworkPolicies: the controller's port is open only" in set_image
+    no_policy = notes(plane, tmp_path, "--set", "networkPolicy.enabled=false")
+    assert "WARNING: no NetworkPolicy" in no_policy
