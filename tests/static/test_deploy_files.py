@@ -696,6 +696,9 @@ def test_chart_prometheus_rule_is_the_alerts_file(chart_all_options: list[dict[s
     assert set(rendered) == set(expected)
     interval = yaml.safe_load(ALL_OPTIONS.read_text())["config"]["SWEEP_INTERVAL"]
     assert f"> 3 * {interval}" in rendered["JibriPodControllerSweepStale"]["expr"]
+    base = yaml.safe_load(ALL_OPTIONS.read_text())["prometheusRule"]["runbookBaseUrl"]
+    for name, rendered_rule in rendered.items():
+        assert rendered_rule["annotations"]["runbook_url"] == f"{base}#{name.lower()}"
 
 
 # ------------------------------------------------------------------------------------------
