@@ -4,7 +4,8 @@
     .venv/bin/python scripts/values-schema.py           # rewrite the schema
     .venv/bin/python scripts/values-schema.py --check   # exit 1 if it is out of date
 
-Each setting's kind, bounds and choices come from `jibri_pod_controller.core.config.SETTINGS`,
+Each setting's kind, bounds and choices come from `VALUE_RULES` next to `SETTINGS` in
+`jibri_pod_controller.core.config`,
 so the schema and the program cannot drift (tests/static/test_values_schema.py runs --check).
 Numbers written as numbers are range-checked here; a number in quotes is checked for its form
 only (the controller checks its range at start-up), which is why values.yaml writes them bare.
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jibri_pod_controller.core.config import SETTINGS, Kind, Setting
+from jibri_pod_controller.core.config import SETTINGS, Kind, Setting, ValueRule, value_rule
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "jibri-pod-controller"
 SCHEMA = CHART / "values.schema.json"
@@ -28,35 +29,36 @@ _NUMBER_TEXT = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)?$"
 _FLAG_TEXT = r"(?i)^(true|false|yes|no|on|off|1|0)?$"
 
 
-def _bounds(setting: Setting, schema: dict[str, Any]) -> dict[str, Any]:
-    if setting.minimum is not None:
-        schema["minimum"] = setting.minimum
-    if setting.maximum is not None:
-        schema["maximum"] = setting.maximum
+def _bounds(rule: ValueRule, schema: dict[str, Any]) -> dict[str, Any]:
+    if rule.minimum is not None:
+        schema["minimum"] = rule.minimum
+    if rule.maximum is not None:
+        schema["maximum"] = rule.maximum
     return schema
 
 
 def setting_schema(setting: Setting) -> dict[str, Any]:
+    rule = value_rule(setting)
     schema: dict[str, Any] = {"description": setting.help}
-    if setting.kind is Kind.INTEGER:
+    if rule.kind is Kind.INTEGER:
         schema["anyOf"] = [
-            _bounds(setting, {"type": "integer"}),
+            _bounds(rule, {"type": "integer"}),
             {"type": "string", "pattern": _INTEGER_TEXT},
         ]
-    elif setting.kind is Kind.NUMBER:
+    elif rule.kind is Kind.NUMBER:
         schema["anyOf"] = [
-            _bounds(setting, {"type": "number"}),
+            _bounds(rule, {"type": "number"}),
             {"type": "string", "pattern": _NUMBER_TEXT},
         ]
-    elif setting.kind is Kind.FLAG:
+    elif rule.kind is Kind.FLAG:
         schema["anyOf"] = [
             {"type": "boolean"},
             {"type": "integer", "enum": [0, 1]},
             {"type": "string", "pattern": _FLAG_TEXT},
         ]
-    elif setting.kind is Kind.CHOICE:
+    elif rule.kind is Kind.CHOICE:
         schema["type"] = "string"
-        schema["pattern"] = "(?i)^(" + "|".join(setting.choices) + ")?$"
+        schema["pattern"] = "(?i)^(" + "|".join(rule.choices) + ")?$"
     else:
         schema["type"] = ["string", "number", "integer", "boolean"]
     return schema

@@ -8,12 +8,14 @@ import pytest
 
 from jibri_pod_controller.core.config import (
     SETTINGS,
+    VALUE_RULES,
     ConfigError,
     Kind,
     LogFormat,
     ReapPolicy,
     Setting,
     load_settings,
+    value_rule,
 )
 from jibri_pod_controller.core.pods import Op, Requirement
 
@@ -310,46 +312,51 @@ def _error(name: str, value: str, base: dict[str, str] = BASE) -> str | None:
     return None
 
 
-def _bounded() -> list[Setting]:
-    return [s for s in SETTINGS if s.kind in (Kind.INTEGER, Kind.NUMBER)]
+def _name(setting: Setting) -> str:
+    return setting.name
 
 
-@pytest.mark.parametrize("setting", _bounded(), ids=lambda s: s.name)
+def _of_kind(*kinds: Kind) -> list[Setting]:
+    return [s for s in SETTINGS if value_rule(s).kind in kinds]
+
+
+@pytest.mark.parametrize("setting", _of_kind(Kind.INTEGER, Kind.NUMBER), ids=_name)
 def test_bounds_are_those_load_settings_checks(setting: Setting, keys_dir: Path) -> None:
-    assert setting.minimum is not None
+    rule = value_rule(setting)
+    assert rule.minimum is not None
     # JWT_* settings are read only when webhooks are verified.
     base = {"POD_NAME": "controller-0", "JWT_KEYS_DIR": str(keys_dir), "JWT_ISSUER": "jibri"}
-    step = 1 if setting.kind is Kind.INTEGER else 0.01
-    at_bounds = [setting.minimum] + ([setting.maximum] if setting.maximum is not None else [])
+    step = 1 if rule.kind is Kind.INTEGER else 0.01
+    at_bounds = [rule.minimum] + ([rule.maximum] if rule.maximum is not None else [])
     for value in at_bounds:
-        text = str(int(value)) if setting.kind is Kind.INTEGER else repr(float(value))
+        text = str(int(value)) if rule.kind is Kind.INTEGER else repr(float(value))
         assert "out of range" not in (_error(setting.name, text, base) or ""), text
-    outside = [setting.minimum - step] + (
-        [setting.maximum + step] if setting.maximum is not None else [float("1e300")]
+    outside = [rule.minimum - step] + (
+        [rule.maximum + step] if rule.maximum is not None else [float("1e300")]
     )
     for value in outside:
-        text = str(int(value)) if setting.kind is Kind.INTEGER else repr(float(value))
+        text = str(int(value)) if rule.kind is Kind.INTEGER else repr(float(value))
         error = _error(setting.name, text, base)
-        if setting.maximum is None and value > setting.minimum:
+        if rule.maximum is None and value > rule.minimum:
             assert error is None, text  # unbounded above
         else:
             assert error is not None, text
             assert "out of range" in error, text
-    if setting.kind is Kind.INTEGER:
+    if rule.kind is Kind.INTEGER:
         assert "is not an integer" in (_error(setting.name, "1.5", base) or "")
     assert "is not a" in (_error(setting.name, "abc", base) or "")
 
 
-@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.kind is Kind.CHOICE], ids=str)
+@pytest.mark.parametrize("setting", _of_kind(Kind.CHOICE), ids=_name)
 def test_choices_are_those_load_settings_accepts(setting: Setting) -> None:
-    assert setting.choices
-    for choice in setting.choices:
+    assert value_rule(setting).choices
+    for choice in value_rule(setting).choices:
         assert "is not one of" not in (_error(setting.name, choice) or ""), choice
         assert "is not one of" not in (_error(setting.name, choice.upper()) or ""), choice
     assert "is not one of" in (_error(setting.name, "verbose") or "")
 
 
-@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.kind is Kind.FLAG], ids=str)
+@pytest.mark.parametrize("setting", _of_kind(Kind.FLAG), ids=_name)
 def test_flags_accept_the_usual_words(setting: Setting) -> None:
     for word in ("true", "false", "1", "0", "yes", "no", "on", "off", "TRUE"):
         assert _error(setting.name, word) is None, word
@@ -357,7 +364,8 @@ def test_flags_accept_the_usual_words(setting: Setting) -> None:
 
 
 def test_text_settings_are_the_ones_parsed_otherwise() -> None:
-    text = {s.name for s in SETTINGS if s.kind is Kind.TEXT}
+    assert set(VALUE_RULES) <= {s.name for s in SETTINGS}
+    text = {s.name for s in _of_kind(Kind.TEXT)}
     assert text == {
         "NAMESPACE",
         "POD_NAME",

@@ -58,8 +58,15 @@ class WebhookAuth(StrEnum):
     NONE = "none"
 
 
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    help: str
+
+
 class Kind(StrEnum):
-    """What a setting's value is, for the chart's values.schema.json (generated from SETTINGS)."""
+    """What a setting's value is, for the chart's values.schema.json."""
 
     TEXT = "text"
     INTEGER = "integer"
@@ -69,39 +76,38 @@ class Kind(StrEnum):
 
 
 @dataclass(frozen=True)
-class Setting:
-    name: str
-    default: str | None
-    help: str
-    kind: Kind = Kind.TEXT
+class ValueRule:
+    """The values a setting accepts, as `load_settings` checks them (a test keeps them equal).
+
+    scripts/values-schema.py turns these into the chart's values.schema.json, so a bad value is
+    refused at install time rather than by a crash-looping pod.
+    """
+
+    kind: Kind
     minimum: float | None = None
     maximum: float | None = None
-    """Bounds of an INTEGER or NUMBER, as `load_settings` checks them (a test keeps them equal)."""
     choices: tuple[str, ...] = ()
-    """The values of a CHOICE, as `load_settings` accepts them (case-insensitive)."""
+    """The values of a CHOICE (case-insensitive)."""
 
 
-def _int(name: str, default: str, help: str, lo: int, hi: int) -> Setting:
-    return Setting(name, default, help, Kind.INTEGER, lo, hi)
+def _integer(minimum: int, maximum: int) -> ValueRule:
+    return ValueRule(Kind.INTEGER, minimum, maximum)
 
 
-def _num(name: str, default: str, help: str, lo: float, hi: float | None = None) -> Setting:
-    return Setting(name, default, help, Kind.NUMBER, lo, hi)
+def _number(minimum: float, maximum: float | None = None) -> ValueRule:
+    return ValueRule(Kind.NUMBER, minimum, maximum)
 
 
-def _flag(name: str, default: str, help: str) -> Setting:
-    return Setting(name, default, help, Kind.FLAG)
+def _choice(*choices: str) -> ValueRule:
+    return ValueRule(Kind.CHOICE, choices=choices)
 
 
-def _choice(name: str, default: str | None, help: str, *choices: str) -> Setting:
-    return Setting(name, default, help, Kind.CHOICE, choices=choices)
+_FLAG = ValueRule(Kind.FLAG)
+_TEXT = ValueRule(Kind.TEXT)
 
-
-# The levels LOG_LEVEL accepts (RUST_LOG also takes env_logger directives).
-_LEVEL_NAMES = ("trace", "debug", "info", "warn", "warning", "error", "off")
 
 SETTINGS: tuple[Setting, ...] = (
-    _int("PORT", "8080", "Port of the HTTP server (webhooks, probes, metrics).", 1, 65535),
+    Setting("PORT", "8080", "Port of the HTTP server (webhooks, probes, metrics)."),
     Setting("NAMESPACE", "default", "Namespace of the Jibri pods, the Lease and the Events."),
     Setting("POD_NAME", "(host name)", "This replica's identity in the Lease."),
     Setting(
@@ -114,70 +120,45 @@ SETTINGS: tuple[Setting, ...] = (
         "app=jibri",
         "Label selector every Jibri pod matches, idle or busy; no other pod is ever touched.",
     ),
-    _int("JIBRI_HEALTH_PORT", "2222", "Port of Jibri's HTTP API (`external-api-port`).", 1, 65535),
-    _num("SWEEP_INTERVAL", "60", "Seconds between two sweeps of the elected replica.", 1, 86400),
+    Setting("JIBRI_HEALTH_PORT", "2222", "Port of Jibri's HTTP API (`external-api-port`)."),
+    Setting("SWEEP_INTERVAL", "60", "Seconds between two sweeps of the elected replica."),
     Setting("LEASE_NAME", "jibri-pod-controller-lease", "Name of the coordination.k8s.io Lease."),
-    _num(
-        "LEASE_DURATION", "15", "Seconds a standby waits after the last observed renewal.", 1, 3600
-    ),
-    _num("LEASE_RENEW_DEADLINE", "10", "Seconds the leader keeps trying to renew.", 0.5, 3600),
-    _num("LEASE_RETRY_PERIOD", "2", "Seconds between two lease attempts.", 0.1, 600),
-    _int("PROBE_CONCURRENCY", "100", "Health probes in flight at once during a sweep.", 1, 10000),
-    _num("PROBE_TIMEOUT", "1.0", "Seconds one health probe may take, connect included.", 0.05, 60),
-    _int(
-        "PROBE_MAX_BYTES", "65536", "Largest health answer read; larger is invalid.", 256, 16 << 20
-    ),
-    _int(
+    Setting("LEASE_DURATION", "15", "Seconds a standby waits after the last observed renewal."),
+    Setting("LEASE_RENEW_DEADLINE", "10", "Seconds the leader keeps trying to renew."),
+    Setting("LEASE_RETRY_PERIOD", "2", "Seconds between two lease attempts."),
+    Setting("PROBE_CONCURRENCY", "100", "Health probes in flight at once during a sweep."),
+    Setting("PROBE_TIMEOUT", "1.0", "Seconds one health probe may take, connect included."),
+    Setting("PROBE_MAX_BYTES", "65536", "Largest health answer read; larger is invalid."),
+    Setting(
         "LIST_PAGE_SIZE",
         "100",
         "Pods per page when listing Jibri pods (a decoded page of 500 holds ~18 MiB).",
-        10,
-        5000,
     ),
-    _choice(
+    Setting(
         "RESTARTED_BUSY_POD_POLICY",
         "delete",
         "`delete` or `keep`: a busy-labelled pod whose container restarted and now reports "
         "IDLE (its recording is already lost).",
-        "delete",
-        "keep",
     ),
-    _choice(
+    Setting(
         "FINISHED_BUSY_POD_POLICY",
         "delete",
         "`delete` or `keep`: a busy-labelled pod in phase Failed or Succeeded.",
-        "delete",
-        "keep",
     ),
-    _num(
+    Setting(
         "MAX_BUSY_SECONDS",
         "0",
         "If > 0, delete a busy-labelled pod busy for longer than this (kills a live "
         "recording; off by default).",
-        0,
     ),
-    _num("API_TIMEOUT", "1.5", "Seconds a webhook may spend on Kubernetes API calls.", 0.1, 1.9),
-    _flag("DRY_RUN", "false", "Decide, log and count every action, but write nothing."),
-    _choice(
-        "LOG_LEVEL",
-        "info",
-        "debug, info, warning or error. `RUST_LOG` is an alias.",
-        *_LEVEL_NAMES,
-    ),
-    _choice(
-        "LOG_FORMAT",
-        "auto",
-        "`json`, `text`, or `auto` (JSON unless on a terminal).",
-        "auto",
-        "json",
-        "text",
-    ),
-    _choice(
+    Setting("API_TIMEOUT", "1.5", "Seconds a webhook may spend on Kubernetes API calls."),
+    Setting("DRY_RUN", "false", "Decide, log and count every action, but write nothing."),
+    Setting("LOG_LEVEL", "info", "debug, info, warning or error. `RUST_LOG` is an alias."),
+    Setting("LOG_FORMAT", "auto", "`json`, `text`, or `auto` (JSON unless on a terminal)."),
+    Setting(
         "WEBHOOK_AUTH",
         "(jwt when keys are set)",
         "`jwt` or `none`. Without keys, `none` must be set explicitly.",
-        "jwt",
-        "none",
     ),
     Setting(
         "JWT_KEYS_DIR", "", "Directory of PEM public keys; a file's name (less .pem) is its kid."
@@ -185,30 +166,64 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JWT_JWKS_FILE", "", "A JWKS file of public keys (alternative or in addition)."),
     Setting("JWT_ISSUER", "", "Required `iss` of webhook tokens (required with jwt)."),
     Setting("JWT_AUDIENCE", "jibri-pod-controller", "Audience that must be in `aud`."),
-    _num("JWT_LEEWAY", "30", "Seconds of clock skew tolerated on `exp`.", 0, 600),
-    _flag(
+    Setting("JWT_LEEWAY", "30", "Seconds of clock skew tolerated on `exp`."),
+    Setting(
         "WEBHOOK_CHECK_SOURCE_IP",
         "true",
         "Require the request's source address to be one of the pod's `status.podIPs`.",
     ),
-    _flag("WEBHOOK_CHECK_JIBRI_ID", "true", "Require `jibriId` to equal the pod name in the URL."),
-    _int("WEBHOOK_MAX_BODY_BYTES", "16384", "Largest webhook body accepted.", 512, 1 << 20),
-    _num("WEBHOOK_READ_TIMEOUT", "1.0", "Seconds to receive a webhook's body.", 0.05, 1.9),
-    _num(
+    Setting(
+        "WEBHOOK_CHECK_JIBRI_ID", "true", "Require `jibriId` to equal the pod name in the URL."
+    ),
+    Setting("WEBHOOK_MAX_BODY_BYTES", "16384", "Largest webhook body accepted."),
+    Setting("WEBHOOK_READ_TIMEOUT", "1.0", "Seconds to receive a webhook's body."),
+    Setting(
         "WEBHOOK_IDLE_TIMEOUT",
         "10",
         "Seconds a connection may stay without a complete request (idle or trickling headers).",
-        0.5,
-        3600,
     ),
-    _num(
+    Setting(
         "WEBHOOK_RATE_LIMIT",
         "5",
         "Webhooks per second per source address (burst: 4x); 0 disables the limit.",
-        0,
     ),
-    _num("SHUTDOWN_TIMEOUT", "10", "Seconds to finish in-flight requests on SIGTERM.", 0, 300),
+    Setting("SHUTDOWN_TIMEOUT", "10", "Seconds to finish in-flight requests on SIGTERM."),
 )
+
+# Settings not listed here are free text (names, selectors, paths), checked only at start-up.
+VALUE_RULES: Mapping[str, ValueRule] = {
+    "PORT": _integer(1, 65535),
+    "JIBRI_HEALTH_PORT": _integer(1, 65535),
+    "SWEEP_INTERVAL": _number(1, 86400),
+    "LEASE_DURATION": _number(1, 3600),
+    "LEASE_RENEW_DEADLINE": _number(0.5, 3600),
+    "LEASE_RETRY_PERIOD": _number(0.1, 600),
+    "PROBE_CONCURRENCY": _integer(1, 10000),
+    "PROBE_TIMEOUT": _number(0.05, 60),
+    "PROBE_MAX_BYTES": _integer(256, 16 * 1024 * 1024),
+    "LIST_PAGE_SIZE": _integer(10, 5000),
+    "RESTARTED_BUSY_POD_POLICY": _choice("delete", "keep"),
+    "FINISHED_BUSY_POD_POLICY": _choice("delete", "keep"),
+    "MAX_BUSY_SECONDS": _number(0),
+    "API_TIMEOUT": _number(0.1, 1.9),
+    "DRY_RUN": _FLAG,
+    "LOG_LEVEL": _choice("trace", "debug", "info", "warn", "warning", "error", "off"),
+    "LOG_FORMAT": _choice("auto", "json", "text"),
+    "WEBHOOK_AUTH": _choice("jwt", "none"),
+    "JWT_LEEWAY": _number(0, 600),
+    "WEBHOOK_CHECK_SOURCE_IP": _FLAG,
+    "WEBHOOK_CHECK_JIBRI_ID": _FLAG,
+    "WEBHOOK_MAX_BODY_BYTES": _integer(512, 1024 * 1024),
+    "WEBHOOK_READ_TIMEOUT": _number(0.05, 1.9),
+    "WEBHOOK_IDLE_TIMEOUT": _number(0.5, 3600),
+    "WEBHOOK_RATE_LIMIT": _number(0),
+    "SHUTDOWN_TIMEOUT": _number(0, 300),
+}
+
+
+def value_rule(setting: Setting) -> ValueRule:
+    return VALUE_RULES.get(setting.name, _TEXT)
+
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 _TRUE = {"1", "true", "yes", "on"}
