@@ -7,14 +7,15 @@
 Each setting's kind, bounds and choices come from `VALUE_RULES` next to `SETTINGS` in
 `jibri_pod_controller.core.config`,
 so the schema and the program cannot drift (tests/static/test_values_schema.py runs --check).
-Numbers written as numbers are range-checked here; a number in quotes is checked for its form
-only (the controller checks its range at start-up), which is why values.yaml writes them bare.
+Numbers are range-checked whether they are written as numbers or as text ("0.5" in quotes, or a
+decimal from --set, which Helm passes as a string).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,88 @@ SCHEMA = CHART / "values.schema.json"
 _INTEGER_TEXT = r"^([0-9]+)?$"
 _NUMBER_TEXT = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)?$"
 _FLAG_TEXT = r"(?i)^(true|false|yes|no|on|off|1|0)?$"
+
+# A number in quotes (or a decimal from --set, which arrives as a string) is range-checked by
+# patterns: one for "at least the minimum", one for "at most the maximum", on the decimal text.
+# All minimums are >= 0, so the text has no sign. RE2 (Helm's schema validator) has no
+# lookahead, hence two patterns instead of one.
+
+
+def _split(bound: float) -> tuple[str, str]:
+    """A bound's whole digits (no leading zeros) and fraction digits (no trailing zeros)."""
+    text = format(Decimal(repr(bound)).normalize(), "f")
+    whole, _, fraction = text.partition(".")
+    return whole.lstrip("0"), fraction.rstrip("0")
+
+
+def _whole_above(whole: str) -> list[str]:
+    n = len(whole)
+    alternatives = [rf"[1-9][0-9]{{{n},}}"]
+    for i, digit in enumerate(whole):
+        if digit != "9":
+            alternatives.append(f"{whole[:i]}[{int(digit) + 1}-9][0-9]{{{n - i - 1}}}")
+    return alternatives
+
+
+def _whole_below(whole: str) -> list[str]:
+    n = len(whole)
+    if n == 0:
+        return []
+    alternatives = [""]
+    if n >= 2:
+        alternatives.append(rf"[1-9][0-9]{{0,{n - 2}}}")
+    for i, digit in enumerate(whole):
+        lowest = 1 if i == 0 else 0
+        if int(digit) > lowest:
+            alternatives.append(f"{whole[:i]}[{lowest}-{int(digit) - 1}][0-9]{{{n - i - 1}}}")
+    return alternatives
+
+
+def _fraction_at_least(fraction: str) -> str:
+    alternatives = [f"{fraction}[0-9]*"]
+    for i, digit in enumerate(fraction):
+        if digit != "9":
+            alternatives.append(f"{fraction[:i]}[{int(digit) + 1}-9][0-9]*")
+    return "(" + "|".join(alternatives) + ")"
+
+
+def _fraction_at_most(fraction: str) -> str:
+    alternatives = [f"{fraction[:i]}0*" for i in range(len(fraction) + 1)]
+    for i, digit in enumerate(fraction):
+        if digit != "0":
+            alternatives.append(f"{fraction[:i]}[0-{int(digit) - 1}][0-9]*")
+    return "(" + "|".join(alternatives) + ")"
+
+
+def at_least(bound: float) -> str:
+    """A pattern for decimal text (or "") whose value is >= bound."""
+    whole, fraction = _split(bound)
+    parts = ["0*(" + "|".join(_whole_above(whole)) + r")(\.[0-9]*)?"]
+    if fraction:
+        parts.append(f"0*{whole}\\.{_fraction_at_least(fraction)}")
+    else:
+        parts.append(f"0*{whole}(\\.[0-9]*)?")
+    return "^(|" + "|".join(parts) + ")$"
+
+
+def at_most(bound: float) -> str:
+    """A pattern for decimal text (or "") whose value is <= bound."""
+    whole, fraction = _split(bound)
+    parts = []
+    below = _whole_below(whole)
+    if below:
+        parts.append("0*(" + "|".join(below) + r")(\.[0-9]*)?")
+    parts.append(f"0*{whole}(\\.{_fraction_at_most(fraction)})?")
+    return "^(|" + "|".join(parts) + ")$"
+
+
+def _text(rule: ValueRule, form: str) -> dict[str, Any]:
+    patterns = [form]
+    if rule.minimum is not None:
+        patterns.append(at_least(rule.minimum))
+    if rule.maximum is not None:
+        patterns.append(at_most(rule.maximum))
+    return {"type": "string", "allOf": [{"pattern": p} for p in patterns]}
 
 
 def _bounds(rule: ValueRule, schema: dict[str, Any]) -> dict[str, Any]:
@@ -43,12 +126,12 @@ def setting_schema(setting: Setting) -> dict[str, Any]:
     if rule.kind is Kind.INTEGER:
         schema["anyOf"] = [
             _bounds(rule, {"type": "integer"}),
-            {"type": "string", "pattern": _INTEGER_TEXT},
+            _text(rule, _INTEGER_TEXT),
         ]
     elif rule.kind is Kind.NUMBER:
         schema["anyOf"] = [
             _bounds(rule, {"type": "number"}),
-            {"type": "string", "pattern": _NUMBER_TEXT},
+            _text(rule, _NUMBER_TEXT),
         ]
     elif rule.kind is Kind.FLAG:
         schema["anyOf"] = [
