@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from jibri_pod_controller.core.config import load_settings
+from testbed.cluster import controller_env_from_deployment
 from tests.tools import REPO, helm, kubectl
 
 pytestmark = pytest.mark.timeout(3600)  # the first use may build helm and kubectl
@@ -171,3 +173,61 @@ def test_one_namespace_in_the_commands() -> None:
         assert not re.search(r"-n jitsi\b|--namespace[ =]jitsi\b", text), name
         for namespace in re.findall(r"kubectl -n ([a-z$\"{}A-Z_<>-]+)", text):
             assert namespace in ('"$NS"', "jibri", "<namespace>", "{{"), (name, namespace)
+
+
+def test_both_paths_run_the_controller_with_the_same_settings(
+    helm_docs: list[dict[str, Any]], kustomize_docs: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    settings = []
+    for docs in (helm_docs, kustomize_docs):
+        env = controller_env_from_deployment(
+            _one(docs, "Deployment"), namespace="jibri", pod_name="jibri-pod-controller-0"
+        )
+        assert env["JWT_KEYS_DIR"] == "/etc/jibri-pod-controller/keys"
+        env["JWT_KEYS_DIR"] = str(tmp_path)
+        settings.append(load_settings(env))
+    assert settings[0] == settings[1]
+
+
+@pytest.mark.parametrize(
+    "field", ["replicas", "resources", "readinessProbe", "livenessProbe", "securityContext"]
+)
+def test_both_paths_give_the_pods_the_same_resources_probes_and_security(
+    field: str, helm_docs: list[dict[str, Any]], kustomize_docs: list[dict[str, Any]]
+) -> None:
+    def value(docs: list[dict[str, Any]]) -> Any:
+        deployment = _one(docs, "Deployment")
+        if field == "replicas":
+            return deployment["spec"]["replicas"]
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        return container[field]
+
+    def normal(probe: Any) -> Any:
+        # successThreshold 1 is the API's default; the chart leaves it out.
+        return {k: v for k, v in probe.items() if (k, v) != ("successThreshold", 1)}
+
+    ours, theirs = value(helm_docs), value(kustomize_docs)
+    if field.endswith("Probe"):
+        ours, theirs = normal(ours), normal(theirs)
+    assert ours == theirs
+
+
+def test_both_paths_protect_busy_jibris_alike(
+    helm_docs: list[dict[str, Any]], kustomize_docs: list[dict[str, Any]]
+) -> None:
+    budgets = []
+    for docs in (helm_docs, kustomize_docs):
+        [busy] = [
+            d
+            for d in docs
+            if d["kind"] == "PodDisruptionBudget" and "busy" in d["metadata"]["name"]
+        ]
+        budgets.append(busy["spec"])
+    assert (
+        budgets[0]
+        == budgets[1]
+        == {
+            "maxUnavailable": 0,
+            "selector": {"matchLabels": {"app": "jibri", "state": "busy"}},
+        }
+    )
