@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create (or refresh) the project's virtual environment in .venv with the package and its
-# test tools. Idempotent and quick when nothing changed.
+# test tools, and install the Debian packages the tests run (only those missing). Idempotent and
+# quick when nothing changed. The Go-built tools (control plane, helm, kubectl, kubeconform and
+# its schemas) are built and cached by scripts/test.sh through scripts/build-*.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -13,15 +15,21 @@ if [[ ! -f "$stamp" ]]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
   rm -f .venv/.installed-* && touch "$stamp"
 fi
-# promtool, for the alert rules' unit tests (`promtool test rules`), from Debian's prometheus
-# package; installed only when missing.
-if ! command -v promtool >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1; then
-    sudo=""; [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  else
-    echo "bootstrap: promtool is missing; install Prometheus's promtool (Debian package prometheus)" >&2
-    exit 1
-  fi
+
+# Debian packages, installed only when their command is missing: promtool and prometheus (the
+# alert rules and the monitoring end-to-end test), buildah, mmdebstrap, podman and runc (the
+# image: built without a daemon, run as a controller replica).
+missing=()
+for pair in promtool:prometheus prometheus:prometheus buildah:buildah mmdebstrap:mmdebstrap \
+  podman:podman runc:runc; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  command -v apt-get >/dev/null 2>&1 \
+    || { echo "bootstrap: missing ${missing[*]} (Debian packages); install them" >&2; exit 1; }
+  sudo=""; [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  echo "bootstrap: installing ${missing[*]} (apt)" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -11,8 +11,10 @@ echo "== lint, format, types, import contracts"
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/lint-imports --no-cache >/dev/null
-echo "== control plane binaries and kubectl (built once, then cached)"
+echo "== control plane, helm, kubectl, kubeconform and its schemas, the image (built once, then cached)"
 scripts/build-control-plane.sh >/dev/null
 scripts/build-kubectl.sh >/dev/null
+scripts/build-tools.sh >/dev/null
+scripts/build-image.sh >/dev/null
 echo "== tests"
 exec .venv/bin/python -m pytest "$@"

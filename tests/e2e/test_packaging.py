@@ -1,8 +1,5 @@
-"""What operators install, exercised on the real cluster.
+"""What operators install, exercised on the real cluster (the chart: tests/e2e/test_helm.py).
 
-- The Helm chart: rendered with `helm template`, its ServiceAccount, Role and RoleBinding applied,
-  and the controller run with the environment of the chart's Deployment and the identity the
-  chart binds; a recording is then detached and deleted.
 - The container image's layout: the wheel installed into an ``/opt/venv``-style virtual
   environment as the Dockerfile does, made read-only (as with a read-only root filesystem and
   PYTHONDONTWRITEBYTECODE), and its ``jibri-pod-controller`` entry point run as the controller.
@@ -11,21 +8,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-import yaml
 from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from testbed.cluster import (
     REPO,
     ControllerProcess,
     apply,
-    controller_env_from_deployment,
     controller_kubeconfig,
     jibri_deployment,
     pod_write_events,
@@ -34,7 +33,7 @@ from testbed.cluster import (
     stop_recording,
     wait_until,
 )
-from testbed.controlplane import ControlPlane, find_binaries
+from testbed.controlplane import ControlPlane
 from testbed.kubelet import KubeletThread
 from tests.e2e.conftest import AUDIENCE, ISSUER, Keys
 from tests.e2e.helpers import get_pod, is_busy, owned_by_replicaset, wait_spares
@@ -44,20 +43,22 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 CHART = REPO / "charts" / "jibri-pod-controller"
 
 
-def render_chart(namespace: str, *values: str) -> list[dict[str, object]]:
-    helm = find_binaries() / "helm"
-    # The release name keeps the ServiceAccount's full name within a certificate CN's 64 chars.
-    args = [str(helm), "template", "jibri-pod-controller", str(CHART), "--namespace", namespace]
-    for value in values:
-        args += ["--set", value]
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
-async def record_once(
+async def deploy_jibris_for(
     admin: k8s.ApiClient, namespace: str, keys: Keys, controller: ControllerProcess
-) -> str:
-    """One recording through the controller: detached when it starts, deleted when it ends."""
+) -> k8s.V1Pod:
+    """A fresh Deployment of two simulated Jibris posting to ``controller``; one spare."""
+    apps: Any = k8s.AppsV1Api(admin)
+    with contextlib.suppress(ApiException):
+        await apps.delete_namespaced_deployment("jibri", namespace, propagation_policy="Foreground")
+
+    async def none_left() -> bool:
+        pods = await k8s.CoreV1Api(admin).list_namespaced_pod(namespace, label_selector="app=jibri")
+        listed = await apps.list_namespaced_deployment(
+            namespace, field_selector="metadata.name=jibri"
+        )
+        return not pods.items and not listed.items
+
+    await wait_until(none_left, timeout=60, what="no Jibri pod left")
     await apply(
         admin,
         [
@@ -69,8 +70,14 @@ async def record_once(
             )
         ],
     )
+    return (await wait_spares(admin, namespace, 2))[0]
 
-    pod = (await wait_spares(admin, namespace, 2))[0]
+
+async def record_once(
+    admin: k8s.ApiClient, namespace: str, keys: Keys, controller: ControllerProcess
+) -> str:
+    """One recording through the controller: detached when it starts, deleted when it ends."""
+    pod = await deploy_jibris_for(admin, namespace, keys, controller)
     name, ip = pod.metadata.name, pod.status.pod_ip
     assert await start_recording(ip) == 200
 
@@ -88,52 +95,33 @@ async def record_once(
     return str(name)
 
 
-async def test_helm_chart_installs_a_working_controller(
-    admin: k8s.ApiClient,
-    namespace: str,
-    keys: Keys,
-    kubelet: KubeletThread,
-    plane: ControlPlane,
-    tmp_path: Path,
-) -> None:
-    docs = render_chart(
-        namespace,
-        f"config.JWT_ISSUER={ISSUER}",
-        f"config.JWT_AUDIENCE={AUDIENCE}",
-        "config.SWEEP_INTERVAL=2",
-    )
-    kinds = {str(d["kind"]) for d in docs}
-    assert {"ServiceAccount", "Role", "RoleBinding", "Deployment", "Service"} <= kinds
-    rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
-    await apply(admin, rbac)  # type: ignore[arg-type]
-    account = next(d for d in docs if d["kind"] == "ServiceAccount")
-    name = str(account["metadata"]["name"])  # type: ignore[index]
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
-    env = controller_env_from_deployment(deployment, namespace=namespace, pod_name="chart-0")
-    # Only what cannot apply outside a pod changes: where the keys and the API server are.
-    env |= {"JWT_KEYS_DIR": str(keys.directory), "LOG_FORMAT": "json"}
-    env.pop("PORT", None)
-    user = f"system:serviceaccount:{namespace}:{name}"
-    kubeconfig = plane.kubeconfig_for(
-        user, ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"]
-    )
-    controller = ControllerProcess(
-        name="chart-0",
-        kubeconfig=kubeconfig,
-        namespace=namespace,
-        log_path=tmp_path / "chart-0.log",
-        env=env,
-    ).start()
-    try:
-        await controller.wait_ready()
-        pod = await record_once(admin, namespace, keys, controller)
-    finally:
-        controller.stop()
-    writes = [
-        (e["verb"], e["objectRef"]["name"])
-        for e in pod_write_events(plane, namespace=namespace, username=user)
-    ]
-    assert writes == [("patch", pod), ("delete", pod)]
+async def record_in_dry_run(
+    admin: k8s.ApiClient, namespace: str, keys: Keys, controller: ControllerProcess
+) -> str:
+    """One recording through a controller in dry-run: both actions decided, neither written."""
+    pod = await deploy_jibris_for(admin, namespace, keys, controller)
+    name, ip = pod.metadata.name, pod.status.pod_ip
+
+    def decided(action: str) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return (
+                controller.metric(
+                    "jibri_pod_controller_actions_total", action=action, result="dry-run"
+                )
+                >= 1
+            )
+
+        return check
+
+    assert await start_recording(ip) == 200
+    await wait_until(decided("detach"), timeout=20, what="a dry-run detach")
+    assert await stop_recording(ip) == 200
+    await wait_until(decided("delete"), timeout=20, what="a dry-run delete")
+    current = await get_pod(admin, namespace, name)
+    assert current is not None
+    assert owned_by_replicaset(current)
+    assert not is_busy(current)
+    return str(name)
 
 
 def install_like_the_image(root: Path) -> Path:
