@@ -47,6 +47,11 @@ BUILD_SCRIPT = REPO / "scripts" / "build-control-plane.sh"
 SETTING_NAMES = frozenset(s.name for s in SETTINGS)
 KNOWN_ENV = SETTING_NAMES | {"KUBECONFIG"}
 LEASE = "jibri-pod-controller-lease"
+# What the Service, the budget and the NetworkPolicies select on both install paths.
+CONTROLLER_SELECTOR = {
+    "app.kubernetes.io/name": "jibri-pod-controller",
+    "app.kubernetes.io/instance": "jibri-pod-controller",
+}
 
 # (apiGroup, resource, verb, resourceName or "")
 EXPECTED_RULES = frozenset(
@@ -537,8 +542,14 @@ def test_chart_values_list_every_setting_with_its_default() -> None:
             assert value == "", setting.name
         elif setting.name in CHART_DEFAULT_OVERRIDES:
             assert value == CHART_DEFAULT_OVERRIDES[setting.name]
+        elif isinstance(value, bool):
+            assert str(value).lower() == setting.default, setting.name
+        elif isinstance(value, int | float):
+            # Written bare so that the schema checks the range.
+            assert setting.default is not None
+            assert value == float(setting.default), setting.name
         else:
-            assert str(value) == setting.default, setting.name
+            assert value == setting.default, setting.name
 
 
 def test_chart_schema_accepts_exactly_the_settings() -> None:
@@ -670,6 +681,9 @@ def test_helm_template_renders_every_option(
     assert kinds == sorted(
         [
             "Deployment",
+            # On by default, as in deploy/: Jibri's API serves startService unauthenticated.
+            "NetworkPolicy",
+            "NetworkPolicy",
             "PodDisruptionBudget",
             "PodDisruptionBudget",
             "Role",
@@ -698,6 +712,9 @@ def test_chart_prometheus_rule_is_the_alerts_file(chart_all_options: list[dict[s
     assert set(rendered) == set(expected)
     interval = yaml.safe_load(ALL_OPTIONS.read_text())["config"]["SWEEP_INTERVAL"]
     assert f"> 3 * {interval}" in rendered["JibriPodControllerSweepStale"]["expr"]
+    base = yaml.safe_load(ALL_OPTIONS.read_text())["prometheusRule"]["runbookBaseUrl"]
+    for name, rendered_rule in rendered.items():
+        assert rendered_rule["annotations"]["runbook_url"] == f"{base}#{name.lower()}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -772,7 +789,7 @@ def test_network_policies_open_only_the_needed_ports() -> None:
     docs = load_docs(DEPLOY / "networkpolicy.yaml")
     env = controller_env_values(base_documents())
     controller = one(docs, "NetworkPolicy", "jibri-pod-controller")
-    assert controller["spec"]["podSelector"] == {"matchLabels": {"app": "jibri-pod-controller"}}
+    assert controller["spec"]["podSelector"] == {"matchLabels": CONTROLLER_SELECTOR}
     assert controller["spec"]["policyTypes"] == ["Ingress"]
     [rule] = controller["spec"]["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": int(env["PORT"])}]
@@ -780,7 +797,7 @@ def test_network_policies_open_only_the_needed_ports() -> None:
     jibri = one(docs, "NetworkPolicy", "jibri-api")
     assert jibri["spec"]["podSelector"] == {"matchLabels": {"app": "jibri"}}
     [rule] = jibri["spec"]["ingress"]
-    assert rule["from"] == [{"podSelector": {"matchLabels": {"app": "jibri-pod-controller"}}}]
+    assert rule["from"] == [{"podSelector": {"matchLabels": CONTROLLER_SELECTOR}}]
     assert rule["ports"] == [{"protocol": "TCP", "port": int(env["JIBRI_HEALTH_PORT"])}]
 
 

@@ -8,11 +8,15 @@ import pytest
 
 from jibri_pod_controller.core.config import (
     SETTINGS,
+    VALUE_RULES,
     ConfigError,
     ConfigErrors,
+    Kind,
     LogFormat,
     ReapPolicy,
+    Setting,
     load_settings,
+    value_rule,
 )
 from jibri_pod_controller.core.pods import Op, Requirement
 
@@ -305,6 +309,86 @@ def test_jwt_settings(keys_dir: Path, tmp_path: Path) -> None:
         {"POD_NAME": "c", "WEBHOOK_AUTH": "JWT", "JWT_KEYS_DIR": str(keys_dir), "JWT_ISSUER": "i"}
     )
     assert explicit.jwt is not None
+
+
+# The kind, bounds and choices of each setting feed the chart's values.schema.json; these
+# tests hold them to what load_settings really accepts.
+
+
+def _error(name: str, value: str, base: dict[str, str] = BASE) -> str | None:
+    try:
+        load_settings({**base, name: value})
+    except ConfigError as exc:
+        return str(exc) if exc.name == name else None
+    return None
+
+
+def _name(setting: Setting) -> str:
+    return setting.name
+
+
+def _of_kind(*kinds: Kind) -> list[Setting]:
+    return [s for s in SETTINGS if value_rule(s).kind in kinds]
+
+
+@pytest.mark.parametrize("setting", _of_kind(Kind.INTEGER, Kind.NUMBER), ids=_name)
+def test_bounds_are_those_load_settings_checks(setting: Setting, keys_dir: Path) -> None:
+    rule = value_rule(setting)
+    assert rule.minimum is not None
+    # JWT_* settings are read only when webhooks are verified.
+    base = {"POD_NAME": "controller-0", "JWT_KEYS_DIR": str(keys_dir), "JWT_ISSUER": "jibri"}
+    step = 1 if rule.kind is Kind.INTEGER else 0.01
+    at_bounds = [rule.minimum] + ([rule.maximum] if rule.maximum is not None else [])
+    for value in at_bounds:
+        text = str(int(value)) if rule.kind is Kind.INTEGER else repr(float(value))
+        assert "out of range" not in (_error(setting.name, text, base) or ""), text
+    outside = [rule.minimum - step] + (
+        [rule.maximum + step] if rule.maximum is not None else [float("1e300")]
+    )
+    for value in outside:
+        text = str(int(value)) if rule.kind is Kind.INTEGER else repr(float(value))
+        error = _error(setting.name, text, base)
+        if rule.maximum is None and value > rule.minimum:
+            assert error is None, text  # unbounded above
+        else:
+            assert error is not None, text
+            assert "out of range" in error, text
+    if rule.kind is Kind.INTEGER:
+        assert _error(setting.name, "1.5", base) is not None
+    assert "is not a" in (_error(setting.name, "abc", base) or "")
+
+
+@pytest.mark.parametrize("setting", _of_kind(Kind.CHOICE), ids=_name)
+def test_choices_are_those_load_settings_accepts(setting: Setting) -> None:
+    assert value_rule(setting).choices
+    for choice in value_rule(setting).choices:
+        assert "is not one of" not in (_error(setting.name, choice) or ""), choice
+        assert "is not one of" not in (_error(setting.name, choice.upper()) or ""), choice
+    assert "is not one of" in (_error(setting.name, "verbose") or "")
+
+
+@pytest.mark.parametrize("setting", _of_kind(Kind.FLAG), ids=_name)
+def test_flags_accept_the_usual_words(setting: Setting) -> None:
+    for word in ("true", "false", "1", "0", "yes", "no", "on", "off", "TRUE"):
+        # Other rules may still refuse a combination; the word itself is read.
+        assert "is not true or false" not in (_error(setting.name, word) or ""), word
+    assert "is not true or false" in (_error(setting.name, "maybe") or "")
+
+
+def test_text_settings_are_the_ones_parsed_otherwise() -> None:
+    assert set(VALUE_RULES) <= {s.name for s in SETTINGS}
+    text = {s.name for s in _of_kind(Kind.TEXT)}
+    assert text == {
+        "NAMESPACE",
+        "POD_NAME",
+        "JIBRI_BUSY_LABELS",
+        "JIBRI_SELECTOR",
+        "LEASE_NAME",
+        "JWT_KEYS_DIR",
+        "JWT_JWKS_FILE",
+        "JWT_ISSUER",
+        "JWT_AUDIENCE",
+    }
 
 
 def test_every_bad_setting_is_named_at_once() -> None:

@@ -80,6 +80,47 @@ class Setting:
     help: str
 
 
+class Kind(StrEnum):
+    """What a setting's value is, for the chart's values.schema.json."""
+
+    TEXT = "text"
+    INTEGER = "integer"
+    NUMBER = "number"
+    FLAG = "flag"
+    CHOICE = "choice"
+
+
+@dataclass(frozen=True)
+class ValueRule:
+    """The values a setting accepts, as `load_settings` checks them (a test keeps them equal).
+
+    scripts/values-schema.py turns these into the chart's values.schema.json, so a bad value is
+    refused at install time rather than by a crash-looping pod.
+    """
+
+    kind: Kind
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    """The values of a CHOICE (case-insensitive)."""
+
+
+def _integer(minimum: int, maximum: int) -> ValueRule:
+    return ValueRule(Kind.INTEGER, minimum, maximum)
+
+
+def _number(minimum: float, maximum: float | None = None) -> ValueRule:
+    return ValueRule(Kind.NUMBER, minimum, maximum)
+
+
+def _choice(*choices: str) -> ValueRule:
+    return ValueRule(Kind.CHOICE, choices=choices)
+
+
+_FLAG = ValueRule(Kind.FLAG)
+_TEXT = ValueRule(Kind.TEXT)
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("PORT", "8080", "Port of the HTTP server (webhooks, probes, metrics)."),
     Setting("NAMESPACE", "default", "Namespace of the Jibri pods, the Lease and the Events."),
@@ -194,6 +235,45 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds between two reconciles of the JibriPools (also at once on a detach or delete).",
     ),
 )
+
+# Settings not listed here are free text (names, selectors, paths), checked only at start-up.
+VALUE_RULES: Mapping[str, ValueRule] = {
+    "PORT": _integer(1, 65535),
+    "JIBRI_HEALTH_PORT": _integer(1, 65535),
+    "SWEEP_INTERVAL": _number(1, 86400),
+    "LEASE_DURATION": _integer(1, 3600),  # whole seconds: the Lease record stores no fraction
+    "LEASE_RENEW_DEADLINE": _number(0.5, 3600),
+    "LEASE_RETRY_PERIOD": _number(0.1, 600),
+    "PROBE_CONCURRENCY": _integer(1, 10000),
+    "PROBE_TIMEOUT": _number(0.05, 60),
+    "PROBE_MAX_BYTES": _integer(256, 16 * 1024 * 1024),
+    "LIST_PAGE_SIZE": _integer(10, 5000),
+    "RESTARTED_BUSY_POD_POLICY": _choice("delete", "keep"),
+    "FINISHED_BUSY_POD_POLICY": _choice("delete", "keep"),
+    "MAX_BUSY_SECONDS": _number(0),
+    "API_TIMEOUT": _number(0.1, 1.9),
+    "DRY_RUN": _FLAG,
+    "LOG_LEVEL": _choice("trace", "debug", "info", "warn", "warning", "error", "off"),
+    "LOG_FORMAT": _choice("auto", "json", "text"),
+    "WEBHOOK_AUTH": _choice("jwt", "none"),
+    "JWT_LEEWAY": _number(0, 600),
+    "WEBHOOK_CHECK_SOURCE_IP": _FLAG,
+    "WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED": _FLAG,
+    "WEBHOOK_CHECK_JIBRI_ID": _FLAG,
+    "WEBHOOK_MAX_BODY_BYTES": _integer(512, 1024 * 1024),
+    "WEBHOOK_READ_TIMEOUT": _number(0.05, 1.9),
+    "WEBHOOK_IDLE_TIMEOUT": _number(0.5, 3600),
+    "WEBHOOK_RATE_LIMIT": _number(0),  # also refused at start-up: above 0 but below 0.25
+    "SHUTDOWN_DRAIN_SECONDS": _number(0, 300),
+    "SHUTDOWN_TIMEOUT": _number(0, 300),
+    "UNRESPONSIVE_BUSY_POD_SECONDS": _number(0, 30 * 86400),
+    "POOL_RECONCILE_PERIOD": _number(0.5, 3600),
+}
+
+
+def value_rule(setting: Setting) -> ValueRule:
+    return VALUE_RULES.get(setting.name, _TEXT)
+
 
 RATE_LIMIT_BURST = 4
 """The rate limiter's bucket holds this many seconds' worth of webhooks."""
