@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client as k8s
 
+from jibri_pod_controller.core.permissions import OPTIONAL_PERMISSIONS
 from testbed.cluster import (
     ControllerProcess,
     all_write_events,
@@ -181,11 +182,10 @@ async def test_the_original_role_and_deployment_work_ready_and_without_refused_w
             if "optional Kubernetes permissions missing" in str(line.get("msg"))
         ]
         assert len(lost) == 1, lost
-        assert set(lost[0]["lost"]) == {
-            "watch pods",
-            "create events",
-            "get replicasets.apps",
-        }
+        # The original Role grants none of the optional rights: watch, Events, the ReplicaSet
+        # check and the JibriPool rights are all named.
+        assert set(lost[0]["lost"]) == {str(o.permission) for o in OPTIONAL_PERMISSIONS}
+        assert {"watch pods", "create events", "get replicasets.apps"} <= set(lost[0]["lost"])
         assert "GET" in lost[0]["lost"]["watch pods"]
         for permission in ("watch pods", "create events"):
             assert (
