@@ -329,13 +329,15 @@ def jibri_deployment(
     }
 
 
-async def jibri_call(ip: str, path: str, body: Mapping[str, Any] | None = None) -> int:
+async def jibri_call(
+    ip: str, path: str, body: Mapping[str, Any] | None = None, *, port: int = JIBRI_PORT
+) -> int:
     """POST to a simulated Jibri's API (e.g. startService) and return the HTTP status."""
 
     def call() -> int:
         data = json.dumps(body or {}).encode()
         request = urllib.request.Request(
-            f"http://{ip}:{JIBRI_PORT}{path}",
+            f"http://{ip}:{port}{path}",
             data=data,
             headers={"Content-Type": "application/json"},
             method="POST",
@@ -351,16 +353,17 @@ async def jibri_call(ip: str, path: str, body: Mapping[str, Any] | None = None) 
     return await asyncio.to_thread(call)
 
 
-async def start_recording(ip: str, session_id: str = "rec") -> int:
+async def start_recording(ip: str, session_id: str = "rec", *, port: int = JIBRI_PORT) -> int:
     return await jibri_call(
         ip,
         "/jibri/api/v1.0/startService",
         {"sessionId": session_id, "recordingMode": "FILE", "callParams": {"callUrlInfo": {}}},
+        port=port,
     )
 
 
-async def stop_recording(ip: str) -> int:
-    return await jibri_call(ip, "/jibri/api/v1.0/stopService")
+async def stop_recording(ip: str, *, port: int = JIBRI_PORT) -> int:
+    return await jibri_call(ip, "/jibri/api/v1.0/stopService", port=port)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,11 @@
 It watches pods and, for each new pod without an IP, gives it a loopback address of its own
 (127.1.0.0 - 127.255.255.255; Linux routes all of 127.0.0.0/8 to `lo`, so a server can bind each
 one), starts a simulated Jibri bound to that address if the pod's first container sets
-`SIM_JIBRI=true`, and reports the pod Running and Ready through `pods/status`. When a pod is
+`SIM_JIBRI=true`, and reports the pod Running and Ready through `pods/status`. A pod whose first
+container sets `SIM_READY_DELAY_SECONDS` (or any pod, with the kubelet's `ready_delay`) is
+reported Running but not Ready first, and its Jibri starts and the pod turns Ready only after
+that many seconds (plus up to `SIM_READY_JITTER_SECONDS`, uniformly): a Jibri whose Chrome
+takes its time. When a pod is
 deleted (or gets a deletionTimestamp) its Jibri is stopped, and a pod still terminating is then
 removed with grace period 0, as a kubelet does once its containers are gone.
 
@@ -23,7 +27,9 @@ import datetime
 import errno
 import ipaddress
 import logging
+import math
 import os
+import random
 import signal
 import sys
 import threading
@@ -49,6 +55,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SIM_JIBRI_ENV = "SIM_JIBRI"
+READY_DELAY_ENV = "SIM_READY_DELAY_SECONDS"
+READY_JITTER_ENV = "SIM_READY_JITTER_SECONDS"
 HOST_IP = "127.0.0.1"
 WATCH_TIMEOUT_S = 240
 CALL_TIMEOUT_S = 30.0
@@ -114,6 +122,9 @@ class _Pod:
     start_task: asyncio.Task[None] | None = None
     reported: bool = False
     start_error: Exception | None = None
+    ready_since: str | None = None
+    """When the pod turned Ready; None while it is starting."""
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def simulated(self) -> bool:
@@ -130,7 +141,7 @@ class _Pod:
                 "image": container.image,
                 "imageID": f"sim://{container.image}",
                 "containerID": f"sim://{self.uid}/{container.name}",
-                "ready": True,
+                "ready": self.ready_since is not None,
                 "started": True,
                 "restartCount": restarts,
                 "state": {"running": {"startedAt": running_since}},
@@ -154,12 +165,35 @@ class _Pod:
             "podIP": self.ip,
             "podIPs": [{"ip": self.ip}],
             "startTime": self.started_at,
-            "conditions": [
-                {"type": kind, "status": "True", "lastTransitionTime": self.started_at}
-                for kind in CONDITIONS
-            ],
+            "conditions": [self._condition(kind) for kind in CONDITIONS],
             "containerStatuses": statuses,
         }
+
+    def _condition(self, kind: str) -> dict[str, str]:
+        if kind in ("ContainersReady", "Ready"):
+            if self.ready_since is None:
+                return {"type": kind, "status": "False", "lastTransitionTime": self.started_at}
+            return {"type": kind, "status": "True", "lastTransitionTime": self.ready_since}
+        return {"type": kind, "status": "True", "lastTransitionTime": self.started_at}
+
+    def ready_delay(self, default: float) -> float:
+        """Seconds from start to Ready: the pod's own setting, or the kubelet's."""
+        delay = _seconds(self.env, READY_DELAY_ENV, default)
+        jitter = _seconds(self.env, READY_JITTER_ENV, 0.0)
+        return delay + (random.uniform(0.0, jitter) if jitter else 0.0)
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}={raw!r}: expected seconds, a number >= 0")
+    return value
 
 
 def _plain_env(pod: Mapping[str, Any]) -> dict[str, str]:
@@ -180,7 +214,9 @@ class FakeKubelet:
 
     `api` is an `ApiClient` (the caller keeps owning it) or the path of a kubeconfig (an admin
     one: the kubelet patches `pods/status` and deletes pods). `health_port_env` names the env
-    entry holding the simulated Jibri's HTTP API port; `endpoint_of` reports it.
+    entry holding the simulated Jibri's HTTP API port; `endpoint_of` reports it. `ready_delay`
+    is the seconds from start to Ready for pods that do not set `SIM_READY_DELAY_SECONDS`
+    (default 0: Ready at once, reported in one status update).
     """
 
     def __init__(
@@ -189,9 +225,13 @@ class FakeKubelet:
         namespace: str | None,
         *,
         health_port_env: str = "SIM_JIBRI_PORT",
+        ready_delay: float = 0.0,
     ) -> None:
+        if not math.isfinite(ready_delay) or ready_delay < 0:
+            raise ValueError(f"ready_delay {ready_delay}: expected seconds, a number >= 0")
         self.namespace = namespace
         self.health_port_env = health_port_env
+        self.ready_delay = ready_delay
         self._api_arg = api
         self._api: ApiClient | None = api if isinstance(api, ApiClient) else None
         self._owns_api = not isinstance(api, ApiClient)
@@ -277,7 +317,8 @@ class FakeKubelet:
         return {p.name: p.ip for p in self._pods.values() if not p.terminating}
 
     async def wait_running(self, name: str, namespace: str | None = None) -> str:
-        """Wait until pod `name` runs here and its status is reported; return its address.
+        """Wait until pod `name` runs here, Ready, and its status is reported; return its
+        address.
 
         Raises if it failed to start; bound the wait with `asyncio.timeout`."""
         while True:
@@ -421,6 +462,7 @@ class FakeKubelet:
         if pod.terminating:
             return
         pod.terminating = True
+        pod.gone.set()
         self._spawn(self._terminate(pod, still_exists=still_exists))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -431,8 +473,24 @@ class FakeKubelet:
 
     async def _run(self, pod: _Pod) -> None:
         try:
+            delay = pod.ready_delay(self.ready_delay)
+            if delay > 0:
+                # Running with an address, not Ready: as while Chrome and Jibri start.
+                await self._report(pod)
+                log.info(
+                    "pod %s/%s starts on %s, Ready in %.1f s",
+                    pod.namespace,
+                    pod.name,
+                    pod.ip,
+                    delay,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pod.gone.wait(), delay)
+                if pod.terminating:
+                    return
             if pod.simulated:
                 await self._start_jibri(pod)
+            pod.ready_since = _now()
             await self._report(pod)
             pod.reported = True
             log.info("pod %s/%s runs on %s", pod.namespace, pod.name, pod.ip)
@@ -644,11 +702,14 @@ def run_in_thread(
     namespace: str | None,
     *,
     health_port_env: str = "SIM_JIBRI_PORT",
+    ready_delay: float = 0.0,
 ) -> Iterator[KubeletThread]:
     """Run a `FakeKubelet` in a background thread for the duration of the `with` block."""
     path = Path(kubeconfig)
     thread = KubeletThread(
-        lambda: FakeKubelet(path, namespace, health_port_env=health_port_env)
+        lambda: FakeKubelet(
+            path, namespace, health_port_env=health_port_env, ready_delay=ready_delay
+        )
     ).start()
     try:
         yield thread
@@ -668,7 +729,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", required=True, type=Path, help="an admin kubeconfig")
     parser.add_argument("--namespace", help="watch only this namespace (default: all)")
     parser.add_argument("--health-port-env", default="SIM_JIBRI_PORT")
+    parser.add_argument(
+        "--ready-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help=f"start to Ready for pods that do not set {READY_DELAY_ENV} (default 0)",
+    )
     args = parser.parse_args(argv)
+    if not math.isfinite(args.ready_delay) or args.ready_delay < 0:
+        parser.error("--ready-delay: expected seconds, a number >= 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     async def run() -> None:
@@ -677,7 +747,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         async with FakeKubelet(
-            args.kubeconfig, args.namespace, health_port_env=args.health_port_env
+            args.kubeconfig,
+            args.namespace,
+            health_port_env=args.health_port_env,
+            ready_delay=args.ready_delay,
         ):
             log.info("watching pods in %s", args.namespace or "all namespaces")
             await stop.wait()

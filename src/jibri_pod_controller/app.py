@@ -1,9 +1,17 @@
 """The composition root: read settings, wire the parts, run until SIGTERM, shut down cleanly.
 
 Lifecycle: every background task (readiness and permission checks, the election loop, the
-sweeper while leading, key reloads) belongs to one TaskGroup. On SIGTERM or SIGINT the replica
-reports not-ready, stops sweeping, stops accepting connections, finishes the requests in flight
-(up to SHUTDOWN_TIMEOUT), releases the Lease so a standby takes over at once, and exits 0.
+sweeper while leading, the pod cache, key reloads) belongs to one TaskGroup, each under
+`supervise`: a crash is logged, counted and the loop restarted; a sweeper that keeps failing
+makes the replica give up the Lease, so a standby sweeps.
+
+Permissions: the required ones (`core.permissions`) gate readiness; each missing optional one
+switches a feature off (no watch: no pod cache; no events: no Events) and is said once, at
+start-up, with what is lost, and in ``permission_missing``. The replica stays ready.
+
+On SIGTERM or SIGINT the replica reports not-ready at once, stops sweeping and gives the Lease
+up, and keeps serving for SHUTDOWN_DRAIN_SECONDS while Endpoints drop it; then it stops
+accepting connections, finishes the requests in flight (up to SHUTDOWN_TIMEOUT), and exits 0.
 """
 
 from __future__ import annotations
@@ -14,23 +22,49 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from jibri_pod_controller.adapters import logs
-from jibri_pod_controller.adapters.kube import Cluster, KubeCluster, KubeError, load_api_client
+from jibri_pod_controller.adapters.kube import (
+    Cluster,
+    KubeCluster,
+    KubeError,
+    NotFound,
+    load_api_client,
+)
 from jibri_pod_controller.adapters.metrics import Metrics
 from jibri_pod_controller.adapters.probing import Prober
 from jibri_pod_controller.adapters.tokens import KeyLoadError, Verifier
-from jibri_pod_controller.core.config import ConfigError, Settings, load_settings
+from jibri_pod_controller.core.config import (
+    RATE_LIMIT_BURST,
+    ConfigError,
+    ConfigErrors,
+    Settings,
+    load_settings,
+)
 from jibri_pod_controller.core.decisions import Policy
 from jibri_pod_controller.core.limiting import RateLimiter
-from jibri_pod_controller.loops.acting import Actuator
+from jibri_pod_controller.core.permissions import (
+    OPTIONAL_PERMISSIONS,
+    Assessment,
+    Feature,
+    Permission,
+    all_permissions,
+    assess,
+)
+from jibri_pod_controller.core.permissions import (
+    required_permissions as _required,
+)
+from jibri_pod_controller.core.pods import PodFacts
+from jibri_pod_controller.loops.acting import Actuator, ReplicaSetSelectors
 from jibri_pod_controller.loops.electing import Elector
 from jibri_pod_controller.loops.serving import Health, WebhookHandler, build_app
+from jibri_pod_controller.loops.supervising import supervise
 from jibri_pod_controller.loops.sweeping import Sweeper
 from jibri_pod_controller.loops.watching import PodCache, PodStream
 
@@ -39,33 +73,12 @@ log = logging.getLogger("jibri_pod_controller")
 READINESS_PERIOD = 5.0
 PERMISSION_PERIOD = 60.0
 KEY_RELOAD_PERIOD = 30.0
-
-
-@dataclass(frozen=True)
-class Permission:
-    verb: str
-    resource: str
-    group: str = ""
-    name: str = ""
-
-    def __str__(self) -> str:
-        target = f"{self.resource}.{self.group}" if self.group else self.resource
-        return f"{self.verb} {target}" + (f"/{self.name}" if self.name else "")
+SWEEPER_FAILURES_BEFORE_RESIGNING = 3
 
 
 def required_permissions(settings: Settings) -> tuple[Permission, ...]:
-    lease = settings.lease_name
-    return (
-        Permission("get", "pods"),
-        Permission("list", "pods"),
-        Permission("watch", "pods"),
-        Permission("patch", "pods"),
-        Permission("delete", "pods"),
-        Permission("create", "events"),
-        Permission("create", "leases", "coordination.k8s.io"),
-        Permission("get", "leases", "coordination.k8s.io", lease),
-        Permission("update", "leases", "coordination.k8s.io", lease),
-    )
+    """What readiness needs (see `core.permissions` for the optional ones)."""
+    return _required(lease_name=settings.lease_name)
 
 
 def package_version() -> str:
@@ -86,6 +99,7 @@ class Controller:
         cluster: Cluster,
         verifier: Verifier | None,
         stream: PodStream | None = None,
+        replica_sets: ReplicaSetSelectors | None = None,
     ) -> None:
         self.settings = settings
         self.cluster = cluster
@@ -104,7 +118,9 @@ class Controller:
             metrics=self.metrics,
             busy_labels=settings.busy_labels,
             dry_run=settings.dry_run,
+            replica_sets=replica_sets,
         )
+        self._replica_sets = replica_sets
         self.elector = Elector(
             cluster=cluster,
             metrics=self.metrics,
@@ -133,6 +149,7 @@ class Controller:
                 restarted=settings.restarted_policy,
                 finished=settings.finished_policy,
                 max_busy_seconds=settings.max_busy_seconds,
+                unresponsive_seconds=settings.unresponsive_busy_seconds,
             ),
             page_size=settings.list_page_size,
             snapshot=self.cache.snapshot if self.cache is not None else None,
@@ -144,7 +161,9 @@ class Controller:
             actuator=self.actuator,
             metrics=self.metrics,
             verifier=verifier,
-            limiter=RateLimiter(rate=settings.rate_limit, burst=settings.rate_limit * 4),
+            limiter=RateLimiter(
+                rate=settings.rate_limit, burst=settings.rate_limit * RATE_LIMIT_BURST
+            ),
             cache=self.cache,
         )
         self.app = build_app(
@@ -153,11 +172,36 @@ class Controller:
             health=self.health,
             max_body_bytes=settings.max_body_bytes,
         )
+        self.permissions: Assessment | None = None
+        self._group: asyncio.TaskGroup | None = None
         self._sweep_task: asyncio.Task[None] | None = None
+        self._cache_task: asyncio.Task[None] | None = None
+
+    def _spawn(
+        self,
+        name: str,
+        run: Callable[[], Coroutine[Any, Any, None]],
+        on_failure: Callable[[int], None] | None = None,
+    ) -> asyncio.Task[None]:
+        assert self._group is not None, "background loops start inside run()"
+        return self._group.create_task(
+            supervise(name, run, metrics=self.metrics, on_failure=on_failure), name=name
+        )
 
     # -- leadership -------------------------------------------------------------------------
     def _start_sweeping(self) -> None:
-        self._sweep_task = asyncio.create_task(self.sweeper.run(self.settings.sweep_interval))
+        interval = self.settings.sweep_interval
+        self._sweep_task = self._spawn(
+            "sweeper", lambda: self.sweeper.run(interval), self._sweeper_failed
+        )
+
+    def _sweeper_failed(self, failures: int) -> None:
+        if failures >= SWEEPER_FAILURES_BEFORE_RESIGNING and self.elector.leading.is_set():
+            log.error(
+                "the sweeper keeps failing; giving up the Lease so that a standby sweeps",
+                extra={"failures": failures, "lease": self.settings.lease_name},
+            )
+            self.elector.resign()
 
     def _stop_sweeping(self) -> None:
         if self._sweep_task is not None:
@@ -166,29 +210,93 @@ class Controller:
         # Only the leader's counts are current; a standby exporting stale ones would be summed.
         self.metrics.jibri_pods.clear()
 
-    # -- background checks ------------------------------------------------------------------
-    async def check_permissions(self) -> None:
-        missing: list[str] = []
-        for permission in required_permissions(self.settings):
-            allowed = await self.cluster.can_i(
-                verb=permission.verb,
-                resource=permission.resource,
-                group=permission.group,
-                name=permission.name,
+    # -- permissions --------------------------------------------------------------------------
+    async def check_permissions(self) -> Assessment:
+        permissions = all_permissions(lease_name=self.settings.lease_name)
+        answers = await asyncio.gather(
+            *(
+                self.cluster.can_i(verb=p.verb, resource=p.resource, group=p.group, name=p.name)
+                for p in permissions
             )
-            if not allowed:
-                missing.append(str(permission))
-        if missing and tuple(missing) != self.health.missing_permissions:
+        )
+        allowed: dict[Permission, bool] = dict(zip(permissions, answers, strict=True))
+        verdict = assess(allowed, lease_name=self.settings.lease_name)
+        previous = self.permissions
+        missing = list(verdict.missing_required)
+        if missing and (previous is None or previous.missing_required != verdict.missing_required):
             log.error(
                 "missing Kubernetes permissions; not ready until the Role grants them",
                 extra={"namespace": self.settings.namespace, "missing": missing},
             )
-        elif not missing and self.health.missing_permissions:
+        elif not missing and previous is not None and previous.missing_required:
             log.info("Kubernetes permissions complete")
-        self.health.missing_permissions = tuple(missing)
+        if verdict.lost and (previous is None or previous.lost != verdict.lost):
+            log.warning(
+                "optional Kubernetes permissions missing; working without: %s",
+                "; ".join(f"{p} ({lost})" for p, lost in verdict.lost.items()),
+                extra={"namespace": self.settings.namespace, "lost": verdict.lost},
+            )
+        for permission in permissions:
+            self.metrics.permission_missing.labels(
+                permission=str(permission),
+                required="false"
+                if any(o.permission == permission for o in OPTIONAL_PERMISSIONS)
+                else "true",
+            ).set(0 if allowed.get(permission) else 1)
+        self.permissions = verdict
+        self.health.missing_permissions = verdict.missing_required
+        self._apply_features(verdict)
+        return verdict
 
+    def _apply_features(self, verdict: Assessment) -> None:
+        """Switch the optional features on or off to match what the Role allows."""
+        self.actuator.events = verdict.has(Feature.EVENTS)
+        self.actuator.replica_sets = (
+            self._replica_sets if verdict.has(Feature.OWNER_CHECK) else None
+        )
+        if self.cache is None or self._group is None:
+            return
+        if verdict.has(Feature.WATCH) and self._cache_task is None:
+            cache = self.cache
+            self._cache_task = self._spawn("pod-cache", cache.run)
+        elif not verdict.has(Feature.WATCH) and self._cache_task is not None:
+            # Without a watch the cache would only go stale: read fresh instead.
+            self._cache_task.cancel()
+            self._cache_task = None
+            self.cache.synced.clear()
+            self.metrics.pod_cache_synced.set(0)
+
+    # -- start-up report ------------------------------------------------------------------------
+    async def check_detaches_would_work(self) -> list[str]:
+        """Report every ReplicaSet of Jibri pods whose selector matches the busy labels.
+
+        Run once at start-up: a Deployment whose selector still matches a busy-labelled pod
+        would keep its busy pods, so no detach would ever take effect. Returns their names.
+        """
+        if self.actuator.replica_sets is None:
+            return []
+        owners: dict[str, PodFacts] = {}
+        try:
+            async for pod in self.cluster.list_pods(
+                selector=str(self.settings.jibri_selector),
+                page_size=self.settings.list_page_size,
+            ):
+                if pod.owner_kind == "ReplicaSet" and pod.owner_name:
+                    owners.setdefault(pod.owner_name, pod)
+        except Exception as exc:  # an API error or a pod it cannot read: a report, not a crash
+            log.warning("could not check the Jibri ReplicaSets", extra={"error": repr(exc)})
+            return []
+        found: list[str] = []
+        for _, pod in sorted(owners.items()):
+            # The pod as a detach would leave it: its own labels with the busy ones on top.
+            relabelled = replace(pod, labels={**pod.labels, **self.settings.busy_labels})
+            if not await self.actuator.left_its_replica_set(relabelled, where="startup"):
+                found.append(relabelled.owner_name or "")
+        return found
+
+    # -- background checks ------------------------------------------------------------------
     async def _readiness_loop(self) -> None:
-        since_permissions = PERMISSION_PERIOD
+        since_permissions = 0.0 if self.permissions is not None else PERMISSION_PERIOD
         while True:
             try:
                 if since_permissions >= PERMISSION_PERIOD:
@@ -207,11 +315,32 @@ class Controller:
             await asyncio.sleep(READINESS_PERIOD)
             since_permissions += READINESS_PERIOD
 
-    async def _reload_keys_loop(self) -> None:
+    async def reload_keys(self) -> bool:
+        """Read changed key files in a thread; install them on the loop, in one step."""
         assert self.verifier is not None
+        update = await asyncio.to_thread(self.verifier.read_if_changed)
+        if update is None:
+            return False
+        if update.error is not None:
+            path = update.error.path
+            self.metrics.key_load_errors.labels(file=path.name if path else "").inc()
+        return self.verifier.apply(update)
+
+    async def _reload_keys_loop(self) -> None:
         while True:
             await asyncio.sleep(KEY_RELOAD_PERIOD)
-            await asyncio.to_thread(self.verifier.reload_if_changed)
+            await self.reload_keys()
+
+    async def _start_up_checks(self) -> None:
+        """The first permission check, before any loop that depends on its verdict."""
+        try:
+            await self.check_permissions()
+        except KubeError as exc:
+            # The readiness loop tries again; until then the replica is not ready.
+            log.error("Kubernetes permission check failed", extra={"error": str(exc)})
+            self.metrics.api_errors.labels(operation="permissions", kind=exc.kind).inc()
+            return
+        await self.check_detaches_would_work()
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -246,22 +375,39 @@ class Controller:
         )
         try:
             async with asyncio.TaskGroup() as group:
-                background = [
-                    group.create_task(self._readiness_loop()),
-                    group.create_task(self.elector.run(self._start_sweeping, self._stop_sweeping)),
-                ]
+                self._group = group
+                await self._start_up_checks()  # also starts the pod cache if it may watch
+                elector = self._spawn(
+                    "elector",
+                    lambda: self.elector.run(self._start_sweeping, self._stop_sweeping),
+                )
+                background = [self._spawn("readiness", self._readiness_loop)]
                 if self.verifier is not None:
-                    background.append(group.create_task(self._reload_keys_loop()))
-                if self.cache is not None:
-                    background.append(group.create_task(self.cache.run()))
+                    background.append(self._spawn("key-reload", self._reload_keys_loop))
                 await stop.wait()
-                log.info("shutting down")
+                log.info(
+                    "shutting down: not ready; serving for %gs more",
+                    self.settings.shutdown_drain,
+                    extra={"drain_seconds": self.settings.shutdown_drain},
+                )
                 self.health.shutting_down = True
+                self.metrics.ready.set(0)
+                # Stop leading first, and give the Lease up, so a standby sweeps at once.
+                elector.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await elector
                 self._stop_sweeping()
+                await self.elector.release()
+                # Endpoints take a few seconds to drop this replica: keep answering webhooks.
+                await asyncio.sleep(self.settings.shutdown_drain)
                 for task in background:
                     task.cancel()
+                if self._cache_task is not None:
+                    self._cache_task.cancel()
+                    self._cache_task = None
         finally:
             self._stop_sweeping()
+            self._group = None
             await runner.cleanup()  # stop listening, then finish requests in flight
             await self.elector.release()
             await self.actuator.drain()
@@ -269,9 +415,52 @@ class Controller:
             log.info("stopped")
 
 
-def _fail(message: str) -> int:
-    print(f"jibri-pod-controller: configuration error: {message}", file=sys.stderr)
+def _fail(*messages: str) -> int:
+    for message in messages:
+        print(f"jibri-pod-controller: configuration error: {message}", file=sys.stderr)
     return 2
+
+
+REPLICA_SETS_REMEMBERED = 256
+
+
+class JsonRequests(Protocol):
+    async def request_json(self, method: str, path: str) -> Any: ...
+
+
+def replica_set_reader(cluster: JsonRequests, namespace: str) -> ReplicaSetSelectors:
+    """Reads a ReplicaSet's ``spec.selector`` through the API seam's generic request.
+
+    A ReplicaSet's selector is immutable (apps/v1), so each one is read once and remembered
+    by uid (a recreated Deployment may reuse the name with another selector): a burst of
+    detaches from one Deployment costs one GET, not one per detach, and the check stays far
+    inside a webhook's time budget.
+    """
+    known: dict[tuple[str, str], Mapping[str, Any]] = {}
+
+    async def selector(name: str, uid: str) -> Mapping[str, Any] | None:
+        if (name, uid) in known:
+            return known[(name, uid)]
+        try:
+            body = await cluster.request_json(
+                "GET", f"/apis/apps/v1/namespaces/{namespace}/replicasets/{name}"
+            )
+        except NotFound:
+            return None
+        if not isinstance(body, dict):
+            return None
+        meta, spec = body.get("metadata"), body.get("spec")
+        if uid and (not isinstance(meta, dict) or meta.get("uid") != uid):
+            return None  # not the pod's owner any more
+        found = spec.get("selector") if isinstance(spec, dict) else None
+        if not isinstance(found, dict):
+            return None
+        if len(known) >= REPLICA_SETS_REMEMBERED:
+            known.clear()
+        known[(name, uid)] = found
+        return found
+
+    return selector
 
 
 async def _serve(settings: Settings, verifier: Verifier | None, env: Mapping[str, str]) -> None:
@@ -282,7 +471,13 @@ async def _serve(settings: Settings, verifier: Verifier | None, env: Mapping[str
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await Controller(settings, cluster, verifier, stream=cluster).run(stop)
+        await Controller(
+            settings,
+            cluster,
+            verifier,
+            stream=cluster,
+            replica_sets=replica_set_reader(cluster, settings.namespace),
+        ).run(stop)
     finally:
         await cluster.close()
 
@@ -291,6 +486,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     environment = os.environ if env is None else env
     try:
         settings = load_settings(environment)
+    except ConfigErrors as exc:
+        return _fail(*(str(e) for e in exc.errors))
     except ConfigError as exc:
         return _fail(str(exc))
     verifier: Verifier | None = None

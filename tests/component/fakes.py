@@ -67,6 +67,7 @@ def pod_json(
     owner: str | None = "ReplicaSet",
     deleting: bool = False,
     created: str = "2025-01-01T00:00:00Z",
+    ready: bool | None = None,
 ) -> dict[str, Any]:
     """A pod as the API server returns it (JSON-decoded), reduced to realistic essentials."""
     ip_list = list(ips)
@@ -97,6 +98,12 @@ def pod_json(
         "phase": phase,
         "containerStatuses": [
             {"name": "jibri", "ready": phase == "Running", "restartCount": restarts}
+        ],
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True" if (phase == "Running" if ready is None else ready) else "False",
+            }
         ],
     }
     if ip_list:
@@ -455,3 +462,11 @@ def forged_token(
     if hmac_secret is not None:
         signature = hmac.new(hmac_secret, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{_b64(signature)}"
+
+
+SM2_PUBLIC_KEY = b"""-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoEcz1UBgi0DQgAE+IfNcf69ZjprcMmJ6DAeq9I+C2rB
+UsjVYbNxqONaMP4vv/vru/Vqo57Bp6BlqrbllCPgoWyS5wRaPCtSg7NFIw==
+-----END PUBLIC KEY-----
+"""
+"""A Chinese-standard SM2 public key: valid PEM, a type the cryptography library rejects."""

@@ -238,3 +238,71 @@ async def test_events_do_not_delay_the_action() -> None:
     assert cluster.events == []
     await act.drain()
     assert [e.reason for e in cluster.events] == ["JibriDeleted"]
+
+
+async def test_without_the_events_permission_no_event_is_attempted() -> None:
+    cluster = FakeCluster()
+    pod = cluster.add_pod("jibri-a")
+    act = actuator(cluster)
+    act.events = False
+    assert await act.apply(Detach(Reason.BUSY_REPORTED), pod, source=Source.WEBHOOK) is (
+        Result.DONE
+    )
+    await act.drain()
+    assert [w.method for w in cluster.writes] == ["patch_pod"]
+    assert cluster.events == []
+
+
+class ReplicaSets:
+    """The owning ReplicaSets' selectors, as the API server would return them."""
+
+    def __init__(self, selectors: dict[str, dict[str, object]]) -> None:
+        self.selectors = selectors
+        self.asked: list[str] = []
+
+    async def __call__(self, name: str, uid: str) -> dict[str, object] | None:
+        self.asked.append(name)
+        return self.selectors.get(name)
+
+
+async def test_a_detach_that_leaves_the_pod_in_its_replica_set_is_reported() -> None:
+    cluster = FakeCluster()
+    pod = cluster.add_pod("jibri-a")  # owned by ReplicaSet jibri-5d9c7b
+    act = actuator(cluster)
+    # The Deployment selects app=jibri only: the busy labels still match it.
+    act.replica_sets = ReplicaSets({"jibri-5d9c7b": {"matchLabels": {"app": "jibri"}}})
+    result = await act.apply(Detach(Reason.BUSY_REPORTED), pod, source=Source.WEBHOOK)
+    await act.drain()
+    assert result is Result.NOT_DETACHED
+    assert count(act, "detach", "busy-reported", "webhook", "not-detached") == 1
+    assert count(act, "detach", "busy-reported", "webhook", "done") is None
+    sample = act.metrics.registry.get_sample_value
+    assert sample("jibri_pod_controller_detach_ineffective_total", {"where": "detach"}) == 1
+    assert [(e.reason, e.warning) for e in cluster.events] == [("JibriNotDetached", True)]
+
+
+async def test_a_detach_that_takes_the_pod_out_is_done() -> None:
+    cluster = FakeCluster()
+    pod = cluster.add_pod("jibri-a")
+    act = actuator(cluster)
+    sets = ReplicaSets({"jibri-5d9c7b": {"matchLabels": {"app": "jibri", "state": "idle"}}})
+    act.replica_sets = sets
+    result = await act.apply(Detach(Reason.BUSY_REPORTED), pod, source=Source.WEBHOOK)
+    await act.drain()
+    assert result is Result.DONE
+    assert sets.asked == ["jibri-5d9c7b"]
+    assert [e.reason for e in cluster.events] == ["JibriDetached"]
+
+
+async def test_an_unreadable_replica_set_does_not_undo_a_detach() -> None:
+    cluster = FakeCluster()
+    pod = cluster.add_pod("jibri-a")
+    act = actuator(cluster)
+
+    async def failing(name: str, uid: str) -> dict[str, object] | None:
+        raise kube.Unavailable("get replicaset: timed out")
+
+    act.replica_sets = failing
+    assert await act.apply(Detach(Reason.BUSY_REPORTED), pod, source=Source.WEBHOOK) is (
+        Result.DONE
+    )

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 import pytest
 
+from jibri_pod_controller.adapters.tokens import Verifier
 from jibri_pod_controller.app import Controller, main, required_permissions
-from tests.component.fakes import FakeCluster, JibriSigner, make_settings
+from jibri_pod_controller.core.config import JwtSettings
+from jibri_pod_controller.core.permissions import OPTIONAL_PERMISSIONS
+from tests.component.fakes import SM2_PUBLIC_KEY, FakeCluster, JibriSigner, make_settings
 
 ENV = {"POD_NAME": "controller-0", "NAMESPACE": "jibri", "WEBHOOK_AUTH": "none"}
 
@@ -119,3 +124,235 @@ async def test_missing_permissions_make_the_replica_unready() -> None:
         f"update leases.coordination.k8s.io/{lease}",
     )
     assert not controller.health.ready
+
+
+def test_every_bad_setting_is_one_line_then_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    env = {**ENV, "PORT": "eighty", "LEASE_DURATION": "15.5", "WEBHOOK_RATE_LIMIT": "0.1"}
+    assert main([], env=env) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[2] for line in lines] == [
+        "PORT",
+        "LEASE_DURATION",
+        "WEBHOOK_RATE_LIMIT",
+    ]
+    assert all(line.startswith("jibri-pod-controller: configuration error: ") for line in lines)
+
+
+def test_an_unsupported_key_type_at_start_up_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "good.pem").write_bytes(JibriSigner("good").public_pem())
+    (tmp_path / "sm2.pem").write_bytes(SM2_PUBLIC_KEY)
+    env = {"POD_NAME": "c", "JWT_KEYS_DIR": str(tmp_path), "JWT_ISSUER": "jibri"}
+    assert main([], env=env) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    (line,) = err.splitlines()
+    assert line.startswith("jibri-pod-controller: configuration error: JWT_KEYS_DIR: ")
+    assert "sm2.pem" in line
+    assert "Traceback" not in err
+
+
+def granted(settings_lease: str, *, optional: bool) -> set[tuple[str, str, str, str]]:
+    perms = list(required_permissions(make_settings()))
+    if optional:
+        perms += [o.permission for o in OPTIONAL_PERMISSIONS]
+    return {(p.verb, p.resource, p.group, p.name) for p in perms}
+
+
+async def test_missing_optional_permissions_keep_the_replica_ready_and_switch_features_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings()
+    cluster = FakeCluster(allowed=granted(settings.lease_name, optional=False))
+    controller = Controller(settings, cluster, None, replica_sets=_no_replica_sets)
+    controller.health.api_ok = True
+    with caplog.at_level(logging.WARNING):
+        await controller.check_permissions()
+        await controller.check_permissions()  # the next periodic check: no second line
+    assert controller.health.ready
+    assert controller.health.missing_permissions == ()
+    lines = [r for r in caplog.records if "optional Kubernetes permissions" in r.getMessage()]
+    assert len(lines) == 1
+    assert set(lines[0].lost) == {  # type: ignore[attr-defined]
+        "watch pods",
+        "create events",
+        "get replicasets.apps",
+    }
+    assert controller.actuator.events is False
+    assert controller.actuator.replica_sets is None
+    metric = controller.metrics.registry.get_sample_value
+    labels = {"permission": "watch pods", "required": "false"}
+    assert metric("jibri_pod_controller_permission_missing", labels) == 1
+    labels = {"permission": "delete pods", "required": "true"}
+    assert metric("jibri_pod_controller_permission_missing", labels) == 0
+
+
+async def _no_replica_sets(name: str, uid: str) -> None:
+    return None
+
+
+async def test_all_permissions_switch_every_feature_on() -> None:
+    settings = make_settings()
+    cluster = FakeCluster(allowed=granted(settings.lease_name, optional=True))
+    controller = Controller(settings, cluster, None, replica_sets=_no_replica_sets)
+    verdict = await controller.check_permissions()
+    assert verdict.missing_optional == ()
+    assert controller.actuator.events is True
+    assert controller.actuator.replica_sets is _no_replica_sets
+
+
+async def test_an_unsupported_key_added_at_run_time_is_reported_and_the_old_keys_stay(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    signer = JibriSigner("good", issuer="jibri")
+    (tmp_path / "good.pem").write_bytes(signer.public_pem())
+    jwt = JwtSettings(
+        keys_dir=tmp_path, jwks_file=None, issuer="jibri", audience="jibri-pod-controller", leeway=5
+    )
+    verifier = Verifier(jwt)
+    controller = Controller(make_settings(), FakeCluster(), verifier)
+    (tmp_path / "sm2.pem").write_bytes(SM2_PUBLIC_KEY)
+    with caplog.at_level(logging.ERROR):
+        assert await controller.reload_keys() is False
+        assert await controller.reload_keys() is False  # reported once, not every period
+    assert verifier.kids == ["good"]
+    assert verifier.verify(signer.bearer()).kid == "good"
+    sample = controller.metrics.registry.get_sample_value
+    assert sample("jibri_pod_controller_key_load_errors_total", {"file": "sm2.pem"}) == 1
+    (line,) = [r for r in caplog.records if "not reloaded" in r.getMessage()]
+    assert line.file.endswith("sm2.pem")  # type: ignore[attr-defined]
+
+
+async def test_the_key_swap_happens_on_the_event_loop(tmp_path: Path) -> None:
+    """The thread only reads; keys and the verified-token table change on the loop, together."""
+    signer, other = JibriSigner("old", issuer="jibri"), JibriSigner("new", issuer="jibri")
+    (tmp_path / "old.pem").write_bytes(signer.public_pem())
+    jwt = JwtSettings(
+        keys_dir=tmp_path, jwks_file=None, issuer="jibri", audience="jibri-pod-controller", leeway=5
+    )
+    verifier = Verifier(jwt)
+    token = signer.bearer()
+    verifier.verify(token)
+    loop_thread = asyncio.get_running_loop()
+    applied_in: list[object] = []
+    original_apply = verifier.apply
+
+    def apply(update: object) -> bool:
+        applied_in.append(asyncio.get_running_loop())
+        return original_apply(update)  # type: ignore[arg-type]
+
+    verifier.apply = apply  # type: ignore[method-assign]
+    (tmp_path / "old.pem").unlink()
+    (tmp_path / "new.pem").write_bytes(other.public_pem())
+    controller = Controller(make_settings(), FakeCluster(), verifier)
+    assert await controller.reload_keys() is True
+    assert applied_in == [loop_thread]
+    assert verifier.kids == ["new"]
+    assert verifier._verified == {}
+
+
+async def test_a_sweeper_that_keeps_failing_gives_the_lease_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from testbed.cluster import free_port, wait_until
+
+    settings = make_settings(
+        PORT=str(free_port()),
+        LEASE_DURATION="3",
+        LEASE_RENEW_DEADLINE="2",
+        LEASE_RETRY_PERIOD="0.5",
+        SHUTDOWN_DRAIN_SECONDS="0",
+    )
+    cluster = FakeCluster()
+    controller = Controller(settings, cluster, None)
+    crashes = 0
+
+    async def crash() -> object:
+        nonlocal crashes
+        crashes += 1
+        raise RuntimeError("the sweeper cannot run")
+
+    controller.sweeper.sweep_once = crash  # type: ignore[method-assign,assignment]
+    stop = asyncio.Event()
+    task = asyncio.create_task(controller.run(stop))
+    try:
+
+        async def resigned() -> bool:
+            return any("giving up the Lease" in r.getMessage() for r in caplog.records) and (
+                cluster.leases[settings.lease_name].record.holder == ""
+            )
+
+        with caplog.at_level(logging.ERROR):
+            await wait_until(resigned, timeout=30, interval=0.05, what="the Lease given up")
+        assert crashes >= 3
+        assert not controller.elector.leading.is_set()
+        sample = controller.metrics.registry.get_sample_value
+        assert (sample("jibri_pod_controller_loop_restarts_total", {"loop": "sweeper"}) or 0) >= 3
+        assert not task.done()  # the replica itself keeps running (and serving)
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_replica_sets_selector_is_read_once() -> None:
+    from jibri_pod_controller.adapters.kube import NotFound
+    from jibri_pod_controller.app import replica_set_reader
+
+    class Api:
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        async def request_json(self, method: str, path: str) -> object:
+            self.asked.append(f"{method} {path}")
+            if path.endswith("/gone"):
+                raise NotFound("get replicaset gone: HTTP 404")
+            return {
+                "metadata": {"uid": "rs-1"},
+                "spec": {"selector": {"matchLabels": {"app": "jibri"}}},
+            }
+
+    api = Api()
+    read = replica_set_reader(api, "jibri")
+    for _ in range(3):
+        assert await read("jibri-5d9c7b", "rs-1") == {"matchLabels": {"app": "jibri"}}
+    assert await read("gone", "rs-2") is None
+    # The name now belongs to another ReplicaSet than the pod's owner: no verdict.
+    assert await read("jibri-5d9c7b", "rs-old") is None
+    assert api.asked == [
+        "GET /apis/apps/v1/namespaces/jibri/replicasets/jibri-5d9c7b",
+        "GET /apis/apps/v1/namespaces/jibri/replicasets/gone",
+        "GET /apis/apps/v1/namespaces/jibri/replicasets/jibri-5d9c7b",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("selector", "reported"),
+    [
+        ({"matchLabels": {"app": "jibri"}}, ["jibri-5d9c7b"]),
+        ({"matchLabels": {"app": "jibri", "state": "idle"}}, []),
+    ],
+)
+async def test_the_start_up_check_reports_deployments_whose_selector_keeps_busy_pods(
+    selector: dict[str, object], reported: list[str]
+) -> None:
+    settings = make_settings()
+    cluster = FakeCluster()
+    for name in ("jibri-a", "jibri-b"):
+        cluster.add_pod(name)  # both owned by ReplicaSet jibri-5d9c7b
+    asked: list[str] = []
+
+    async def replica_sets(name: str, uid: str) -> dict[str, object]:
+        asked.append(name)
+        return selector
+
+    controller = Controller(settings, cluster, None, replica_sets=replica_sets)
+    await controller.check_permissions()
+    assert await controller.check_detaches_would_work() == reported
+    assert asked == ["jibri-5d9c7b"]  # one look per ReplicaSet, not per pod
+    sample = controller.metrics.registry.get_sample_value
+    expected = float(len(reported))
+    assert (sample("jibri_pod_controller_detach_ineffective_total", {"where": "startup"}) or 0) == (
+        expected
+    )
+    assert cluster.writes == []

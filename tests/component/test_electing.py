@@ -304,3 +304,36 @@ async def test_a_standby_wakes_when_the_lease_expires_not_at_its_next_retry(
     (started,) = b.started
     expiry = observed.changed_at + TIMINGS.duration
     assert expiry <= started <= expiry + 0.05
+
+
+async def test_a_leader_that_resigns_hands_over_and_stands_back(
+    spawn: Spawn, clock: FakeClock, cluster: FakeCluster
+) -> None:
+    a = await spawn("a")
+    b = await spawn("b")
+    await clock.advance(5)
+    assert a.leading
+    resigned_at = clock.now
+    a.elector.resign()  # its sweeper cannot run
+    await clock.advance(TIMINGS.retry_period + SLACK + 0.2)
+    assert not a.leading
+    assert a.stopped
+    assert a.stopped[0] <= resigned_at + TIMINGS.retry_period
+    assert b.leading  # well before the lease would have expired
+    assert b.started[0] < resigned_at + TIMINGS.duration
+    # a does not grab the Lease back while it stands back, nor after: b renews it.
+    await clock.advance(3 * TIMINGS.duration)
+    assert b.leading
+    assert not a.leading
+    assert holder(cluster) == "b"
+
+
+async def test_resign_when_not_leading_does_nothing(spawn: Spawn, clock: FakeClock) -> None:
+    a = await spawn("a")
+    b = await spawn("b")
+    await clock.advance(5)
+    b.elector.resign()
+    await clock.advance(10)
+    assert a.leading
+    assert not b.leading
+    assert b.stopped == []

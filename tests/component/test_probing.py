@@ -61,6 +61,18 @@ async def answer(servers: list[asyncio.Server], reply: bytes) -> int:
         (b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n", ProbeFailure.HTTP_STATUS),
         (b"HTTP/1.1 200 OK\r\nX: " + b"y" * 20_000 + b"\r\n\r\n" + BODY, ProbeFailure.INVALID),
         (b"", ProbeFailure.CONNECT),
+        # Digits that str.isdigit() accepts but HTTP does not: "²" and "¹" are single bytes
+        # (0xB2, 0xB9) in the head's latin-1.
+        ("HTTP/1.1 2²0 OK\r\nContent-Length: 0\r\n\r\n".encode("latin-1"), ProbeFailure.INVALID),
+        ("HTTP/1.1 ²00 OK\r\n\r\n".encode("latin-1"), ProbeFailure.INVALID),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: ²\r\n\r\n".encode("latin-1") + BODY,
+            ProbeFailure.INVALID,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 7¹\r\n\r\n".encode("latin-1") + BODY,
+            ProbeFailure.INVALID,
+        ),
     ],
     ids=[
         "length",
@@ -73,6 +85,10 @@ async def answer(servers: list[asyncio.Server], reply: bytes) -> int:
         "503",
         "huge-head",
         "empty",
+        "superscript-status",
+        "superscript-status-2",
+        "superscript-length",
+        "superscript-length-2",
     ],
 )
 async def test_replies(

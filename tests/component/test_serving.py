@@ -383,7 +383,12 @@ async def test_a_request_from_another_address_is_refused(
 
 async def test_the_source_check_can_be_turned_off(start: Start, cluster: FakeCluster) -> None:
     cluster.add_pod(POD, ips=["10.244.1.17"])
-    server = await start(cluster, WEBHOOK_CHECK_SOURCE_IP="false")
+    # Unauthenticated here, so the risk must be accepted by name (see test_config).
+    server = await start(
+        cluster,
+        WEBHOOK_CHECK_SOURCE_IP="false",
+        WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED="true",
+    )
     assert await server.status(status_body("BUSY")) == (200, {"result": "done"})
 
 

@@ -40,6 +40,7 @@ class Harness:
     runner: asyncio.Runner
     client: TestClient[web.Request, web.Application]
     cluster: FakeCluster
+    metrics: Metrics
 
     def post(self, path: str, data: bytes, headers: dict[str, str]) -> int:
         async def send() -> int:
@@ -48,6 +49,21 @@ class Harness:
             return response.status
 
         return self.runner.run(send())
+
+    def post_text(self, path: str, data: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        async def send() -> tuple[int, str]:
+            response = await self.client.post(path, data=data, headers=headers)
+            return response.status, await response.text()
+
+        return self.runner.run(send())
+
+    def metric(self, name: str) -> float:
+        total = 0.0
+        for family in self.metrics.registry.collect():
+            for sample in family.samples:
+                if sample.name == name:
+                    total += sample.value
+        return total
 
     def request(self, method: str, path: str) -> int:
         async def send() -> int:
@@ -90,7 +106,7 @@ def _start(*, authenticated: bool) -> Iterator[Harness]:
 
     client = runner.run(serve())
     try:
-        yield Harness(runner, client, cluster)
+        yield Harness(runner, client, cluster, metrics)
     finally:
         runner.run(client.close())
         runner.close()
@@ -164,6 +180,41 @@ bad_tokens = st.one_of(
         )
     ),
 )
+
+
+def _rsa_signed(header: dict[str, Any]) -> str:
+    """A token with a forged header but a genuine RS256 signature by the trusted key, so the
+    header's oddities reach every step of the verification, not only the first."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    unsigned = forged_token(
+        header, {"iss": "jibri", "aud": ["jibri-pod-controller"], "exp": time.time() + 60}
+    )
+    signing_input = unsigned.rsplit(".", 1)[0]
+    signature = SIGNER.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return "Bearer " + signing_input + "." + b64url(signature)
+
+
+def b64url(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+# Token headers as a forger writes them: kid, crit and friends of any JSON type.
+forged_headers = st.fixed_dictionaries(
+    {"alg": st.just("RS256") | json_values},
+    optional={
+        "kid": st.just("k1") | json_values,
+        "crit": st.just(["b64"]) | st.just("b64") | st.just([]) | json_values,
+        "b64": json_values,
+        "typ": json_values,
+        "jku": json_values,
+        "x5c": json_values,
+        "zip": st.just("DEF") | json_values,
+    },
+)
 pod_names = st.sampled_from([POD, OTHER, "ghost", "UPPER", "a..b", "-x", "x" * 300]) | st.text(
     alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="/?#%"),
     min_size=1,
@@ -203,6 +254,34 @@ def test_no_valid_token_means_no_write_and_no_500(
     assert code != 500
     assert code in (400, 401, 404, 405, 413, 415, 429), code
     assert secured.cluster.writes == []
+
+
+@examples
+@given(header=forged_headers)
+def test_a_forged_token_header_is_a_401_with_a_reason_and_a_metric(
+    secured: Harness, header: dict[str, Any]
+) -> None:
+    if header == {"alg": "RS256", "kid": "k1"}:
+        header = {**header, "crit": 7}  # that one is Jibri's own header: make it odd
+    before = secured.metric("jibri_pod_controller_token_rejections_total")
+    writes = len(secured.cluster.writes)
+    report = {"busyStatus": "BUSY", "health": {"healthStatus": "HEALTHY"}}
+    body = json.dumps({"jibriId": POD, "status": report}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": _rsa_signed(header)}
+    code, text = secured.post_text(f"/webhook/{POD}/v1/status", body, headers)
+    if code == 200:
+        # Only headers a verifier may accept pass: RS256 and the known kid (and extensions
+        # PyJWT implements, such as crit ["b64"]), over a genuine signature.
+        assert header.get("alg") == "RS256"
+        assert header.get("kid") == "k1"
+        # An authentic token: its write was legitimate. Leave the harness as it was.
+        secured.cluster.change_pod(POD, labels={"state": "idle"})
+        del secured.cluster.writes[writes:]
+        return
+    assert code == 401, (code, header)
+    assert json.loads(text) == {"error": "unauthenticated"}
+    assert secured.metric("jibri_pod_controller_token_rejections_total") == before + 1
+    assert len(secured.cluster.writes) == writes
 
 
 @examples

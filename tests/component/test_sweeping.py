@@ -174,6 +174,7 @@ def sweeper(
     slept: list[float] | None = None,
     attempts: int = 3,
     snapshot: Callable[[], list[PodFacts] | None] | None = None,
+    monotonic: Callable[[], float] | None = None,
 ) -> Rig:
     metrics = Metrics()
     pauses = slept if slept is not None else []
@@ -201,6 +202,7 @@ def sweeper(
         page_size=page_size,
         snapshot=snapshot,
         wall_clock=lambda: NOW,
+        **({"monotonic": monotonic} if monotonic is not None else {}),
     )
     return Rig(swept, metrics)
 
@@ -688,3 +690,94 @@ async def test_a_restarted_idle_jibri_is_confirmed_then_deleted(
     assert jibris.hits["127.0.10.1"] == 2  # asked twice: the decision, then the confirmation
     assert report.actions == {"delete": 1}
     assert cluster.pods == {}
+
+
+# -- a frozen cache, and unresponsive busy pods ---------------------------------------------------
+
+
+async def test_a_cache_whose_watch_broke_never_makes_a_successful_sweep(
+    jibris: FakeJibris, prober: Prober
+) -> None:
+    """The watch broke (the cache is unsynced, so no snapshot) and the list fails too: the sweep
+    is incomplete, and the SweepStale alert's timestamp does not move."""
+    from jibri_pod_controller.loops.watching import PodCache
+
+    class Frozen:
+        async def list_pods_snapshot(self, *, selector: str, page_size: int) -> Any:
+            raise AssertionError("not called")
+
+        def watch_pods_raw(self, **_: Any) -> Any:
+            raise AssertionError("not called")
+
+    cluster = FakeCluster()
+    cluster.add_pod("jibri-0", ips=[_addresses(1)[0]])
+    cache = PodCache(stream=Frozen(), selector="app=jibri", metrics=Metrics())
+    # What the cache held when its watch broke; the break cleared `synced`.
+    stale = cluster.pod("jibri-0")
+    assert stale is not None
+    cache._pods = {"jibri-0": stale}
+    assert not cache.synced.is_set()
+    s = sweeper(cluster, prober, snapshot=cache.snapshot)
+    ok = await s.sweep_once()
+    assert ok.listed_all  # listed for itself, fresh
+    stamp = s.sample("jibri_pod_controller_last_successful_sweep_timestamp_seconds")
+    assert stamp > 0
+    cluster.fail_next("list_pods", kube.Unavailable("list pods: HTTP 503"))
+    failed = await s.sweep_once()
+    assert not failed.listed_all
+    assert s.sample("jibri_pod_controller_sweeps_total", result="failed") == 1
+    assert s.sample("jibri_pod_controller_last_successful_sweep_timestamp_seconds") == stamp
+
+
+async def test_unresponsive_busy_pods_are_counted_and_kept_by_default(
+    jibris: FakeJibris, prober: Prober
+) -> None:
+    cluster = FakeCluster()
+    cluster.add_pod(
+        "sick", ips=[UNREACHABLE], labels=BUSY_LABELS, annotations=busy_notes(), ready=False
+    )
+    cluster.add_pod("fine", ips=[UNREACHABLE], labels=BUSY_LABELS, annotations=busy_notes())
+    now = [0.0]
+    s = sweeper(cluster, prober, monotonic=lambda: now[0])
+    for _ in range(3):
+        report = await s.sweep_once()
+        now[0] += 86400
+    assert report.unresponsive == 1
+    assert s.sample("jibri_pod_controller_unresponsive_busy_pods") == 1
+    assert cluster.pod_writes() == []
+
+
+async def test_the_unresponsive_rule_deletes_only_after_its_period_without_a_break(
+    jibris: FakeJibris, prober: Prober
+) -> None:
+    cluster = FakeCluster()
+    address = _addresses(1)[0]
+    sick = cluster.add_pod(
+        "sick", ips=[address], labels=BUSY_LABELS, annotations=busy_notes(), ready=False
+    )
+    jibris.behaviours[address] = "500"
+    now = [0.0]
+    s = sweeper(cluster, prober, policy=Policy(unresponsive_seconds=600), monotonic=lambda: now[0])
+    await s.sweep_once()  # first seen unresponsive at t=0
+    now[0] = 400
+    jibris.behaviours[address] = "BUSY"  # it answers once: the clock starts again
+    await s.sweep_once()
+    jibris.behaviours[address] = "500"
+    now[0] = 500
+    await s.sweep_once()
+    now[0] = 1000  # 500 s since the break: not yet
+    await s.sweep_once()
+    assert cluster.pod_writes() == []
+    now[0] = 1100
+    await s.sweep_once()
+    assert [(w.method, w.name) for w in cluster.pod_writes()] == [("delete_pod", sick.name)]
+    assert (
+        s.sample(
+            "jibri_pod_controller_actions_total",
+            action="delete",
+            reason="unresponsive-while-busy",
+            source="sweep",
+            result="done",
+        )
+        == 1
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +18,7 @@ from jibri_pod_controller.core.limiting import RateLimiter
 from jibri_pod_controller.core.pods import PodFacts, parse_pod
 from jibri_pod_controller.loops.acting import Actuator
 from jibri_pod_controller.loops.serving import Health, WebhookHandler, build_app
-from jibri_pod_controller.loops.watching import PodCache, newer
+from jibri_pod_controller.loops.watching import PodCache
 from tests.component.fakes import BUSY_LABELS, FakeCluster, make_settings, pod_json
 
 
@@ -133,30 +134,93 @@ async def test_errors_back_off_and_relist(stream: FakeStream) -> None:
     task.cancel()
 
 
-def test_remember_keeps_the_newest() -> None:
-    cache = cache_for(FakeStream())
-    cache.synced.set()
-    cache.remember(parse_pod(raw("a", "20", state="busy")))
-    cache.remember(parse_pod(raw("a", "19")))  # an older read arriving late
+async def test_a_read_that_raced_a_deletion_does_not_bring_the_pod_back(
+    stream: FakeStream,
+) -> None:
+    cache = cache_for(stream)
+    stream.lists.append(([raw("a", "5")], "10"))
+    stream.watches.append([WatchEvent("DELETED", raw("a", "11"))])
+    since = cache.mark()  # a GET of "a" starts now (before the cache has even listed)...
+    task = await run_until_idle(cache, stream)  # ...the list and the deletion arrive...
+    assert cache.get("a") is None
+    late = parse_pod(raw("a", "5"))  # ...and then the GET's answer, from before the delete
+    assert cache.remember(late, since=since) is False
+    assert cache.get("a") is None
+    task.cancel()
+
+
+async def test_a_read_newer_than_everything_the_watch_said_is_remembered(
+    stream: FakeStream,
+) -> None:
+    cache = cache_for(stream)
+    stream.lists.append(([raw("a", "5")], "10"))
+    stream.watches.append([WatchEvent("MODIFIED", raw("a", "11"))])
+    task = await run_until_idle(cache, stream)
+    since = cache.mark()
+    assert cache.remember(parse_pod(raw("new", "3")), since=since) is True
+    assert cache.remember(parse_pod(raw("a", "12", state="busy")), since=since) is True
     pod = cache.get("a")
     assert pod is not None
     assert pod.labels["state"] == "busy"
-    cache.remember(parse_pod(raw("a", "3", uid="new-uid")))  # a new pod reusing the name
-    pod = cache.get("a")
-    assert pod is not None
-    assert pod.uid == "new-uid"
+    assert cache.get("new") is not None
+    # resourceVersions are never compared: a "smaller" one read later is simply the latest.
+    assert cache.remember(parse_pod(raw("a", "2")), since=cache.mark()) is True
+    task.cancel()
+
+
+def test_nothing_is_remembered_while_unsynced() -> None:
+    cache = cache_for(FakeStream())
+    assert cache.remember(parse_pod(raw("a", "1")), since=cache.mark()) is False
+    assert cache.get("a") is None
+
+
+def test_forget_only_the_pod_held() -> None:
+    cache = cache_for(FakeStream())
+    cache.synced.set()
+    assert cache.remember(parse_pod(raw("a", "3", uid="new-uid")), since=cache.mark())
     cache.forget("a", "old-uid")  # not the pod it holds
     assert cache.get("a") is not None
     cache.forget("a", "new-uid")
     assert cache.get("a") is None
 
 
+class BrokenWatch(FakeStream):
+    """Lists fine; every watch is refused (a Role without watch, or a broken proxy)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+        self.failed = asyncio.Event()
+
+    async def watch_pods_raw(
+        self, *, selector: str, resource_version: str, timeout_seconds: int
+    ) -> AsyncIterator[WatchEvent]:
+        self.asked.append(("watch", resource_version))
+        self.failed.set()
+        raise self.error
+        yield  # pragma: no cover - makes this an async generator
+
+
 @pytest.mark.parametrize(
-    ("candidate", "current", "expected"),
-    [("11", "10", True), ("9", "10", False), ("10", "10", False), ("x", "10", True)],
+    "error", [kube.Forbidden("watch pods: HTTP 403"), kube.Unavailable("down"), kube.Gone("old")]
 )
-def test_newer(candidate: str, current: str, expected: bool) -> None:
-    assert newer(candidate, current) is expected
+async def test_a_broken_watch_leaves_the_cache_unsynced(error: BaseException) -> None:
+    stream = BrokenWatch(error)
+    stream.lists.extend([([raw("a", "5")], "10")] * 3)
+    cache = PodCache(stream=stream, selector="app=jibri", metrics=Metrics(), jitter=lambda: 0.5)
+    task = asyncio.create_task(cache.run())
+    await asyncio.wait_for(stream.failed.wait(), timeout=5)
+    await asyncio.sleep(0)
+    # The list succeeded, the watch did not: nothing will tell the cache about changes.
+    assert not cache.synced.is_set()
+    assert cache.get("a") is None
+    assert cache.snapshot() is None
+    since = cache.mark()
+    assert cache.remember(parse_pod(raw("a", "6")), since=since) is False
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert not cache.synced.is_set()
 
 
 async def test_webhook_resend_is_answered_from_the_cache_without_an_api_read() -> None:

@@ -29,8 +29,8 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from jibri_pod_controller.adapters.metrics import Metrics
-from jibri_pod_controller.app import required_permissions
 from jibri_pod_controller.core.config import SETTINGS, load_settings
+from jibri_pod_controller.core.permissions import all_permissions
 from jibri_pod_controller.core.pods import parse_labels, parse_selector
 from testbed.tools import kubectl
 
@@ -53,6 +53,7 @@ EXPECTED_RULES = frozenset(
     | {("coordination.k8s.io", "leases", "create", "")}
     | {("coordination.k8s.io", "leases", verb, LEASE) for verb in ("get", "update", "patch")}
     | {("", "events", verb, "") for verb in ("create", "patch")}
+    | {("apps", "replicasets", "get", "")}
 )
 CLUSTER_WIDE_KINDS = {
     "ClusterRole",
@@ -296,7 +297,7 @@ def test_role_grants_exactly_the_expected_rules() -> None:
 def test_role_covers_what_the_controller_checks_for() -> None:
     settings = load_settings({"WEBHOOK_AUTH": "none"}, hostname="test")
     granted = rules_of(one(load_docs(DEPLOY / "rbac.yaml"), "Role"))
-    for permission in required_permissions(settings):
+    for permission in all_permissions(lease_name=settings.lease_name):
         key = (permission.group, permission.resource, permission.verb, permission.name)
         assert key in granted, f"the Role lacks {permission}"
 
@@ -926,6 +927,26 @@ def test_alerts_are_valid_rules_on_existing_metrics() -> None:
     assert 'role="spare", reported="IDLE"' in text
     assert "jibri_pod_controller_ready" in text
     assert "> 3 * 60" in exprs["JibriPodControllerSweepStale"]
+    assert (
+        "jibri_pod_controller_detach_ineffective_total"
+        in exprs["JibriPodControllerDetachIneffective"]
+    )
+
+
+def test_the_grace_period_covers_the_drain_and_the_shutdown() -> None:
+    """SIGTERM: SHUTDOWN_DRAIN_SECONDS of serving while not ready, then up to SHUTDOWN_TIMEOUT
+    for requests in flight, then the Lease release; the kubelet must not SIGKILL before."""
+    defaults = {s.name: float(s.default or 0) for s in SETTINGS if s.name.startswith("SHUTDOWN_")}
+    needed = defaults["SHUTDOWN_DRAIN_SECONDS"] + defaults["SHUTDOWN_TIMEOUT"] + 5
+    deployment = one(base_documents(), "Deployment")
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= needed
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    chart_needed = (
+        float(values["config"]["SHUTDOWN_DRAIN_SECONDS"])
+        + float(values["config"]["SHUTDOWN_TIMEOUT"])
+        + 5
+    )
+    assert values["terminationGracePeriodSeconds"] >= chart_needed
 
 
 def test_chart_alerts_are_a_copy_of_the_plain_rules_file() -> None:

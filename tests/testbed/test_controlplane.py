@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -85,7 +86,12 @@ async def eventually(
         await asyncio.sleep(0.1)
 
 
-def deployment(replicas: int) -> dict[str, Any]:
+def deployment(replicas: int, **extra_env: str) -> dict[str, Any]:
+    env = [
+        {"name": "SIM_JIBRI", "value": "true"},
+        {"name": "SIM_JIBRI_PORT", "value": str(JIBRI_PORT)},
+        *({"name": name, "value": value} for name, value in extra_env.items()),
+    ]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -100,10 +106,7 @@ def deployment(replicas: int) -> dict[str, Any]:
                         {
                             "name": "jibri",
                             "image": "simulated-jibri",
-                            "env": [
-                                {"name": "SIM_JIBRI", "value": "true"},
-                                {"name": "SIM_JIBRI_PORT", "value": str(JIBRI_PORT)},
-                            ],
+                            "env": env,
                         }
                     ]
                 },
@@ -171,6 +174,39 @@ async def test_deployment_pods_run_on_distinct_loopback_addresses(
         assert "running" in container["state"]
         answer = await health(ip)
         assert answer["status"]["busyStatus"] == "IDLE"
+
+
+async def test_a_pod_can_take_its_time_to_become_ready(
+    api: ApiClient, namespace: str, kubelet: KubeletThread
+) -> None:
+    delay = 2.0
+    await AppsV1Api(api).create_namespaced_deployment(
+        namespace, deployment(1, SIM_READY_DELAY_SECONDS=str(delay))
+    )
+
+    async def starting() -> dict[str, Any] | None:
+        pods = await list_pods(api, namespace)
+        return pods[0] if pods and pods[0].get("status", {}).get("podIP") else None
+
+    pod = await eventually(starting, what="the pod to get an address")
+    if not is_ready(pod):  # seen while starting (a slow API could hide this phase)
+        assert pod["status"]["phase"] == "Running"
+        (container,) = pod["status"]["containerStatuses"]
+        assert container["ready"] is False
+    name = pod["metadata"]["name"]
+
+    async def ready() -> dict[str, Any] | None:
+        pods = [p for p in await list_pods(api, namespace) if p["metadata"]["name"] == name]
+        return pods[0] if pods and is_ready(pods[0]) else None
+
+    pod = await eventually(ready, what="the pod to turn Ready")
+    conditions = {c["type"]: c for c in pod["status"]["conditions"]}
+    started = datetime.fromisoformat(pod["status"]["startTime"])
+    turned = datetime.fromisoformat(conditions["Ready"]["lastTransitionTime"])
+    # Whole seconds in the API: at least the delay, less a second of rounding.
+    assert (turned - started).total_seconds() >= delay - 1
+    assert conditions["PodScheduled"]["lastTransitionTime"] == pod["status"]["startTime"]
+    assert (await health(pod["status"]["podIP"]))["status"]["busyStatus"] == "IDLE"
 
 
 async def test_relabelled_pod_is_released_and_replaced(

@@ -9,6 +9,7 @@ import pytest
 from jibri_pod_controller.core.config import (
     SETTINGS,
     ConfigError,
+    ConfigErrors,
     LogFormat,
     ReapPolicy,
     load_settings,
@@ -51,7 +52,10 @@ def test_defaults() -> None:
     assert s.max_body_bytes == 16384
     assert s.read_timeout == 1.0
     assert s.rate_limit == 5
+    assert s.shutdown_drain == 5
     assert s.shutdown_timeout == 10
+    assert s.unresponsive_busy_seconds == 0
+    assert s.accept_any_source_unauthenticated is False
 
 
 def test_blank_values_mean_the_default() -> None:
@@ -74,6 +78,7 @@ def test_values_are_parsed() -> None:
             "DRY_RUN": "yes",
             "LOG_FORMAT": "json",
             "WEBHOOK_CHECK_SOURCE_IP": "off",
+            "WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED": "true",
             "WEBHOOK_CHECK_JIBRI_ID": "0",
             "WEBHOOK_RATE_LIMIT": "0",
         }
@@ -142,7 +147,12 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("WEBHOOK_IDLE_TIMEOUT", "0"),
     ("WEBHOOK_IDLE_TIMEOUT", "soon"),
     ("WEBHOOK_RATE_LIMIT", "-1"),
+    ("WEBHOOK_RATE_LIMIT", "0.2"),
+    ("WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED", "perhaps"),
+    ("LEASE_DURATION", "15.5"),
+    ("SHUTDOWN_DRAIN_SECONDS", "-1"),
     ("SHUTDOWN_TIMEOUT", "301"),
+    ("UNRESPONSIVE_BUSY_POD_SECONDS", "soon"),
 ]
 
 
@@ -294,3 +304,72 @@ def test_jwt_settings(keys_dir: Path, tmp_path: Path) -> None:
         {"POD_NAME": "c", "WEBHOOK_AUTH": "JWT", "JWT_KEYS_DIR": str(keys_dir), "JWT_ISSUER": "i"}
     )
     assert explicit.jwt is not None
+
+
+def test_every_bad_setting_is_named_at_once() -> None:
+    env = {
+        **BASE,
+        "PORT": "http",
+        "LEASE_DURATION": "15.5",
+        "WEBHOOK_RATE_LIMIT": "0.1",
+        "LOG_FORMAT": "xml",
+    }
+    with pytest.raises(ConfigErrors) as caught:
+        load_settings(env)
+    names = [e.name for e in caught.value.errors]
+    assert names == ["PORT", "LEASE_DURATION", "LOG_FORMAT", "WEBHOOK_RATE_LIMIT"]
+    lines = str(caught.value).splitlines()
+    assert [line.split(":")[0] for line in lines] == names
+
+
+@pytest.mark.parametrize(
+    ("rate", "ok"), [("0", True), ("0.25", True), ("5", True), ("0.24", False), ("0.01", False)]
+)
+def test_a_rate_limit_whose_bucket_never_holds_one_webhook_is_refused(rate: str, ok: bool) -> None:
+    env = {**BASE, "WEBHOOK_RATE_LIMIT": rate}
+    if ok:
+        assert load_settings(env).rate_limit == float(rate)
+    else:
+        with pytest.raises(ConfigError, match=r"^WEBHOOK_RATE_LIMIT: .* less than one"):
+            load_settings(env)
+
+
+@pytest.mark.parametrize(("duration", "ok"), [("15", True), ("15.0", True), ("15.5", False)])
+def test_the_lease_duration_is_whole_seconds(duration: str, ok: bool) -> None:
+    env = {**BASE, "LEASE_DURATION": duration}
+    if ok:
+        assert load_settings(env).lease.duration == 15
+    else:
+        with pytest.raises(ConfigError, match=r"^LEASE_DURATION: 15.5 is not whole seconds"):
+            load_settings(env)
+
+
+@pytest.mark.parametrize(
+    ("auth", "check_ip", "accept", "ok"),
+    [
+        ("none", "true", "false", True),
+        ("none", "false", "false", False),
+        ("none", "false", "true", True),
+        ("jwt", "false", "false", True),
+    ],
+)
+def test_unauthenticated_without_the_source_check_needs_the_risk_named(
+    keys_dir: Path, auth: str, check_ip: str, accept: str, ok: bool
+) -> None:
+    env = {
+        "POD_NAME": "c",
+        "WEBHOOK_AUTH": auth,
+        "WEBHOOK_CHECK_SOURCE_IP": check_ip,
+        "WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED": accept,
+    }
+    if auth == "jwt":
+        (keys_dir / "k.pem").write_text("unused here")
+        env |= {"JWT_KEYS_DIR": str(keys_dir), "JWT_ISSUER": "jibri"}
+    if ok:
+        assert load_settings(env).check_source_ip is (check_ip == "true")
+    else:
+        with pytest.raises(
+            ConfigError,
+            match=r"^WEBHOOK_CHECK_SOURCE_IP: .*WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED=true",
+        ):
+            load_settings(env)

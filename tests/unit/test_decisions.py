@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -24,6 +25,7 @@ from jibri_pod_controller.core.decisions import (
     busy_since,
     decide_on_report,
     decide_on_sweep,
+    is_unresponsive,
     restarted_since_detach,
 )
 from jibri_pod_controller.core.jibri import BusyStatus
@@ -354,8 +356,83 @@ def test_every_sweep_delete_has_a_cause(
             and restarted_since_detach(subject)
             and policy.restarted is ReapPolicy.DELETE,
             Reason.BUSY_TOO_LONG: detached and _fired_too_long(subject, policy),
+            Reason.UNRESPONSIVE_WHILE_BUSY: False,  # never without time spent unresponsive
         }
         assert causes[action.reason]
+
+
+# -- unresponsive busy pods ---------------------------------------------------------------------
+
+UNRESPONSIVE = Policy(unresponsive_seconds=1800)
+TIMEOUT = Failed(ProbeFailure.TIMEOUT)
+
+
+def sick(*, ready: bool = False, phase: Phase = Phase.RUNNING, busy: bool = True) -> PodFacts:
+    return replace(pod(busy=busy, phase=phase), ready=ready)
+
+
+@pytest.mark.parametrize(
+    ("subject", "probe", "policy", "seconds", "expected"),
+    [
+        # Off by default: counted (see is_unresponsive), never deleted.
+        (sick(), Failed(ProbeFailure.CONNECT), DEFAULT, 10**6, Nothing(Reason.NO_ANSWER)),
+        (sick(), None, DEFAULT, 10**6, Nothing(Reason.NOT_RUNNING)),
+        # On: only after the whole period without a break.
+        (sick(), Failed(ProbeFailure.TIMEOUT), UNRESPONSIVE, 1799, Nothing(Reason.NO_ANSWER)),
+        (
+            sick(),
+            Failed(ProbeFailure.TIMEOUT),
+            UNRESPONSIVE,
+            1800,
+            Delete(Reason.UNRESPONSIVE_WHILE_BUSY),
+        ),
+        (sick(), None, UNRESPONSIVE, 3600, Delete(Reason.UNRESPONSIVE_WHILE_BUSY)),
+        # Ready, or answering, or a spare: never.
+        (
+            sick(ready=True),
+            Failed(ProbeFailure.TIMEOUT),
+            UNRESPONSIVE,
+            3600,
+            Nothing(Reason.NO_ANSWER),
+        ),
+        (sick(), Reported(BUSY_STATUS), UNRESPONSIVE, 3600, Nothing(Reason.RECORDING)),
+        (
+            sick(busy=False),
+            Failed(ProbeFailure.TIMEOUT),
+            UNRESPONSIVE,
+            3600,
+            Nothing(Reason.NO_ANSWER),
+        ),
+    ],
+)
+def test_the_unresponsive_busy_pod_rule(
+    subject: PodFacts, probe: ProbeResult | None, policy: Policy, seconds: float, expected: Action
+) -> None:
+    action = decide_on_sweep(
+        pod=subject,
+        probe=probe,
+        busy_labels=BUSY,
+        policy=policy,
+        now=NOW,
+        unresponsive_for=seconds,
+    )
+    assert action == expected
+
+
+@pytest.mark.parametrize(
+    ("subject", "probe", "expected"),
+    [
+        (sick(), Failed(ProbeFailure.CONNECT), True),
+        (sick(), None, True),
+        (sick(ready=True), Failed(ProbeFailure.CONNECT), False),
+        (sick(), Reported(IDLE), False),
+        (sick(busy=False), Failed(ProbeFailure.CONNECT), False),
+        (sick(phase=Phase.FAILED), None, False),
+        (replace(sick(), deleting=True), None, False),
+    ],
+)
+def test_is_unresponsive(subject: PodFacts, probe: ProbeResult | None, expected: bool) -> None:
+    assert is_unresponsive(pod=subject, probe=probe, busy_labels=BUSY) is expected
 
 
 @settings(max_examples=200, deadline=None)

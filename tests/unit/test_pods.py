@@ -16,6 +16,7 @@ from jibri_pod_controller.core.pods import (
     SelectorError,
     has_labels,
     is_valid_pod_name,
+    label_selector_matches,
     parse_labels,
     parse_pod,
     parse_selector,
@@ -56,6 +57,10 @@ REALISTIC_POD: dict[str, Any] = {
         "phase": "Running",
         "podIP": "10.244.1.17",
         "podIPs": [{"ip": "10.244.1.17"}, {"ip": "fd00:10:244:1::11"}],
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "Ready", "status": "True"},
+        ],
         "containerStatuses": [
             {"name": "jibri", "restartCount": 2, "ready": True},
             {"name": "sidecar", "restartCount": 1, "ready": True},
@@ -76,6 +81,9 @@ def test_parse_realistic_pod() -> None:
         pod_ips=("10.244.1.17", "fd00:10:244:1::11"),
         deleting=False,
         owner_kind="ReplicaSet",
+        owner_name="jibri-7c9f8d6b5",
+        owner_uid="u2",
+        ready=True,
         restart_count=3,
         created=datetime(2025, 3, 1, 10, 0, tzinfo=UTC),
         resource_version="4711",
@@ -260,3 +268,53 @@ def test_invalid_labels(text: str) -> None:
 )
 def test_has_labels(labels: dict[str, str], wanted: dict[str, str], has: bool) -> None:
     assert has_labels(labels, wanted) is has
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "expected"),
+    [
+        ({"matchLabels": {"app": "jibri"}}, {"app": "jibri", "state": "busy"}, True),
+        (
+            {"matchLabels": {"app": "jibri", "state": "idle"}},
+            {"app": "jibri", "state": "busy"},
+            False,
+        ),
+        ({"matchLabels": {"app": "jibri"}}, {"app": "web"}, False),
+        (
+            {"matchExpressions": [{"key": "state", "operator": "In", "values": ["idle"]}]},
+            {"state": "busy"},
+            False,
+        ),
+        (
+            {"matchExpressions": [{"key": "state", "operator": "In", "values": ["idle", "busy"]}]},
+            {"state": "busy"},
+            True,
+        ),
+        (
+            {"matchExpressions": [{"key": "state", "operator": "NotIn", "values": ["busy"]}]},
+            {"state": "busy"},
+            False,
+        ),
+        (
+            {"matchExpressions": [{"key": "state", "operator": "NotIn", "values": ["busy"]}]},
+            {},
+            True,
+        ),
+        ({"matchExpressions": [{"key": "x", "operator": "Exists"}]}, {"x": ""}, True),
+        ({"matchExpressions": [{"key": "x", "operator": "Exists"}]}, {}, False),
+        ({"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]}, {}, True),
+        ({"matchExpressions": [{"key": "x", "operator": "Gt"}]}, {"x": "1"}, False),
+        ({}, {"anything": "at-all"}, True),
+        ("app=jibri", {"app": "jibri"}, False),
+        ({"matchLabels": ["app"]}, {"app": "jibri"}, False),
+    ],
+)
+def test_label_selector_matches(selector: Any, labels: dict[str, str], expected: bool) -> None:
+    assert label_selector_matches(selector, labels) is expected
+
+
+def test_ready_needs_the_ready_condition_true() -> None:
+    raw = {**REALISTIC_POD, "status": {**REALISTIC_POD["status"], "conditions": []}}
+    assert parse_pod(raw).ready is False
+    raw["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    assert parse_pod(raw).ready is False

@@ -18,7 +18,7 @@ from jibri_pod_controller.adapters.tokens import (
     load_keys,
 )
 from jibri_pod_controller.core.config import JwtSettings
-from tests.component.fakes import JibriSigner, forged_token
+from tests.component.fakes import SM2_PUBLIC_KEY, JibriSigner, forged_token
 
 ISSUER = "jibri"
 AUDIENCE = "jibri-pod-controller"
@@ -350,3 +350,71 @@ def test_a_refused_token_is_not_remembered(verifier: Verifier, other_signer: Jib
     for _ in range(2):
         with pytest.raises(TokenError, match="bad signature"):
             verifier.verify(token)
+
+
+# -- odd headers and unsupported key types ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"alg": "RS256", "kid": 5},
+        {"alg": "RS256", "kid": ["jibri-2025"]},
+        {"alg": "RS256", "kid": "jibri-2025", "crit": "exp"},
+        {"alg": "RS256", "kid": "jibri-2025", "crit": [1]},
+        {"alg": "RS256", "kid": "jibri-2025", "crit": ["exp"]},
+        {"alg": "RS256", "kid": "jibri-2025", "crit": []},
+        {"alg": "RS256", "kid": "jibri-2025", "b64": False},
+        {"alg": ["RS256"], "kid": "jibri-2025"},
+        {"alg": None},
+    ],
+)
+def test_an_odd_header_is_a_token_error(verifier: Verifier, header: dict[str, object]) -> None:
+    token = forged_token(header, {"iss": ISSUER, "aud": [AUDIENCE], "exp": time.time() + 60})
+    with pytest.raises(TokenError):
+        verifier.verify("Bearer " + token)
+
+
+def test_an_unsupported_key_type_at_start_up_names_the_file(keys_dir: Path) -> None:
+    (keys_dir / "sm2.pem").write_bytes(SM2_PUBLIC_KEY)
+    with pytest.raises(KeyLoadError, match=r"sm2\.pem: not a PEM public key") as caught:
+        Verifier(jwt_settings(keys_dir=keys_dir))
+    assert caught.value.path == keys_dir / "sm2.pem"
+    assert caught.value.setting == "JWT_KEYS_DIR"
+
+
+def test_an_unsupported_key_added_at_run_time_keeps_the_old_keys(
+    keys_dir: Path, verifier: Verifier, signer: JibriSigner
+) -> None:
+    (keys_dir / "sm2.pem").write_bytes(SM2_PUBLIC_KEY)
+    update = verifier.read_if_changed()
+    assert update is not None
+    assert update.error is not None
+    assert update.error.path == keys_dir / "sm2.pem"
+    assert verifier.apply(update) is False
+    assert verifier.kids == ["jibri-2025"]
+    assert verifier.verify(signer.bearer()).kid == "jibri-2025"
+    # Refused once: the same files are not read and reported again every period.
+    assert verifier.read_if_changed() is None
+    (keys_dir / "sm2.pem").unlink()  # back to the files in force: nothing to change
+    assert verifier.read_if_changed() is None
+    assert verifier.verify(signer.bearer()).kid == "jibri-2025"
+
+
+def test_reading_new_keys_changes_nothing_until_they_are_applied(
+    keys_dir: Path, verifier: Verifier, signer: JibriSigner, other_signer: JibriSigner
+) -> None:
+    token = signer.bearer()
+    assert verifier.verify(token).kid == signer.kid
+    (keys_dir / f"{signer.kid}.pem").unlink()
+    (keys_dir / f"{other_signer.kid}.pem").write_bytes(other_signer.public_pem())
+    update = verifier.read_if_changed()  # what the thread does: reads files, touches nothing
+    assert update is not None
+    assert update.error is None
+    assert verifier.kids == [signer.kid]
+    assert token.split()[1] in verifier._verified
+    assert verifier.apply(update) is True  # on the loop: keys and table change together
+    assert verifier.kids == [other_signer.kid]
+    assert verifier._verified == {}
+    with pytest.raises(TokenError, match="unknown kid"):
+        verifier.verify(token)

@@ -94,3 +94,47 @@ class Metrics:
             "Kubernetes Events that could not be recorded.",
             registry=r,
         )
+        self.loop_restarts = Counter(
+            PREFIX + "loop_restarts_total",
+            "Background loops restarted after an unexpected failure, by loop.",
+            ["loop"],
+            registry=r,
+        )
+        self.permission_missing = Gauge(
+            PREFIX + "permission_missing",
+            "1 for each Kubernetes permission the Role does not grant, by permission and "
+            "whether it is required (not ready) or optional (a feature lost).",
+            ["permission", "required"],
+            registry=r,
+        )
+        self.key_load_errors = Counter(
+            PREFIX + "key_load_errors_total",
+            "Webhook key files that could not be loaded (the previous keys were kept), by file.",
+            ["file"],
+            registry=r,
+        )
+        self.token_rejections = Counter(
+            PREFIX + "token_rejections_total",
+            "Webhook tokens refused (401), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.detach_ineffective = Counter(
+            PREFIX + "detach_ineffective_total",
+            "Busy pods whose ReplicaSet selector still matches after the detach (it did not "
+            "take the pod out of its Deployment), by where it was found (detach, startup).",
+            ["where"],
+            registry=r,
+        )
+        self.unresponsive_busy_pods = Gauge(
+            PREFIX + "unresponsive_busy_pods",
+            "Busy-labelled pods that are not Ready and whose Jibri does not answer, at the "
+            "last sweep (see UNRESPONSIVE_BUSY_POD_SECONDS).",
+            registry=r,
+        )
+        self.pod_cache_synced = Gauge(
+            PREFIX + "pod_cache_synced",
+            "1 while the watch-fed pod cache is listed and its watch is live; 0 while webhooks "
+            "read pods with a GET and sweeps list them.",
+            registry=r,
+        )

@@ -38,11 +38,16 @@ def health_request(ip: str, port: int) -> bytes:
     ).encode()
 
 
+def _is_ascii_digits(text: str) -> bool:
+    """HTTP's DIGIT is 0-9 only; ``str.isdigit`` is also true for "²" or "٣"."""
+    return text.isascii() and text.isdigit()
+
+
 def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
     """Status code and (lower-cased) headers of an HTTP/1.x response head."""
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _is_ascii_digits(parts[1]):
         raise _BadResponse(f"bad status line {lines[0][:40]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
@@ -90,7 +95,7 @@ class Prober:
                 raise _BadResponse("chunked reply to an HTTP/1.0 request")
             declared = headers.get("content-length")
             if declared is not None:
-                if not declared.isdigit():
+                if not _is_ascii_digits(declared):
                     raise _BadResponse("bad content-length")
                 if int(declared) > self._max_bytes:
                     return Failed(ProbeFailure.TOO_LARGE, declared)

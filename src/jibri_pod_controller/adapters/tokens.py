@@ -7,7 +7,15 @@ refused by PyJWT's algorithm allow-list), the key chosen by ``kid`` from the con
 made from the Authorization header alone, before the body is read.
 
 Keys come from PEM files in a directory (``<kid>.pem``; a mounted Secret or ConfigMap) and/or a
-JWKS file. They are re-read when the files change, so rotating a key needs no restart.
+JWKS file. They are re-read when the files change, so rotating a key needs no restart. A file
+that cannot be used (not PEM, or a key of another type, such as SM2 or EC) is refused with
+the file's name: at start-up that stops the process with one line, at run time the previous
+keys stay in force.
+
+The reload is split in two on purpose: `Verifier.read_if_changed` does the blocking file reads
+and may run in a thread; `Verifier.apply` swaps the key set *and* clears the table of verified
+tokens in one step, and must run on the event loop, where `verify` runs. A token verified with
+a removed key can then never be remembered after the table was cleared.
 """
 
 from __future__ import annotations
@@ -37,11 +45,13 @@ class TokenError(Exception):
 
 
 class KeyLoadError(Exception):
-    """The configured keys could not be loaded; ``setting`` names the variable at fault."""
+    """The configured keys could not be loaded; ``setting`` names the variable at fault and
+    ``path`` the file (when one file is to blame)."""
 
-    def __init__(self, message: str, *, setting: str) -> None:
+    def __init__(self, message: str, *, setting: str, path: Path | None = None) -> None:
         super().__init__(message)
         self.setting = setting
+        self.path = path
 
 
 def _load_pem_dir(directory: Path) -> dict[str, RSAPublicKey]:
@@ -55,12 +65,20 @@ def _load_pem_dir(directory: Path) -> dict[str, RSAPublicKey]:
             continue
         try:
             key = load_pem_public_key(path.read_bytes())
-        except (ValueError, TypeError, OSError) as exc:
+        # UnsupportedAlgorithm (an SM2 key, say) is not a ValueError; no file, whatever it
+        # holds, may raise past this point.
+        except Exception as exc:
             raise KeyLoadError(
-                f"{path}: not a PEM public key ({exc})", setting="JWT_KEYS_DIR"
+                f"{path}: not a PEM public key of a supported type ({type(exc).__name__}: {exc})",
+                setting="JWT_KEYS_DIR",
+                path=path,
             ) from None
         if not isinstance(key, RSAPublicKey):
-            raise KeyLoadError(f"{path}: not an RSA public key", setting="JWT_KEYS_DIR")
+            raise KeyLoadError(
+                f"{path}: not an RSA public key ({type(key).__name__})",
+                setting="JWT_KEYS_DIR",
+                path=path,
+            )
         keys[path.stem] = key
     return keys
 
@@ -69,18 +87,12 @@ def _load_jwks(path: Path) -> dict[str, RSAPublicKey]:
     try:
         jwks = jwt.PyJWKSet.from_json(path.read_text())
     # A JWKS that is JSON but not an object (a list, say) fails inside PyJWT with
-    # AttributeError or TypeError; it must be a load error like any other bad file.
-    except (
-        jwt.PyJWKSetError,
-        jwt.PyJWKError,
-        jwt.InvalidKeyError,
-        OSError,
-        ValueError,
-        TypeError,
-        AttributeError,
-        KeyError,
-    ) as exc:
-        raise KeyLoadError(f"{path}: not a usable JWKS ({exc})", setting="JWT_JWKS_FILE") from None
+    # AttributeError or TypeError, an unknown key type with UnsupportedAlgorithm: any failure
+    # must be a load error like any other bad file.
+    except Exception as exc:
+        raise KeyLoadError(
+            f"{path}: not a usable JWKS ({exc})", setting="JWT_JWKS_FILE", path=path
+        ) from None
     keys: dict[str, RSAPublicKey] = {}
     for jwk in jwks.keys:
         if jwk.key_id and isinstance(jwk.key, RSAPublicKey):
@@ -114,6 +126,15 @@ def load_keys(settings: JwtSettings) -> dict[str, RSAPublicKey]:
 
 
 @dataclass(frozen=True)
+class KeyUpdate:
+    """What `Verifier.read_if_changed` found: new keys, or the error that stops them."""
+
+    fingerprint: tuple[Any, ...]
+    keys: Mapping[str, RSAPublicKey] | None
+    error: KeyLoadError | None = None
+
+
+@dataclass(frozen=True)
 class Claims:
     kid: str
     issuer: str
@@ -139,6 +160,7 @@ class Verifier:
         self._settings = settings
         self._keys = dict(keys) if keys is not None else load_keys(settings)
         self._fingerprint = _fingerprint(settings) if keys is None else ()
+        self._rejected: tuple[Any, ...] | None = None
         self._clock = clock
         self._remember = remember
         self._verified: OrderedDict[str, tuple[float, Claims]] = OrderedDict()
@@ -147,20 +169,50 @@ class Verifier:
     def kids(self) -> list[str]:
         return sorted(self._keys)
 
-    def reload_if_changed(self) -> bool:
-        """Re-read the key files if they changed; keep the old keys if the new ones are bad."""
+    def read_if_changed(self) -> KeyUpdate | None:
+        """Read the key files if they changed since the last `apply` (blocking; any thread).
+
+        None when nothing changed (or the change is one already refused). Reads only; the
+        verifier itself is changed by `apply`, on the event loop.
+        """
         try:
             fingerprint = _fingerprint(self._settings)
-            if fingerprint == self._fingerprint:
-                return False
-            self._keys = load_keys(self._settings)
-            self._fingerprint = fingerprint
-            self._verified.clear()
-        except (KeyLoadError, OSError) as exc:
-            log.error("JWT keys not reloaded; keeping the previous ones", extra={"error": str(exc)})
+        except OSError as exc:
+            error = KeyLoadError(f"cannot read the keys: {exc}", setting="JWT_KEYS_DIR")
+            return KeyUpdate(fingerprint=("unreadable", str(exc)), keys=None, error=error)
+        if fingerprint in (self._fingerprint, self._rejected):
+            return None
+        try:
+            return KeyUpdate(fingerprint=fingerprint, keys=load_keys(self._settings))
+        except KeyLoadError as exc:
+            return KeyUpdate(fingerprint=fingerprint, keys=None, error=exc)
+
+    def apply(self, update: KeyUpdate) -> bool:
+        """Install new keys and forget every verified token, in one step (on the event loop).
+
+        A refused update changes nothing, and is remembered so it is reported once.
+        """
+        if update.error is not None or update.keys is None:
+            self._rejected = update.fingerprint
+            log.error(
+                "JWT keys not reloaded; keeping the previous ones",
+                extra={
+                    "error": str(update.error),
+                    "file": str(update.error.path) if update.error and update.error.path else "",
+                },
+            )
             return False
+        self._keys = dict(update.keys)
+        self._verified.clear()
+        self._fingerprint = update.fingerprint
+        self._rejected = None
         log.info("JWT keys reloaded", extra={"kids": self.kids})
         return True
+
+    def reload_if_changed(self) -> bool:
+        """`read_if_changed` then `apply`, for callers already on the event loop's thread."""
+        update = self.read_if_changed()
+        return update is not None and self.apply(update)
 
     def verify(self, authorization: str | None) -> Claims:
         if not authorization:
@@ -188,7 +240,10 @@ class Verifier:
     def _verify_signed(self, token: str) -> tuple[Claims, float]:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
+        # PyJWT checks kid and crit here and raises InvalidTokenError, not only DecodeError.
+        except jwt.PyJWTError:
+            raise TokenError("malformed token") from None
+        except Exception:  # anything else a forged header provokes is still a bad token
             raise TokenError("malformed token") from None
         if header.get("alg") != "RS256":
             raise TokenError("algorithm not allowed")
@@ -215,6 +270,8 @@ class Verifier:
             raise TokenError(f"missing claim {exc.claim}") from None
         except jwt.InvalidSignatureError:
             raise TokenError("bad signature") from None
-        except jwt.InvalidTokenError:
+        except jwt.PyJWTError:
+            raise TokenError("invalid token") from None
+        except Exception:
             raise TokenError("invalid token") from None
         return Claims(kid=kid, issuer=self._settings.issuer), float(payload["exp"])

@@ -3,7 +3,13 @@
 Every setting is an environment variable; `SETTINGS` below is the single source of truth for
 names, defaults and descriptions (the README's table is generated from it and a test keeps the
 two equal). A bad value raises `ConfigError`, whose message is one line that starts with the
-variable's name; the entry point prints it and exits non-zero. Nothing else reads `os.environ`.
+variable's name; when several values are bad, `ConfigErrors` carries one such error for each,
+so an operator fixes them all in one go. The entry point prints one line per error and exits 2.
+Nothing else reads `os.environ`.
+
+Values that parse but cannot work are refused too: a rate limit whose bucket never holds one
+token, a lease duration the Lease record (whole seconds) cannot store, and unauthenticated
+webhooks without the source-address check unless the risk is accepted by name.
 
 The original tool's names keep their meanings: ``PORT``, ``JIBRI_HEALTH_PORT``,
 ``JIBRI_BUSY_LABELS``, ``SWEEP_INTERVAL``, ``POD_NAME``, ``NAMESPACE``; ``RUST_LOG`` is accepted
@@ -18,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from jibri_pod_controller.core.pods import (
     Selector,
@@ -37,6 +43,15 @@ class ConfigError(ValueError):
     def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"{name}: {problem}")
         self.name = name
+
+
+class ConfigErrors(ConfigError):
+    """Several settings are bad; ``errors`` has one `ConfigError` per setting, in order."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        ValueError.__init__(self, "\n".join(str(e) for e in errors))
+        self.name = errors[0].name
+        self.errors = errors
 
 
 class LogFormat(StrEnum):
@@ -82,7 +97,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("JIBRI_HEALTH_PORT", "2222", "Port of Jibri's HTTP API (`external-api-port`)."),
     Setting("SWEEP_INTERVAL", "60", "Seconds between two sweeps of the elected replica."),
     Setting("LEASE_NAME", "jibri-pod-controller-lease", "Name of the coordination.k8s.io Lease."),
-    Setting("LEASE_DURATION", "15", "Seconds a standby waits after the last observed renewal."),
+    Setting(
+        "LEASE_DURATION",
+        "15",
+        "Whole seconds a standby waits after the last observed renewal (the Lease stores whole "
+        "seconds, so fractions are refused).",
+    ),
     Setting("LEASE_RENEW_DEADLINE", "10", "Seconds the leader keeps trying to renew."),
     Setting("LEASE_RETRY_PERIOD", "2", "Seconds between two lease attempts."),
     Setting("PROBE_CONCURRENCY", "100", "Health probes in flight at once during a sweep."),
@@ -132,6 +152,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Require the request's source address to be one of the pod's `status.podIPs`.",
     ),
     Setting(
+        "WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED",
+        "false",
+        "Must be `true` to run with both `WEBHOOK_AUTH=none` and `WEBHOOK_CHECK_SOURCE_IP=false`: "
+        "then anyone who reaches the service can have any Jibri pod detached or deleted.",
+    ),
+    Setting(
         "WEBHOOK_CHECK_JIBRI_ID", "true", "Require `jibriId` to equal the pod name in the URL."
     ),
     Setting("WEBHOOK_MAX_BODY_BYTES", "16384", "Largest webhook body accepted."),
@@ -144,10 +170,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "WEBHOOK_RATE_LIMIT",
         "5",
-        "Webhooks per second per source address (burst: 4x); 0 disables the limit.",
+        "Webhooks per second per source address (burst: 4x); 0 disables the limit; at least "
+        "0.25 otherwise (a smaller bucket never holds one webhook). Behind a service mesh every "
+        "request comes from the proxy's address, so the limit is shared by all pods of a node "
+        "or of the whole mesh: raise it, or set 0.",
+    ),
+    Setting(
+        "SHUTDOWN_DRAIN_SECONDS",
+        "5",
+        "On SIGTERM, seconds to keep serving while not ready, so Endpoints drop this replica "
+        "before it stops accepting webhooks.",
     ),
     Setting("SHUTDOWN_TIMEOUT", "10", "Seconds to finish in-flight requests on SIGTERM."),
+    Setting(
+        "UNRESPONSIVE_BUSY_POD_SECONDS",
+        "0",
+        "If > 0, delete a busy-labelled pod that has been not Ready and unreachable (its Jibri "
+        "never answered a probe) for this long without a break; 0 (default) only counts them.",
+    ),
 )
+
+RATE_LIMIT_BURST = 4
+"""The rate limiter's bucket holds this many seconds' worth of webhooks."""
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 _TRUE = {"1", "true", "yes", "on"}
@@ -210,7 +254,10 @@ class Settings:
     read_timeout: float
     idle_timeout: float
     rate_limit: float
+    shutdown_drain: float
     shutdown_timeout: float
+    unresponsive_busy_seconds: float
+    accept_any_source_unauthenticated: bool = False
 
 
 class _Reader:
@@ -303,8 +350,14 @@ def _log_level(reader: _Reader) -> str:
 
 
 def _lease(reader: _Reader) -> LeaseTimings:
+    duration = reader.number("LEASE_DURATION", minimum=1, maximum=3600)
+    if duration != int(duration):
+        raise ConfigError(
+            "LEASE_DURATION",
+            f"{duration:g} is not whole seconds (the Lease record stores whole seconds)",
+        )
     timings = LeaseTimings(
-        duration=reader.number("LEASE_DURATION", minimum=1, maximum=3600),
+        duration=duration,
         renew_deadline=reader.number("LEASE_RENEW_DEADLINE", minimum=0.5, maximum=3600),
         retry_period=reader.number("LEASE_RETRY_PERIOD", minimum=0.1, maximum=600),
     )
@@ -343,52 +396,125 @@ def _jwt(reader: _Reader) -> JwtSettings | None:
     )
 
 
-def load_settings(env: Mapping[str, str], *, hostname: str | None = None) -> Settings:
-    """Build `Settings` from an environment mapping; raise `ConfigError` on the first bad value."""
-    r = _Reader(env)
-    busy_labels = r.parsed("JIBRI_BUSY_LABELS", parse_labels, "a list of key=value labels")
-    selector = r.parsed("JIBRI_SELECTOR", parse_selector, "a label selector")
-    if not selector.matches(busy_labels):
+def _rate_limit(reader: _Reader) -> float:
+    rate = reader.number("WEBHOOK_RATE_LIMIT", minimum=0)
+    if 0 < rate * RATE_LIMIT_BURST < 1:
         raise ConfigError(
-            "JIBRI_SELECTOR",
-            f"{selector} does not match JIBRI_BUSY_LABELS, so busy pods would be lost from view",
+            "WEBHOOK_RATE_LIMIT",
+            f"{rate:g}/s gives a bucket of {rate * RATE_LIMIT_BURST:g} webhooks, less than one, "
+            f"so every webhook would be refused: use 0 (no limit) or at least "
+            f"{1 / RATE_LIMIT_BURST:g}",
         )
-    namespace = r.text("NAMESPACE")
-    if not _DNS1123_LABEL.match(namespace):
-        raise ConfigError("NAMESPACE", f"{namespace!r} is not a valid namespace name")
-    pod_name = r.raw("POD_NAME") or hostname or socket.gethostname()
-    if not is_valid_pod_name(pod_name.lower()):
-        raise ConfigError("POD_NAME", f"{pod_name!r} is not a valid name")
-    lease_name = r.text("LEASE_NAME")
-    if not is_valid_pod_name(lease_name):
-        raise ConfigError("LEASE_NAME", f"{lease_name!r} is not a valid object name")
-    return Settings(
-        port=r.integer("PORT", minimum=1, maximum=65535),
-        namespace=namespace,
-        pod_name=pod_name,
-        busy_labels=busy_labels,
-        jibri_selector=selector,
-        health_port=r.integer("JIBRI_HEALTH_PORT", minimum=1, maximum=65535),
-        sweep_interval=r.number("SWEEP_INTERVAL", minimum=1, maximum=86400),
-        lease_name=lease_name,
-        lease=_lease(r),
-        probe_concurrency=r.integer("PROBE_CONCURRENCY", minimum=1, maximum=10000),
-        probe_timeout=r.number("PROBE_TIMEOUT", minimum=0.05, maximum=60),
-        probe_max_bytes=r.integer("PROBE_MAX_BYTES", minimum=256, maximum=16 * 1024 * 1024),
-        list_page_size=r.integer("LIST_PAGE_SIZE", minimum=10, maximum=5000),
-        restarted_policy=r.choice("RESTARTED_BUSY_POD_POLICY", ReapPolicy),
-        finished_policy=r.choice("FINISHED_BUSY_POD_POLICY", ReapPolicy),
-        max_busy_seconds=r.number("MAX_BUSY_SECONDS", minimum=0),
-        api_timeout=r.number("API_TIMEOUT", minimum=0.1, maximum=1.9),
-        dry_run=r.flag("DRY_RUN"),
-        log_level=_log_level(r),
-        log_format=r.choice("LOG_FORMAT", LogFormat),
-        jwt=_jwt(r),
-        check_source_ip=r.flag("WEBHOOK_CHECK_SOURCE_IP"),
-        check_jibri_id=r.flag("WEBHOOK_CHECK_JIBRI_ID"),
-        max_body_bytes=r.integer("WEBHOOK_MAX_BODY_BYTES", minimum=512, maximum=1024 * 1024),
-        read_timeout=r.number("WEBHOOK_READ_TIMEOUT", minimum=0.05, maximum=1.9),
-        idle_timeout=r.number("WEBHOOK_IDLE_TIMEOUT", minimum=0.5, maximum=3600),
-        rate_limit=r.number("WEBHOOK_RATE_LIMIT", minimum=0),
-        shutdown_timeout=r.number("SHUTDOWN_TIMEOUT", minimum=0, maximum=300),
+    return rate
+
+
+def load_settings(env: Mapping[str, str], *, hostname: str | None = None) -> Settings:
+    """Build `Settings` from an environment mapping.
+
+    Every setting is read; if any is bad, `ConfigErrors` names all of them (one error per
+    setting), so a broken Deployment is fixed in one round.
+    """
+    r = _Reader(env)
+    values: dict[str, Any] = {}
+    errors: list[ConfigError] = []
+
+    def read(key: str, compute: Callable[[], object]) -> None:
+        try:
+            values[key] = compute()
+        except ConfigError as exc:
+            errors.append(exc)
+
+    def check(*keys: str) -> bool:
+        return all(key in values for key in keys)
+
+    def namespace() -> str:
+        value = r.text("NAMESPACE")
+        if not _DNS1123_LABEL.match(value):
+            raise ConfigError("NAMESPACE", f"{value!r} is not a valid namespace name")
+        return value
+
+    def pod_name() -> str:
+        value = r.raw("POD_NAME") or hostname or socket.gethostname()
+        if not is_valid_pod_name(value.lower()):
+            raise ConfigError("POD_NAME", f"{value!r} is not a valid name")
+        return value
+
+    def lease_name() -> str:
+        value = r.text("LEASE_NAME")
+        if not is_valid_pod_name(value):
+            raise ConfigError("LEASE_NAME", f"{value!r} is not a valid object name")
+        return value
+
+    read(
+        "busy_labels",
+        lambda: r.parsed("JIBRI_BUSY_LABELS", parse_labels, "a list of key=value labels"),
     )
+    read("jibri_selector", lambda: r.parsed("JIBRI_SELECTOR", parse_selector, "a label selector"))
+    if check("busy_labels", "jibri_selector") and not values["jibri_selector"].matches(
+        values["busy_labels"]
+    ):
+        errors.append(
+            ConfigError(
+                "JIBRI_SELECTOR",
+                f"{values['jibri_selector']} does not match JIBRI_BUSY_LABELS, so busy pods "
+                "would be lost from view",
+            )
+        )
+    read("namespace", namespace)
+    read("pod_name", pod_name)
+    read("lease_name", lease_name)
+    read("port", lambda: r.integer("PORT", minimum=1, maximum=65535))
+    read("health_port", lambda: r.integer("JIBRI_HEALTH_PORT", minimum=1, maximum=65535))
+    read("sweep_interval", lambda: r.number("SWEEP_INTERVAL", minimum=1, maximum=86400))
+    read("lease", lambda: _lease(r))
+    read("probe_concurrency", lambda: r.integer("PROBE_CONCURRENCY", minimum=1, maximum=10000))
+    read("probe_timeout", lambda: r.number("PROBE_TIMEOUT", minimum=0.05, maximum=60))
+    read(
+        "probe_max_bytes",
+        lambda: r.integer("PROBE_MAX_BYTES", minimum=256, maximum=16 * 1024 * 1024),
+    )
+    read("list_page_size", lambda: r.integer("LIST_PAGE_SIZE", minimum=10, maximum=5000))
+    read("restarted_policy", lambda: r.choice("RESTARTED_BUSY_POD_POLICY", ReapPolicy))
+    read("finished_policy", lambda: r.choice("FINISHED_BUSY_POD_POLICY", ReapPolicy))
+    read("max_busy_seconds", lambda: r.number("MAX_BUSY_SECONDS", minimum=0))
+    read("api_timeout", lambda: r.number("API_TIMEOUT", minimum=0.1, maximum=1.9))
+    read("dry_run", lambda: r.flag("DRY_RUN"))
+    read("log_level", lambda: _log_level(r))
+    read("log_format", lambda: r.choice("LOG_FORMAT", LogFormat))
+    read("jwt", lambda: _jwt(r))
+    read("check_source_ip", lambda: r.flag("WEBHOOK_CHECK_SOURCE_IP"))
+    read(
+        "accept_any_source_unauthenticated",
+        lambda: r.flag("WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED"),
+    )
+    if (
+        check("jwt", "check_source_ip", "accept_any_source_unauthenticated")
+        and values["jwt"] is None
+        and not values["check_source_ip"]
+        and not values["accept_any_source_unauthenticated"]
+    ):
+        errors.append(
+            ConfigError(
+                "WEBHOOK_CHECK_SOURCE_IP",
+                "false together with WEBHOOK_AUTH=none lets anyone who reaches the service have "
+                "any Jibri pod detached or deleted; set WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED"
+                "=true to accept that risk",
+            )
+        )
+    read("check_jibri_id", lambda: r.flag("WEBHOOK_CHECK_JIBRI_ID"))
+    read(
+        "max_body_bytes",
+        lambda: r.integer("WEBHOOK_MAX_BODY_BYTES", minimum=512, maximum=1024 * 1024),
+    )
+    read("read_timeout", lambda: r.number("WEBHOOK_READ_TIMEOUT", minimum=0.05, maximum=1.9))
+    read("idle_timeout", lambda: r.number("WEBHOOK_IDLE_TIMEOUT", minimum=0.5, maximum=3600))
+    read("rate_limit", lambda: _rate_limit(r))
+    read("shutdown_drain", lambda: r.number("SHUTDOWN_DRAIN_SECONDS", minimum=0, maximum=300))
+    read("shutdown_timeout", lambda: r.number("SHUTDOWN_TIMEOUT", minimum=0, maximum=300))
+    read(
+        "unresponsive_busy_seconds",
+        lambda: r.number("UNRESPONSIVE_BUSY_POD_SECONDS", minimum=0, maximum=30 * 86400),
+    )
+    if errors:
+        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
+    return Settings(**values)

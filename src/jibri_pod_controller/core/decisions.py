@@ -41,6 +41,7 @@ class Reason(StrEnum):
     RESTARTED_WHILE_BUSY = "restarted-while-busy"
     FINISHED_WHILE_BUSY = "finished-while-busy"
     BUSY_TOO_LONG = "busy-too-long"
+    UNRESPONSIVE_WHILE_BUSY = "unresponsive-while-busy"
     # No write.
     ALREADY_DETACHED = "already-detached"
     TERMINATING = "terminating"
@@ -96,6 +97,8 @@ class Policy:
     restarted: ReapPolicy = ReapPolicy.DELETE
     finished: ReapPolicy = ReapPolicy.DELETE
     max_busy_seconds: float = 0.0
+    unresponsive_seconds: float = 0.0
+    """If > 0: delete a busy-labelled pod unresponsive (see `is_unresponsive`) for this long."""
 
 
 class ProbeFailure(StrEnum):
@@ -158,6 +161,21 @@ def _too_long(pod: PodFacts, policy: Policy, now: datetime) -> bool:
     return since is not None and (now - since).total_seconds() > policy.max_busy_seconds
 
 
+def is_unresponsive(
+    *, pod: PodFacts, probe: ProbeResult | None, busy_labels: Mapping[str, str]
+) -> bool:
+    """A busy-labelled pod that is not Ready and whose Jibri gave no answer (or could not be
+    asked: no IP, not running). Its container crash-loops or its node is gone; while it stays
+    so, it blocks node drains through the busy PodDisruptionBudget."""
+    return (
+        has_labels(pod.labels, busy_labels)
+        and not pod.deleting
+        and not pod.finished
+        and not pod.ready
+        and not isinstance(probe, Reported)
+    )
+
+
 def decide_on_sweep(
     *,
     pod: PodFacts,
@@ -165,10 +183,13 @@ def decide_on_sweep(
     busy_labels: Mapping[str, str],
     policy: Policy,
     now: datetime,
+    unresponsive_for: float = 0.0,
 ) -> Action:
     """Decide what the sweeper does with one Jibri pod after probing it.
 
     ``probe`` is None when the pod was not probed because it is not running.
+    ``unresponsive_for`` is how long, in seconds without a break, the sweeper has seen the
+    pod unresponsive (`is_unresponsive`); 0 when it is not.
     """
     if pod.deleting:
         return Nothing(Reason.TERMINATING)
@@ -188,6 +209,12 @@ def decide_on_sweep(
     # Busy-labelled and recording, unreachable, invalid or not running.
     if detached and _too_long(pod, policy, now):
         return Delete(Reason.BUSY_TOO_LONG)
+    if (
+        policy.unresponsive_seconds > 0
+        and unresponsive_for >= policy.unresponsive_seconds
+        and is_unresponsive(pod=pod, probe=probe, busy_labels=busy_labels)
+    ):
+        return Delete(Reason.UNRESPONSIVE_WHILE_BUSY)
     if isinstance(probe, Reported):
         return Nothing(Reason.RECORDING)
     if probe is None:

@@ -29,14 +29,19 @@ def spares_for_demand(
     """The smallest N with P(Poisson(rate x lead_time) > N) <= ``shortfall_probability``.
 
     Returns ``limit`` when even that many spares would not do (the caller clamps to its own
-    bounds anyway). A rate or lead time of zero (or less) needs no spare.
+    bounds anyway). A rate or lead time of zero (or less) needs no spare. NaN anywhere, or a
+    probability of zero or less (no finite N has it), is a ValueError.
     """
-    mean = rate * lead_time
-    if mean <= 0 or not math.isfinite(mean):
-        return 0 if mean <= 0 else limit
-    if shortfall_probability >= 1:
+    if math.isnan(rate) or math.isnan(lead_time):
+        raise ValueError(f"rate {rate} and lead time {lead_time} must be numbers")
+    if not shortfall_probability > 0:  # also NaN
+        raise ValueError(f"shortfall probability {shortfall_probability} must be above 0")
+    mean = rate * lead_time if rate > 0 and lead_time > 0 else 0.0
+    if mean <= 0 or shortfall_probability >= 1:
         return 0
-    target = math.log(1.0 - shortfall_probability) if shortfall_probability > 0 else 0.0
+    if not math.isfinite(mean):
+        return limit
+    target = math.log(1.0 - shortfall_probability)
     log_mean = math.log(mean)
     log_pmf = -mean  # P(X = 0)
     log_cdf = log_pmf

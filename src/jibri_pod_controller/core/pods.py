@@ -171,6 +171,12 @@ class PodFacts:
     deleting: bool = False
     owner_kind: str | None = None
     """Kind of the controlling owner (``ReplicaSet`` while the Deployment still owns it)."""
+    owner_name: str | None = None
+    """Name of the controlling owner."""
+    owner_uid: str | None = None
+    """uid of the controlling owner (a name may be reused by a newer object)."""
+    ready: bool = False
+    """The pod's Ready condition is True."""
     restart_count: int = 0
     """Sum of the restart counts of the pod's containers."""
     created: datetime | None = None
@@ -212,10 +218,16 @@ def parse_pod(raw: Mapping[str, Any]) -> PodFacts:
             ips.append(entry["ip"])
     if not ips and isinstance(status.get("podIP"), str) and status["podIP"]:
         ips.append(status["podIP"])
-    owner_kind = None
+    owner_kind = owner_name = owner_uid = None
     for ref in meta.get("ownerReferences") or ():
         if isinstance(ref, dict) and ref.get("controller") is True:
             owner_kind = str(ref.get("kind"))
+            owner_name = str(ref.get("name"))
+            owner_uid = str(ref.get("uid"))
+    ready = any(
+        isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or ()
+    )
     restarts = 0
     for cs in status.get("containerStatuses") or ():
         if isinstance(cs, dict) and isinstance(cs.get("restartCount"), int):
@@ -234,7 +246,44 @@ def parse_pod(raw: Mapping[str, Any]) -> PodFacts:
         pod_ips=tuple(ips),
         deleting=meta.get("deletionTimestamp") is not None,
         owner_kind=owner_kind,
+        owner_name=owner_name,
+        owner_uid=owner_uid,
+        ready=ready,
         restart_count=restarts,
         created=_parse_time(meta.get("creationTimestamp")),
         resource_version=str(meta.get("resourceVersion") or ""),
     )
+
+
+def label_selector_matches(selector: Any, labels: Mapping[str, str]) -> bool:
+    """Whether a Kubernetes ``LabelSelector`` object (a ReplicaSet's ``spec.selector``)
+    selects ``labels``: every ``matchLabels`` pair and every ``matchExpressions`` requirement
+    (In, NotIn, Exists, DoesNotExist) holds. An empty selector selects everything; one that
+    cannot be read selects nothing."""
+    if not isinstance(selector, Mapping):
+        return False
+    match_labels = selector.get("matchLabels") or {}
+    expressions = selector.get("matchExpressions") or []
+    if not isinstance(match_labels, Mapping) or not isinstance(expressions, list):
+        return False
+    if any(labels.get(str(k)) != str(v) for k, v in match_labels.items()):
+        return False
+    for expression in expressions:
+        if not isinstance(expression, Mapping):
+            return False
+        key, operator = str(expression.get("key")), expression.get("operator")
+        values = [str(v) for v in expression.get("values") or ()]
+        present = key in labels
+        if operator == "In":
+            ok = present and labels[key] in values
+        elif operator == "NotIn":
+            ok = not present or labels[key] not in values
+        elif operator == "Exists":
+            ok = present
+        elif operator == "DoesNotExist":
+            ok = not present
+        else:
+            return False
+        if not ok:
+            return False
+    return True

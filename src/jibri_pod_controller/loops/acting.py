@@ -8,7 +8,16 @@ safe-to-evict annotation, and two bookkeeping annotations (when the pod became b
 restart count then, which the restarted-while-busy rule compares against). It carries the pod's
 uid, so a newer pod reusing the name is never touched. Deletes carry a uid precondition; a 404
 means someone else (another replica, the sweeper, a human) already did it, which is success.
-Events are recorded in the background: they must never delay Jibri's answer.
+Events are recorded in the background: they must never delay Jibri's answer; without the
+permission to create Events (``events = False``) none is attempted, so a Role without it sees
+no refused writes.
+
+A detach only works if the busy labels take the pod out of its ReplicaSet's selector. When
+the actuator can read ReplicaSets (``replica_sets``), it checks that right after the write:
+if the owning ReplicaSet still selects the relabelled pod, the pod is not detached at all (the
+Deployment would still scale it down, and no replacement is made), so it is reported (an error
+line, a Warning Event, ``detach_ineffective_total``) with result ``not-detached`` instead of
+being counted as done.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from jibri_pod_controller.adapters.kube import (
     Cluster,
@@ -38,6 +47,7 @@ from jibri_pod_controller.core.pods import (
     ANNOTATION_RESTARTS_AT_BUSY,
     ANNOTATION_SAFE_TO_EVICT,
     PodFacts,
+    label_selector_matches,
 )
 
 log = logging.getLogger("jibri_pod_controller.actions")
@@ -50,6 +60,9 @@ class Result(StrEnum):
     """The pod was already gone (or replaced by a newer pod of the same name)."""
     NONE = "none"
     FAILED = "failed"
+    NOT_DETACHED = "not-detached"
+    """Written, but the pod's ReplicaSet still selects it: the Deployment's selector matches
+    the busy labels."""
 
 
 class Source(StrEnum):
@@ -73,6 +86,13 @@ def detach_patch(
     }
 
 
+class ReplicaSetSelectors(Protocol):
+    async def __call__(self, name: str, uid: str) -> Mapping[str, Any] | None:
+        """The ``spec.selector`` of the named ReplicaSet, or None when it is gone (or the name
+        now belongs to another ReplicaSet than ``uid``)."""
+        ...
+
+
 @dataclass
 class Actuator:
     cluster: Cluster
@@ -86,6 +106,12 @@ class Actuator:
     within 2 s."""
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     jitter: Callable[[], float] = random.random
+
+    events: bool = True
+    """Record Events (off when the Role does not allow creating them)."""
+    replica_sets: ReplicaSetSelectors | None = None
+    """Reads a ReplicaSet's selector, for the check that a detach took the pod out of it."""
+    owner_check_timeout: float = 0.5
 
     event_concurrency: int = 4
     """Events are recorded in the background, a few at a time, so that a burst of detaches
@@ -104,11 +130,12 @@ class Actuator:
         if isinstance(action, Nothing):
             self._count(kind, action.reason, source, Result.NONE)
             return Result.NONE
+        written: PodFacts | None = None
         if self.dry_run:
             result = Result.DRY_RUN
         else:
             try:
-                result = await self._write_with_retries(action, pod, source)
+                result, written = await self._write_with_retries(action, pod, source)
             except KubeError as exc:
                 self.metrics.api_errors.labels(operation=kind, kind=exc.kind).inc()
                 self._count(kind, action.reason, source, Result.FAILED)
@@ -128,6 +155,8 @@ class Actuator:
         elapsed = time.monotonic() - begin
         if isinstance(action, Detach) and result is Result.DONE:
             self.metrics.detach_latency.observe(elapsed)
+            if written is not None and not await self.left_its_replica_set(written, where="detach"):
+                result = Result.NOT_DETACHED
         self._count(kind, action.reason, source, result)
         log.info(
             "%s %s",
@@ -145,11 +174,53 @@ class Actuator:
         )
         if result is Result.DONE:
             self._record_event(action, pod, source)
+        elif result is Result.NOT_DETACHED:
+            self._event_in_background(
+                pod,
+                "JibriNotDetached",
+                "The busy labels did not take this pod out of its ReplicaSet: the Deployment's "
+                "selector matches them. Change the Deployment's selector or JIBRI_BUSY_LABELS.",
+                warning=True,
+            )
         return result
+
+    async def left_its_replica_set(self, pod: PodFacts, *, where: str) -> bool:
+        """False when ``pod`` (busy-labelled) is still selected by its owning ReplicaSet.
+
+        True when it is not, when it has no ReplicaSet, or when that cannot be checked (no
+        permission, the ReplicaSet gone, an API error: the detach itself succeeded).
+        """
+        if self.replica_sets is None or pod.owner_kind != "ReplicaSet" or not pod.owner_name:
+            return True
+        try:
+            # Bounded: the write is done; the check must not eat a webhook's answer budget.
+            async with asyncio.timeout(self.owner_check_timeout):
+                selector = await self.replica_sets(pod.owner_name, pod.owner_uid or "")
+        except TimeoutError:
+            self.metrics.api_errors.labels(operation="get-replicaset", kind="timeout").inc()
+            return True
+        except KubeError as exc:
+            self.metrics.api_errors.labels(operation="get-replicaset", kind=exc.kind).inc()
+            return True
+        if selector is None or not label_selector_matches(selector, pod.labels):
+            return True
+        self.metrics.detach_ineffective.labels(where=where).inc()
+        log.error(
+            "busy labels do not take the pod out of its ReplicaSet: its Deployment's selector "
+            "matches them, so the pod stays in the Deployment (no replacement is made, and a "
+            "scale-down or rollout may kill the recording)",
+            extra={
+                "pod": pod.name,
+                "replicaset": pod.owner_name,
+                "selector": dict(selector),
+                "where": where,
+            },
+        )
+        return False
 
     async def _write_with_retries(
         self, action: Detach | Delete, pod: PodFacts, source: Source
-    ) -> Result:
+    ) -> tuple[Result, PodFacts | None]:
         attempts = self.sweep_attempts if source is Source.SWEEP else 1
         for attempt in range(1, attempts + 1):
             try:
@@ -162,7 +233,10 @@ class Actuator:
                 await self.sleep(min(10.0, base) * (0.5 + self.jitter()))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _write(self, action: Detach | Delete, pod: PodFacts) -> Result:
+    async def _write(
+        self, action: Detach | Delete, pod: PodFacts
+    ) -> tuple[Result, PodFacts | None]:
+        """The result, and the pod as the API server answered a patch."""
         if isinstance(action, Detach):
             patch = detach_patch(
                 busy_labels=self.busy_labels,
@@ -170,16 +244,16 @@ class Actuator:
                 now=self.wall_clock(),
             )
             try:
-                await self.cluster.patch_pod(
+                patched = await self.cluster.patch_pod(
                     name=pod.name, uid=pod.uid, patch=patch, resource_version=pod.resource_version
                 )
             except NotFound:
-                return Result.GONE
+                return Result.GONE, None
             except Invalid as exc:
                 if "metadata.uid" in str(exc):
-                    return Result.GONE  # the name now holds a newer pod: never relabel it
+                    return Result.GONE, None  # the name now holds a newer pod: never relabel it
                 raise
-            return Result.DONE
+            return Result.DONE, patched
         try:
             # The resourceVersion makes a duplicate (the same EXPIRED at two replicas) fail
             # with 409 instead of writing again to a pod that is already terminating.
@@ -188,9 +262,9 @@ class Actuator:
             )
         except Conflict as exc:
             if "UID" in str(exc):
-                return Result.GONE  # the name now holds a newer pod: never delete it
+                return Result.GONE, None  # the name now holds a newer pod: never delete it
             raise  # changed since read: the caller reads again and decides again
-        return Result.DONE if deleted else Result.GONE
+        return (Result.DONE if deleted else Result.GONE), None
 
     def _count(self, kind: str, reason: str, source: Source, result: Result) -> None:
         self.metrics.actions.labels(action=kind, reason=reason, source=source, result=result).inc()
@@ -206,15 +280,24 @@ class Actuator:
             )
         else:
             reason, message = "JibriDeleted", f"Deleted: {action.reason} (via {source})"
-        task = asyncio.create_task(self._event(pod, reason, message))
+        self._event_in_background(pod, reason, message)
+
+    def _event_in_background(
+        self, pod: PodFacts, reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        if not self.events:
+            return
+        task = asyncio.create_task(self._event(pod, reason, message, warning))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _event(self, pod: PodFacts, reason: str, message: str) -> None:
+    async def _event(self, pod: PodFacts, reason: str, message: str, warning: bool) -> None:
         try:
             async with self._event_slots:
-                await self.cluster.record_event(pod=pod, reason=reason, message=message)
-        except KubeError as exc:
+                await self.cluster.record_event(
+                    pod=pod, reason=reason, message=message, warning=warning
+                )
+        except Exception as exc:  # an Event is never worth more than a log line
             self.metrics.events_failed.inc()
             log.warning("event not recorded", extra={"pod": pod.name, "error": str(exc)})
 

@@ -48,7 +48,18 @@ class Elector:
         self._jitter = jitter
         self._observed: Observation | None = None
         self._held: StoredLease | None = None
+        self._resigning = False
         self.leading = asyncio.Event()
+
+    def resign(self) -> None:
+        """Stop leading at the next renewal, give the Lease up, and stand back for a while.
+
+        For a leader that cannot do the leader's work (its sweeper keeps failing): a standby
+        takes over at once instead of after the lease expires, and this replica waits two
+        lease durations before campaigning again, so the standby gets the Lease.
+        """
+        if self.leading.is_set():
+            self._resigning = True
 
     async def _try_acquire_or_renew(self) -> bool:
         try:
@@ -109,6 +120,12 @@ class Elector:
                     await self._pause()
                 self._become_leader(on_started)
                 await self._renew_until_lost()
+                if self._resigning:
+                    self._stop_leading(on_stopped, "resigned: this replica cannot sweep")
+                    await self.release()
+                    self._resigning = False
+                    await self._sleep(2 * self._timings.duration)
+                    continue
                 self._stop_leading(on_stopped, "renew deadline passed or lease lost")
         finally:
             if self.leading.is_set():
@@ -120,6 +137,8 @@ class Elector:
         last_renew = self._monotonic()
         while True:
             await self._sleep(self._timings.retry_period)
+            if self._resigning:
+                return
             remaining = deadline - (self._monotonic() - last_renew)
             try:
                 renewed = await asyncio.wait_for(

@@ -148,6 +148,7 @@ class WebhookHandler:
             try:
                 self._verifier.verify(request.headers.get("Authorization"))
             except TokenError as exc:
+                self._metrics.token_rejections.labels(reason=str(exc)).inc()
                 raise Refusal(401, "unauthenticated", str(exc)) from None
         length = request.content_length
         if length is not None and length > self._s.max_body_bytes:
@@ -214,6 +215,7 @@ class WebhookHandler:
             cached = self._cache.get(name)
             if cached is not None:
                 return cached, True
+        since = self._cache.mark() if self._cache is not None else 0
         try:
             pod = await self._cluster.get_pod(name)
         except KubeError as exc:
@@ -224,7 +226,7 @@ class WebhookHandler:
             and pod is not None
             and self._s.jibri_selector.matches(pod.labels)
         ):
-            self._cache.remember(pod)
+            self._cache.remember(pod, since=since)
         return pod, False
 
     async def _reconcile(

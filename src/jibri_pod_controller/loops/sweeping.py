@@ -4,6 +4,17 @@ Runs only on the elected replica. Each pod is handled in its own task (bounded b
 concurrency), and a failure in one (an API error on its delete, say) is logged and counted
 without touching the others. A failed list ends the sweep early; the loop simply tries again
 at the next interval. Nothing here can crash the process.
+
+A sweep counts as successful (``last_successful_sweep_timestamp_seconds``) only when it saw
+every Jibri pod fresh: from the watch-fed cache while its watch is live, else from a complete
+list. A cache whose watch broke is not synced and is never walked, so a frozen view of the
+pods cannot pass for a healthy sweep.
+
+Unresponsive busy pods (not Ready, Jibri silent: a crash-looping container or a lost node)
+are timed here, from the first sweep of this leader that saw them so, without a break, and
+counted in ``unresponsive_busy_pods``. Only when UNRESPONSIVE_BUSY_POD_SECONDS is set does
+the decision delete one that stayed so for that long. A new leader starts the clocks again:
+conservative, never early.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from jibri_pod_controller.core.decisions import (
     Reason,
     Reported,
     decide_on_sweep,
+    is_unresponsive,
 )
 from jibri_pod_controller.core.jibri import BusyStatus
 from jibri_pod_controller.core.pods import Phase, PodFacts, has_labels
@@ -46,6 +58,7 @@ class SweepReport:
     errors: int
     listed_all: bool
     seconds: float
+    unresponsive: int = 0
 
 
 class Sweeper:
@@ -63,6 +76,7 @@ class Sweeper:
         snapshot: Callable[[], list[PodFacts] | None] | None = None,
         workers: int = 100,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._cluster = cluster
         self._prober = prober
@@ -75,6 +89,9 @@ class Sweeper:
         self._snapshot = snapshot
         self._workers = workers
         self._wall_clock = wall_clock
+        self._monotonic = monotonic
+        self._unresponsive_since: dict[str, float] = {}
+        """Pod uid -> when this sweeper first saw it unresponsive (without a break since)."""
 
     async def run(self, interval: float) -> None:
         """Sweep now, then every ``interval`` seconds, until cancelled."""
@@ -86,7 +103,7 @@ class Sweeper:
     async def sweep_once(self) -> SweepReport:
         started = time.monotonic()
         pods, listed_all = await self._collect()
-        results: list[tuple[str, str, str, bool] | BaseException] = []
+        results: list[tuple[str, str, str, bool, bool] | BaseException] = []
         queue = iter(pods)
 
         async def worker() -> None:
@@ -100,6 +117,10 @@ class Sweeper:
 
         await asyncio.gather(*(worker() for _ in range(max(1, min(self._workers, len(pods))))))
         seconds = time.monotonic() - started
+        if listed_all:  # forget the clocks of pods that are gone
+            seen = {pod.uid for pod in pods}
+            for uid in set(self._unresponsive_since) - seen:
+                del self._unresponsive_since[uid]
         return self._report(results, listed_all, seconds)
 
     async def _collect(self) -> tuple[list[PodFacts], bool]:
@@ -126,7 +147,7 @@ class Sweeper:
             return pods, False
         return pods, True
 
-    async def _handle(self, pod: PodFacts) -> tuple[str, str, str, bool]:
+    async def _handle(self, pod: PodFacts) -> tuple[str, str, str, bool, bool]:
         """Probe and reconcile one pod. Returns (role, reported, action, probe failed)."""
         role = "busy" if has_labels(pod.labels, self._busy_labels) else "spare"
         probe: ProbeResult | None = None
@@ -140,12 +161,20 @@ class Sweeper:
         )
         if isinstance(probe, Failed):
             self._metrics.probe_failures.labels(reason=probe.failure).inc()
+        unresponsive = is_unresponsive(pod=pod, probe=probe, busy_labels=self._busy_labels)
+        unresponsive_for = 0.0
+        if unresponsive:
+            now = self._monotonic()
+            unresponsive_for = now - self._unresponsive_since.setdefault(pod.uid, now)
+        else:
+            self._unresponsive_since.pop(pod.uid, None)
         action = decide_on_sweep(
             pod=pod,
             probe=probe,
             busy_labels=self._busy_labels,
             policy=self._policy,
             now=self._wall_clock(),
+            unresponsive_for=unresponsive_for,
         )
         if isinstance(action, Delete) and action.reason is Reason.RESTARTED_WHILE_BUSY:
             # IDLE, unlike EXPIRED, is not final: the restarted Jibri may have been handed a new
@@ -171,29 +200,31 @@ class Sweeper:
                     "action": "none",
                     "reason": action.reason,
                     "detail": probe.detail if isinstance(probe, Failed) else "",
+                    "unresponsive_seconds": round(unresponsive_for, 1) if unresponsive else None,
                 },
             )
         # A failed write is logged and counted by the actuator; the next sweep retries.
         with contextlib.suppress(KubeError):
             await self._actuator.apply(action, pod, source=Source.SWEEP)
         kind = type(action).__name__.lower()
-        return role, reported, kind, isinstance(probe, Failed)
+        return role, reported, kind, isinstance(probe, Failed), unresponsive
 
     def _report(
         self,
-        results: list[tuple[str, str, str, bool] | BaseException],
+        results: list[tuple[str, str, str, bool, bool] | BaseException],
         listed_all: bool,
         seconds: float,
     ) -> SweepReport:
         seen: Tally[tuple[str, str]] = Tally()
         actions: Tally[str] = Tally()
-        errors = failures = probed = 0
+        errors = failures = probed = unresponsive_pods = 0
         for result in results:
             if isinstance(result, BaseException):
                 errors += 1
                 log.error("sweep task failed", exc_info=result)
                 continue
-            role, reported, kind, failed = result
+            role, reported, kind, failed, unresponsive = result
+            unresponsive_pods += unresponsive and kind != "delete"
             seen[(role, reported)] += 1
             actions[kind] += 1
             probed += reported != "not-probed"
@@ -202,6 +233,7 @@ class Sweeper:
         self._metrics.sweeps.labels(result="ok" if listed_all else "failed").inc()
         if listed_all:
             self._metrics.last_sweep.set(time.time())
+            self._metrics.unresponsive_busy_pods.set(unresponsive_pods)
             self._metrics.jibri_pods.clear()
             for (role, reported), count in seen.items():
                 self._metrics.jibri_pods.labels(role=role, reported=reported).set(count)
@@ -213,6 +245,7 @@ class Sweeper:
             errors=errors,
             listed_all=listed_all,
             seconds=seconds,
+            unresponsive=unresponsive_pods,
         )
         log.info(
             "sweep done",
@@ -223,6 +256,7 @@ class Sweeper:
                 "detached": actions["detach"],
                 "deleted": actions["delete"],
                 "errors": errors,
+                "unresponsive": unresponsive_pods,
                 "complete": listed_all,
                 "ms": round(seconds * 1000, 1),
             },

@@ -11,6 +11,13 @@ The loop is the usual informer: list (paginated, raw JSON), then watch from the 
 resourceVersion with bookmarks; on 410 Gone or any error, list again after a short backoff; and
 list again every ``resync_period`` anyway. The sweeper walks this cache instead of listing
 every Jibri pod on every sweep (it lists when the cache is not synced).
+
+The cache never pretends. It is *synced* only between a successful list and the next failure
+of the watch (or of a relist): the moment the watch breaks it goes unsynced, so webhooks read
+their pod with a GET and the sweeper lists, until a new list succeeds. And a pod read by a GET
+is only remembered if the watch has told nothing newer about that name since the GET started
+(a local sequence number, not a resourceVersion comparison: resourceVersions are opaque), so a
+GET that raced a deletion cannot bring the deleted pod back.
 """
 
 from __future__ import annotations
@@ -46,17 +53,6 @@ def _resource_version(raw: Mapping[str, Any]) -> str:
     return str(meta.get("resourceVersion") or "") if isinstance(meta, dict) else ""
 
 
-def newer(candidate: str, current: str) -> bool:
-    """True when ``candidate`` is a later resourceVersion than ``current``.
-
-    resourceVersions are opaque by contract, but etcd-backed servers use integers; compare
-    them as such when both are, and otherwise accept the candidate.
-    """
-    if candidate.isdigit() and current.isdigit():
-        return int(candidate) > int(current)
-    return True
-
-
 class PodCache:
     def __init__(
         self,
@@ -80,7 +76,16 @@ class PodCache:
         self._monotonic = monotonic
         self._listed_at = 0.0
         self._pods: dict[str, PodFacts] = {}
+        self._sequence = 0
+        """Counts the changes the list and the watch made; `mark` hands it out."""
+        self._changed: dict[str, int] = {}
+        """Name -> sequence number of the last change (store or delete) to that name."""
+        self._listed_sequence = 0
         self.synced = asyncio.Event()
+
+    def _unsynced(self) -> None:
+        self.synced.clear()
+        self._metrics.pod_cache_synced.set(0)
 
     def __len__(self) -> int:
         return len(self._pods)
@@ -97,20 +102,32 @@ class PodCache:
             return None
         return self._pods.get(name)
 
-    def remember(self, pod: PodFacts) -> None:
-        """Record a pod the controller just read or wrote, unless the cache has a newer one."""
-        current = self._pods.get(pod.name)
-        if (
-            current is None
-            or current.uid != pod.uid
-            or newer(pod.resource_version, current.resource_version)
-        ):
-            self._pods[pod.name] = pod
+    def mark(self) -> int:
+        """A point in the cache's history; take it before a GET whose answer to `remember`."""
+        return self._sequence
+
+    def remember(self, pod: PodFacts, *, since: int) -> bool:
+        """Record a pod read from the API server by a request that started at ``since``.
+
+        Refused (False) when the list or the watch changed that name after ``since``: what
+        they said is at least as new as the read, and a deletion must not be undone.
+        """
+        if not self.synced.is_set():
+            return False
+        if self._changed.get(pod.name, self._listed_sequence) > since:
+            return False
+        self._pods[pod.name] = pod
+        return True
+
+    def _touch(self, name: str) -> None:
+        self._sequence += 1
+        self._changed[name] = self._sequence
 
     def forget(self, name: str, uid: str) -> None:
         current = self._pods.get(name)
         if current is not None and current.uid == uid:
             del self._pods[name]
+        self._touch(name)
 
     def _store(self, raw: Mapping[str, Any]) -> None:
         try:
@@ -119,6 +136,7 @@ class PodCache:
             log.warning("ignoring a pod the cache cannot read", extra={"error": str(exc)})
             return
         self._pods[pod.name] = pod
+        self._touch(pod.name)
 
     def _delete(self, raw: Mapping[str, Any]) -> None:
         meta = raw.get("metadata")
@@ -130,12 +148,22 @@ class PodCache:
             selector=self._selector, page_size=self._page_size
         )
         self._pods = {pod.name: pod for pod in pods}
+        self._sequence += 1
+        self._listed_sequence = self._sequence
+        self._changed = {}
         self._listed_at = self._monotonic()
         self.synced.set()
+        self._metrics.pod_cache_synced.set(1)
         return version
 
     async def run(self) -> None:
-        """List and watch until cancelled."""
+        """List and watch until cancelled; unsynced whenever the watch is not running."""
+        try:
+            await self._run()
+        finally:
+            self._unsynced()
+
+    async def _run(self) -> None:
         failures = 0
         version = ""
         while True:
@@ -157,8 +185,11 @@ class PodCache:
                 if self._monotonic() - self._listed_at >= self._resync_period:
                     version = ""  # resync: a full list now and then repairs any drift
             except Gone:
+                self._unsynced()
                 version = ""  # compacted away: list again
             except Exception as exc:  # an API error or a garbled stream: never the process
+                # Until a new list succeeds nothing tells the cache about changes: say so.
+                self._unsynced()
                 failures += 1
                 version = ""
                 kind = exc.kind if isinstance(exc, KubeError) else "unexpected"
