@@ -38,6 +38,7 @@ from jibri_pod_controller.adapters.kube import (
     load_api_client,
 )
 from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.adapters.pools import JsonApi
 from jibri_pod_controller.adapters.probing import Prober
 from jibri_pod_controller.adapters.tokens import KeyLoadError, Verifier
 from jibri_pod_controller.core.config import (
@@ -63,6 +64,7 @@ from jibri_pod_controller.core.permissions import (
 from jibri_pod_controller.core.pods import PodFacts
 from jibri_pod_controller.loops.acting import Actuator, ReplicaSetSelectors
 from jibri_pod_controller.loops.electing import Elector
+from jibri_pod_controller.loops.pooling import PoolReconciler
 from jibri_pod_controller.loops.serving import Health, WebhookHandler, build_app
 from jibri_pod_controller.loops.supervising import supervise
 from jibri_pod_controller.loops.sweeping import Sweeper
@@ -74,6 +76,10 @@ READINESS_PERIOD = 5.0
 PERMISSION_PERIOD = 60.0
 KEY_RELOAD_PERIOD = 30.0
 SWEEPER_FAILURES_BEFORE_RESIGNING = 3
+
+
+POOL_PERMISSIONS = tuple(o.permission for o in OPTIONAL_PERMISSIONS if o.feature is Feature.POOLS)
+"""Needed only with JibriPools (optional: without them, replicas are set by hand as before)."""
 
 
 def required_permissions(settings: Settings) -> tuple[Permission, ...]:
@@ -100,6 +106,7 @@ class Controller:
         verifier: Verifier | None,
         stream: PodStream | None = None,
         replica_sets: ReplicaSetSelectors | None = None,
+        pools_api: JsonApi | None = None,
     ) -> None:
         self.settings = settings
         self.cluster = cluster
@@ -138,6 +145,22 @@ class Controller:
             if stream is not None
             else None
         )
+        self.pools = (
+            PoolReconciler(
+                api=pools_api,
+                namespace=settings.namespace,
+                prober=self.prober,
+                actuator=self.actuator,
+                metrics=self.metrics,
+                busy_labels=settings.busy_labels,
+                period=settings.pool_period,
+                dry_run=settings.dry_run,
+            )
+            if pools_api is not None
+            else None
+        )
+        if self.pools is not None:
+            self.actuator.on_change = self.pools.trigger
         self.sweeper = Sweeper(
             cluster=cluster,
             prober=self.prober,
@@ -175,6 +198,7 @@ class Controller:
         self.permissions: Assessment | None = None
         self._group: asyncio.TaskGroup | None = None
         self._sweep_task: asyncio.Task[None] | None = None
+        self._pool_task: asyncio.Task[None] | None = None
         self._cache_task: asyncio.Task[None] | None = None
 
     def _spawn(
@@ -194,6 +218,9 @@ class Controller:
         self._sweep_task = self._spawn(
             "sweeper", lambda: self.sweeper.run(interval), self._sweeper_failed
         )
+        if self.pools is not None:
+            # Pools are reconciled by the Lease holder only; every replica still serves webhooks.
+            self._pool_task = self._spawn("pools", self.pools.run)
 
     def _sweeper_failed(self, failures: int) -> None:
         if failures >= SWEEPER_FAILURES_BEFORE_RESIGNING and self.elector.leading.is_set():
@@ -207,6 +234,9 @@ class Controller:
         if self._sweep_task is not None:
             self._sweep_task.cancel()
             self._sweep_task = None
+        if self._pool_task is not None:
+            self._pool_task.cancel()
+            self._pool_task = None
         # Only the leader's counts are current; a standby exporting stale ones would be summed.
         self.metrics.jibri_pods.clear()
 
@@ -477,6 +507,7 @@ async def _serve(settings: Settings, verifier: Verifier | None, env: Mapping[str
             verifier,
             stream=cluster,
             replica_sets=replica_set_reader(cluster, settings.namespace),
+            pools_api=cluster,
         ).run(stop)
     finally:
         await cluster.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jibri_pod_controller.adapters.tokens import Verifier
-from jibri_pod_controller.app import Controller, main, required_permissions
+from jibri_pod_controller.app import POOL_PERMISSIONS, Controller, main, required_permissions
 from jibri_pod_controller.core.config import JwtSettings
 from jibri_pod_controller.core.permissions import OPTIONAL_PERMISSIONS
 from tests.component.fakes import SM2_PUBLIC_KEY, FakeCluster, JibriSigner, make_settings
@@ -126,6 +126,34 @@ async def test_missing_permissions_make_the_replica_unready() -> None:
     assert not controller.health.ready
 
 
+async def test_missing_pool_permissions_are_optional() -> None:
+    """Without the JibriPool rights the replica stays ready (replicas set by hand still work);
+    the missing ones are named with what is lost."""
+    settings = make_settings()
+    granted = {(p.verb, p.resource, p.group, p.name) for p in required_permissions(settings)}
+    controller = Controller(settings, FakeCluster(allowed=granted), None, pools_api=FakePoolsApi())
+    controller.health.api_ok = True
+    verdict = await controller.check_permissions()
+    assert controller.health.missing_permissions == ()
+    assert controller.health.ready
+    assert "update deployments/scale.apps" in verdict.lost
+    assert "JibriPools are not reconciled" in verdict.lost["update deployments/scale.apps"]
+    granted |= {(p.verb, p.resource, p.group, p.name) for p in POOL_PERMISSIONS}
+    controller = Controller(settings, FakeCluster(allowed=granted), None, pools_api=FakePoolsApi())
+    verdict = await controller.check_permissions()
+    assert not [p for p in verdict.lost if "jibripools" in p or "deployments" in p]
+
+
+class FakePoolsApi:
+    """Never called by the permission check; stands for the JSON API seam."""
+
+    async def request_json(self, method: str, path: str, **kwargs: object) -> object:
+        raise AssertionError("no pool API call expected")
+
+    def watch_json(self, path: str, **kwargs: object) -> object:
+        raise AssertionError("no pool watch expected")
+
+
 def test_every_bad_setting_is_one_line_then_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     env = {**ENV, "PORT": "eighty", "LEASE_DURATION": "15.5", "WEBHOOK_RATE_LIMIT": "0.1"}
     assert main([], env=env) == 2
@@ -178,7 +206,7 @@ async def test_missing_optional_permissions_keep_the_replica_ready_and_switch_fe
         "watch pods",
         "create events",
         "get replicasets.apps",
-    }
+    } | {str(p) for p in POOL_PERMISSIONS}
     assert controller.actuator.events is False
     assert controller.actuator.replica_sets is None
     metric = controller.metrics.registry.get_sample_value

@@ -29,6 +29,7 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.adapters.pools import PoolMetrics
 from jibri_pod_controller.core.config import SETTINGS, load_settings
 from jibri_pod_controller.core.permissions import all_permissions
 from jibri_pod_controller.core.pods import parse_labels, parse_selector
@@ -54,6 +55,12 @@ EXPECTED_RULES = frozenset(
     | {("coordination.k8s.io", "leases", verb, LEASE) for verb in ("get", "update", "patch")}
     | {("", "events", verb, "") for verb in ("create", "patch")}
     | {("apps", "replicasets", "get", "")}
+    # JibriPools: exactly what the pool loop needs.
+    | {("jibri-pod-controller.io", "jibripools", verb, "") for verb in ("get", "list", "watch")}
+    | {("jibri-pod-controller.io", "jibripools/status", verb, "") for verb in ("update", "patch")}
+    | {("apps", "deployments", verb, "") for verb in ("get", "list", "watch")}
+    | {("apps", "deployments/scale", verb, "") for verb in ("get", "patch", "update")}
+    | {("autoscaling", "horizontalpodautoscalers", verb, "") for verb in ("get", "list")}
 )
 CLUSTER_WIDE_KINDS = {
     "ClusterRole",
@@ -173,7 +180,9 @@ def walk(node: Any) -> Iterator[tuple[str, Any]]:
 def metric_names() -> frozenset[str]:
     """Every series name the controller's registry can export."""
     names: set[str] = set()
-    for family in Metrics().registry.collect():
+    metrics = Metrics()
+    PoolMetrics(metrics)  # the pool loop's metrics live in the same registry
+    for family in metrics.registry.collect():
         base = family.name
         match family.type:
             case "counter":
@@ -344,10 +353,21 @@ def test_chart_role_grants_exactly_the_expected_rules(
 def all_deploy_documents() -> list[dict[str, Any]]:
     docs = []
     for path in deploy_yaml_files():
-        if path.name == "kustomization.yaml" or path.parent.name == "prometheus":
+        if path.name == "kustomization.yaml" or path.parent.name in ("prometheus", "crds"):
             continue
         docs.extend(load_docs(path))
     return docs
+
+
+def test_the_crd_is_the_only_cluster_wide_object_and_the_chart_ships_the_same() -> None:
+    """The JibriPool definition is installed once per cluster (by whoever may), apart from
+    the namespaced base; the chart's crds/ holds the very same file."""
+    crds = sorted((DEPLOY / "crds").glob("*.yaml"))
+    assert [p.name for p in crds] == ["jibripools.yaml"]
+    docs = load_docs(crds[0])
+    assert [d["kind"] for d in docs] == ["CustomResourceDefinition"]
+    assert docs[0]["spec"]["names"]["shortNames"] == ["jpool"]
+    assert (CHART / "crds" / "jibripools.yaml").read_text() == crds[0].read_text()
 
 
 def assert_no_wide_rights(docs: list[dict[str, Any]]) -> None:

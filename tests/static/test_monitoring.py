@@ -120,11 +120,12 @@ def test_dashboard_stat_panels_have_every_option() -> None:
 
 def metric_labels() -> set[str]:
     """Every label name the controller's metrics carry: the label lists of adapters/metrics.py
-    and the keys of the build_info it sets in app.py."""
+    (and the pool loop's, adapters/pools.py) and the keys of the build_info it sets in app.py."""
     package = REPO / "src" / "jibri_pod_controller"
     labels: set[str] = set()
+    sources = (package / "adapters" / "metrics.py", package / "adapters" / "pools.py")
     for names in re.findall(
-        r"\[((?:\"[a-z_]+\",?\s*)+)\]", (package / "adapters" / "metrics.py").read_text()
+        r"\[((?:\"[a-z_]+\",?\s*)+)\]", "\n".join(p.read_text() for p in sources)
     ):
         labels |= set(re.findall(r"\"([a-z_]+)\"", names))
     for keys in re.findall(r"info\.info\(\{([^}]*)\}", (package / "app.py").read_text()):

@@ -152,6 +152,7 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("LEASE_DURATION", "15.5"),
     ("SHUTDOWN_DRAIN_SECONDS", "-1"),
     ("SHUTDOWN_TIMEOUT", "301"),
+    ("POOL_RECONCILE_PERIOD", "0.1"),
     ("UNRESPONSIVE_BUSY_POD_SECONDS", "soon"),
 ]
 

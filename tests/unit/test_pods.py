@@ -59,7 +59,7 @@ REALISTIC_POD: dict[str, Any] = {
         "podIPs": [{"ip": "10.244.1.17"}, {"ip": "fd00:10:244:1::11"}],
         "conditions": [
             {"type": "PodScheduled", "status": "True"},
-            {"type": "Ready", "status": "True"},
+            {"type": "Ready", "status": "True", "lastTransitionTime": "2025-03-01T10:00:25Z"},
         ],
         "containerStatuses": [
             {"name": "jibri", "restartCount": 2, "ready": True},
@@ -87,6 +87,7 @@ def test_parse_realistic_pod() -> None:
         restart_count=3,
         created=datetime(2025, 3, 1, 10, 0, tzinfo=UTC),
         resource_version="4711",
+        ready_since=datetime(2025, 3, 1, 10, 0, 25, tzinfo=UTC),
     )
     assert not pod.finished
 

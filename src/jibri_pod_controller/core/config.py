@@ -188,6 +188,11 @@ SETTINGS: tuple[Setting, ...] = (
         "If > 0, delete a busy-labelled pod that has been not Ready and unreachable (its Jibri "
         "never answered a probe) for this long without a break; 0 (default) only counts them.",
     ),
+    Setting(
+        "POOL_RECONCILE_PERIOD",
+        "5",
+        "Seconds between two reconciles of the JibriPools (also at once on a detach or delete).",
+    ),
 )
 
 RATE_LIMIT_BURST = 4
@@ -258,6 +263,7 @@ class Settings:
     shutdown_timeout: float
     unresponsive_busy_seconds: float
     accept_any_source_unauthenticated: bool = False
+    pool_period: float = 5.0
 
 
 class _Reader:
@@ -515,6 +521,7 @@ def load_settings(env: Mapping[str, str], *, hostname: str | None = None) -> Set
         "unresponsive_busy_seconds",
         lambda: r.number("UNRESPONSIVE_BUSY_POD_SECONDS", minimum=0, maximum=30 * 86400),
     )
+    read("pool_period", lambda: r.number("POOL_RECONCILE_PERIOD", minimum=0.5, maximum=3600))
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
     return Settings(**values)

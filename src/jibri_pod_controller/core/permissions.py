@@ -21,6 +21,7 @@ class Feature(StrEnum):
     WATCH = "watch"
     EVENTS = "events"
     OWNER_CHECK = "owner-check"
+    POOLS = "pools"
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,21 @@ OPTIONAL_PERMISSIONS: tuple[OptionalPermission, ...] = (
         Feature.OWNER_CHECK,
         "a detach that leaves a pod in its ReplicaSet (a Deployment selector that matches the "
         "busy labels) is not detected",
+    ),
+    *(
+        OptionalPermission(
+            permission,
+            Feature.POOLS,
+            "JibriPools are not reconciled: Deployment replicas stay as set by hand",
+        )
+        for permission in (
+            Permission("list", "jibripools", "jibri-pod-controller.io"),
+            Permission("watch", "jibripools", "jibri-pod-controller.io"),
+            Permission("patch", "jibripools/status", "jibri-pod-controller.io"),
+            Permission("get", "deployments", "apps"),
+            Permission("update", "deployments/scale", "apps"),
+            Permission("list", "horizontalpodautoscalers", "autoscaling"),
+        )
     ),
 )
 

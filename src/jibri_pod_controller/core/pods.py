@@ -181,6 +181,8 @@ class PodFacts:
     """Sum of the restart counts of the pod's containers."""
     created: datetime | None = None
     resource_version: str = ""
+    ready_since: datetime | None = None
+    """When the Ready condition last changed to True (only while ``ready``)."""
 
     @property
     def finished(self) -> bool:
@@ -224,10 +226,11 @@ def parse_pod(raw: Mapping[str, Any]) -> PodFacts:
             owner_kind = str(ref.get("kind"))
             owner_name = str(ref.get("name"))
             owner_uid = str(ref.get("uid"))
-    ready = any(
-        isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or ()
-    )
+    ready, ready_since = False, None
+    for condition in status.get("conditions") or ():
+        if isinstance(condition, dict) and condition.get("type") == "Ready":
+            ready = condition.get("status") == "True"
+            ready_since = _parse_time(condition.get("lastTransitionTime")) if ready else None
     restarts = 0
     for cs in status.get("containerStatuses") or ():
         if isinstance(cs, dict) and isinstance(cs.get("restartCount"), int):
@@ -252,6 +255,7 @@ def parse_pod(raw: Mapping[str, Any]) -> PodFacts:
         restart_count=restarts,
         created=_parse_time(meta.get("creationTimestamp")),
         resource_version=str(meta.get("resourceVersion") or ""),
+        ready_since=ready_since,
     )
 
 

@@ -32,10 +32,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from jibri_pod_controller.core.demand import spares_for_demand
+from jibri_pod_controller.core.demand import lead_time, spares_for_demand
+from jibri_pod_controller.core.pods import PodFacts
 
-ANNOTATION_POOL = "jibri-pod-controller.io/pool"
-"""Recorded on a pod when it is detached, so a busy pod is still counted for its pool."""
+ANNOTATION_DETACHED_FROM = "jibri-pod-controller/detached-from"
+"""The Deployment a pod was detached from, recorded with the detach, so a busy pod is still
+counted for the pool of that Deployment once its labels no longer match the selector."""
 
 ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
@@ -323,3 +325,172 @@ def parse_pool_spec(raw: Mapping[str, Any]) -> PoolSpec:
         schedule=tuple(windows),
         demand=demand,
     )
+
+
+def deployment_of(pod: PodFacts) -> str | None:
+    """The Deployment that owns ``pod`` through its ReplicaSet, or None.
+
+    A Deployment names its ReplicaSets ``<deployment>-<pod-template-hash>`` and labels their
+    pods with that hash, so the name follows from the pod alone (no read, on any replica).
+    """
+    template_hash = pod.labels.get("pod-template-hash")
+    if pod.owner_kind != "ReplicaSet" or not pod.owner_name or not template_hash:
+        return None
+    suffix = f"-{template_hash}"
+    if not pod.owner_name.endswith(suffix) or len(pod.owner_name) == len(suffix):
+        return None
+    return pod.owner_name.removesuffix(suffix)
+
+
+class SelectorError(ValueError):
+    """A Deployment's label selector this controller cannot evaluate."""
+
+
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """Whether a Kubernetes LabelSelector (matchLabels and matchExpressions) matches."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or ():
+        key, op = expression.get("key"), expression.get("operator")
+        values = set(expression.get("values") or ())
+        present = key in labels
+        if op == "In":
+            ok = present and labels[key] in values
+        elif op == "NotIn":
+            ok = not present or labels[key] not in values
+        elif op == "Exists":
+            ok = present
+        elif op == "DoesNotExist":
+            ok = not present
+        else:
+            raise SelectorError(f"unknown selector operator {op!r}")
+        if not ok:
+            return False
+    return True
+
+
+def selector_query(selector: Mapping[str, Any]) -> str:
+    """A LabelSelector as the ``labelSelector`` query string."""
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expression in selector.get("matchExpressions") or ():
+        key, op = expression.get("key"), expression.get("operator")
+        values = ",".join(sorted(expression.get("values") or ()))
+        if op == "In":
+            parts.append(f"{key} in ({values})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({values})")
+        elif op == "Exists":
+            parts.append(str(key))
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+        else:
+            raise SelectorError(f"unknown selector operator {op!r}")
+    if not parts:
+        raise SelectorError("an empty selector would select every pod")
+    return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class PoolPods:
+    """A pool's pods, sorted by role."""
+
+    spare_ready: tuple[PodFacts, ...]
+    starting: tuple[PodFacts, ...]
+    busy: tuple[PodFacts, ...]
+
+
+def sort_pool_pods(
+    *,
+    selected: list[PodFacts],
+    busy_labelled: list[PodFacts],
+    deployment: str,
+    busy_labels: Mapping[str, str],
+) -> PoolPods:
+    """``selected``: pods the Deployment's selector matches; ``busy_labelled``: pods carrying
+    the busy labels. Terminating and finished pods count for nothing."""
+
+    def live(pod: PodFacts) -> bool:
+        return not pod.deleting and not pod.finished
+
+    spares = [p for p in selected if live(p) and not _has(p.labels, busy_labels)]
+    busy = [
+        p
+        for p in busy_labelled
+        if live(p) and p.annotations.get(ANNOTATION_DETACHED_FROM) == deployment
+    ]
+    return PoolPods(
+        spare_ready=tuple(p for p in spares if p.ready),
+        starting=tuple(p for p in spares if not p.ready),
+        busy=tuple(busy),
+    )
+
+
+def _has(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def measured_lead_time(pods: PoolPods, *, quantile: float = 0.9) -> float | None:
+    """Creation to Ready of the pool's pods (those whose Ready condition has not flipped since
+    they started: a spare and a busy pod alike), at ``quantile``."""
+    durations = [
+        (p.ready_since - p.created).total_seconds()
+        for p in (*pods.spare_ready, *pods.busy)
+        if p.ready_since is not None and p.created is not None
+    ]
+    return lead_time(durations, quantile=quantile)
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    BUDGET_EXHAUSTED = "BudgetExhausted"
+    SPARE_EXHAUSTED = "SpareExhausted"
+
+
+class Problem(StrEnum):
+    """Why a pool cannot be reconciled: the Ready condition's reason; nothing is written."""
+
+    INVALID_SPEC = "InvalidSpec"
+    DEPLOYMENT_MISSING = "DeploymentMissing"
+    SELECTOR_MATCHES_BUSY = "SelectorMatchesBusyLabels"
+    HPA_CONFLICT = "ReplicasOwnedByHPA"
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: ConditionType
+    status: bool
+    reason: str
+    message: str
+
+
+def pool_conditions(
+    decision: PoolDecision | None, *, problem: Problem | None, detail: str, spec: PoolSpec | None
+) -> tuple[Condition, ...]:
+    """The pool's three conditions for a decision (or for a problem that stopped one)."""
+    if problem is not None:
+        ready = Condition(ConditionType.READY, False, problem.value, detail)
+    else:
+        ready = Condition(ConditionType.READY, True, "Reconciled", detail)
+    if decision is None:
+        return (ready,)
+    if decision.budget_exhausted and spec is not None:
+        budget = Condition(
+            ConditionType.BUDGET_EXHAUSTED,
+            True,
+            "MaxTotalReached",
+            f"busy + desired spares would exceed maxTotal {spec.max_total}: "
+            f"{decision.wanted} spares allowed",
+        )
+    else:
+        budget = Condition(ConditionType.BUDGET_EXHAUSTED, False, "WithinBudget", "")
+    if decision.spare_exhausted:
+        spare = Condition(
+            ConditionType.SPARE_EXHAUSTED,
+            True,
+            "NoReadySpare",
+            "no Ready spare: a recording start now finds none",
+        )
+    else:
+        spare = Condition(ConditionType.SPARE_EXHAUSTED, False, "SpareReady", "")
+    return (ready, budget, spare)

@@ -49,6 +49,7 @@ from jibri_pod_controller.core.pods import (
     PodFacts,
     label_selector_matches,
 )
+from jibri_pod_controller.core.pools import ANNOTATION_DETACHED_FROM, deployment_of
 
 log = logging.getLogger("jibri_pod_controller.actions")
 
@@ -71,19 +72,25 @@ class Source(StrEnum):
 
 
 def detach_patch(
-    *, busy_labels: Mapping[str, str], restart_count: int, now: datetime
+    *,
+    busy_labels: Mapping[str, str],
+    restart_count: int,
+    now: datetime,
+    detached_from: str | None = None,
 ) -> dict[str, Any]:
-    """The merge patch that takes a pod out of its Deployment and protects it."""
-    return {
-        "metadata": {
-            "labels": dict(busy_labels),
-            "annotations": {
-                ANNOTATION_SAFE_TO_EVICT: "false",
-                ANNOTATION_BUSY_SINCE: now.astimezone(UTC).isoformat(timespec="seconds"),
-                ANNOTATION_RESTARTS_AT_BUSY: str(restart_count),
-            },
-        }
+    """The merge patch that takes a pod out of its Deployment and protects it.
+
+    ``detached_from`` (the Deployment, when the pod has one) keeps the busy pod counted for
+    that Deployment's JibriPool once its labels no longer match the selector.
+    """
+    annotations = {
+        ANNOTATION_SAFE_TO_EVICT: "false",
+        ANNOTATION_BUSY_SINCE: now.astimezone(UTC).isoformat(timespec="seconds"),
+        ANNOTATION_RESTARTS_AT_BUSY: str(restart_count),
     }
+    if detached_from is not None:
+        annotations[ANNOTATION_DETACHED_FROM] = detached_from
+    return {"metadata": {"labels": dict(busy_labels), "annotations": annotations}}
 
 
 class ReplicaSetSelectors(Protocol):
@@ -106,6 +113,8 @@ class Actuator:
     within 2 s."""
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     jitter: Callable[[], float] = random.random
+    on_change: Callable[[], None] | None = None
+    """Called after each detach or delete that was written (the pool loop's trigger)."""
 
     events: bool = True
     """Record Events (off when the Role does not allow creating them)."""
@@ -174,6 +183,8 @@ class Actuator:
         )
         if result is Result.DONE:
             self._record_event(action, pod, source)
+            if self.on_change is not None:
+                self.on_change()
         elif result is Result.NOT_DETACHED:
             self._event_in_background(
                 pod,
@@ -242,6 +253,7 @@ class Actuator:
                 busy_labels=self.busy_labels,
                 restart_count=pod.restart_count,
                 now=self.wall_clock(),
+                detached_from=deployment_of(pod),
             )
             try:
                 patched = await self.cluster.patch_pod(

@@ -1,0 +1,312 @@
+"""The API calls of spare pools: JibriPools, Deployments and their scale, HPAs, pool pods.
+
+Built only on the generic `JsonApi` seam (``request_json`` / ``watch_json``), so it depends on
+no client library. Raw objects are parsed here into small frozen values; the loop above never
+sees a dict except a pool's own status, which it writes back.
+
+The scale write is a PUT of the ``scale`` subresource carrying the Deployment's
+resourceVersion (a Scale's resourceVersion is its Deployment's): a concurrent change to the
+Deployment (a rollout, a human) gives 409 and the loop decides again from a fresh read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from prometheus_client import Counter, Gauge
+
+from jibri_pod_controller.adapters.kube import COMPONENT, MERGE_PATCH, NotFound, WatchEvent
+from jibri_pod_controller.adapters.metrics import PREFIX, Metrics
+from jibri_pod_controller.core.pods import PodFacts, PodParseError, parse_pod
+
+GROUP = "jibri-pod-controller.io"
+VERSION = "v1alpha1"
+PLURAL = "jibripools"
+
+
+class JsonApi(Protocol):
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        request_timeout: float | None = None,
+    ) -> Any: ...
+
+    def watch_json(
+        self, path: str, *, query: Mapping[str, str], timeout_seconds: int
+    ) -> AsyncIterator[WatchEvent]: ...
+
+
+@dataclass(frozen=True)
+class StoredPool:
+    name: str
+    uid: str
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DeploymentFacts:
+    name: str
+    uid: str
+    replicas: int
+    resource_version: str
+    selector: Mapping[str, Any]
+    template_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScaleTarget:
+    """An HorizontalPodAutoscaler's target."""
+
+    hpa: str
+    kind: str
+    name: str
+
+
+def _pool(raw: Mapping[str, Any]) -> StoredPool:
+    meta = raw.get("metadata") or {}
+    return StoredPool(
+        name=str(meta.get("name")),
+        uid=str(meta.get("uid")),
+        generation=int(meta.get("generation") or 0),
+        spec=raw.get("spec") or {},
+        status=raw.get("status") or {},
+    )
+
+
+def _deployment(raw: Mapping[str, Any]) -> DeploymentFacts:
+    meta, spec = raw.get("metadata") or {}, raw.get("spec") or {}
+    template = (spec.get("template") or {}).get("metadata") or {}
+    replicas = spec.get("replicas")
+    return DeploymentFacts(
+        name=str(meta.get("name")),
+        uid=str(meta.get("uid")),
+        replicas=int(replicas) if isinstance(replicas, int) else 1,
+        resource_version=str(meta.get("resourceVersion") or ""),
+        selector=spec.get("selector") or {},
+        template_labels={str(k): str(v) for k, v in (template.get("labels") or {}).items()},
+    )
+
+
+class PoolApi:
+    """Pool reads and writes in one namespace."""
+
+    def __init__(self, api: JsonApi, *, namespace: str, page_size: int = 500) -> None:
+        self._api = api
+        self._ns = namespace
+        self._page_size = page_size
+
+    @property
+    def pods_path(self) -> str:
+        return f"/api/v1/namespaces/{self._ns}/pods"
+
+    @property
+    def _pools_path(self) -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{self._ns}/{PLURAL}"
+
+    async def list_pools(self) -> list[StoredPool] | None:
+        """Every JibriPool in the namespace; None when the CRD is not installed."""
+        try:
+            answer = await self._api.request_json("GET", self._pools_path)
+        except NotFound:
+            return None
+        return [_pool(item) for item in (answer or {}).get("items") or ()]
+
+    async def get_deployment(self, name: str) -> DeploymentFacts | None:
+        try:
+            answer = await self._api.request_json(
+                "GET", f"/apis/apps/v1/namespaces/{self._ns}/deployments/{name}"
+            )
+        except NotFound:
+            return None
+        return _deployment(answer)
+
+    async def scale(self, *, name: str, replicas: int, resource_version: str) -> str:
+        """Write the Deployment's replicas through its scale subresource; the new
+        resourceVersion. Raises `Conflict` when the Deployment changed since it was read."""
+        body = {
+            "apiVersion": "autoscaling/v1",
+            "kind": "Scale",
+            "metadata": {"name": name, "namespace": self._ns, "resourceVersion": resource_version},
+            "spec": {"replicas": replicas},
+        }
+        answer = await self._api.request_json(
+            "PUT", f"/apis/apps/v1/namespaces/{self._ns}/deployments/{name}/scale", body=body
+        )
+        return str(((answer or {}).get("metadata") or {}).get("resourceVersion") or "")
+
+    async def scale_targets(self) -> list[ScaleTarget]:
+        """What each HorizontalPodAutoscaler in the namespace scales."""
+        answer = await self._api.request_json(
+            "GET", f"/apis/autoscaling/v2/namespaces/{self._ns}/horizontalpodautoscalers"
+        )
+        targets = []
+        for item in (answer or {}).get("items") or ():
+            ref = (item.get("spec") or {}).get("scaleTargetRef") or {}
+            targets.append(
+                ScaleTarget(
+                    hpa=str((item.get("metadata") or {}).get("name")),
+                    kind=str(ref.get("kind")),
+                    name=str(ref.get("name")),
+                )
+            )
+        return targets
+
+    async def list_pods(self, selector: str) -> list[PodFacts]:
+        """Pods matching ``selector`` (paginated); pods that do not parse are left out."""
+        pods: list[PodFacts] = []
+        token = ""
+        while True:
+            query = {"labelSelector": selector, "limit": str(self._page_size)}
+            if token:
+                query["continue"] = token
+            page = await self._api.request_json(
+                "GET", f"/api/v1/namespaces/{self._ns}/pods", query=query
+            )
+            for raw in (page or {}).get("items") or ():
+                with contextlib.suppress(PodParseError):
+                    pods.append(parse_pod(raw))
+            token = str(((page or {}).get("metadata") or {}).get("continue") or "")
+            if not token:
+                return pods
+
+    async def annotate_pod(
+        self, *, name: str, uid: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        """Merge ``annotations`` into a pod (None removes one), with a uid precondition."""
+        body = {"metadata": {"uid": uid, "annotations": dict(annotations)}}
+        await self._api.request_json(
+            "PATCH",
+            f"/api/v1/namespaces/{self._ns}/pods/{name}",
+            body=body,
+            content_type=MERGE_PATCH,
+        )
+
+    async def patch_status(self, *, name: str, status: Mapping[str, Any]) -> None:
+        """Merge ``status`` into a pool's status subresource (lists are replaced whole)."""
+        await self._api.request_json(
+            "PATCH",
+            f"{self._pools_path}/{name}/status",
+            body={"status": dict(status)},
+            content_type=MERGE_PATCH,
+        )
+
+    async def record_event(
+        self, *, pool: StoredPool, reason: str, message: str, warning: bool = False
+    ) -> None:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{pool.name}."},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "JibriPool",
+                "name": pool.name,
+                "namespace": self._ns,
+                "uid": pool.uid,
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._api.request_json("POST", f"/api/v1/namespaces/{self._ns}/events", body=event)
+
+
+class PoolMetrics:
+    """Per-pool metrics, each with a ``pool`` label, in the application's registry."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        r = metrics.registry
+        self.pods = Gauge(
+            PREFIX + "pool_pods",
+            "Pods of a JibriPool by role: spare (Ready), starting, busy.",
+            ["pool", "role"],
+            registry=r,
+        )
+        self.desired = Gauge(
+            PREFIX + "pool_desired_spares", "The spare count a pool asks for.", ["pool"], registry=r
+        )
+        self.replicas = Gauge(
+            PREFIX + "pool_replicas", "The pool Deployment's replicas.", ["pool"], registry=r
+        )
+        self.max_total = Gauge(
+            PREFIX + "pool_max_total", "A pool's budget (maxTotal), when set.", ["pool"], registry=r
+        )
+        self.bound = Gauge(
+            PREFIX + "pool_bound",
+            "1 for the bound that decided a pool's desired spare count.",
+            ["pool", "bound"],
+            registry=r,
+        )
+        self.start_rate = Gauge(
+            PREFIX + "pool_start_rate",
+            "Estimated recording starts per second (demand policy).",
+            ["pool"],
+            registry=r,
+        )
+        self.lead_time = Gauge(
+            PREFIX + "pool_lead_time_seconds",
+            "Creation to Ready of a pool's pods (p90).",
+            ["pool"],
+            registry=r,
+        )
+        self.scale_writes = Counter(
+            PREFIX + "pool_scale_writes_total",
+            "Writes of a pool Deployment's scale, by direction (up, down) and result.",
+            ["pool", "direction", "result"],
+            registry=r,
+        )
+        self.zero_spare_seconds = Counter(
+            PREFIX + "pool_zero_spare_seconds_total",
+            "Seconds a pool had no Ready spare.",
+            ["pool"],
+            registry=r,
+        )
+        self.problems = Gauge(
+            PREFIX + "pool_problem",
+            "1 while a pool cannot be reconciled, by reason (its Ready condition).",
+            ["pool", "reason"],
+            registry=r,
+        )
+        self.reconciles = Counter(
+            PREFIX + "pool_reconciles_total",
+            "Pool reconciliations, by result (ok, problem, error).",
+            ["result"],
+            registry=r,
+        )
+        self.exhausted = Gauge(
+            PREFIX + "pool_exhausted",
+            "1 while a pool's condition SpareExhausted or BudgetExhausted is True.",
+            ["pool", "condition"],
+            registry=r,
+        )
+
+        self._series: dict[str, set[tuple[Gauge, tuple[str, ...]]]] = {}
+
+    def set(self, gauge: Gauge, pool: str, *labels: str, value: float) -> None:
+        """Set a per-pool gauge, remembering the series so `forget` can remove it."""
+        gauge.labels(pool, *labels).set(value)
+        self._series.setdefault(pool, set()).add((gauge, (pool, *labels)))
+
+    def forget(self, keep: Sequence[str] = ()) -> None:
+        """Remove the gauge series of every pool not in ``keep`` (all, on losing the lease)."""
+        for pool in [p for p in self._series if p not in keep]:
+            for gauge, labels in self._series.pop(pool):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels)

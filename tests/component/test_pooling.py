@@ -1,0 +1,395 @@
+"""The pool loop against a hand-written in-memory API (JibriPools, a Deployment and its scale,
+pods, HPAs, Events): the demand policy's state rebuilt from the API after a restart, status
+fields, a write only on change, dry-run, a refused scale write."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from jibri_pod_controller.adapters import kube
+from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.core.decisions import Reported
+from jibri_pod_controller.core.jibri import BusyStatus
+from jibri_pod_controller.loops.pooling import PoolReconciler
+
+NS = "jitsi"
+NOW = datetime(2026, 6, 3, 12, 0, tzinfo=UTC)
+BUSY = {"app": "jibri", "state": "busy"}
+IDLE = {"app": "jibri", "state": "idle"}
+POOLS = f"/apis/jibri-pod-controller.io/v1alpha1/namespaces/{NS}/jibripools"
+DEPLOYMENT = f"/apis/apps/v1/namespaces/{NS}/deployments/jibri"
+
+
+def stamp(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pod(
+    name: str,
+    *,
+    busy: bool = False,
+    created: datetime = NOW - timedelta(hours=1),
+    ready_after: float = 30.0,
+    busy_since: datetime | None = None,
+) -> dict[str, Any]:
+    annotations = {}
+    if busy:
+        annotations = {
+            "jibri-pod-controller/detached-from": "jibri",
+            "jibri-pod-controller/busy-since": stamp(busy_since or NOW),
+        }
+    return {
+        "metadata": {
+            "name": name,
+            "uid": f"uid-{name}",
+            "namespace": NS,
+            "labels": {**(BUSY if busy else IDLE), "pod-template-hash": "abc"},
+            "annotations": annotations,
+            "creationTimestamp": stamp(created),
+            "resourceVersion": "1",
+            "ownerReferences": []
+            if busy
+            else [{"kind": "ReplicaSet", "name": "jibri-abc", "controller": True}],
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": f"10.0.0.{abs(hash(name)) % 250}",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "lastTransitionTime": stamp(created + timedelta(seconds=ready_after)),
+                }
+            ],
+        },
+    }
+
+
+@dataclass
+class FakeApi:
+    """`JsonApi` in memory, with the API server's answers the pool loop relies on."""
+
+    pools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replicas: int = 2
+    version: int = 1
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    hpa_targets: list[str] = field(default_factory=list)
+    writes: list[tuple[str, str, Any]] = field(default_factory=list)
+    conflict_next_scale: bool = False
+
+    def add_pool(
+        self, name: str, spec: Mapping[str, Any], status: Mapping[str, Any] | None = None
+    ) -> None:
+        self.pools[name] = {
+            "metadata": {"name": name, "uid": f"uid-{name}", "generation": 1},
+            "spec": {"minSpare": 1, "scaleDownDelaySeconds": 300, **spec},
+            "status": dict(status or {}),
+        }
+
+    def add_pod(self, raw: dict[str, Any]) -> None:
+        self.pods[raw["metadata"]["name"]] = raw
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        request_timeout: float | None = None,
+    ) -> Any:
+        await asyncio.sleep(0)
+        if method != "GET":
+            self.writes.append((method, path, copy.deepcopy(body)))
+        if method == "GET" and path == POOLS:
+            return {"items": copy.deepcopy(list(self.pools.values()))}
+        if method == "GET" and path == DEPLOYMENT:
+            return {
+                "metadata": {"name": "jibri", "uid": "d1", "resourceVersion": str(self.version)},
+                "spec": {
+                    "replicas": self.replicas,
+                    "selector": {"matchLabels": IDLE},
+                    "template": {"metadata": {"labels": IDLE}},
+                },
+            }
+        if method == "PUT" and path == DEPLOYMENT + "/scale":
+            if self.conflict_next_scale or body["metadata"]["resourceVersion"] != str(self.version):
+                self.conflict_next_scale = False
+                raise kube.Conflict("the object has been modified")
+            self.replicas = body["spec"]["replicas"]
+            self.version += 1
+            return {"metadata": {"resourceVersion": str(self.version)}}
+        if method == "GET" and path.endswith("/horizontalpodautoscalers"):
+            return {
+                "items": [
+                    {
+                        "metadata": {"name": t},
+                        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": t}},
+                    }
+                    for t in self.hpa_targets
+                ]
+            }
+        if method == "GET" and path == f"/api/v1/namespaces/{NS}/pods":
+            wanted = dict(part.split("=") for part in (query or {})["labelSelector"].split(","))
+            items = [
+                p
+                for p in self.pods.values()
+                if all(p["metadata"]["labels"].get(k) == v for k, v in wanted.items())
+            ]
+            return {"items": copy.deepcopy(items), "metadata": {}}
+        if method == "PATCH" and path.startswith(POOLS) and path.endswith("/status"):
+            name = path.removeprefix(POOLS + "/").removesuffix("/status")
+            status = self.pools[name]["status"]
+            for key, value in body["status"].items():
+                if value is None:
+                    status.pop(key, None)
+                else:
+                    status[key] = value
+            return self.pools[name]
+        if method == "PATCH" and path.startswith(f"/api/v1/namespaces/{NS}/pods/"):
+            name = path.rsplit("/", 1)[1]
+            annotations = self.pods[name]["metadata"]["annotations"]
+            for key, value in body["metadata"]["annotations"].items():
+                if value is None:
+                    annotations.pop(key, None)
+                else:
+                    annotations[key] = value
+            return self.pods[name]
+        if method == "POST" and path.endswith("/events"):
+            return body
+        raise kube.NotFound(f"{method} {path}")
+
+    async def watch_json(
+        self, path: str, *, query: Mapping[str, str], timeout_seconds: int
+    ) -> AsyncIterator[kube.WatchEvent]:
+        await asyncio.Event().wait()
+        yield kube.WatchEvent(kind="BOOKMARK", raw={})  # pragma: no cover
+
+    def kinds(self) -> list[str]:
+        """The writes, by what they wrote."""
+        out = []
+        for method, path, _ in self.writes:
+            if path.endswith("/scale"):
+                out.append("scale")
+            elif path.endswith("/status"):
+                out.append("status")
+            elif path.endswith("/events"):
+                out.append("event")
+            elif "/pods/" in path:
+                out.append("pod")
+            else:
+                out.append(f"{method} {path}")
+        return out
+
+
+class Probes:
+    def __init__(self, answers: Mapping[str, BusyStatus] | None = None) -> None:
+        self.answers = dict(answers or {})
+        self.asked: list[str] = []
+
+    async def probe(self, ip: str) -> Reported:
+        self.asked.append(ip)
+        return Reported(self.answers.get(ip, BusyStatus.IDLE))
+
+
+class Detaches:
+    def __init__(self) -> None:
+        self.detached: list[str] = []
+
+    async def apply(self, action: Any, pod: Any, *, source: Any) -> None:
+        self.detached.append(pod.name)
+
+
+def reconciler(
+    api: FakeApi, *, now: datetime = NOW, dry_run: bool = False, probes: Probes | None = None
+) -> PoolReconciler:
+    return PoolReconciler(
+        api=api,
+        namespace=NS,
+        prober=probes or Probes(),  # type: ignore[arg-type]
+        actuator=Detaches(),  # type: ignore[arg-type]
+        metrics=Metrics(),
+        busy_labels=BUSY,
+        period=5,
+        dry_run=dry_run,
+        wall_clock=lambda: now,
+    )
+
+
+DEMAND = {"shortfallProbability": 0.01, "windowSeconds": 900, "startupSeconds": 60}
+
+
+async def test_demand_rate_from_busy_pods_and_status_survives_a_restart() -> None:
+    api = FakeApi(replicas=2)
+    api.add_pool("jibri", {"deploymentName": "jibri", "maxSpare": 30, "demand": DEMAND})
+    api.add_pod(pod("spare-1"))
+    api.add_pod(pod("spare-2"))
+    # 12 recordings started in the last two minutes: 0.1/s over the window's eighth.
+    for i in range(12):
+        api.add_pod(pod(f"busy-{i}", busy=True, busy_since=NOW - timedelta(seconds=10 * i)))
+    [result] = await reconciler(api).reconcile_all()
+    assert result.decision is not None
+    assert result.decision.bound == "demand"
+    wanted = result.decision.desired
+    assert wanted is not None
+    assert wanted > 2
+    assert api.replicas == wanted
+    status = api.pools["jibri"]["status"]
+    assert status["bound"] == "demand"
+    assert status["startRate"] > 0
+    assert status["leadTimeSeconds"] == 60
+    assert len(status["recentStarts"]) == 12
+
+    # The recordings end and their pods go; a new replica (restart, failover) still knows the
+    # starts from the pool's status: the same size, and no write at all.
+    api.pods = {n: p for n, p in api.pods.items() if not n.startswith("busy-")}
+    api.writes.clear()
+    api.pools["jibri"]["status"]["busy"] = 0
+    [again] = await reconciler(api, now=NOW + timedelta(seconds=1)).reconcile_all()
+    assert again.decision is not None
+    assert again.decision.wanted == wanted
+    assert "scale" not in api.kinds()
+    assert api.replicas == wanted
+
+
+async def test_lead_time_is_measured_from_the_pools_pods() -> None:
+    api = FakeApi(replicas=3)
+    api.add_pool(
+        "jibri",
+        {"deploymentName": "jibri", "maxSpare": 30, "demand": {**DEMAND, "startupSeconds": 0}},
+    )
+    for i, seconds in enumerate((20, 25, 30, 35, 40, 45, 50, 55, 60, 90)):
+        api.add_pod(pod(f"spare-{i}", ready_after=seconds))
+    await reconciler(api).reconcile_all()
+    assert api.pools["jibri"]["status"]["leadTimeSeconds"] == 60  # p90, nearest rank
+
+
+async def test_nothing_written_while_nothing_changes() -> None:
+    api = FakeApi(replicas=2)
+    api.add_pool("jibri", {"deploymentName": "jibri", "minSpare": 2, "maxSpare": 5})
+    api.add_pod(pod("spare-1"))
+    api.add_pod(pod("spare-2"))
+    loop = reconciler(api)
+    await loop.reconcile_all()
+    assert api.kinds() == ["status"]
+    api.writes.clear()
+    for _ in range(3):
+        await loop.reconcile_all()
+    assert api.writes == []
+
+
+async def test_dry_run_writes_nothing() -> None:
+    api = FakeApi(replicas=1)
+    api.add_pool("jibri", {"deploymentName": "jibri", "minSpare": 4, "maxSpare": 5})
+    [result] = await reconciler(api, dry_run=True).reconcile_all()
+    assert result.decision is not None
+    assert result.decision.replicas == 4
+    assert api.writes == []
+    assert api.replicas == 1
+
+
+async def test_a_refused_scale_write_is_decided_again() -> None:
+    api = FakeApi(replicas=1, conflict_next_scale=True)
+    api.add_pool("jibri", {"deploymentName": "jibri", "minSpare": 3, "maxSpare": 5})
+    loop = reconciler(api)
+    [first] = await loop.reconcile_all()
+    assert first.written is None
+    assert api.replicas == 1
+    [second] = await loop.reconcile_all()
+    assert second.written == 3
+    assert api.replicas == 3
+    assert api.kinds().count("scale") == 2  # the refused one and the good one
+    assert api.kinds().count("event") == 1  # ScaledUp, once
+
+
+async def test_scale_down_detaches_a_busy_spare_first_and_marks_the_ones_that_go() -> None:
+    api = FakeApi(replicas=3)
+    api.add_pool(
+        "jibri",
+        {"deploymentName": "jibri", "minSpare": 1, "maxSpare": 5, "scaleDownDelaySeconds": 0},
+    )
+    for name in ("a", "b", "c"):
+        api.add_pod(pod(name))
+    busy_ip = api.pods["b"]["status"]["podIP"]
+    probes = Probes({busy_ip: BusyStatus.BUSY})
+    loop = reconciler(api, probes=probes)
+    [first] = await loop.reconcile_all()
+    assert first.detached == 1
+    assert api.replicas == 3
+    assert "scale" not in api.kinds()
+    # The detach landed: b left the Deployment, its replacement d is not running yet.
+    del api.pods["b"]
+    replacement = pod("d")
+    replacement["status"] = {"phase": "Pending"}
+    api.add_pod(replacement)
+    probes.answers.clear()
+    [second] = await loop.reconcile_all()
+    assert second.written == 1
+    assert api.replicas == 1
+    marked = [
+        name
+        for name, raw in api.pods.items()
+        if raw["metadata"]["annotations"].get("controller.kubernetes.io/pod-deletion-cost")
+        == "-100"
+    ]
+    # The ReplicaSet deletes the pending d first, then the marked one of a and c.
+    assert len(marked) == 1
+    assert marked[0] in ("a", "c")
+    assert api.kinds().index("pod") < api.kinds().index("scale")
+
+
+async def test_an_hpa_on_the_deployment_is_a_conflict_not_a_fight() -> None:
+    api = FakeApi(replicas=1, hpa_targets=["jibri"])
+    api.add_pool("jibri", {"deploymentName": "jibri", "minSpare": 3, "maxSpare": 5})
+    [result] = await reconciler(api).reconcile_all()
+    assert result.problem == "ReplicasOwnedByHPA"
+    assert "scale" not in api.kinds()
+    ready = api.pools["jibri"]["status"]["conditions"][0]
+    assert (ready["type"], ready["status"], ready["reason"]) == (
+        "Ready",
+        "False",
+        "ReplicasOwnedByHPA",
+    )
+
+
+async def test_an_older_role_without_pool_rights_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rounds = asyncio.Event()
+
+    class Refusing(FakeApi):
+        async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+            self.writes.append((method, path, None))
+            if len(self.writes) >= 5:
+                rounds.set()
+            raise kube.Forbidden("jibripools is forbidden")
+
+    api = Refusing()
+    loop = PoolReconciler(
+        api=api,
+        namespace=NS,
+        prober=Probes(),  # type: ignore[arg-type]
+        actuator=Detaches(),  # type: ignore[arg-type]
+        metrics=Metrics(),
+        busy_labels=BUSY,
+        period=0.01,
+    )
+    with caplog.at_level(logging.WARNING):
+        task = asyncio.create_task(loop.run())
+        await rounds.wait()  # five rounds, each refused
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    said = [r for r in caplog.records if r.name == "jibri_pod_controller.pools"]
+    assert [r.getMessage() for r in said] == ["pools not reconciled: forbidden"]
+    assert all(method == "GET" for method, _, _ in api.writes)
