@@ -3,10 +3,10 @@
 Prometheus (Debian's package) scrapes both controller replicas every second through a plain
 static scrape configuration that adds a `namespace` label (what the ServiceMonitor and the usual
 pod scrape configurations add), and loads deploy/prometheus/alerts.yaml with every `for`
-shortened. During a scenario (a recording, a refused webhook, an unreachable Jibri, a lost and
-restored RoleBinding, a failover) every query of the Grafana dashboard must return data, and
-once every replica is stopped the no-leader alert must fire. `promtool check metrics` checks the
-live /metrics of a replica.
+shortened. During a scenario (a recording, two JibriPools, a refused webhook, an unreachable
+Jibri, a lost and restored RoleBinding, a failover) every query of the Grafana dashboard must
+return data, and once every replica is stopped the no-leader alert must fire. `promtool check
+metrics` checks the live /metrics of a replica.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from testbed.cluster import (
     REPO,
     ControllerProcess,
     apply,
+    jibri_deployment,
     jibri_pod,
     listen_port,
     rbac_manifests,
@@ -37,6 +38,7 @@ from testbed.cluster import (
 from testbed.prometheus import PrometheusServer, promtool, shortened_rules
 from tests.e2e.conftest import E2E
 from tests.e2e.helpers import get_pod, is_busy, owned_by_replicaset, post_webhook, status_body
+from tests.e2e.test_pools import crd, create_pool  # noqa: F401 (crd: the CRD, a fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -80,11 +82,12 @@ async def leader_of(*controllers: ControllerProcess) -> ControllerProcess:
     return await wait_until(one, timeout=30, what="exactly one leader")
 
 
+@pytest.mark.usefixtures("crd")
 async def test_prometheus_scrapes_a_failover_and_the_dashboard_and_alerts_work(
     e2e: E2E, tmp_path: Path
 ) -> None:
-    a = await e2e.ready("controller-a")
-    b = await e2e.ready("controller-b")
+    a = await e2e.ready("controller-a", POOL_RECONCILE_PERIOD="1")
+    b = await e2e.ready("controller-b", POOL_RECONCILE_PERIOD="1")
     rules = tmp_path / "alerts.yaml"
     rules.write_text(yaml.safe_dump(shortened_rules(yaml.safe_load(ALERTS.read_text()), "1s")))
     checked = promtool("check", "rules", str(rules))
@@ -118,6 +121,17 @@ async def scenario(
 
     # A recording, detached when it starts and deleted when it ends.
     pods = await e2e.deploy_jibris([a, b], replicas=2)
+    # JibriPools: one that raises the spares (a scale write), one held at no spare by its
+    # budget, one that cannot be reconciled.
+    empty = jibri_deployment(namespace=e2e.namespace, replicas=0, subscribers=[], name="empty")
+    empty["spec"]["selector"]["matchLabels"] = {"app": "jibri", "state": "idle", "pool": "empty"}
+    empty["spec"]["template"]["metadata"]["labels"] = dict(empty["spec"]["selector"]["matchLabels"])
+    await apply(e2e.admin, [empty])
+    spec = {"deploymentName": "jibri", "minSpare": 3, "maxSpare": 5, "maxTotal": 10}
+    await create_pool(e2e, "jibri", spec)
+    spec = {"deploymentName": "empty", "minSpare": 0, "maxSpare": 1, "maxTotal": 0}
+    await create_pool(e2e, "empty", spec)
+    await create_pool(e2e, "missing", {"deploymentName": "nothere", "minSpare": 1, "maxSpare": 2})
     name, ip = pods[0].metadata.name, pods[0].status.pod_ip
     assert await start_recording(ip) == 200
 

@@ -246,7 +246,10 @@ class PoolMetrics:
             PREFIX + "pool_replicas", "The pool Deployment's replicas.", ["pool"], registry=r
         )
         self.max_total = Gauge(
-            PREFIX + "pool_max_total", "A pool's budget (maxTotal), when set.", ["pool"], registry=r
+            PREFIX + "pool_budget_pods",
+            "A pool's budget (maxTotal), when set.",
+            ["pool"],
+            registry=r,
         )
         self.bound = Gauge(
             PREFIX + "pool_bound",
