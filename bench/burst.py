@@ -7,10 +7,13 @@ second, the controller's: the bench sends every pod's BUSY webhook at once, from
 address and with its signed token, as Jibri would. Both are timed from the send to the moment a
 pod watch shows the busy labels, on the same clock, with the same watch.
 
-A full run does this three times, on fresh pods each time, and reports medians.
+A full run does this five times, on fresh pods each time, and reports the medians and the
+spread of the per-round ratio (best and worst round): one round's ratio swings with the API
+server's and the machine's state.
 
-The simulated Jibris are told to start recording (so their health API says BUSY too) with their
-own webhooks silenced, so the only BUSY webhooks are the bench's. The admin client's connections
+The simulated Jibris of each controller burst are told to start recording just before it (so
+their health API says BUSY too), with their own webhooks silenced, so the only BUSY webhooks are
+the bench's. The admin client's connections
 are opened before its burst: the reference is the API server's cost, not TLS handshakes. The
 controller starts its burst as it is after some idle time.
 """
@@ -168,7 +171,6 @@ async def run(bench: Bench, impl: Impl) -> FigureResult:
     pods = await bench.wait_running(namespace, names, timeout=120 + len(names) / 4)
     ips = [p.ip for p in pods.values()]
     await bench.jibri_calls(ips, "/_sim/webhooks", {"enabled": False})
-    await bench.jibri_calls(ips, START_SERVICE, START_BODY)
 
     # At rest: ready, the Jibris' start-up webhooks answered, nothing to do, and (in a full
     # run) the API connections that start-up opened closed again (aiohttp keeps idle ones 15 s).
@@ -189,6 +191,10 @@ async def run(bench: Bench, impl: Impl) -> FigureResult:
                     bench, namespace, [pods[x] for x in via_apiserver], watch, scale.burst_timeout
                 )
             )
+            # Recording only now, and only this round's pods: a sweep the controller makes
+            # meanwhile (after a lost and regained Lease on a loaded machine, say) then has
+            # nothing to detach, and cannot take later rounds' pods before their webhooks.
+            await bench.jibri_calls([pods[x].ip for x in via_controller], START_SERVICE, START_BODY)
             await asyncio.sleep(2.0)
             burst_start = time.time()
             async with bench.profiler(controller, f"fig1-{impl.label}-{len(windows)}") as profile:
@@ -232,6 +238,7 @@ async def run(bench: Bench, impl: Impl) -> FigureResult:
         Row(f"API server PATCH p99, send to watch{of}", med(references, 99), "ms"),
     ]
     if rounds > 1:
+        result.rows.append(Row("best p99 ratio of the bursts", rounded(min(ratios), 2), "x"))
         result.rows.append(Row("worst p99 ratio of the bursts", rounded(max(ratios), 2), "x"))
     result.details.update(
         {

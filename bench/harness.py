@@ -37,6 +37,7 @@ from kubernetes_asyncio import client as k8s
 
 from bench.profiling import Profiler
 from testbed.cluster import (
+    BUSY_LABELS,
     REPO,
     ControllerProcess,
     WebhookKeys,
@@ -59,6 +60,11 @@ START_SERVICE = "/jibri/api/v1.0/startService"
 START_BODY = {"sessionId": "bench", "recordingMode": "FILE", "callParams": {"callUrlInfo": {}}}
 MERGE_PATCH = "application/merge-patch+json"
 MIB = 1024 * 1024
+CONTRACT_ENV = {
+    "JIBRI_BUSY_LABELS": ",".join(f"{k}={v}" for k, v in BUSY_LABELS.items()),
+    "SWEEP_INTERVAL": "60",
+}
+"""The original tool's variables that `ControllerProcess` does not set (values: the defaults)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,13 +123,15 @@ class Scale:
     resend_warmup: float
     resend_seconds: float
     resend_concurrency: int
+    open_loop_seconds: float
+    """Seconds counted at each offered rate of figure 6's open loop (after its warm-up)."""
 
     @classmethod
     def full(cls, *, recording_minutes: float) -> Scale:
         return cls(
             smoke=False,
             burst_pods=200,
-            burst_rounds=3,
+            burst_rounds=5,
             burst_timeout=30.0,
             sweep_sizes=(500, 1000, 2000, 5000),
             sweep_samples=3,
@@ -136,10 +144,11 @@ class Scale:
             resend_warmup=3.0,
             resend_seconds=15.0,
             resend_concurrency=32,
+            open_loop_seconds=10.0,
         )
 
     @classmethod
-    def tiny(cls) -> Scale:
+    def tiny(cls, *, recording_minutes: float | None = None) -> Scale:
         return cls(
             smoke=True,
             burst_pods=20,
@@ -155,12 +164,13 @@ class Scale:
                 "LEASE_RENEW_DEADLINE": "2",
                 "LEASE_RETRY_PERIOD": "0.5",
             },
-            recording_seconds=10.0,
+            recording_seconds=10.0 if recording_minutes is None else recording_minutes * 60,
             status_period=3.0,
             resend_pods=20,
             resend_warmup=0.5,
             resend_seconds=2.0,
             resend_concurrency=32,
+            open_loop_seconds=1.0,
         )
 
 
@@ -513,6 +523,9 @@ class PodWatch:
         self._namespace = namespace
         self._wanted = dict(wanted)
         self.seen: dict[str, float] = {}
+        self.arrivals: dict[str, list[float]] = {}
+        """Every time (wall clock) each pod came to carry ``wanted``, not only the first."""
+        self._matching: set[str] = set()
         self.events = 0
         self.restarts: list[str] = []
         self._changed = asyncio.Event()
@@ -520,11 +533,15 @@ class PodWatch:
         self._open: asyncio.Future[None] | None = None
 
     def _record(self, name: Any, labels: Mapping[str, Any], at: float) -> None:
-        if (
-            isinstance(name, str)
-            and name not in self.seen
-            and all(labels.get(k) == v for k, v in self._wanted.items())
-        ):
+        if not isinstance(name, str):
+            return
+        if not all(labels.get(k) == v for k, v in self._wanted.items()):
+            self._matching.discard(name)
+            return
+        if name not in self._matching:
+            self._matching.add(name)
+            self.arrivals.setdefault(name, []).append(time.time())
+        if name not in self.seen:
             self.seen[name] = at
             self._changed.set()
 
@@ -702,8 +719,19 @@ class Bench:
         jwt: bool,
         cpu: int | None = None,
     ) -> ControllerProcess:
-        """A controller replica (not started yet) with the namespace's restricted identity."""
-        settings = {"LOG_LEVEL": "info", **(self.jwt_env() if jwt else {"WEBHOOK_AUTH": "none"})}
+        """A controller replica (not started yet) with the namespace's restricted identity.
+
+        Every one of the original tool's variables is set, for every figure, so an
+        implementation that knows only those can be measured: PORT, JIBRI_HEALTH_PORT,
+        POD_NAME and NAMESPACE (by `ControllerProcess`), JIBRI_BUSY_LABELS and SWEEP_INTERVAL
+        (here, unless the figure sets its own interval). Readiness is GET /, as the original's
+        readinessProbe has it.
+        """
+        settings = {
+            **CONTRACT_ENV,
+            "LOG_LEVEL": "info",
+            **(self.jwt_env() if jwt else {"WEBHOOK_AUTH": "none"}),
+        }
         settings.update(env)
         command: tuple[str, ...] = impl.command
         if cpu is not None and shutil.which("taskset"):
@@ -716,6 +744,7 @@ class Bench:
             log_path=self.workdir / "logs" / f"{namespace}-{name}.log",
             env=settings,
             command=command,
+            ready_path="/",
         )
         self._controllers.append(process)
         return process

@@ -66,8 +66,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--recording-minutes",
         type=float,
-        default=10.0,
-        help="length of figure 4's recording in a full run (default 10)",
+        default=None,
+        help="length of figure 4's recording (default 10 in a full run, 10 seconds in a smoke run)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results are written")
     parser.add_argument(
@@ -207,7 +207,12 @@ async def measure(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     figures = selected(args.only)
-    scale = Scale.tiny() if args.smoke else Scale.full(recording_minutes=args.recording_minutes)
+    minutes: float | None = args.recording_minutes
+    scale = (
+        Scale.tiny(recording_minutes=minutes)
+        if args.smoke
+        else Scale.full(recording_minutes=10.0 if minutes is None else minutes)
+    )
     impls = parse_impls(args.controller_command, args.controller_label)
     started = time.monotonic()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")

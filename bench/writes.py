@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import aiohttp
+import orjson
 
 from bench.harness import JIBRI_PORT, START_BODY, START_SERVICE, Bench, Impl
 from bench.results import FigureResult, Goal, Row
@@ -25,13 +26,36 @@ WRITES_GOAL = Goal("==", 2)
 REPLICAS = 2
 
 
-async def _sim_state(ip: str) -> dict[str, Any]:
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
-        session.get(f"http://{ip}:{JIBRI_PORT}/_sim/state") as response,
-    ):
-        state: dict[str, Any] = await response.json()
-        return state
+SIM_PATIENCE_S = 120.0
+"""How long a call to the simulated Jibri may keep failing. The recording ends while the other
+figures run, and the fake kubelet, which serves every simulated Jibri, can be busy for tens of
+seconds then (creating 1,200 or 5,000 pods): a single call's timeout was too short (a bare
+TimeoutError ended this figure in a run with --recording-minutes 2)."""
+
+
+async def _sim_call(ip: str, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    """One call to a simulated Jibri's API, retried while it does not answer at all."""
+    deadline = time.monotonic() + SIM_PATIENCE_S
+    last = ""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.request(
+                    method, f"http://{ip}:{JIBRI_PORT}{path}", json=body
+                ) as response:
+                    text = await response.text()
+                    if response.status != 200:
+                        raise RuntimeError(
+                            f"{method} {path} on {ip}: HTTP {response.status} {text}"
+                        )
+                    answer: dict[str, Any] = orjson.loads(text) if text.strip() else {}
+                    return answer
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = type(exc).__name__
+            await asyncio.sleep(1.0)
+    raise TimeoutError(
+        f"{method} {path} on the Jibri at {ip}: no answer in {SIM_PATIENCE_S:g} s (last: {last})"
+    )
 
 
 async def _until(check: Any, *, timeout: float, what: str) -> Any:
@@ -81,7 +105,7 @@ async def run(bench: Bench, impl: Impl, recording: asyncio.Event | None = None) 
 
     target = (await _until(spares, timeout=90, what="two idle Jibris"))[0]
     name, ip = target["metadata"]["name"], target["status"]["podIP"]
-    await bench.jibri_calls([ip], START_SERVICE, START_BODY)
+    await _sim_call(ip, "POST", START_SERVICE, START_BODY)
 
     async def detached() -> bool:
         pod = (await bench.list_jibris(namespace)).get(name)
@@ -97,13 +121,14 @@ async def run(bench: Bench, impl: Impl, recording: asyncio.Event | None = None) 
         flush=True,
     )
     await asyncio.sleep(scale.recording_seconds)
-    before_stop = await _sim_state(ip)
-    await bench.jibri_calls([ip], "/jibri/api/v1.0/stopService", {})
+    before_stop = await _sim_call(ip, "GET", "/_sim/state")
+    await _sim_call(ip, "POST", "/jibri/api/v1.0/stopService", {})
 
     async def gone() -> bool:
         return name not in await bench.list_jibris(namespace)
 
-    await _until(gone, timeout=90, what=f"{name} deleted")
+    # EXPIRED is sent once; if the controller missed it, its sweeper (every 60 s) deletes.
+    await _until(gone, timeout=180, what=f"{name} deleted")
     recorded = time.monotonic() - recording_started
     await asyncio.sleep(2.0)  # audit events are written just after the response
     await asyncio.to_thread(controller.stop)

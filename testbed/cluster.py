@@ -381,6 +381,8 @@ class ControllerProcess:
     port: int = field(default_factory=listen_port)
     env: Mapping[str, str] = field(default_factory=dict)
     command: Sequence[str] = DEFAULT_COMMAND
+    ready_path: str = "/readyz"
+    """Where readiness is asked (the original tool's readinessProbe asks GET /)."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -425,7 +427,8 @@ class ControllerProcess:
             return 0, str(exc)
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait for /readyz; if the free port was taken meanwhile, start again on another."""
+        """Wait until ``ready_path`` answers 200; if the free port was taken meanwhile, start
+        again on another."""
         restarts = 0
 
         async def ready() -> bool:
@@ -437,7 +440,7 @@ class ControllerProcess:
                     self.start()
                     return False
                 raise RuntimeError(f"{self.name} exited {self.process.returncode}:\n{self.tail()}")
-            status, _ = await asyncio.to_thread(self.get, "/readyz")
+            status, _ = await asyncio.to_thread(self.get, self.ready_path)
             return status == 200
 
         try:

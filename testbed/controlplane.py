@@ -279,6 +279,7 @@ class _Component:
     process: subprocess.Popen[bytes]
     log_path: Path
     log_file: IO[bytes]
+    argv: tuple[str, ...] = ()
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -289,6 +290,13 @@ class _Component:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once (no clean shutdown) and reap it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.log_file.close()
 
     def stop(self) -> None:
         if self.alive():
@@ -319,7 +327,7 @@ def _spawn(name: str, argv: Sequence[str], log_dir: Path) -> _Component:
     except BaseException:
         log_file.close()
         raise
-    return _Component(name, process, log_path, log_file)
+    return _Component(name, process, log_path, log_file, tuple(argv))
 
 
 def _https_get(port: int, path: str, context: ssl.SSLContext) -> tuple[int, str]:
@@ -552,6 +560,77 @@ class ControlPlane:
             event = json.loads(line)
             if event.get("stage") == "ResponseComplete":
                 self._audit.append(event)
+
+    # -- faults
+
+    def restart_apiserver(self) -> float:
+        """SIGKILL kube-apiserver and start it again on the same port; wait for /readyz.
+
+        Returns the seconds it took to be ready again. Clients see refused connections (and
+        dropped watches) in between, exactly as when an API server's process dies.
+        """
+        return self._restart("kube-apiserver")
+
+    def restart_etcd(self) -> float:
+        """SIGKILL etcd and start it again on the same data directory; wait for /health.
+
+        The API server stays up and answers errors (or hangs) until etcd is back.
+        """
+        return self._restart("etcd")
+
+    def component_pid(self, name: str) -> int:
+        """The process id of a component ("etcd", "kube-apiserver", ...)."""
+        return self._component(name).process.pid
+
+    def kill_component(self, name: str) -> None:
+        """SIGKILL one component ("etcd", "kube-apiserver", "kube-controller-manager")."""
+        self._component(name).kill()
+
+    def start_component(self, name: str) -> float:
+        """Start a killed component again with its original command line; wait until ready."""
+        with self._lock:
+            old = self._component(name)
+            if old.alive():
+                raise ControlPlaneError(f"{name} is still running (pid {old.process.pid})")
+            assert self.workdir is not None
+            started = time.monotonic()
+            new = _spawn(name, old.argv, self.workdir / "logs")
+            self._components[self._components.index(old)] = new
+        self._wait_ready(new)
+        return time.monotonic() - started
+
+    def _restart(self, name: str) -> float:
+        self.kill_component(name)
+        return self.start_component(name)
+
+    def _component(self, name: str) -> _Component:
+        if self.workdir is None:
+            raise NeedsLocalPlaneError(f"restarting {name} needs the local control plane")
+        for component in self._components:
+            if component.name == name:
+                return component
+        names = [c.name for c in self._components]
+        raise ControlPlaneError(f"no component {name!r} (have {names})")
+
+    def _wait_ready(self, component: _Component) -> None:
+        assert self.workdir is not None
+        if component.name == "etcd":
+            url = next(a for a in component.argv if a.startswith("--listen-client-urls="))
+            port = int(url.rsplit(":", 1)[1])
+            _wait(component, ETCD_TIMEOUT_S, lambda: _http_get(port, "/health")[0] == 200, "etcd")
+        elif component.name == "kube-apiserver":
+            pki = self.workdir / "pki"
+            context = ssl.create_default_context(cafile=str(pki / "serving-ca.crt"))
+            context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+            port = int(self.server.rsplit(":", 1)[1])
+            _wait(
+                component,
+                APISERVER_TIMEOUT_S,
+                lambda: _https_get(port, "/readyz", context)[0] == 200,
+                f"GET {self.server}/readyz",
+            )
+        else:
+            _wait(component, CONTROLLER_MANAGER_TIMEOUT_S, lambda: True, f"{component.name} up")
 
     def component_logs(self) -> dict[str, Path]:
         """The log file of each component, by name (empty for an existing cluster)."""

@@ -33,6 +33,7 @@ import random
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from typing import Any, Self, TypeVar
 
 import aiohttp
 import orjson
+import uvloop
 from kubernetes_asyncio.client import ApiClient, CoreV1Api, V1DeleteOptions, V1Preconditions
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -61,6 +63,7 @@ HOST_IP = "127.0.0.1"
 WATCH_TIMEOUT_S = 240
 CALL_TIMEOUT_S = 30.0
 PATCH_ATTEMPTS = 5
+FINALIZE_ATTEMPTS = 30
 CONDITIONS = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
 
 # --------------------------------------------------------------------------------------------
@@ -122,6 +125,7 @@ class _Pod:
     start_task: asyncio.Task[None] | None = None
     reported: bool = False
     start_error: Exception | None = None
+    labels: dict[str, str] = field(default_factory=dict)
     ready_since: str | None = None
     """When the pod turned Ready; None while it is starting."""
     gone: asyncio.Event = field(default_factory=asyncio.Event)
@@ -217,6 +221,12 @@ class FakeKubelet:
     entry holding the simulated Jibri's HTTP API port; `endpoint_of` reports it. `ready_delay`
     is the seconds from start to Ready for pods that do not set `SIM_READY_DELAY_SECONDS`
     (default 0: Ready at once, reported in one status update).
+
+    `ground_truth`, if given, receives one dict per fact, as it happens: ``{"t": wall time,
+    "event": ..., "pod", "uid", "namespace"}`` with event ``started`` (plus ``ip``,
+    ``labels``), ``labels`` (a change seen by the watch, plus ``labels``), ``status`` (a change
+    of the Jibri's busyStatus, plus ``status``: IDLE, BUSY, EXPIRED or CRASH) and ``stopped``
+    (plus ``status``: the Jibri's busyStatus when it was stopped).
     """
 
     def __init__(
@@ -225,12 +235,14 @@ class FakeKubelet:
         namespace: str | None,
         *,
         health_port_env: str = "SIM_JIBRI_PORT",
+        ground_truth: Callable[[dict[str, Any]], None] | None = None,
         ready_delay: float = 0.0,
     ) -> None:
         if not math.isfinite(ready_delay) or ready_delay < 0:
             raise ValueError(f"ready_delay {ready_delay}: expected seconds, a number >= 0")
         self.namespace = namespace
         self.health_port_env = health_port_env
+        self._ground_truth = ground_truth
         self.ready_delay = ready_delay
         self._api_arg = api
         self._api: ApiClient | None = api if isinstance(api, ApiClient) else None
@@ -440,8 +452,14 @@ class FakeKubelet:
                 # Terminating before it ever ran here: nothing to stop, just finalize it.
                 self._spawn(self._finalize(meta["namespace"], meta["name"], uid))
             return
-        if known is not None or obj.get("status", {}).get("podIP"):
-            return  # already running here, or run by someone else (another kubelet)
+        if known is not None:
+            labels = dict(meta.get("labels") or {})
+            if labels != known.labels:
+                known.labels = labels
+                self._emit(known, "labels", labels=labels)
+            return  # already running here
+        if obj.get("status", {}).get("podIP"):
+            return  # run by someone else (another kubelet)
         containers = [
             _Container(name=c["name"], image=c.get("image", ""))
             for c in obj.get("spec", {}).get("containers") or []
@@ -453,6 +471,7 @@ class FakeKubelet:
             ip=allocate_ip(),
             containers=containers,
             env=_plain_env(obj),
+            labels=dict(meta.get("labels") or {}),
         )
         self._pods[uid] = pod
         self._by_name[(pod.namespace, pod.name)] = uid
@@ -493,6 +512,7 @@ class FakeKubelet:
             pod.ready_since = _now()
             await self._report(pod)
             pod.reported = True
+            self._emit(pod, "started", ip=pod.ip, labels=dict(pod.labels))
             log.info("pod %s/%s runs on %s", pod.namespace, pod.name, pod.ip)
         except Exception as exc:
             pod.start_error = exc
@@ -502,7 +522,11 @@ class FakeKubelet:
         for attempt in range(1, BIND_ATTEMPTS + 1):
             config = config_from_env(pod.name, pod.ip, pod.env)
             # Known before it starts, so that a stop during start-up closes it too.
-            pod.jibri = SimJibri(config, on_restart=self._restart_hook(pod))
+            pod.jibri = SimJibri(
+                config,
+                on_restart=self._restart_hook(pod),
+                on_change=self._status_hook(pod),
+            )
             try:
                 await pod.jibri.start()
                 return
@@ -516,6 +540,25 @@ class FakeKubelet:
                     config.port,
                 )
                 pod.ip = allocate_ip()
+
+    def _emit(self, pod: _Pod, event: str, *, t: float | None = None, **facts: Any) -> None:
+        if self._ground_truth is not None:
+            self._ground_truth(
+                {
+                    "t": time.time() if t is None else t,
+                    "event": event,
+                    "pod": pod.name,
+                    "uid": pod.uid,
+                    "namespace": pod.namespace,
+                    **facts,
+                }
+            )
+
+    def _status_hook(self, pod: _Pod) -> Callable[[str, float], None]:
+        def on_change(status: str, at: float) -> None:
+            self._emit(pod, "status", t=at, status=status)
+
+        return on_change
 
     def _restart_hook(self, pod: _Pod) -> Callable[[int], Awaitable[None]]:
         async def on_restart(restart_count: int) -> None:
@@ -559,6 +602,9 @@ class FakeKubelet:
             # Let a start in progress finish, so that the Jibri it starts is stopped too.
             with contextlib.suppress(Exception):
                 await asyncio.shield(pod.start_task)
+        if pod.reported:
+            status = pod.jibri.busy_status.value if pod.jibri is not None else None
+            self._emit(pod, "stopped", status=status)
         await self._stop_jibri(pod)
         self._pods.pop(pod.uid, None)
         if self._by_name.get((pod.namespace, pod.name)) == pod.uid:
@@ -576,21 +622,34 @@ class FakeKubelet:
         pod.stopped.set()
 
     async def _finalize(self, namespace: str, name: str, uid: str) -> None:
-        """Remove a terminating pod whose containers are gone (grace period 0, this uid only)."""
-        try:
-            await self._core.delete_namespaced_pod(
-                name,
-                namespace,
-                body=V1DeleteOptions(
-                    grace_period_seconds=0, preconditions=V1Preconditions(uid=uid)
-                ),
-                _request_timeout=CALL_TIMEOUT_S,
-            )
-        except ApiException as exc:
-            if exc.status not in (404, 409):  # gone already, or a newer pod has the name
-                log.warning("finalizing pod %s/%s failed: %s", namespace, name, exc.reason)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("finalizing pod %s/%s failed: %r", namespace, name, exc)
+        """Remove a terminating pod whose containers are gone (grace period 0, this uid only).
+
+        Retried while the API server is unreachable or answers 5xx or 429 (it may be
+        restarting): a pod left terminating would never go away.
+        """
+        for attempt in range(1, FINALIZE_ATTEMPTS + 1):
+            try:
+                await self._core.delete_namespaced_pod(
+                    name,
+                    namespace,
+                    body=V1DeleteOptions(
+                        grace_period_seconds=0, preconditions=V1Preconditions(uid=uid)
+                    ),
+                    _request_timeout=CALL_TIMEOUT_S,
+                )
+                return
+            except ApiException as exc:
+                if exc.status in (404, 409):  # gone already, or a newer pod has the name
+                    return
+                transient = exc.status == 429 or (exc.status or 0) >= 500
+                if not transient or attempt == FINALIZE_ATTEMPTS:
+                    log.warning("finalizing pod %s/%s failed: %s", namespace, name, exc.reason)
+                    return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if attempt == FINALIZE_ATTEMPTS:
+                    log.warning("finalizing pod %s/%s failed: %r", namespace, name, exc)
+                    return
+            await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
 
 
 class _GoneError(Exception):
@@ -755,7 +814,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("watching pods in %s", args.namespace or "all namespaces")
             await stop.wait()
 
-    asyncio.run(run())
+    # uvloop, as the controller runs on: the simulated Jibris answer every probe of a sweep, and
+    # on asyncio's own loop their CPU, not the controller's, would set the sweep's pace.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
     return 0
 
 

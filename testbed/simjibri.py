@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import aiohttp
 import jwt
@@ -76,6 +76,7 @@ HUGE_BODY_BYTES: Final = 8 * 1024 * 1024
 _SHUTDOWN_GRACE: Final = 0.5
 
 OnRestart = Callable[[int], Awaitable[None]]
+OnChange = Callable[[str, float], None]
 Clock = Callable[[], float]
 
 
@@ -300,10 +301,11 @@ class _Blackhole(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._sink.add(transport)
-        transport.pause_reading()
+        # Cast, not asserted: uvloop's transports implement the interface without subclassing it.
+        stream = cast(asyncio.Transport, transport)
+        self._transport = stream
+        self._sink.add(stream)
+        stream.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._transport is not None:
@@ -327,6 +329,10 @@ class SimJibri:
     process reports IDLE. ``clock`` gives the JWT issue time (a clock in the past yields tokens
     that are already expired). With ``refresh_token_on_restart`` a restart re-reads the key file
     and signs a new token, as a real process start does.
+
+    Ground truth: ``history`` lists every change of ``busyStatus`` as ``(wall time, status)``,
+    with ``"CRASH"`` for a crash (the status is IDLE after it); ``on_change(status, wall time)``
+    is called for each entry as it happens.
     """
 
     def __init__(
@@ -336,8 +342,11 @@ class SimJibri:
         on_restart: OnRestart | None = None,
         clock: Clock = time.time,
         refresh_token_on_restart: bool = True,
+        on_change: OnChange | None = None,
     ) -> None:
         self.config = config
+        self._on_change = on_change
+        self.history: list[tuple[float, str]] = []
         self._on_restart = on_restart
         self._clock = clock
         self._refresh_token_on_restart = refresh_token_on_restart
@@ -571,6 +580,7 @@ class SimJibri:
         await self._cancel_all(self._deliveries)
         self._session = None
         self._busy_status = BusyStatus.IDLE
+        self._record("CRASH")
         self._restart_count += 1
         try:
             if self._on_restart is not None:
@@ -597,7 +607,21 @@ class SimJibri:
     def _set_busy_status(self, status: BusyStatus) -> None:
         if status is not self._busy_status:
             self._busy_status = status
+            self._record(status.value)
             self._send_status()
+
+    def _record(self, status: str) -> None:
+        now = time.time()
+        self.history.append((now, status))
+        if self._on_change is not None:
+            self._on_change(status, now)
+
+    def send_status(self, status: BusyStatus | str | None = None) -> None:
+        """Send a status webhook now, as a resend (the current status) or, with ``status``, as a
+        late delivery of an earlier one (a reordered webhook); the state does not change."""
+        reported = BusyStatus(status) if status is not None else self._busy_status
+        body = {"jibriId": self.jibri_id, "status": _status(reported)}
+        self._send_webhook("/v1/status", body)
 
     # ----------------------------------------------------------------- webhooks
 

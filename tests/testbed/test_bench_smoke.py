@@ -1,7 +1,10 @@
 """The benchmark harness itself: its smoke run must produce every figure, with numbers.
 
 Goals are not asserted: these are benchmarks on a shared machine, not timed tests. What is
-asserted is that each figure was measured and written to the JSON results.
+asserted is that each figure was measured and written to the JSON results, for this controller
+and for an implementation that has only the original tool's contract (its variables, readiness
+on GET /, no /metrics, no JSON log lines: `bench.contract_only`), with figure 4's recording
+lasting two minutes, so that it ends while the other figures run (as in a full run).
 """
 
 from __future__ import annotations
@@ -15,18 +18,35 @@ import pytest
 
 from testbed.cluster import REPO
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(720)]
 
 FIGURES = {"1", "2", "3", "4", "5", "6"}
 
 
 def test_smoke_run_measures_every_figure(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--smoke",
+            "--recording-minutes",
+            "2",
+            "--controller-command",
+            "python -m jibri_pod_controller",
+            "--controller-command",
+            "python -m bench.contract_only",
+            "--controller-label",
+            "jibri-pod-controller",
+            "--controller-label",
+            "contract-only",
+            "--out",
+            str(tmp_path),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=200,
+        timeout=660,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -35,6 +55,8 @@ def test_smoke_run_measures_every_figure(tmp_path: Path) -> None:
     assert doc["mode"] == "smoke"
     assert set(doc["figures"]) == FIGURES
     labels = [impl["label"] for impl in doc["implementations"]]
+    assert labels == ["jibri-pod-controller", "contract-only"]
+    assert doc["figures"]["4"]["results"]["contract-only"]["details"]["recording_s"] >= 120
     for number, figure in doc["figures"].items():
         for label in labels:
             result = figure["results"][label]

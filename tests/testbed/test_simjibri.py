@@ -111,7 +111,9 @@ async def running(
     *subscribers: str, host: str | None = None, **kwargs: Any
 ) -> AsyncIterator[SimJibri]:
     options = {
-        k: kwargs.pop(k) for k in ("on_restart", "clock", "refresh_token_on_restart") if k in kwargs
+        k: kwargs.pop(k)
+        for k in ("on_restart", "clock", "refresh_token_on_restart", "on_change")
+        if k in kwargs
     }
     config = SimJibriConfig(
         pod_name="pod-a",
@@ -380,6 +382,31 @@ async def test_crash_restarts_idle_and_reports_it(
 
         await sim.crash()
         assert restarts == [1, 2]
+
+
+async def test_ground_truth_records_every_change_and_crash() -> None:
+    seen: list[str] = []
+    async with running(on_change=lambda status, at: seen.append(status)) as sim:
+        assert await sim.start_recording("s1")
+        await sim.crash()
+        assert await sim.start_recording("s2")
+        assert await sim.stop_recording()
+        assert [status for _, status in sim.history] == ["BUSY", "CRASH", "BUSY", "EXPIRED"]
+        assert seen == ["BUSY", "CRASH", "BUSY", "EXPIRED"]
+        times = [at for at, _ in sim.history]
+        assert times == sorted(times)
+
+
+async def test_send_status_resends_or_replays_an_old_status(receiver: Receiver) -> None:
+    async with running(receiver.base) as sim:
+        assert (await receiver.next("/v1/status")).body["status"]["busyStatus"] == "IDLE"
+        assert await sim.start_recording()
+        assert (await receiver.next("/v1/status")).body["status"]["busyStatus"] == "BUSY"
+        sim.send_status()
+        assert (await receiver.next("/v1/status")).body["status"]["busyStatus"] == "BUSY"
+        sim.send_status(BusyStatus.IDLE)  # a late delivery of the IDLE sent before
+        assert (await receiver.next("/v1/status")).body["status"]["busyStatus"] == "IDLE"
+        assert sim.busy_status is BusyStatus.BUSY
 
 
 async def test_state_endpoint(http: aiohttp.ClientSession) -> None:

@@ -27,6 +27,7 @@ from jibri_pod_controller.core.decisions import (
     decide_on_sweep,
     is_unresponsive,
     restarted_since_detach,
+    started_before_detach,
 )
 from jibri_pod_controller.core.jibri import BusyStatus
 from jibri_pod_controller.core.pods import (
@@ -54,6 +55,7 @@ def pod(
     restarts: int = 0,
     restarts_at_busy: int | None = 0,
     annotations: Mapping[str, str] | None = None,
+    started: datetime | None = None,
 ) -> PodFacts:
     notes: dict[str, str] = {}
     if busy:
@@ -74,6 +76,7 @@ def pod(
         restart_count=restarts,
         created=CREATED,
         resource_version="7",
+        containers_started=started,
     )
 
 
@@ -177,6 +180,40 @@ TIMEOUT = Failed(ProbeFailure.TIMEOUT)
             DEFAULT,
             Delete(Reason.RESTARTED_WHILE_BUSY),
         ),
+        # The process answering IDLE was already running at the detach: the BUSY came from an
+        # earlier process that crashed, and the detach landed after the restart.
+        (
+            pod(
+                busy=True,
+                restarts=1,
+                restarts_at_busy=1,
+                started=DETACHED_AT - timedelta(seconds=5),
+            ),
+            Reported(IDLE),
+            DEFAULT,
+            Delete(Reason.RESTARTED_BEFORE_DETACH),
+        ),
+        (
+            pod(busy=True, restarts=1, restarts_at_busy=1, started=DETACHED_AT),
+            Reported(IDLE),
+            DEFAULT,
+            Delete(Reason.RESTARTED_BEFORE_DETACH),
+        ),
+        (pod(busy=True, started=DETACHED_AT - timedelta(seconds=5)), Reported(IDLE), KEEP, KEPT),
+        # Started after the detach without a restart counted is no evidence: keep, and flag it.
+        (
+            pod(busy=True, started=DETACHED_AT + timedelta(seconds=5)),
+            Reported(IDLE),
+            DEFAULT,
+            Nothing(Reason.IDLE_WHILE_BUSY_LABELLED, attention=True),
+        ),
+        # Still recording: a start time never matters then.
+        (
+            pod(busy=True, started=DETACHED_AT - timedelta(seconds=5)),
+            Reported(BUSY_STATUS),
+            DEFAULT,
+            Nothing(Reason.RECORDING),
+        ),
         (
             pod(busy=True, restarts=1, restarts_at_busy=None),
             Reported(IDLE),
@@ -249,6 +286,30 @@ def test_restarted_since_detach(restarts: int, baseline: str, restarted: bool) -
     assert restarted_since_detach(subject) is restarted
 
 
+@pytest.mark.parametrize(
+    ("annotations", "started", "expected"),
+    [
+        ({ANNOTATION_BUSY_SINCE: "2025-06-01T11:30:00+00:00"}, DETACHED_AT, True),
+        ({ANNOTATION_BUSY_SINCE: "2025-06-01T11:30:00Z"}, DETACHED_AT - timedelta(hours=1), True),
+        ({ANNOTATION_BUSY_SINCE: "2025-06-01T11:30:00"}, DETACHED_AT, True),  # naive: UTC
+        (
+            {ANNOTATION_BUSY_SINCE: "2025-06-01T11:30:00+00:00"},
+            DETACHED_AT + timedelta(seconds=1),
+            False,
+        ),
+        # No record of the detach, no start time, or an unreadable one: no evidence.
+        ({}, DETACHED_AT - timedelta(hours=1), False),
+        ({ANNOTATION_BUSY_SINCE: "2025-06-01T11:30:00+00:00"}, None, False),
+        ({ANNOTATION_BUSY_SINCE: "yesterday"}, DETACHED_AT, False),
+    ],
+)
+def test_started_before_detach(
+    annotations: dict[str, str], started: datetime | None, expected: bool
+) -> None:
+    subject = replace(pod(), annotations=annotations, containers_started=started)
+    assert started_before_detach(subject) is expected
+
+
 def test_a_naive_busy_since_does_not_break_the_max_age_rule() -> None:
     subject = pod(busy=True, annotations={ANNOTATION_BUSY_SINCE: "2025-06-01T11:00:00"})
     action = decide_on_sweep(pod=subject, probe=TIMEOUT, busy_labels=BUSY, policy=MAX_AGE, now=NOW)
@@ -297,6 +358,7 @@ def pods(draw: st.DrawFn) -> PodFacts:
         owner_kind=draw(st.sampled_from([None, "ReplicaSet"])),
         restart_count=draw(st.integers(min_value=0, max_value=5)),
         created=draw(st.one_of(st.none(), _timestamps)),
+        containers_started=draw(st.one_of(st.none(), _timestamps)),
     )
 
 
@@ -354,6 +416,10 @@ def test_every_sweep_delete_has_a_cause(
             Reason.RESTARTED_WHILE_BUSY: detached
             and probe == Reported(IDLE)
             and restarted_since_detach(subject)
+            and policy.restarted is ReapPolicy.DELETE,
+            Reason.RESTARTED_BEFORE_DETACH: detached
+            and probe == Reported(IDLE)
+            and started_before_detach(subject)
             and policy.restarted is ReapPolicy.DELETE,
             Reason.BUSY_TOO_LONG: detached and _fired_too_long(subject, policy),
             Reason.UNRESPONSIVE_WHILE_BUSY: False,  # never without time spent unresponsive

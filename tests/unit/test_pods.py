@@ -62,8 +62,18 @@ REALISTIC_POD: dict[str, Any] = {
             {"type": "Ready", "status": "True", "lastTransitionTime": "2025-03-01T10:00:25Z"},
         ],
         "containerStatuses": [
-            {"name": "jibri", "restartCount": 2, "ready": True},
-            {"name": "sidecar", "restartCount": 1, "ready": True},
+            {
+                "name": "jibri",
+                "restartCount": 2,
+                "ready": True,
+                "state": {"running": {"startedAt": "2025-03-01T10:20:00Z"}},
+            },
+            {
+                "name": "sidecar",
+                "restartCount": 1,
+                "ready": True,
+                "state": {"running": {"startedAt": "2025-03-01T10:00:20Z"}},
+            },
         ],
     },
 }
@@ -88,6 +98,8 @@ def test_parse_realistic_pod() -> None:
         created=datetime(2025, 3, 1, 10, 0, tzinfo=UTC),
         resource_version="4711",
         ready_since=datetime(2025, 3, 1, 10, 0, 25, tzinfo=UTC),
+        # The latest start of a running container: the Jibri's own restart.
+        containers_started=datetime(2025, 3, 1, 10, 20, tzinfo=UTC),
     )
     assert not pod.finished
 
@@ -135,12 +147,20 @@ def test_parse_tolerates_odd_fields() -> None:
             "annotations": {"n": 1},
             "creationTimestamp": "yesterday",
         },
-        "status": {"containerStatuses": [{"restartCount": "3"}, {"restartCount": 2}, None]},
+        "status": {
+            "containerStatuses": [
+                {"restartCount": "3", "state": {"running": {"startedAt": "soon"}}},
+                {"restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}},
+                {"state": {"running": None}},
+                None,
+            ]
+        },
     }
     pod = parse_pod(raw)
     assert (pod.labels, pod.annotations) == ({}, {"n": "1"})
     assert pod.created is None
     assert pod.restart_count == 2
+    assert pod.containers_started is None
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
 """The Kubernetes API, as the controller uses it: a few calls, named errors, no models inward.
 
 `Cluster` is the seam: the HTTP layer, the sweeper and the elector depend on this protocol, the
-component tests give them a hand-written in-memory fake, and `KubeCluster` implements it with
-kubernetes-asyncio. Pod lists are decoded from raw JSON (the generated models cost ~10x the CPU
-on large lists) and paginated.
+component tests give them a hand-written in-memory fake, and `KubeCluster` implements it over
+`ApiClient`, a thin HTTP/1.1 client on aiohttp: JSON in, JSON out, by path. (A generated client
+library was here before; it imported ~860 modules and held 38 MiB for a dozen calls, all but
+three of which bypassed its models already.) Where the credentials come from is `credentials`.
 
 Errors are mapped once, here, to a small hierarchy: 404 becomes `NotFound`, 409 (and a failed
 precondition) `Conflict`, 401/403 `Forbidden`, and everything transient (timeouts, connection
@@ -17,21 +18,23 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
 import orjson
-from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio.client.exceptions import ApiException
 
+from jibri_pod_controller.adapters import credentials
+from jibri_pod_controller.adapters.credentials import Endpoint
 from jibri_pod_controller.core.leasing import LeaseRecord
 from jibri_pod_controller.core.pods import PodFacts, PodParseError, parse_pod
 
 MERGE_PATCH = "application/merge-patch+json"
-IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 COMPONENT = "jibri-pod-controller"
+CONNECTIONS = 64
+"""Connections to the API server at most: a burst of detaches queues behind them rather than
+opening one per request. Each TLS connection holds its buffers; with 16, a 200-webhook burst
+waited for connections whenever the API server was slow (each of its answers holds one)."""
+WATCH_LINE_MAX = 16 * 1024 * 1024
 
 
 class KubeError(Exception):
@@ -119,9 +122,8 @@ class Cluster(Protocol):
     async def can_i(self, *, verb: str, resource: str, group: str = "", name: str = "") -> bool: ...
 
 
-def _retry_after(headers: Any) -> float | None:
-    """Seconds from a Retry-After header (exceptions and raw responses both carry headers)."""
-    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
     try:
         return float(value) if value is not None else None
     except ValueError:
@@ -145,55 +147,178 @@ def error_for_status(status: int, detail: str, *, retry_after: float | None = No
 
 
 def translate(exc: BaseException, what: str) -> KubeError:
-    """Map a client exception to the controller's error hierarchy."""
+    """Map a transport exception to the controller's error hierarchy."""
     if isinstance(exc, KubeError):
         return exc
-    if isinstance(exc, ApiException):
-        status = exc.status or 0
-        detail = f"{what}: HTTP {status} {exc.reason or ''}".strip()
-        return error_for_status(status, detail, retry_after=_retry_after(exc.headers))
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return Unavailable(f"{what}: timed out")
     if isinstance(exc, aiohttp.ClientError | OSError):
         return Unavailable(f"{what}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, credentials.CredentialsError):
+        return Forbidden(f"{what}: {exc}")
     return KubeError(f"{what}: {type(exc).__name__}: {exc}")
 
 
-async def _body(response: Any, what: str) -> bytes:
-    """The body of a raw (``_preload_content=False``) response; errors raised as `KubeError`.
-
-    Raw responses do not raise on an error status: the status must be checked here, or a 404
-    or a failed precondition would pass for success.
-    """
-    try:
-        body: bytes = await response.read()
-    finally:
-        response.release()
-    status = int(response.status)
-    if status < 400:
-        return body
+def _status_error(status: int, body: bytes, headers: Mapping[str, str], what: str) -> KubeError:
     message = ""
     with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
         message = str(orjson.loads(body).get("message", ""))[:300]
-    raise error_for_status(
-        status,
-        f"{what}: HTTP {status} {message}".strip(),
-        retry_after=_retry_after(response.headers),
+    return error_for_status(
+        status, f"{what}: HTTP {status} {message}".strip(), retry_after=_retry_after(headers)
     )
 
 
-def _lease_from(obj: Any) -> StoredLease:
-    spec = obj.spec
+class ApiClient:
+    """HTTP/1.1 to one API server: a pooled aiohttp session, the credentials, nothing else.
+
+    No proxy or netrc lookups per request (aiohttp's ``trust_env``): the proxy, if any, was
+    settled once from the configuration. No compression: on a cluster network gzip costs the
+    API server and this process more CPU than it saves. A 401 with a token that can change (a
+    rotated ServiceAccount token, a token file, an exec plugin) re-reads it and retries once.
+    """
+
+    def __init__(self, endpoint: Endpoint, *, connections: int = CONNECTIONS) -> None:
+        self.endpoint = endpoint
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._connections, ssl=self.endpoint.ssl, enable_cleanup_closed=False
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                trust_env=False,
+                auto_decompress=False,
+                skip_auto_headers=("Accept-Encoding",),
+                headers={"Accept": "application/json", "User-Agent": COMPONENT},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @contextlib.asynccontextmanager
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        limits: aiohttp.ClientTimeout,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The response to one request, released on exit; errors are the caller's to map."""
+        session = self._open()
+        source = self.endpoint.token
+        url = self.endpoint.server + path
+        for attempt in (1, 2):
+            headers: dict[str, str] = {}
+            if body is not None:
+                headers["Content-Type"] = content_type
+            if source is not None:
+                token = await source.token()
+                if token:
+                    headers["Authorization"] = f"Bearer {token}"
+            response = await session.request(
+                method,
+                url,
+                params=query,
+                data=body,
+                headers=headers,
+                timeout=limits,
+                proxy=self.endpoint.proxy,
+                server_hostname=self.endpoint.server_name,
+                allow_redirects=False,
+            )
+            if response.status == 401 and attempt == 1 and source and source.refreshable:
+                response.release()
+                source.invalidate()
+                continue
+            try:
+                yield response
+            finally:
+                response.release()
+            return
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        query: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        seconds: float,
+    ) -> bytes:
+        """The body of a successful answer; an error status or a transport failure raises the
+        matching `KubeError`."""
+        try:
+            async with self.open(
+                method,
+                path,
+                query=query,
+                body=body,
+                content_type=content_type,
+                limits=aiohttp.ClientTimeout(total=seconds),
+            ) as response:
+                raw = await response.read()
+                if response.status >= 400:
+                    raise _status_error(response.status, raw, response.headers, what)
+                return raw
+        except Exception as exc:
+            raise translate(exc, what) from exc
+
+
+async def _lines(response: aiohttp.ClientResponse, what: str) -> AsyncIterator[bytes]:
+    """The newline-delimited lines of a streamed body, however the chunks fall."""
+    pending = b""
+    while True:
+        try:
+            chunk = await response.content.readany()
+        except Exception as exc:
+            raise translate(exc, what) from exc
+        if not chunk:
+            if pending.strip():
+                yield pending
+            return
+        pending += chunk
+        if b"\n" not in chunk:
+            if len(pending) > WATCH_LINE_MAX:
+                raise KubeError(f"{what}: an event over {WATCH_LINE_MAX} bytes")
+            continue
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            if line.strip():
+                yield line
+
+
+def _lease_from(obj: Mapping[str, Any]) -> StoredLease:
+    spec = obj.get("spec") or {}
     return StoredLease(
         record=LeaseRecord(
-            holder=spec.holder_identity or "",
-            lease_duration_seconds=int(spec.lease_duration_seconds or 0),
-            acquire_time=spec.acquire_time,
-            renew_time=spec.renew_time,
-            transitions=int(spec.lease_transitions or 0),
+            holder=str(spec.get("holderIdentity") or ""),
+            lease_duration_seconds=int(spec.get("leaseDurationSeconds") or 0),
+            acquire_time=_parse_time(spec.get("acquireTime")),
+            renew_time=_parse_time(spec.get("renewTime")),
+            transitions=int(spec.get("leaseTransitions") or 0),
         ),
-        resource_version=obj.metadata.resource_version,
+        resource_version=str((obj.get("metadata") or {}).get("resourceVersion") or ""),
     )
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value)).astimezone(UTC)
+    except ValueError:
+        return None
 
 
 def _micro_time(value: datetime | None) -> str | None:
@@ -204,7 +329,6 @@ def _micro_time(value: datetime | None) -> str | None:
 
 
 def _lease_body(name: str, record: LeaseRecord, resource_version: str | None) -> dict[str, Any]:
-    # A plain dict: the generated model would serialise datetimes without MicroTime's format.
     metadata: dict[str, Any] = {"name": name}
     if resource_version:
         metadata["resourceVersion"] = resource_version
@@ -223,59 +347,47 @@ def _lease_body(name: str, record: LeaseRecord, resource_version: str | None) ->
     }
 
 
-_PROXY_VARIABLES = (
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-)
+async def load_api_client(kubeconfig: str | None, env: Mapping[str, str]) -> ApiClient:
+    """KUBECONFIG when set, else the in-cluster service account, else ~/.kube/config.
 
-
-async def load_api_client(kubeconfig: str | None, env: Mapping[str, str]) -> k8s.ApiClient:
-    """The in-cluster service account when present, else KUBECONFIG / ~/.kube/config."""
-    if kubeconfig is None and IN_CLUSTER_TOKEN.exists():  # noqa: ASYNC240 - once, at start-up
-        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return _without_env_lookups(k8s.ApiClient(), env)
-    configuration = k8s.Configuration()
-    await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    return _without_env_lookups(k8s.ApiClient(configuration=configuration), env)
-
-
-def _without_env_lookups(api: k8s.ApiClient, env: Mapping[str, str]) -> k8s.ApiClient:
-    """Stop per-request proxy and netrc lookups when there is no proxy to find.
-
-    kubernetes-asyncio opens its aiohttp session with ``trust_env=True``, so every API request
-    looks up proxy variables and ~/.netrc, in a thread. Measured on a burst of 200 detaches,
-    that was a fifth of the controller's CPU. With no proxy variable set there is nothing to
-    find, so the lookups are switched off (aiohttp lists ``_trust_env`` among the attributes a
-    session may have set); with one set, they stay, and proxies work as before.
+    Raises `credentials.CredentialsError` (one line) when there are none or they are broken.
     """
-    if not any(env.get(name) for name in _PROXY_VARIABLES):
-        session = getattr(getattr(api, "rest_client", None), "pool_manager", None)
-        if isinstance(session, aiohttp.ClientSession):
-            session._trust_env = False
-    return api
+    return ApiClient(await credentials.load(kubeconfig, env))
 
 
 class KubeCluster:
-    """`Cluster` over kubernetes-asyncio, for one namespace."""
+    """`Cluster` over `ApiClient`, for one namespace."""
 
-    def __init__(
-        self, api: k8s.ApiClient, *, namespace: str, request_timeout: float = 10.0
-    ) -> None:
+    def __init__(self, api: ApiClient, *, namespace: str, request_timeout: float = 10.0) -> None:
         self._api = api
-        # Typed as Any: the stubs do not describe raw responses (_preload_content=False) or
-        # _content_type, which this seam relies on for cheap decoding and merge patches.
-        self._core: Any = k8s.CoreV1Api(api)
-        self._coordination: Any = k8s.CoordinationV1Api(api)
-        self._authz = k8s.AuthorizationV1Api(api)
         self._ns = namespace
         self._timeout = request_timeout
+        self._pods = f"/api/v1/namespaces/{namespace}/pods"
+        self._leases = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 
     async def close(self) -> None:
         await self._api.close()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        request_timeout: float | None = None,
+    ) -> bytes:
+        return await self._api.request(
+            method.upper(),
+            path,
+            what=what,
+            query=query,
+            body=None if body is None else orjson.dumps(body),
+            content_type=content_type,
+            seconds=request_timeout or self._timeout,
+        )
 
     async def request_json(
         self,
@@ -290,24 +402,17 @@ class KubeCluster:
         """One API request by path (e.g. ``/apis/apps/v1/namespaces/ns/deployments/x``).
 
         Returns the decoded JSON answer; an error status raises the matching `KubeError`. New
-        calls go through here (and `watch_json`), so they depend on this seam only, not on
-        the client library underneath.
+        calls go through here (and `watch_json`), so they depend on this seam only.
         """
-        what = f"{method.lower()} {path}"
-        try:
-            response = await self._api.call_api(
-                path,
-                method.upper(),
-                query_params=list((query or {}).items()),
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=request_timeout or self._timeout,
-            )
-            raw = await _body(response, what)
-        except Exception as exc:
-            raise translate(exc, what) from exc
+        raw = await self._call(
+            method,
+            path,
+            f"{method.lower()} {path}",
+            query=query,
+            body=body,
+            content_type=content_type,
+            request_timeout=request_timeout,
+        )
         return orjson.loads(raw) if raw else None
 
     async def watch_json(
@@ -321,63 +426,51 @@ class KubeCluster:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
+        # The server ends the watch after timeoutSeconds; the read timeout only catches a
+        # connection that went silent (bookmarks arrive about once a minute).
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self._timeout, sock_read=timeout_seconds + 30
+        )
         try:
-            response = await self._api.call_api(
-                path,
-                "GET",
-                query_params=list(params.items()),
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=timeout_seconds + 30,
-            )
-        except Exception as exc:
-            raise translate(exc, what) from exc
-        try:
-            if response.status >= 400:
-                await _body(response, what)
-            while True:
+            async with contextlib.AsyncExitStack() as stack:
                 try:
-                    line = await response.content.readline()
+                    response = await stack.enter_async_context(
+                        self._api.open("GET", path, query=params, limits=timeout)
+                    )
+                    if response.status >= 400:
+                        raw = await response.read()
+                        raise _status_error(response.status, raw, response.headers, what)
                 except Exception as exc:
                     raise translate(exc, what) from exc
-                if not line:
-                    return
-                event = orjson.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    code = int(obj.get("code") or 0)
-                    raise error_for_status(code, f"{what}: {obj.get('message', '')}"[:300])
-                yield WatchEvent(kind=str(kind), raw=obj)
-        finally:
-            response.release()
+                async for line in _lines(response, what):
+                    event = orjson.loads(line)
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":
+                        code = int(obj.get("code") or 0)
+                        raise error_for_status(code, f"{what}: {obj.get('message', '')}"[:300])
+                    yield WatchEvent(kind=str(kind), raw=obj)
+        except orjson.JSONDecodeError as exc:
+            raise KubeError(f"{what}: an event that is not JSON") from exc
 
     async def get_pod(self, name: str) -> PodFacts | None:
         what = f"get pod {name}"
         try:
-            response = await self._core.read_namespaced_pod(
-                name, self._ns, _preload_content=False, _request_timeout=self._timeout
-            )
-            return parse_pod(orjson.loads(await _body(response, what)))
+            return parse_pod(orjson.loads(await self._call("GET", f"{self._pods}/{name}", what)))
         except NotFound:
             return None
-        except Exception as exc:
-            raise translate(exc, what) from exc
 
     async def _pages(self, *, selector: str, page_size: int) -> AsyncIterator[dict[str, Any]]:
         """The pages of a paginated list, decoded from raw JSON one at a time."""
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"label_selector": selector, "limit": page_size}
+            query = {"labelSelector": selector, "limit": str(page_size)}
             if token:
-                kwargs["_continue"] = token
-            try:
-                response = await self._core.list_namespaced_pod(
-                    self._ns, _preload_content=False, _request_timeout=self._timeout * 3, **kwargs
-                )
-                page: dict[str, Any] = orjson.loads(await _body(response, "list pods"))
-            except Exception as exc:
-                raise translate(exc, "list pods") from exc
+                query["continue"] = token
+            raw = await self._call(
+                "GET", self._pods, "list pods", query=query, request_timeout=self._timeout * 3
+            )
+            page: dict[str, Any] = orjson.loads(raw)
+            del raw
             yield page
             token = (page.get("metadata") or {}).get("continue")
             if not token:
@@ -403,38 +496,11 @@ class KubeCluster:
     async def watch_pods_raw(
         self, *, selector: str, resource_version: str, timeout_seconds: int
     ) -> AsyncIterator[WatchEvent]:
-        what = "watch pods"
-        try:
-            response = await self._core.list_namespaced_pod(
-                self._ns,
-                label_selector=selector,
-                watch=True,
-                resource_version=resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=timeout_seconds,
-                _preload_content=False,
-                _request_timeout=timeout_seconds + 30,
-            )
-        except Exception as exc:
-            raise translate(exc, what) from exc
-        try:
-            if response.status >= 400:
-                await _body(response, what)
-            while True:
-                try:
-                    line = await response.content.readline()
-                except Exception as exc:
-                    raise translate(exc, what) from exc
-                if not line:
-                    return
-                event = orjson.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    code = int(obj.get("code") or 0)
-                    raise error_for_status(code, f"{what}: {obj.get('message', '')}"[:300])
-                yield WatchEvent(kind=str(kind), raw=obj)
-        finally:
-            response.release()
+        query = {"labelSelector": selector, "resourceVersion": resource_version}
+        async for event in self.watch_json(
+            self._pods, query=query, timeout_seconds=timeout_seconds
+        ):
+            yield event
 
     async def patch_pod(
         self, *, name: str, uid: str, patch: Mapping[str, Any], resource_version: str = ""
@@ -447,69 +513,44 @@ class KubeCluster:
         if resource_version:
             meta["resourceVersion"] = resource_version
         body["metadata"] = meta
-        try:
-            response = await self._core.patch_namespaced_pod(
-                name,
-                self._ns,
-                body,
-                _content_type=MERGE_PATCH,
-                _preload_content=False,
-                _request_timeout=self._timeout,
-            )
-            return parse_pod(orjson.loads(await _body(response, f"patch pod {name}")))
-        except Exception as exc:
-            raise translate(exc, f"patch pod {name}") from exc
+        raw = await self._call(
+            "PATCH",
+            f"{self._pods}/{name}",
+            f"patch pod {name}",
+            body=body,
+            content_type=MERGE_PATCH,
+        )
+        return parse_pod(orjson.loads(raw))
 
     async def delete_pod(self, *, name: str, uid: str, resource_version: str = "") -> bool:
-        preconditions = k8s.V1Preconditions(uid=uid, resource_version=resource_version or None)
-        options = k8s.V1DeleteOptions(preconditions=preconditions)
-        what = f"delete pod {name}"
+        preconditions: dict[str, str] = {"uid": uid}
+        if resource_version:
+            preconditions["resourceVersion"] = resource_version
+        options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions}
         try:
-            response = await self._core.delete_namespaced_pod(
-                name, self._ns, body=options, _preload_content=False, _request_timeout=self._timeout
-            )
-            await _body(response, what)
-            return True
+            await self._call("DELETE", f"{self._pods}/{name}", f"delete pod {name}", body=options)
         except NotFound:
             return False
-        except Exception as exc:
-            raise translate(exc, what) from exc
+        return True
 
     async def get_lease(self, name: str) -> StoredLease | None:
         try:
-            lease = await self._coordination.read_namespaced_lease(
-                name, self._ns, _request_timeout=self._timeout
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise translate(exc, f"get lease {name}") from exc
-        except Exception as exc:
-            raise translate(exc, f"get lease {name}") from exc
-        return _lease_from(lease)
+            raw = await self._call("GET", f"{self._leases}/{name}", f"get lease {name}")
+        except NotFound:
+            return None
+        return _lease_from(orjson.loads(raw))
 
     async def create_lease(self, name: str, record: LeaseRecord) -> StoredLease:
-        try:
-            lease = await self._coordination.create_namespaced_lease(
-                self._ns, _lease_body(name, record, None), _request_timeout=self._timeout
-            )
-        except Exception as exc:
-            raise translate(exc, f"create lease {name}") from exc
-        return _lease_from(lease)
+        body = _lease_body(name, record, None)
+        raw = await self._call("POST", self._leases, f"create lease {name}", body=body)
+        return _lease_from(orjson.loads(raw))
 
     async def update_lease(
         self, name: str, record: LeaseRecord, *, resource_version: str
     ) -> StoredLease:
-        try:
-            lease = await self._coordination.replace_namespaced_lease(
-                name,
-                self._ns,
-                _lease_body(name, record, resource_version),
-                _request_timeout=self._timeout,
-            )
-        except Exception as exc:
-            raise translate(exc, f"update lease {name}") from exc
-        return _lease_from(lease)
+        body = _lease_body(name, record, resource_version)
+        raw = await self._call("PUT", f"{self._leases}/{name}", f"update lease {name}", body=body)
+        return _lease_from(orjson.loads(raw))
 
     async def record_event(
         self, *, pod: PodFacts, reason: str, message: str, warning: bool = False
@@ -535,28 +576,18 @@ class KubeCluster:
             "lastTimestamp": now,
             "count": 1,
         }
-        what = f"create event for {pod.name}"
-        try:
-            # Raw: the typed answer would cost a model and a date parse per Event, for nothing.
-            response = await self._core.create_namespaced_event(
-                self._ns, event, _preload_content=False, _request_timeout=self._timeout
-            )
-            await _body(response, what)
-        except Exception as exc:
-            raise translate(exc, what) from exc
+        path = f"/api/v1/namespaces/{self._ns}/events"
+        await self._call("POST", path, f"create event for {pod.name}", body=event)
 
     async def can_i(self, *, verb: str, resource: str, group: str = "", name: str = "") -> bool:
-        review = k8s.V1SelfSubjectAccessReview(
-            spec=k8s.V1SelfSubjectAccessReviewSpec(
-                resource_attributes=k8s.V1ResourceAttributes(
-                    namespace=self._ns, verb=verb, resource=resource, group=group, name=name or None
-                )
-            )
-        )
-        try:
-            result = await self._authz.create_self_subject_access_review(
-                review, _request_timeout=self._timeout
-            )
-        except Exception as exc:
-            raise translate(exc, "self subject access review") from exc
-        return bool(result.status.allowed)
+        attributes = {"namespace": self._ns, "verb": verb, "resource": resource, "group": group}
+        if name:
+            attributes["name"] = name
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attributes},
+        }
+        path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+        raw = await self._call("POST", path, "self subject access review", body=review)
+        return bool((orjson.loads(raw).get("status") or {}).get("allowed"))

@@ -4,17 +4,19 @@ A probe never raises: every way a Jibri can fail to answer (refused, black-holed
 a huge or invalid body, an unknown status) becomes a `Failed` value with a reason, so one bad pod
 cannot abort or stall a sweep.
 
-The request is a plain HTTP/1.0 GET over an asyncio stream, not an aiohttp client request.
-The sweeper sends one request per pod and per sweep to a different address each time, so there
-is nothing to pool; measured here, aiohttp's client spent 0.58 ms of CPU per probe against
-0.30 ms for this (2,000 simulated Jibris, 100 at a time), which is the difference between a
-5,000-pod sweep fitting in its budget or not. HTTP/1.0 keeps the reply simple: no chunked
-encoding, and the server closes the connection after the body.
+The request is a plain HTTP/1.0 GET on an asyncio protocol, not an aiohttp client request nor
+an asyncio stream. The sweeper sends one request per pod and per sweep to a different address
+each time, so there is nothing to pool, and the probe's CPU is most of a sweep's. Measured on
+5,000 probes, 100 at a time, against a trivial local server: aiohttp's client 0.58 ms of CPU
+per probe, streams 0.21 ms, this protocol 0.20 ms on asyncio's loop and 0.09 ms on uvloop (the
+loop the controller runs on). HTTP/1.0 keeps the reply simple: no chunked encoding, and the
+server closes the connection after the body.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import orjson
 
@@ -57,6 +59,91 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
     return int(parts[1]), headers
 
 
+def _decode(body: bytes) -> ProbeResult:
+    try:
+        return Reported(parse_health(orjson.loads(body)).busy)
+    except (orjson.JSONDecodeError, InvalidMessage) as exc:
+        return Failed(ProbeFailure.INVALID, str(exc)[:120])
+
+
+class _Exchange(asyncio.Protocol):
+    """One health request on a fresh connection; ``done`` gets the result once it is known."""
+
+    def __init__(self, request: bytes, max_bytes: int, done: asyncio.Future[ProbeResult]) -> None:
+        self._request = request
+        self._max_bytes = max_bytes
+        self._done = done
+        self._buffer = bytearray()
+        self._head_read = False
+        self._length: int | None = None
+
+    def _finish(self, result: ProbeResult) -> None:
+        if not self._done.done():
+            self._done.set_result(result)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Typed loosely: uvloop's transports implement the interface without subclassing it.
+        cast(asyncio.WriteTransport, transport).write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        if self._done.done():
+            return
+        self._buffer += data
+        if not self._head_read and not self._read_head():
+            return
+        if self._length is not None:
+            if len(self._buffer) >= self._length:
+                self._finish(_decode(bytes(self._buffer[: self._length])))
+        elif len(self._buffer) > self._max_bytes:
+            self._finish(Failed(ProbeFailure.TOO_LARGE))
+
+    def _read_head(self) -> bool:
+        """Parse the head once it is complete; False while it is not, or when it ends it."""
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0 or end > MAX_HEADER_BYTES:
+            if end > MAX_HEADER_BYTES or len(self._buffer) > MAX_HEADER_BYTES + 4:
+                self._finish(Failed(ProbeFailure.INVALID, "response head too large"))
+            return False
+        try:
+            status, headers = _parse_head(bytes(self._buffer[:end]))
+        except _BadResponse as exc:
+            self._finish(Failed(ProbeFailure.INVALID, str(exc)))
+            return False
+        if status != 200:
+            self._finish(Failed(ProbeFailure.HTTP_STATUS, str(status)))
+            return False
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self._finish(Failed(ProbeFailure.INVALID, "chunked reply to an HTTP/1.0 request"))
+            return False
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not _is_ascii_digits(declared):
+                self._finish(Failed(ProbeFailure.INVALID, "bad content-length"))
+                return False
+            if int(declared) > self._max_bytes:
+                self._finish(Failed(ProbeFailure.TOO_LARGE, declared))
+                return False
+            self._length = int(declared)
+        del self._buffer[: end + 4]
+        self._head_read = True
+        return True
+
+    def _ended(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self._finish(Failed(ProbeFailure.CONNECT, type(exc).__name__))
+        elif self._head_read and self._length is None:
+            self._finish(_decode(bytes(self._buffer)))  # a close-delimited body is complete
+        else:
+            self._finish(Failed(ProbeFailure.CONNECT, "closed before the end of the reply"))
+
+    def eof_received(self) -> bool | None:
+        self._ended(None)
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended(exc)
+
+
 class Prober:
     def __init__(self, *, port: int, timeout: float, max_bytes: int, concurrency: int) -> None:
         self._port = port
@@ -69,58 +156,20 @@ class Prober:
 
     async def probe(self, ip: str) -> ProbeResult:
         async with self._limit:
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[ProbeResult] = loop.create_future()
+            request = health_request(ip, self._port)
+            transport: asyncio.BaseTransport | None = None
             try:
                 async with asyncio.timeout(self._timeout):
-                    return await self._get(ip)
+                    transport, _ = await loop.create_connection(
+                        lambda: _Exchange(request, self._max_bytes, done), ip, self._port
+                    )
+                    return await done
             except TimeoutError:
                 return Failed(ProbeFailure.TIMEOUT)
-            except _BadResponse as exc:
-                return Failed(ProbeFailure.INVALID, str(exc))
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            except OSError as exc:
                 return Failed(ProbeFailure.CONNECT, type(exc).__name__)
-
-    async def _get(self, ip: str) -> ProbeResult:
-        reader, writer = await asyncio.open_connection(
-            ip, self._port, limit=MAX_HEADER_BYTES + self._max_bytes
-        )
-        try:
-            writer.write(health_request(ip, self._port))
-            head = await reader.readuntil(b"\r\n\r\n")
-            if len(head) > MAX_HEADER_BYTES:
-                raise _BadResponse("response head too large")
-            status, headers = _parse_head(head[:-4])
-            if status != 200:
-                return Failed(ProbeFailure.HTTP_STATUS, str(status))
-            if "chunked" in headers.get("transfer-encoding", "").lower():
-                raise _BadResponse("chunked reply to an HTTP/1.0 request")
-            declared = headers.get("content-length")
-            if declared is not None:
-                if not _is_ascii_digits(declared):
-                    raise _BadResponse("bad content-length")
-                if int(declared) > self._max_bytes:
-                    return Failed(ProbeFailure.TOO_LARGE, declared)
-                body = await reader.readexactly(int(declared))
-            else:
-                streamed = await self._read_to_end(reader)
-                if streamed is None:
-                    return Failed(ProbeFailure.TOO_LARGE)
-                body = streamed
-        finally:
-            writer.close()
-        try:
-            return Reported(parse_health(orjson.loads(body)).busy)
-        except (orjson.JSONDecodeError, InvalidMessage) as exc:
-            return Failed(ProbeFailure.INVALID, str(exc)[:120])
-
-    async def _read_to_end(self, reader: asyncio.StreamReader) -> bytes | None:
-        """The body up to the connection's end; None when it passes the cap."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = await reader.read(65536)
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > self._max_bytes:
-                return None
-            chunks.append(chunk)
+            finally:
+                if transport is not None:
+                    transport.close()

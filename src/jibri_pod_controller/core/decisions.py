@@ -39,6 +39,7 @@ class Reason(StrEnum):
     MISSED_BUSY = "busy-missed-webhook"
     EXPIRED_REPORTED = "expired-reported"
     RESTARTED_WHILE_BUSY = "restarted-while-busy"
+    RESTARTED_BEFORE_DETACH = "restarted-before-detach"
     FINISHED_WHILE_BUSY = "finished-while-busy"
     BUSY_TOO_LONG = "busy-too-long"
     UNRESPONSIVE_WHILE_BUSY = "unresponsive-while-busy"
@@ -148,6 +149,28 @@ def restarted_since_detach(pod: PodFacts) -> bool:
     return pod.restart_count > baseline
 
 
+def started_before_detach(pod: PodFacts) -> bool:
+    """The running Jibri process was already running when the pod was detached.
+
+    A Jibri in single-use mode that was BUSY never reports IDLE again. So if the process that
+    answers IDLE now started before the detach (and the restart count has not risen since),
+    it never was the busy one: the BUSY that detached the pod came from an earlier process,
+    which crashed after sending it, and the detach landed after the restart (a slow API path,
+    or a webhook delivered late). Its recording is as lost as after a restart seen in
+    ``restartCount``. Both times are whole seconds, hence the ``<=``.
+    """
+    raw = pod.annotations.get(ANNOTATION_BUSY_SINCE)
+    if raw is None or pod.containers_started is None:
+        return False
+    try:
+        detached_at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if detached_at.tzinfo is None:
+        detached_at = detached_at.replace(tzinfo=UTC)
+    return pod.containers_started <= detached_at
+
+
 def _apply(policy: ReapPolicy, reason: Reason) -> Action:
     if policy is ReapPolicy.DELETE:
         return Delete(reason)
@@ -203,6 +226,8 @@ def decide_on_sweep(
             return Nothing(Reason.SPARE)
         if restarted_since_detach(pod):
             return _apply(policy.restarted, Reason.RESTARTED_WHILE_BUSY)
+        if started_before_detach(pod):
+            return _apply(policy.restarted, Reason.RESTARTED_BEFORE_DETACH)
         return Nothing(Reason.IDLE_WHILE_BUSY_LABELLED, attention=True)
     if isinstance(probe, Reported) and not detached:
         return Detach(Reason.MISSED_BUSY)

@@ -183,6 +183,9 @@ class PodFacts:
     resource_version: str = ""
     ready_since: datetime | None = None
     """When the Ready condition last changed to True (only while ``ready``)."""
+    containers_started: datetime | None = None
+    """When the most recently started of the pod's running containers started (the kubelet's
+    ``state.running.startedAt``); None when none is running or the kubelet did not say."""
 
     @property
     def finished(self) -> bool:
@@ -232,9 +235,17 @@ def parse_pod(raw: Mapping[str, Any]) -> PodFacts:
             ready = condition.get("status") == "True"
             ready_since = _parse_time(condition.get("lastTransitionTime")) if ready else None
     restarts = 0
+    started: datetime | None = None
     for cs in status.get("containerStatuses") or ():
-        if isinstance(cs, dict) and isinstance(cs.get("restartCount"), int):
+        if not isinstance(cs, dict):
+            continue
+        if isinstance(cs.get("restartCount"), int):
             restarts += cs["restartCount"]
+        state = cs.get("state")
+        running = state.get("running") if isinstance(state, dict) else None
+        at = _parse_time(running.get("startedAt")) if isinstance(running, dict) else None
+        if at is not None and (started is None or at > started):
+            started = at
     try:
         phase = Phase(status.get("phase") or "Pending")
     except ValueError:
@@ -256,6 +267,7 @@ def parse_pod(raw: Mapping[str, Any]) -> PodFacts:
         created=_parse_time(meta.get("creationTimestamp")),
         resource_version=str(meta.get("resourceVersion") or ""),
         ready_since=ready_since,
+        containers_started=started,
     )
 
 

@@ -176,7 +176,10 @@ class Sweeper:
             now=self._wall_clock(),
             unresponsive_for=unresponsive_for,
         )
-        if isinstance(action, Delete) and action.reason is Reason.RESTARTED_WHILE_BUSY:
+        if isinstance(action, Delete) and action.reason in (
+            Reason.RESTARTED_WHILE_BUSY,
+            Reason.RESTARTED_BEFORE_DETACH,
+        ):
             # IDLE, unlike EXPIRED, is not final: the restarted Jibri may have been handed a new
             # recording since the probe. Ask once more, right before deleting.
             confirm = await self._prober.probe(pod.pod_ips[0])

@@ -1,0 +1,303 @@
+"""The simulation checked against the real thing: a compressed day through the controller.
+
+A day of the policy benchmark's demand (bench/daysim.py), compressed into minutes and thinned, is
+played against a demand-based JibriPool on the local control plane: at each recording's start the
+player asks the pool's oldest Ready, idle-labelled Jibri to start recording (Jibri's own
+``startService``, so the Jibri sends its BUSY webhook and the controller detaches it as in
+production) and counts a shortfall when there is none; at its end it stops the recording (the
+Jibri reports EXPIRED, the controller deletes the pod). The fake kubelet makes each new pod take
+``ready_delay`` plus up to ``ready_jitter`` seconds to become Ready. Idle pod-minutes are
+integrated from the pods listed every ``sample_seconds``.
+
+The same compressed demand then goes through the simulation with the same pool spec, the
+testbed's start-up times and the controller's reconcile period; both sets of figures are
+reported side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import yaml
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from bench.daysim import (
+    Demand,
+    Outcome,
+    Recording,
+    UniformStartup,
+    World,
+    compress,
+    simulate,
+    synthetic_day,
+)
+from bench.sizers import Pool
+from jibri_pod_controller.core.pools import parse_pool_spec
+from testbed.cluster import REPO, start_recording, stop_recording, wait_until
+
+GROUP, VERSION, PLURAL = "jibri-pod-controller.io", "v1alpha1", "jibripools"
+CRD = REPO / "deploy" / "crds" / "jibripools.yaml"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to play: which hours of which day, how much faster, how much of it."""
+
+    seed: int = 1
+    begin_hour: float = 0.0
+    end_hour: float = 24.0
+    factor: float = 144.0
+    """24 hours in 10 minutes."""
+    keep: float = 0.1
+    ready_delay: float = 5.0
+    ready_jitter: float = 5.0
+    reconcile_period: float = 1.0
+    shortfall_probability: float = 0.01
+    window_seconds: int = 60
+    """The CRD's minimum."""
+    min_spare: int = 1
+    max_spare: int = 30
+    scale_down_delay_seconds: int = 10
+
+    def demand(self) -> Demand:
+        day = synthetic_day(self.seed, hours=self.end_hour)
+        begin = self.begin_hour * 3600.0
+        part = Demand(
+            t0=day.t0,
+            duration=(self.end_hour - self.begin_hour) * 3600.0,
+            recordings=tuple(
+                Recording(r.start - begin, r.length) for r in day.recordings if r.start >= begin
+            ),
+            bursts=tuple(b - begin for b in day.bursts if b >= begin),
+            source=f"{day.source}, {self.begin_hour:g}:00 to {self.end_hour:g}:00",
+        )
+        return compress(part, factor=self.factor, keep=self.keep, seed=self.seed)
+
+    def pool_spec(self, deployment: str) -> dict[str, Any]:
+        return {
+            "deploymentName": deployment,
+            "minSpare": self.min_spare,
+            "maxSpare": self.max_spare,
+            "scaleDownDelaySeconds": self.scale_down_delay_seconds,
+            "demand": {
+                "shortfallProbability": self.shortfall_probability,
+                "windowSeconds": self.window_seconds,
+                "startupSeconds": 0,
+            },
+        }
+
+
+@dataclass
+class Measured:
+    recordings: int
+    shortfalls: int
+    idle_pod_minutes: float
+    peak_pods: int
+    peak_replicas: int
+    lead_time: float | None
+    seconds: float
+    late_starts: int
+    """Starts the player could not send on time (more than 1 s late): a loaded machine."""
+
+
+def predict(plan: Plan, demand: Demand, deployment: str = "jibri") -> Outcome:
+    """The simulation's figures for the same demand, pool and start-up times."""
+    spec = parse_pool_spec(plan.pool_spec(deployment))
+    sizer = Pool(spec, "demand", period=plan.reconcile_period)
+    # The control plane adds its part to the kubelet's delay: the ReplicaSet's create, the
+    # kubelet's watch, the status patch (about half a second here).
+    world = World(
+        startup=UniformStartup(plan.ready_delay + 0.3, plan.ready_delay + plan.ready_jitter + 0.6),
+        webhook_median_seconds=0.05,
+        rs_delay_seconds=0.1,
+        sample_seconds=1.0,
+    )
+    return simulate(demand, sizer, world=world, seed=plan.seed)
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or ()
+    )
+
+
+def _stamp(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+async def _pods(api: k8s.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    # Raw JSON (no models): what the API stores, and cheap enough to list twice a second.
+    response: Any = await k8s.CoreV1Api(api).list_namespaced_pod(namespace, _preload_content=False)
+    async with response:
+        items: list[dict[str, Any]] = (await response.json())["items"]
+    return items
+
+
+def _idle(pod: Mapping[str, Any], idle_labels: Mapping[str, str]) -> bool:
+    meta = pod["metadata"]
+    labels = meta.get("labels") or {}
+    return meta.get("deletionTimestamp") is None and all(
+        labels.get(k) == v for k, v in idle_labels.items()
+    )
+
+
+async def install_crd(api: k8s.ApiClient) -> None:
+    """deploy/crds/ installed (it outlives namespaces) and Established."""
+    extensions: Any = k8s.ApiextensionsV1Api(api)
+    doc = yaml.safe_load(CRD.read_text())
+    try:
+        await extensions.create_custom_resource_definition(doc)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+
+    async def established() -> bool:
+        got = await extensions.read_custom_resource_definition(doc["metadata"]["name"])
+        return any(
+            c.type == "Established" and c.status == "True" for c in (got.status.conditions or ())
+        )
+
+    await wait_until(established, timeout=30, what="the JibriPool CRD established")
+
+
+async def create_pool(
+    api: k8s.ApiClient, namespace: str, name: str, spec: Mapping[str, Any]
+) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "JibriPool",
+        "metadata": {"name": name},
+        "spec": dict(spec),
+    }
+    objects: Any = k8s.CustomObjectsApi(api)
+    await objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+
+async def play(
+    api: k8s.ApiClient,
+    namespace: str,
+    demand: Demand,
+    *,
+    idle_labels: Mapping[str, str],
+    deployment: str,
+    sample_seconds: float = 0.5,
+) -> Measured:
+    """Play ``demand`` against the pool's pods in ``namespace``; the clock starts now."""
+    apps = k8s.AppsV1Api(api)
+    claimed: set[str] = set()
+    stops: set[asyncio.Task[None]] = set()
+    shortfalls = late = 0
+    idle_seconds = 0.0
+    peak_pods = peak_replicas = 0
+    origin = time.monotonic()
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal idle_seconds, peak_pods, peak_replicas
+        last = time.monotonic()
+        while not done.is_set():
+            pods = await _pods(api, namespace)
+            scale = await apps.read_namespaced_deployment(deployment, namespace)
+            now = time.monotonic()
+            idle = sum(
+                1 for p in pods if _idle(p, idle_labels) and p["metadata"]["name"] not in claimed
+            )
+            idle_seconds += idle * (now - last)
+            last = now
+            live = [p for p in pods if p["metadata"].get("deletionTimestamp") is None]
+            peak_pods = max(peak_pods, len(live))
+            peak_replicas = max(peak_replicas, scale.spec.replicas or 0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), sample_seconds)
+
+    async def finish(ip: str, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - (time.monotonic() - origin)))
+        await stop_recording(ip)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        for index, recording in enumerate(demand.recordings):
+            delay = recording.start - (time.monotonic() - origin)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -1.0:
+                late += 1
+            pods = await _pods(api, namespace)
+            candidates = sorted(
+                (p["metadata"]["creationTimestamp"], p["metadata"]["name"], p["status"]["podIP"])
+                for p in pods
+                if _idle(p, idle_labels)
+                and _ready(p)
+                and p["metadata"]["name"] not in claimed
+                and (p.get("status") or {}).get("podIP")
+            )
+            started = False
+            for _, name, ip in candidates:
+                status = await start_recording(ip, session_id=f"rec-{index}")
+                claimed.add(name)  # a Jibri records once
+                if status == 200:
+                    task = asyncio.create_task(finish(ip, recording.start + recording.length))
+                    stops.add(task)
+                    task.add_done_callback(stops.discard)
+                    started = True
+                    break
+            if not started:
+                shortfalls += 1
+        elapsed = time.monotonic() - origin
+        if elapsed < demand.duration:
+            await asyncio.sleep(demand.duration - elapsed)
+    finally:
+        done.set()
+        await sampler
+        for task in list(stops):
+            task.cancel()
+    pods = await _pods(api, namespace)
+    leads = sorted(
+        (ready - created).total_seconds()
+        for p in pods
+        for c in (p.get("status") or {}).get("conditions") or ()
+        if c.get("type") == "Ready" and c.get("status") == "True"
+        for created, ready in [
+            (_stamp(p["metadata"].get("creationTimestamp")), _stamp(c.get("lastTransitionTime")))
+        ]
+        if created is not None and ready is not None
+    )
+    return Measured(
+        recordings=len(demand.recordings),
+        shortfalls=shortfalls,
+        idle_pod_minutes=idle_seconds / 60.0,
+        peak_pods=peak_pods,
+        peak_replicas=peak_replicas,
+        lead_time=leads[max(0, int(0.9 * len(leads)) - 1)] if leads else None,
+        seconds=time.monotonic() - origin,
+        late_starts=late,
+    )
+
+
+def compare(measured: Measured, predicted: Outcome) -> list[tuple[str, float, float]]:
+    """(figure, measured, simulated) rows."""
+    return [
+        ("recordings", measured.recordings, predicted.recordings),
+        ("shortfalls", measured.shortfalls, len(predicted.shortfalls)),
+        (
+            "idle pod-minutes",
+            round(measured.idle_pod_minutes, 1),
+            round(predicted.idle_pod_hours * 60, 1),
+        ),
+        ("peak pods", measured.peak_pods, predicted.peak_pods),
+        ("peak replicas", measured.peak_replicas, max(s.replicas for s in predicted.samples)),
+    ]
+
+
+def table(rows: Sequence[tuple[str, float, float]]) -> str:
+    lines = ["| Figure | Measured (cluster) | Simulated |", "|---|--:|--:|"]
+    lines += [f"| {name} | {m:g} | {s:g} |" for name, m, s in rows]
+    return "\n".join(lines) + "\n"
