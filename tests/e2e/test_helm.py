@@ -27,7 +27,7 @@ from testbed.installed import installed_deployment, process_environment
 from testbed.kubelet import KubeletThread
 from testbed.tools import checkers
 from tests.e2e.conftest import ISSUER, Keys, make_keys
-from tests.e2e.test_packaging import record_in_dry_run, record_once
+from tests.e2e.test_packaging import record_in_dry_run, record_once, remove_jibris
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -187,6 +187,9 @@ async def test_helm_install_upgrade_uninstall(
             assert controller.stop() == 0
         writes = pod_write_events(plane, namespace=namespace, username=user)[before:]
         assert [(e["verb"], e["objectRef"]["name"]) for e in writes] == expected
+        # The next controller must not find this run's Jibris (after a dry run, a pod that
+        # reported EXPIRED is still there, and a sweeper that writes would rightly delete it).
+        await remove_jibris(admin, namespace)
         if revision == 1:
             # An upgrade that changes one value; the controller run from the new spec follows.
             dry_run = not dry_run

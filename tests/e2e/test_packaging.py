@@ -43,10 +43,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 CHART = REPO / "charts" / "jibri-pod-controller"
 
 
-async def deploy_jibris_for(
-    admin: k8s.ApiClient, namespace: str, keys: Keys, controller: ControllerProcess
-) -> k8s.V1Pod:
-    """A fresh Deployment of two simulated Jibris posting to ``controller``; one spare."""
+async def remove_jibris(admin: k8s.ApiClient, namespace: str) -> None:
+    """Delete the Jibri Deployment (if any) and wait until none of its pods is left."""
     apps: Any = k8s.AppsV1Api(admin)
     with contextlib.suppress(ApiException):
         await apps.delete_namespaced_deployment("jibri", namespace, propagation_policy="Foreground")
@@ -59,6 +57,13 @@ async def deploy_jibris_for(
         return not pods.items and not listed.items
 
     await wait_until(none_left, timeout=60, what="no Jibri pod left")
+
+
+async def deploy_jibris_for(
+    admin: k8s.ApiClient, namespace: str, keys: Keys, controller: ControllerProcess
+) -> k8s.V1Pod:
+    """A fresh Deployment of two simulated Jibris posting to ``controller``; one spare."""
+    await remove_jibris(admin, namespace)
     await apply(
         admin,
         [
