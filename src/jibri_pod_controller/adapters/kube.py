@@ -321,6 +321,28 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
+def event_body(
+    *, namespace: str, involved: Mapping[str, str], reason: str, message: str, warning: bool
+) -> dict[str, Any]:
+    """A core/v1 Event about ``involved`` (apiVersion, kind, name, uid), as this controller
+    reports it: one occurrence, now, from ``COMPONENT``."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{involved['name']}."},
+        "involvedObject": {**involved, "namespace": namespace},
+        "reason": reason,
+        "message": message[:1024],
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+
 def _micro_time(value: datetime | None) -> str | None:
     """MicroTime wants exactly six fractional digits, which isoformat() drops at .000000."""
     if value is None:
@@ -555,27 +577,10 @@ class KubeCluster:
     async def record_event(
         self, *, pod: PodFacts, reason: str, message: str, warning: bool = False
     ) -> None:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{pod.name}."},
-            "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "name": pod.name,
-                "namespace": self._ns,
-                "uid": pod.uid,
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        involved = {"apiVersion": "v1", "kind": "Pod", "name": pod.name, "uid": pod.uid}
+        event = event_body(
+            namespace=self._ns, involved=involved, reason=reason, message=message, warning=warning
+        )
         path = f"/api/v1/namespaces/{self._ns}/events"
         await self._call("POST", path, f"create event for {pod.name}", body=event)
 

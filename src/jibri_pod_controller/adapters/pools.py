@@ -14,12 +14,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
-from jibri_pod_controller.adapters.kube import COMPONENT, MERGE_PATCH, NotFound, WatchEvent
+from jibri_pod_controller.adapters.kube import MERGE_PATCH, NotFound, WatchEvent, event_body
 from jibri_pod_controller.adapters.metrics import PREFIX, Metrics
 from jibri_pod_controller.core.pods import PodFacts, PodParseError, parse_pod
 
@@ -204,27 +203,15 @@ class PoolApi:
     async def record_event(
         self, *, pool: StoredPool, reason: str, message: str, warning: bool = False
     ) -> None:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{pool.name}."},
-            "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "JibriPool",
-                "name": pool.name,
-                "namespace": self._ns,
-                "uid": pool.uid,
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
+        involved = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "JibriPool",
+            "name": pool.name,
+            "uid": pool.uid,
         }
+        event = event_body(
+            namespace=self._ns, involved=involved, reason=reason, message=message, warning=warning
+        )
         await self._api.request_json("POST", f"/api/v1/namespaces/{self._ns}/events", body=event)
 
 
