@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import yaml
 from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from bench.daysim import (
     Demand,
@@ -40,10 +38,14 @@ from bench.daysim import (
 )
 from bench.sizers import Pool
 from jibri_pod_controller.core.pools import parse_pool_spec
-from testbed.cluster import REPO, start_recording, stop_recording, wait_until
+from testbed.cluster import (
+    JIBRIPOOL_CRD,
+    install_crds,
+    start_recording,
+    stop_recording,
+)
 
 GROUP, VERSION, PLURAL = "jibri-pod-controller.io", "v1alpha1", "jibripools"
-CRD = REPO / "deploy" / "crds" / "jibripools.yaml"
 
 
 @dataclass(frozen=True)
@@ -151,21 +153,7 @@ def _idle(pod: Mapping[str, Any], idle_labels: Mapping[str, str]) -> bool:
 
 async def install_crd(api: k8s.ApiClient) -> None:
     """deploy/crds/ installed (it outlives namespaces) and Established."""
-    extensions: Any = k8s.ApiextensionsV1Api(api)
-    doc = yaml.safe_load(CRD.read_text())
-    try:
-        await extensions.create_custom_resource_definition(doc)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-
-    async def established() -> bool:
-        got = await extensions.read_custom_resource_definition(doc["metadata"]["name"])
-        return any(
-            c.type == "Established" and c.status == "True" for c in (got.status.conditions or ())
-        )
-
-    await wait_until(established, timeout=30, what="the JibriPool CRD established")
+    await install_crds(api, JIBRIPOOL_CRD)
 
 
 async def create_pool(

@@ -168,6 +168,34 @@ async def apply(api: k8s.ApiClient, docs: Sequence[Mapping[str, Any]]) -> None:
             raise ValueError(f"apply: unsupported kind {kind}")
 
 
+JIBRIPOOL_CRD = DEPLOY / "crds" / "jibripools.yaml"
+
+
+async def install_crds(api: k8s.ApiClient, *paths: Path) -> None:
+    """Create each CustomResourceDefinition (one that exists already is kept: a definition
+    outlives the namespaces of tests and demos), then wait until all are Established."""
+    extensions: Any = k8s.ApiextensionsV1Api(api)
+    names = []
+    for path in paths:
+        doc = yaml.safe_load(path.read_text())
+        names.append(doc["metadata"]["name"])
+        try:
+            await extensions.create_custom_resource_definition(doc)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    async def established() -> bool:
+        for name in names:
+            got = await extensions.read_custom_resource_definition(name)
+            conditions = {c.type: c.status for c in got.status.conditions or ()}
+            if conditions.get("Established") != "True":
+                return False
+        return True
+
+    await wait_until(established, timeout=30, what=f"{', '.join(names)} established")
+
+
 async def create_namespace(api: k8s.ApiClient, name: str) -> None:
     await apply(api, [{"kind": "Namespace", "metadata": {"name": name}}])
 

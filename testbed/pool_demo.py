@@ -27,25 +27,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from testbed.cluster import (
     BUSY_LABELS,
     IDLE_LABELS,
+    JIBRIPOOL_CRD,
     REPO,
     ControllerProcess,
     apply,
     controller_kubeconfig,
     create_namespace,
+    install_crds,
     jibri_deployment,
     make_webhook_keys,
     rbac_manifests,
     service_account_user,
     start_recording,
     stop_recording,
-    wait_until,
 )
 from testbed.controlplane import ControlPlane
 from testbed.kube import new_api_client
@@ -159,19 +158,7 @@ async def play(api: k8s.ApiClient, run: Run, rng: random.Random) -> None:
 
 async def install_crd(api: k8s.ApiClient) -> None:
     """deploy/crds/ (once per cluster), Established."""
-    extensions: Any = k8s.ApiextensionsV1Api(api)
-    crd = yaml.safe_load((REPO / "deploy" / "crds" / "jibripools.yaml").read_text())
-    try:
-        await extensions.create_custom_resource_definition(crd)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-
-    async def established() -> bool:
-        got = await extensions.read_custom_resource_definition(crd["metadata"]["name"])
-        return any(c.type == "Established" for c in (got.status.conditions or ()))
-
-    await wait_until(established, timeout=30, what="the CRD")
+    await install_crds(api, JIBRIPOOL_CRD)
 
 
 async def set_up(

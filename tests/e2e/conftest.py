@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from kubernetes_asyncio import client as k8s
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from testbed.cluster import (
+    JIBRIPOOL_CRD,
     REPO,
     ControllerProcess,
     JibriJwt,
@@ -30,12 +29,12 @@ from testbed.cluster import (
     controller_kubeconfig,
     create_namespace,
     delete_namespace,
+    install_crds,
     jibri_deployment,
     make_webhook_keys,
     pod_write_events,
     rbac_manifests,
     service_account_user,
-    wait_until,
 )
 from testbed.controlplane import ControlPlane
 from testbed.kube import new_api_client
@@ -235,24 +234,7 @@ async def e2e(
     return E2E(admin, namespace, rbac, controllers, keys, kubelet, plane)
 
 
-JIBRIPOOL_CRD = REPO / "deploy" / "crds" / "jibripools.yaml"
-
-
 @pytest.fixture
 async def crd(admin: k8s.ApiClient) -> None:
     """deploy/crds/ installed (once: the definition outlives the test's namespace), Established."""
-    extensions: Any = k8s.ApiextensionsV1Api(admin)
-    doc = yaml.safe_load(JIBRIPOOL_CRD.read_text())
-    try:
-        await extensions.create_custom_resource_definition(doc)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-
-    async def established() -> bool:
-        got = await extensions.read_custom_resource_definition(doc["metadata"]["name"])
-        return any(
-            c.type == "Established" and c.status == "True" for c in (got.status.conditions or ())
-        )
-
-    await wait_until(established, timeout=30, what="the JibriPool CRD established")
+    await install_crds(admin, JIBRIPOOL_CRD)

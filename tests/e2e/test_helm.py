@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from testbed.cluster import REPO, ControllerProcess, pod_write_events, wait_until
+from testbed.cluster import REPO, ControllerProcess, install_crds, pod_write_events, wait_until
 from testbed.controlplane import ControlPlane, find_binaries
 from testbed.installed import installed_deployment, process_environment
 from testbed.kubelet import KubeletThread
@@ -61,27 +60,14 @@ def helm(plane: ControlPlane, home: Path, *args: str) -> str:
 
 async def install_prometheus_operator_crds(admin: k8s.ApiClient) -> None:
     """The ServiceMonitor and PrometheusRule CRDs, as a cluster with prometheus-operator has."""
-    extensions: Any = k8s.ApiextensionsV1Api(admin)
-    names = []
-    for plural in ("servicemonitors", "prometheusrules"):
-        path = checkers().prometheus_operator_crds / f"monitoring.coreos.com_{plural}.yaml"
-        crd = yaml.safe_load(path.read_text())
-        names.append(crd["metadata"]["name"])
-        try:
-            await extensions.create_custom_resource_definition(crd)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-
-    async def established() -> bool:
-        for name in names:
-            crd = await extensions.read_custom_resource_definition(name)
-            conditions = {c.type: c.status for c in crd.status.conditions or ()}
-            if conditions.get("Established") != "True":
-                return False
-        return True
-
-    await wait_until(established, timeout=30, what="prometheus-operator CRDs established")
+    crds = checkers().prometheus_operator_crds
+    await install_crds(
+        admin,
+        *(
+            crds / f"monitoring.coreos.com_{plural}.yaml"
+            for plural in ("servicemonitors", "prometheusrules")
+        ),
+    )
 
 
 async def create_key_sources(admin: k8s.ApiClient, namespace: str, keys: Keys, root: Path) -> str:
