@@ -334,7 +334,7 @@ def _named(doc: Mapping[str, Any], key: str, inner: str) -> dict[str, tuple[dict
 
 def _read_kubeconfigs(paths: Sequence[Path]) -> list[dict[str, Any]]:
     # Imported here, not at the top: in a cluster (the ServiceAccount, no kubeconfig) the YAML
-    # parser is never needed, and importing it costs 1.6 MiB of resident memory.
+    # parser is never needed, and importing it costs 0.8 MiB of resident memory (18 modules).
     import yaml
 
     docs: list[dict[str, Any]] = []
