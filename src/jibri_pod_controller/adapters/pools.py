@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from jibri_pod_controller.adapters.kube import MERGE_PATCH, NotFound, WatchEvent, event_body
 from jibri_pod_controller.adapters.metrics import PREFIX, Metrics
@@ -278,6 +278,12 @@ class PoolMetrics:
             PREFIX + "pool_reconciles_total",
             "Pool reconciliations, by result (ok, problem, error).",
             ["result"],
+            registry=r,
+        )
+        self.round_seconds = Histogram(
+            PREFIX + "pool_round_seconds",
+            "Duration of one reconcile round over every JibriPool (reads, decisions, writes).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,
         )
         self.exhausted = Gauge(

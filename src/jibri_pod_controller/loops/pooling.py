@@ -173,6 +173,7 @@ class PoolReconciler:
         try:
             while True:
                 self._wake.clear()
+                started = self._monotonic()
                 try:
                     await self.reconcile_all()
                     self._forbidden_logged = False
@@ -185,6 +186,7 @@ class PoolReconciler:
                         # An older Role without the (optional) pool rights: say so once.
                         log.warning("pools not reconciled: forbidden", extra={"error": str(exc)})
                         self._forbidden_logged = True
+                self.pool_metrics.round_seconds.observe(self._monotonic() - started)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._period)
         finally:
