@@ -130,6 +130,15 @@ class PoolApi:
             return None
         return _deployment(answer)
 
+    async def list_deployments(self) -> dict[str, DeploymentFacts]:
+        """Every Deployment in the namespace, by name, in one request (a few small objects;
+        one LIST a round instead of a GET per pool)."""
+        answer = await self._api.request_json(
+            "GET", f"/apis/apps/v1/namespaces/{self._ns}/deployments"
+        )
+        found = [_deployment(item) for item in (answer or {}).get("items") or ()]
+        return {d.name: d for d in found}
+
     async def scale(self, *, name: str, replicas: int, resource_version: str) -> str:
         """Write the Deployment's replicas through its scale subresource; the new
         resourceVersion. Raises `Conflict` when the Deployment changed since it was read."""
