@@ -425,7 +425,7 @@ class PodIndex:
         if group is None:
             group = {}
             for pod in self.pods:
-                group.setdefault(tuple(pod.labels.get(k) for k in keys), []).append(pod)
+                group.setdefault(tuple(map(pod.labels.get, keys)), []).append(pod)
             self._groups[keys] = group
         return group
 
@@ -466,7 +466,7 @@ def sort_pool_pods(
 
 
 def _has(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in wanted.items())
+    return wanted.items() <= labels.items()  # a set comparison: no Python loop per pod
 
 
 def measured_lead_time(pods: PoolPods, *, quantile: float = 0.9) -> float | None:

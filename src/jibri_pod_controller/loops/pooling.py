@@ -90,7 +90,7 @@ BATCH_SECONDS = 0.1
 
 
 def _has(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in wanted.items())
+    return wanted.items() <= labels.items()
 
 
 def _running(pod: PodFacts) -> bool:

@@ -12,6 +12,9 @@ resourceVersion with bookmarks; on 410 Gone or any error, list again after a sho
 list again every ``resync_period`` anyway. The sweeper walks this cache instead of listing
 every Jibri pod on every sweep (it lists when the cache is not synced).
 
+The pool loop is told of each change it applies (`listeners`), so it reconciles from the same
+view it is woken by, with no watch of its own.
+
 The cache never pretends. It is *synced* only between a successful list and the next failure
 of the watch (or of a relist): the moment the watch breaks it goes unsynced, so webhooks read
 their pod with a GET and the sweeper lists, until a new list succeeds. And a pod read by a GET
