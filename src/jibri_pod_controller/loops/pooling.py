@@ -177,11 +177,24 @@ class PoolReconciler:
             self._cache.listeners.append(self._pod_changed)
 
     def _pod_changed(self, before: PodFacts | None, after: PodFacts | None) -> None:
-        """A pod cache change: a busy-labelled pod appeared, changed or went (or a new list)."""
-        if (before is None and after is None) or any(
-            p is not None and _has(p.labels, self._busy_labels) for p in (before, after)
-        ):
+        """A pod cache change: reconcile when a live busy-labelled pod appeared or went (a
+        detach, an expiry, by any replica), or after a new list.
+
+        Other changes to a busy pod wake nobody: the ReplicaSet's release of a detached pod
+        (its API writes are rate-limited, so after a burst they trickle in for seconds) changes
+        no count, and a scale-down that waits for it already decides again every
+        ``RETRY_SOON`` seconds; the period catches the rest.
+        """
+        if (before is None and after is None) or self._counted(before) != self._counted(after):
             self.trigger()
+
+    def _counted(self, pod: PodFacts | None) -> bool:
+        return (
+            pod is not None
+            and not pod.deleting
+            and not pod.finished
+            and _has(pod.labels, self._busy_labels)
+        )
 
     async def _watch_busy(self) -> None:
         """Wake the loop on every change to a busy-labelled pod: a detach by any replica (the
