@@ -41,7 +41,7 @@ def test_defaults() -> None:
     assert s.sweep_interval == 60
     assert s.lease_name == "jibri-pod-controller-lease"
     assert (s.lease.duration, s.lease.renew_deadline, s.lease.retry_period) == (15, 10, 2)
-    assert (s.probe_concurrency, s.probe_timeout, s.probe_max_bytes) == (100, 1.0, 65536)
+    assert (s.probe_concurrency, s.probe_timeout, s.probe_max_bytes) == (250, 1.0, 65536)
     assert s.list_page_size == 100
     assert s.restarted_policy is ReapPolicy.DELETE
     assert s.finished_policy is ReapPolicy.DELETE

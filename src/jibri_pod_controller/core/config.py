@@ -148,7 +148,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("LEASE_RENEW_DEADLINE", "10", "Seconds the leader keeps trying to renew."),
     Setting("LEASE_RETRY_PERIOD", "2", "Seconds between two lease attempts."),
-    Setting("PROBE_CONCURRENCY", "100", "Health probes in flight at once during a sweep."),
+    Setting(
+        "PROBE_CONCURRENCY",
+        "250",
+        "Health probes in flight at once during a sweep. Pods whose last probe failed are "
+        "asked first, so up to this many silent Jibris cost a sweep one PROBE_TIMEOUT in all.",
+    ),
     Setting("PROBE_TIMEOUT", "1.0", "Seconds one health probe may take, connect included."),
     Setting("PROBE_MAX_BYTES", "65536", "Largest health answer read; larger is invalid."),
     Setting(
