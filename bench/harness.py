@@ -133,6 +133,8 @@ class Scale:
     pool_steady_seconds: float
     pool_burst: int
     """Recordings started across the pools at once."""
+    pool_settle_seconds: float
+    """Wait after every pool has written its status, before the steady window."""
 
     @classmethod
     def full(cls, *, recording_minutes: float) -> Scale:
@@ -158,6 +160,7 @@ class Scale:
             pool_idle_seconds=60.0,
             pool_steady_seconds=180.0,
             pool_burst=100,
+            pool_settle_seconds=11.0,
         )
 
     @classmethod
@@ -187,8 +190,9 @@ class Scale:
             pool_count=2,
             pool_pods=10,
             pool_idle_seconds=3.0,
-            pool_steady_seconds=6.0,
+            pool_steady_seconds=5.0,
             pool_burst=4,
+            pool_settle_seconds=2.0,
         )
 
 

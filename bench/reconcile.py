@@ -223,7 +223,7 @@ async def run(bench: Bench, impl: Impl) -> FigureResult:
         namespace,
         "pools",
         # No sweep in the windows: figure 2 measures it, here it would hide the reconcile.
-        env={"SWEEP_INTERVAL": "3600"},
+        env={"SWEEP_INTERVAL": "3600", "SHUTDOWN_DRAIN_SECONDS": "0"},
         jwt=False,
     )
     sampler: Sampler = bench.start(controller)
@@ -239,7 +239,7 @@ async def run(bench: Bench, impl: Impl) -> FigureResult:
     if len(pods) != pools * per:
         raise RuntimeError(f"{len(pods)} pods running, {pools * per} wanted")
     setup_s = time.time() - setup_started
-    await asyncio.sleep(3.0)  # the pod cache catches up with the last Ready conditions
+    await asyncio.sleep(1.0 if scale.smoke else 3.0)  # the pod cache catches up
 
     # 1. Idle: no JibriPool yet.
     idle_start = time.time()
@@ -270,7 +270,7 @@ async def run(bench: Bench, impl: Impl) -> FigureResult:
         )
 
     await _until(settled, timeout=120, what="every JibriPool's status")
-    await asyncio.sleep(2 * 5.0 + 1.0)  # two default periods: the last status write lands
+    await asyncio.sleep(scale.pool_settle_seconds)  # two periods (5 s): the last write lands
     steady_rounds_0 = await rounds.read()
     steady_start = time.time()
     await asyncio.sleep(scale.pool_steady_seconds)
