@@ -32,6 +32,7 @@ from aiohttp import web
 
 from jibri_pod_controller.adapters import credentials, logs
 from jibri_pod_controller.adapters.credentials import CredentialsError
+from jibri_pod_controller.adapters.heap import TRIM_PERIOD, Heap
 from jibri_pod_controller.adapters.kube import (
     Cluster,
     KubeCluster,
@@ -109,8 +110,10 @@ class Controller:
         stream: PodStream | None = None,
         replica_sets: ReplicaSetSelectors | None = None,
         pools_api: JsonApi | None = None,
+        heap: Heap | None = None,
     ) -> None:
         self.settings = settings
+        self.heap = heap
         self.cluster = cluster
         self.verifier = verifier
         self.metrics = Metrics()
@@ -365,6 +368,12 @@ class Controller:
             await asyncio.sleep(KEY_RELOAD_PERIOD)
             await self.reload_keys()
 
+    async def _trim_loop(self) -> None:
+        assert self.heap is not None
+        while True:
+            await asyncio.sleep(TRIM_PERIOD)
+            self.heap.trim()
+
     async def _start_up_checks(self) -> None:
         """The first permission check, before any loop that depends on its verdict."""
         try:
@@ -420,6 +429,8 @@ class Controller:
                 background = [self._spawn("readiness", self._readiness_loop)]
                 if self.verifier is not None:
                     background.append(self._spawn("key-reload", self._reload_keys_loop))
+                if self.heap is not None and self.heap.tunable:
+                    background.append(self._spawn("heap-trim", self._trim_loop))
                 await stop.wait()
                 log.info(
                     "shutting down: not ready; serving for %gs more",
@@ -499,7 +510,9 @@ def replica_set_reader(cluster: JsonRequests, namespace: str) -> ReplicaSetSelec
     return selector
 
 
-async def _serve(settings: Settings, verifier: Verifier | None, env: Mapping[str, str]) -> None:
+async def _serve(
+    settings: Settings, verifier: Verifier | None, env: Mapping[str, str], heap: Heap
+) -> None:
     api = await load_api_client(env.get("KUBECONFIG") or None, env)
     cluster = KubeCluster(api, namespace=settings.namespace)
     stop = asyncio.Event()
@@ -514,6 +527,7 @@ async def _serve(settings: Settings, verifier: Verifier | None, env: Mapping[str
             stream=cluster,
             replica_sets=replica_set_reader(cluster, settings.namespace),
             pools_api=cluster,
+            heap=heap,
         ).run(stop)
     finally:
         await cluster.close()
@@ -538,6 +552,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except CredentialsError as exc:
         return _fail(str(exc))
     logs.setup(settings.log_level, settings.log_format)
+    heap = Heap()
+    heap.tune()
     if verifier is None:
         log.warning(
             "webhooks are NOT authenticated (WEBHOOK_AUTH=none): anyone who can reach "
@@ -551,7 +567,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             # uvloop: half the CPU per probe and per webhook of asyncio's own loop.
             asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
         ):
-            runner.run(_serve(settings, verifier, environment))
+            runner.run(_serve(settings, verifier, environment, heap))
     except CredentialsError as exc:
         return _fail(str(exc))
     except StartupError as exc:

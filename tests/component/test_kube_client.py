@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import ssl
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -195,6 +196,24 @@ async def test_a_token_file_is_reread_a_minute_after_the_last_read(
     finally:
         await client.close()
     assert [s.token for s in api.seen] == ["token-1", "token-1", "token-2"]
+
+
+def test_in_cluster_credentials_import_no_yaml_parser(pki: Pki, tmp_path: Path) -> None:
+    """The YAML parser is for kubeconfigs only: a replica in a cluster never loads it."""
+    directory = service_account(tmp_path, pki, "token-1")
+    script = (
+        "import asyncio, sys\n"
+        "import jibri_pod_controller.app\n"
+        "from jibri_pod_controller.adapters import credentials\n"
+        "env = {'KUBERNETES_SERVICE_HOST': '127.0.0.1', 'KUBERNETES_SERVICE_PORT': '443'}\n"
+        f"endpoint = asyncio.run(credentials.load(None, env, in_cluster_dir=__import__('pathlib')"
+        f".Path({str(directory)!r})))\n"
+        "print(endpoint.server, 'yaml' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["https://127.0.0.1:443", "False"]
 
 
 async def test_in_cluster_without_the_service_host_names_it(pki: Pki, tmp_path: Path) -> None:
