@@ -22,41 +22,17 @@ if [[ -x "$OUT/kubectl" ]]; then
   exit 0
 fi
 
-command -v go >/dev/null 2>&1 || die "Go is not installed (need Go >= 1.26 to build kubectl ${KUBE_VERSION})"
-go_minor=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
-[[ "$go_minor" -ge 26 ]] || die "Go $(go env GOVERSION) is too old; kubectl ${KUBE_VERSION} needs Go >= 1.26"
+# shellcheck source=scripts/lib/kube-build.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/kube-build.sh"
+require_go "kubectl ${KUBE_VERSION}"
 
 export GOFLAGS=-mod=mod CGO_ENABLED=0
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/jpc-kubectl-build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT.partial"
 
-if ! go mod download -json "k8s.io/kubernetes@${KUBE_VERSION}" >"$WORK/kube.json" 2>"$WORK/kube.err"; then
-  cat "$WORK/kube.err" >&2
-  die "cannot fetch k8s.io/kubernetes@${KUBE_VERSION} from the Go module proxy"
-fi
-kube_gomod=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["GoMod"])' "$WORK/kube.json")
-staging_version="v0.${KUBE_VERSION#v1.}"
-
 start=$(date +%s)
-# The same wrapper module as scripts/build-control-plane.sh: k8s.io/kubernetes requires its
-# staging modules at v0.0.0 from ./staging, so each is replaced by its published version.
-mkdir -p "$WORK/kube" && cd "$WORK/kube"
-go mod init jpc.local/kubectl >/dev/null 2>&1
-{
-  echo "require k8s.io/kubernetes ${KUBE_VERSION}"
-  grep -E '^\s*k8s.io/[a-z0-9-]+ => \./staging/' "$kube_gomod" \
-    | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}'
-} >>go.mod
-cat >tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "k8s.io/kubernetes/cmd/kubectl"
-GO
-log "resolving Kubernetes ${KUBE_VERSION} modules"
-go mod tidy >/dev/null 2>&1 || go mod tidy
+kube_wrapper_module "$WORK/kube" jpc.local/kubectl kubectl
 ldflags="-s -w -X k8s.io/client-go/pkg/version.gitVersion=${KUBE_VERSION} -X k8s.io/component-base/version.gitVersion=${KUBE_VERSION}"
 log "building kubectl (a few minutes on 2 cores)"
 go build -trimpath -ldflags "$ldflags" -o "$OUT.partial/kubectl" k8s.io/kubernetes/cmd/kubectl

@@ -27,6 +27,7 @@ SCHEMA = CHART / "values.schema.json"
 # An empty string leaves the variable unset (the program's default applies).
 _INTEGER_TEXT = r"^([0-9]+)?$"
 _NUMBER_TEXT = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)?$"
+_ZERO_TEXT = r"^0*(\.0*)?$"  # with _NUMBER_TEXT: "0", "0.0", "00."
 _FLAG_TEXT = r"(?i)^(true|false|yes|no|on|off|1|0)?$"
 
 # A number in quotes (or a decimal from --set, which arrives as a string) is range-checked by
@@ -133,6 +134,11 @@ def setting_schema(setting: Setting) -> dict[str, Any]:
             _bounds(rule, {"type": "number"}),
             _text(rule, _NUMBER_TEXT),
         ]
+        if rule.or_zero:
+            schema["anyOf"] += [
+                {"type": "number", "const": 0},
+                {"type": "string", "allOf": [{"pattern": _NUMBER_TEXT}, {"pattern": _ZERO_TEXT}]},
+            ]
     elif rule.kind is Kind.FLAG:
         schema["anyOf"] = [
             {"type": "boolean"},

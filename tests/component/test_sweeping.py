@@ -58,12 +58,15 @@ class FakeJibris:
     port: int
     behaviours: dict[str, str] = field(default_factory=dict)
     hits: dict[str, int] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    """Every address asked, in the order the requests arrived."""
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         sockname = request.transport.get_extra_info("sockname") if request.transport else None
         address = sockname[0] if sockname else ""
         self.hits[address] = self.hits.get(address, 0) + 1
+        self.order.append(address)
         behaviour = self.behaviours.get(address, "IDLE")
         if behaviour == "idle-then-busy":  # a new recording starts between two probes
             behaviour = "IDLE" if self.hits[address] == 1 else "BUSY"
@@ -175,6 +178,7 @@ def sweeper(
     attempts: int = 3,
     snapshot: Callable[[], list[PodFacts] | None] | None = None,
     monotonic: Callable[[], float] | None = None,
+    workers: int = 100,
 ) -> Rig:
     metrics = Metrics()
     pauses = slept if slept is not None else []
@@ -201,6 +205,7 @@ def sweeper(
         policy=policy or Policy(),
         page_size=page_size,
         snapshot=snapshot,
+        workers=workers,
         wall_clock=lambda: NOW,
         **({"monotonic": monotonic} if monotonic is not None else {}),
     )
@@ -781,3 +786,35 @@ async def test_the_unresponsive_rule_deletes_only_after_its_period_without_a_bre
         )
         == 1
     )
+
+
+async def test_the_next_sweep_asks_the_silent_pods_first(jibris: FakeJibris) -> None:
+    # One probe at a time, so the order of the requests is the order of the sweep.
+    probe = Prober(port=jibris.port, timeout=PROBE_TIMEOUT, max_bytes=MAX_BYTES, concurrency=1)
+    cluster = FakeCluster()
+    addresses = _addresses(6)
+    for i, address in enumerate(addresses):
+        cluster.add_pod(f"jibri-{i}", ips=[address])
+    jibris.behaviours[addresses[4]] = "hang"
+    jibris.behaviours[addresses[2]] = "500"
+    rig = sweeper(cluster, probe, workers=1)
+    try:
+        first = await rig.sweep_once()
+        assert first.probe_failures == 2
+        assert jibris.order == addresses
+        jibris.order.clear()
+        jibris.behaviours[addresses[2]] = "IDLE"  # answers again: back to its place next time
+        second = await rig.sweep_once()
+        assert second.probe_failures == 1
+        assert jibris.order == [
+            addresses[2],
+            addresses[4],
+            *addresses[:2],
+            addresses[3],
+            addresses[5],
+        ]
+        jibris.order.clear()
+        await rig.sweep_once()
+        assert jibris.order == [addresses[4], *addresses[:4], addresses[5]]
+    finally:
+        await probe.close()

@@ -58,6 +58,11 @@ def test_schema_is_generated_from_the_settings_table() -> None:
         (["--set", "config.PROBE_CONCURRENCY=1.5"], "/config/PROBE_CONCURRENCY"),
         (["--set-json", "config.API_TIMEOUT=5"], "/config/API_TIMEOUT"),
         (["--set", "config.DRY_RUN=maybe"], "/config/DRY_RUN"),
+        # Above 0 but below 0.25/s the bucket never holds one webhook.
+        (["--set", "config.WEBHOOK_RATE_LIMIT=0.1"], "/config/WEBHOOK_RATE_LIMIT"),
+        (["--set-string", "config.WEBHOOK_RATE_LIMIT=0.24"], "/config/WEBHOOK_RATE_LIMIT"),
+        (["--set-string", "config.WEBHOOK_RATE_LIMIT=."], "/config/WEBHOOK_RATE_LIMIT"),
+        (["--set", "config.WEBHOOK_RATE_LIMIT=-1"], "/config/WEBHOOK_RATE_LIMIT"),
         (["--set", "config.RESTARTED_BUSY_POD_POLICY=remove"], "/config/RESTARTED_BUSY_POD_POLICY"),
         (
             ["--set", "jwt.enabled=false", "--set", "config.WEBHOOK_AUTH=jwt"],
@@ -87,6 +92,10 @@ def test_bad_values_are_refused_at_install_time(args: list[str], where: str) -> 
         (["--set-string", "config.PORT=65535"], {"PORT": "65535"}),
         (["--set", "config.API_TIMEOUT=1.90"], {"API_TIMEOUT": "1.90"}),
         (["--set", "config.DRY_RUN=true"], {"DRY_RUN": "true"}),
+        (["--set", "config.WEBHOOK_RATE_LIMIT=0"], {"WEBHOOK_RATE_LIMIT": "0"}),
+        (["--set-string", "config.WEBHOOK_RATE_LIMIT=0.0"], {"WEBHOOK_RATE_LIMIT": "0.0"}),
+        (["--set", "config.WEBHOOK_RATE_LIMIT=0.25"], {"WEBHOOK_RATE_LIMIT": "0.25"}),
+        (["--set-string", "config.WEBHOOK_RATE_LIMIT=12"], {"WEBHOOK_RATE_LIMIT": "12"}),
         (
             ["--set", r"config.JIBRI_BUSY_LABELS=app=jibri\,state=busy\,pool=a"],
             {"JIBRI_BUSY_LABELS": "app=jibri,state=busy,pool=a"},

@@ -41,7 +41,7 @@ def test_defaults() -> None:
     assert s.sweep_interval == 60
     assert s.lease_name == "jibri-pod-controller-lease"
     assert (s.lease.duration, s.lease.renew_deadline, s.lease.retry_period) == (15, 10, 2)
-    assert (s.probe_concurrency, s.probe_timeout, s.probe_max_bytes) == (100, 1.0, 65536)
+    assert (s.probe_concurrency, s.probe_timeout, s.probe_max_bytes) == (250, 1.0, 65536)
     assert s.list_page_size == 100
     assert s.restarted_policy is ReapPolicy.DELETE
     assert s.finished_policy is ReapPolicy.DELETE
@@ -350,9 +350,14 @@ def test_bounds_are_those_load_settings_checks(setting: Setting, keys_dir: Path)
         error = _error(setting.name, text, base)
         if rule.maximum is None and value > rule.minimum:
             assert error is None, text  # unbounded above
+        elif rule.or_zero and value < rule.minimum:
+            assert error is not None, text  # between 0 and the minimum: its own message
         else:
             assert error is not None, text
             assert "out of range" in error, text
+    if rule.or_zero:
+        assert _error(setting.name, "0", base) is None
+        assert _error(setting.name, "-0.01", base) is not None
     if rule.kind is Kind.INTEGER:
         assert _error(setting.name, "1.5", base) is not None
     assert "is not a" in (_error(setting.name, "abc", base) or "")

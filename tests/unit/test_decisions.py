@@ -26,6 +26,7 @@ from jibri_pod_controller.core.decisions import (
     decide_on_report,
     decide_on_sweep,
     is_unresponsive,
+    probe_order,
     restarted_since_detach,
     started_before_detach,
 )
@@ -512,3 +513,17 @@ def test_report_writes_follow_the_status(subject: PodFacts, status: BusyStatus) 
         assert not has_labels(subject.labels, BUSY)
     if subject.deleting or status is IDLE:
         assert isinstance(action, Nothing)
+
+
+def test_pods_silent_last_time_are_probed_first_and_the_rest_keep_their_order() -> None:
+    listed = [replace(pod(), uid=f"uid-{i}", name=f"jibri-{i}") for i in range(6)]
+    order = probe_order(listed, {"uid-4", "uid-1", "uid-gone"})
+    assert [p.name for p in order] == [
+        "jibri-1",
+        "jibri-4",
+        "jibri-0",
+        "jibri-2",
+        "jibri-3",
+        "jibri-5",
+    ]
+    assert probe_order(listed, set()) == listed

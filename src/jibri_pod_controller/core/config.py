@@ -103,6 +103,8 @@ class ValueRule:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     """The values of a CHOICE (case-insensitive)."""
+    or_zero: bool = False
+    """0 (off) is accepted too, below the minimum."""
 
 
 def _integer(minimum: int, maximum: int) -> ValueRule:
@@ -146,7 +148,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("LEASE_RENEW_DEADLINE", "10", "Seconds the leader keeps trying to renew."),
     Setting("LEASE_RETRY_PERIOD", "2", "Seconds between two lease attempts."),
-    Setting("PROBE_CONCURRENCY", "100", "Health probes in flight at once during a sweep."),
+    Setting(
+        "PROBE_CONCURRENCY",
+        "250",
+        "Health probes in flight at once during a sweep. Pods whose last probe failed are "
+        "asked first, so up to this many silent Jibris cost a sweep one PROBE_TIMEOUT in all.",
+    ),
     Setting("PROBE_TIMEOUT", "1.0", "Seconds one health probe may take, connect included."),
     Setting("PROBE_MAX_BYTES", "65536", "Largest health answer read; larger is invalid."),
     Setting(
@@ -236,6 +243,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
+RATE_LIMIT_BURST = 4
+"""The rate limiter's bucket holds this many seconds' worth of webhooks."""
+
 # Settings not listed here are free text (names, selectors, paths), checked only at start-up.
 VALUE_RULES: Mapping[str, ValueRule] = {
     "PORT": _integer(1, 65535),
@@ -263,7 +273,8 @@ VALUE_RULES: Mapping[str, ValueRule] = {
     "WEBHOOK_MAX_BODY_BYTES": _integer(512, 1024 * 1024),
     "WEBHOOK_READ_TIMEOUT": _number(0.05, 1.9),
     "WEBHOOK_IDLE_TIMEOUT": _number(0.5, 3600),
-    "WEBHOOK_RATE_LIMIT": _number(0),  # also refused at start-up: above 0 but below 0.25
+    # 0 is off; above 0 the bucket must hold one webhook (see RATE_LIMIT_BURST).
+    "WEBHOOK_RATE_LIMIT": ValueRule(Kind.NUMBER, minimum=1 / RATE_LIMIT_BURST, or_zero=True),
     "SHUTDOWN_DRAIN_SECONDS": _number(0, 300),
     "SHUTDOWN_TIMEOUT": _number(0, 300),
     "UNRESPONSIVE_BUSY_POD_SECONDS": _number(0, 30 * 86400),
@@ -274,9 +285,6 @@ VALUE_RULES: Mapping[str, ValueRule] = {
 def value_rule(setting: Setting) -> ValueRule:
     return VALUE_RULES.get(setting.name, _TEXT)
 
-
-RATE_LIMIT_BURST = 4
-"""The rate limiter's bucket holds this many seconds' worth of webhooks."""
 
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 _TRUE = {"1", "true", "yes", "on"}

@@ -18,7 +18,7 @@ report that merely arrives late cannot trigger it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -197,6 +197,16 @@ def is_unresponsive(
         and not pod.ready
         and not isinstance(probe, Reported)
     )
+
+
+def probe_order(pods: Sequence[PodFacts], silent: Set[str]) -> list[PodFacts]:
+    """The order of a sweep's probes: pods whose last probe failed (uids in ``silent``) first.
+
+    A silent Jibri holds a probe slot for the whole PROBE_TIMEOUT. Started first, those waits
+    overlap the quick probes of all the others; left in list order, the last of them starts
+    near the end of the sweep and adds a whole timeout to it. Otherwise the list's order.
+    """
+    return sorted(pods, key=lambda pod: pod.uid not in silent)
 
 
 def decide_on_sweep(

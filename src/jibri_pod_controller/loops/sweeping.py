@@ -41,6 +41,7 @@ from jibri_pod_controller.core.decisions import (
     Reported,
     decide_on_sweep,
     is_unresponsive,
+    probe_order,
 )
 from jibri_pod_controller.core.jibri import BusyStatus
 from jibri_pod_controller.core.pods import Phase, PodFacts, has_labels
@@ -92,6 +93,8 @@ class Sweeper:
         self._monotonic = monotonic
         self._unresponsive_since: dict[str, float] = {}
         """Pod uid -> when this sweeper first saw it unresponsive (without a break since)."""
+        self._silent: set[str] = set()
+        """Uids of the pods whose last probe failed: the next sweep probes them first."""
 
     async def run(self, interval: float) -> None:
         """Sweep now, then every ``interval`` seconds, until cancelled."""
@@ -104,7 +107,7 @@ class Sweeper:
         started = time.monotonic()
         pods, listed_all = await self._collect()
         results: list[tuple[str, str, str, bool, bool] | BaseException] = []
-        queue = iter(pods)
+        queue = iter(probe_order(pods, self._silent))
 
         async def worker() -> None:
             # A fixed pool, as wide as the probes may go, takes pods one at a time from the
@@ -121,6 +124,7 @@ class Sweeper:
             seen = {pod.uid for pod in pods}
             for uid in set(self._unresponsive_since) - seen:
                 del self._unresponsive_since[uid]
+            self._silent &= seen
         return self._report(results, listed_all, seconds)
 
     async def _collect(self) -> tuple[list[PodFacts], bool]:
@@ -161,6 +165,9 @@ class Sweeper:
         )
         if isinstance(probe, Failed):
             self._metrics.probe_failures.labels(reason=probe.failure).inc()
+            self._silent.add(pod.uid)
+        else:
+            self._silent.discard(pod.uid)
         unresponsive = is_unresponsive(pod=pod, probe=probe, busy_labels=self._busy_labels)
         unresponsive_for = 0.0
         if unresponsive:
