@@ -47,8 +47,9 @@ from testbed.cluster import (
     jibri_pod,
     make_webhook_keys,
     rbac_manifests,
+    service_account_user,
 )
-from testbed.controlplane import ControlPlane
+from testbed.controlplane import READS_AUDITED_GROUP, ControlPlane
 from testbed.kube import new_api_client
 
 ISSUER = "jibri-bench"
@@ -125,6 +126,15 @@ class Scale:
     resend_concurrency: int
     open_loop_seconds: float
     """Seconds counted at each offered rate of figure 6's open loop (after its warm-up)."""
+    pool_count: int
+    """Figure 7: JibriPools (each with a Deployment of ``pool_pods``)."""
+    pool_pods: int
+    pool_idle_seconds: float
+    pool_steady_seconds: float
+    pool_burst: int
+    """Recordings started across the pools at once."""
+    pool_settle_seconds: float
+    """Wait after every pool has written its status, before the steady window."""
 
     @classmethod
     def full(cls, *, recording_minutes: float) -> Scale:
@@ -145,6 +155,12 @@ class Scale:
             resend_seconds=15.0,
             resend_concurrency=32,
             open_loop_seconds=10.0,
+            pool_count=20,
+            pool_pods=250,
+            pool_idle_seconds=60.0,
+            pool_steady_seconds=180.0,
+            pool_burst=100,
+            pool_settle_seconds=11.0,
         )
 
     @classmethod
@@ -171,6 +187,12 @@ class Scale:
             resend_seconds=2.0,
             resend_concurrency=32,
             open_loop_seconds=1.0,
+            pool_count=2,
+            pool_pods=10,
+            pool_idle_seconds=3.0,
+            pool_steady_seconds=5.0,
+            pool_burst=4,
+            pool_settle_seconds=2.0,
         )
 
 
@@ -701,6 +723,19 @@ class Bench:
         await apply(self.admin, rbac_manifests(name))
         self._kubeconfigs[name] = controller_kubeconfig(self.plane, name)
         return name
+
+    def audit_reads(self, namespace: str) -> None:
+        """From now on, the controller identity of ``namespace`` has its reads audited too
+        (its certificate carries `READS_AUDITED_GROUP`, which grants nothing)."""
+        self._kubeconfigs[namespace] = self.plane.kubeconfig_for(
+            service_account_user(namespace),
+            [
+                "system:serviceaccounts",
+                f"system:serviceaccounts:{namespace}",
+                "system:authenticated",
+                READS_AUDITED_GROUP,
+            ],
+        )
 
     def jwt_env(self) -> dict[str, str]:
         return {

@@ -14,6 +14,7 @@ TITLES: dict[int, str] = {
     4: "API writes per recording",
     5: "Memory",
     6: "Resend throughput",
+    7: "JibriPool reconcile at scale",
 }
 
 

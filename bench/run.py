@@ -26,14 +26,14 @@ from typing import Any, TypeVar
 import psutil
 from kubernetes_asyncio import client as k8s
 
-from bench import burst, failover, memory, report, resend, sweep, writes
+from bench import burst, failover, memory, reconcile, report, resend, sweep, writes
 from bench.harness import Bench, Impl, Scale, parse_impls
 from bench.results import TITLES, FigureResult
 from testbed.cluster import REPO
 
 RESULTS = REPO / "bench" / "results"
 DOCS = REPO / "docs" / "performance.md"
-ALL = (1, 2, 3, 4, 5, 6)
+ALL = (1, 2, 3, 4, 5, 6, 7)
 
 T = TypeVar("T")
 
@@ -185,6 +185,14 @@ async def measure(
                     note(2, impl, FigureResult(2, impl.label, error=swept.error))
                 else:
                     note(2, impl, swept[impl.label])
+        if 7 in figures:
+            for impl in impls:
+                print(
+                    f"figure 7 [{impl.label}]: {scale.pool_count} JibriPools x "
+                    f"{scale.pool_pods} pods",
+                    flush=True,
+                )
+                note(7, impl, await guarded(7, impl.label, reconcile.run(bench, impl)))
         for impl in impls:
             if impl.label in background:
                 print(f"figure 4 [{impl.label}]: waiting for the recording to end", flush=True)

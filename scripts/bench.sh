@@ -3,7 +3,7 @@
 # results (JSON) and a plot to bench/results/, and after a complete full run rewrites the
 # generated part of docs/performance.md.
 #
-#   scripts/bench.sh                 # every figure, full size (about 11 minutes)
+#   scripts/bench.sh                 # every figure, full size (about 20 minutes)
 #   scripts/bench.sh --smoke         # a tiny version of every figure (about a minute)
 #   scripts/bench.sh --only 1,6      # some figures
 #   scripts/bench.sh --controller-command "/path/to/other-controller" --controller-label other

@@ -78,7 +78,11 @@ CONTROLLER_MANAGER_TIMEOUT_S = 60.0
 START_ATTEMPTS = 3
 STOP_GRACE_S = 10.0
 
-# Metadata (who, what, when, response code) of every write; nothing for reads.
+READS_AUDITED_GROUP = "jpc:reads-audited"
+"""A group with no rights of its own: a client identity that also carries it has its reads
+(get, list, watch) audited as well, so a benchmark can count every call of one controller."""
+
+# Metadata (who, what, when, response code) of every write; reads only for READS_AUDITED_GROUP.
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
@@ -87,6 +91,11 @@ AUDIT_POLICY = {
         {
             "level": "Metadata",
             "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+        },
+        {
+            "level": "Metadata",
+            "userGroups": [READS_AUDITED_GROUP],
+            "verbs": ["get", "list", "watch"],
         },
         {"level": "None"},
     ],

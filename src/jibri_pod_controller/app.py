@@ -157,6 +157,8 @@ class Controller:
                 busy_labels=settings.busy_labels,
                 period=settings.pool_period,
                 dry_run=settings.dry_run,
+                cache=self.cache,
+                jibri_selector=settings.jibri_selector,
             )
             if pools_api is not None
             else None

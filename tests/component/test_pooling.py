@@ -19,14 +19,18 @@ from jibri_pod_controller.adapters import kube
 from jibri_pod_controller.adapters.metrics import Metrics
 from jibri_pod_controller.core.decisions import Reported
 from jibri_pod_controller.core.jibri import BusyStatus
+from jibri_pod_controller.core.pods import PodFacts, parse_pod, parse_selector
 from jibri_pod_controller.loops.pooling import PoolReconciler
+from jibri_pod_controller.loops.watching import PodCache
 
 NS = "jitsi"
 NOW = datetime(2026, 6, 3, 12, 0, tzinfo=UTC)
 BUSY = {"app": "jibri", "state": "busy"}
 IDLE = {"app": "jibri", "state": "idle"}
 POOLS = f"/apis/jibri-pod-controller.io/v1alpha1/namespaces/{NS}/jibripools"
-DEPLOYMENT = f"/apis/apps/v1/namespaces/{NS}/deployments/jibri"
+DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
+DEPLOYMENT = f"{DEPLOYMENTS}/jibri"
+PODS = f"/api/v1/namespaces/{NS}/pods"
 
 
 def stamp(t: datetime) -> str:
@@ -84,6 +88,8 @@ class FakeApi:
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     hpa_targets: list[str] = field(default_factory=list)
     writes: list[tuple[str, str, Any]] = field(default_factory=list)
+    reads: list[tuple[str, str]] = field(default_factory=list)
+    """(path, labelSelector) of every GET."""
     conflict_next_scale: bool = False
 
     def add_pool(
@@ -111,17 +117,14 @@ class FakeApi:
         await asyncio.sleep(0)
         if method != "GET":
             self.writes.append((method, path, copy.deepcopy(body)))
+        else:
+            self.reads.append((path, (query or {}).get("labelSelector", "")))
         if method == "GET" and path == POOLS:
             return {"items": copy.deepcopy(list(self.pools.values()))}
         if method == "GET" and path == DEPLOYMENT:
-            return {
-                "metadata": {"name": "jibri", "uid": "d1", "resourceVersion": str(self.version)},
-                "spec": {
-                    "replicas": self.replicas,
-                    "selector": {"matchLabels": IDLE},
-                    "template": {"metadata": {"labels": IDLE}},
-                },
-            }
+            return self.deployment()
+        if method == "GET" and path == DEPLOYMENTS:
+            return {"items": [self.deployment()]}
         if method == "PUT" and path == DEPLOYMENT + "/scale":
             if self.conflict_next_scale or body["metadata"]["resourceVersion"] != str(self.version):
                 self.conflict_next_scale = False
@@ -175,6 +178,16 @@ class FakeApi:
         await asyncio.Event().wait()
         yield kube.WatchEvent(kind="BOOKMARK", raw={})  # pragma: no cover
 
+    def deployment(self) -> dict[str, Any]:
+        return {
+            "metadata": {"name": "jibri", "uid": "d1", "resourceVersion": str(self.version)},
+            "spec": {
+                "replicas": self.replicas,
+                "selector": {"matchLabels": IDLE},
+                "template": {"metadata": {"labels": IDLE}},
+            },
+        }
+
     def kinds(self) -> list[str]:
         """The writes, by what they wrote."""
         out = []
@@ -211,7 +224,14 @@ class Detaches:
 
 
 def reconciler(
-    api: FakeApi, *, now: datetime = NOW, dry_run: bool = False, probes: Probes | None = None
+    api: FakeApi,
+    *,
+    now: datetime = NOW,
+    dry_run: bool = False,
+    probes: Probes | None = None,
+    cache: PodCache | None = None,
+    jibri_selector: str = "app=jibri",
+    period: float = 5,
 ) -> PoolReconciler:
     return PoolReconciler(
         api=api,
@@ -220,8 +240,10 @@ def reconciler(
         actuator=Detaches(),  # type: ignore[arg-type]
         metrics=Metrics(),
         busy_labels=BUSY,
-        period=5,
+        period=period,
         dry_run=dry_run,
+        cache=cache,
+        jibri_selector=parse_selector(jibri_selector),
         wall_clock=lambda: now,
     )
 
@@ -393,3 +415,139 @@ async def test_an_older_role_without_pool_rights_is_said_once(
     said = [r for r in caplog.records if r.name == "jibri_pod_controller.pools"]
     assert [r.getMessage() for r in said] == ["pools not reconciled: forbidden"]
     assert all(method == "GET" for method, _, _ in api.writes)
+
+
+class CacheStream:
+    """The pod cache's `PodStream` over the fake API's pods: a list, then watch events pushed
+    by the test."""
+
+    def __init__(self, api: FakeApi) -> None:
+        self.api = api
+        self.events: asyncio.Queue[kube.WatchEvent] = asyncio.Queue()
+
+    async def list_pods_snapshot(
+        self, *, selector: str, page_size: int
+    ) -> tuple[list[PodFacts], str]:
+        return [parse_pod(copy.deepcopy(raw)) for raw in self.api.pods.values()], "1"
+
+    async def watch_pods_raw(
+        self, *, selector: str, resource_version: str, timeout_seconds: int
+    ) -> AsyncIterator[kube.WatchEvent]:
+        while True:
+            yield await self.events.get()
+
+
+@contextlib.asynccontextmanager
+async def synced_cache(api: FakeApi) -> AsyncIterator[tuple[PodCache, CacheStream]]:
+    stream = CacheStream(api)
+    cache = PodCache(stream=stream, selector="app=jibri", metrics=Metrics())
+    task = asyncio.create_task(cache.run())
+    await cache.synced.wait()
+    try:
+        yield cache, stream
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def pool_with_pods(api: FakeApi) -> None:
+    api.add_pool("jibri", {"deploymentName": "jibri", "minSpare": 2, "maxSpare": 5})
+    api.add_pod(pod("spare-1"))
+    api.add_pod(pod("spare-2"))
+    api.add_pod(pod("busy-1", busy=True))
+
+
+async def test_a_synced_cache_answers_every_pod_read_and_the_deployments_are_one_list() -> None:
+    fresh = FakeApi(replicas=2)
+    pool_with_pods(fresh)
+    [from_api] = await reconciler(fresh).reconcile_all()
+    assert [path for path, _ in fresh.reads].count(PODS) == 2  # the busy ones, the pool's
+
+    api = FakeApi(replicas=2)
+    pool_with_pods(api)
+    async with synced_cache(api) as (cache, _):
+        loop = reconciler(api, cache=cache)
+        [first] = await loop.reconcile_all()
+        [second] = await loop.reconcile_all()
+    reads = [path for path, _ in api.reads]
+    assert PODS not in reads
+    assert reads.count(DEPLOYMENTS) == 2  # one per round, never a GET per pool
+    assert DEPLOYMENT not in reads
+    assert first.decision == from_api.decision
+    assert api.pools["jibri"]["status"]["spare"] == 2
+    assert api.pools["jibri"]["status"]["busy"] == 1
+    assert second.written is None
+
+
+async def test_pods_the_cache_may_not_hold_are_read_from_the_api() -> None:
+    # JIBRI_SELECTOR excludes a label the Deployment's selector says nothing of: some of the
+    # pool's pods may be outside the cache, so they are listed.
+    api = FakeApi(replicas=2)
+    pool_with_pods(api)
+    async with synced_cache(api) as (cache, _):
+        await reconciler(api, cache=cache, jibri_selector="app=jibri,!canary").reconcile_all()
+    assert (PODS, "app=jibri,state=idle") in api.reads
+    assert (PODS, "app=jibri,state=busy") not in api.reads  # the busy pods are all held
+
+
+async def test_an_unsynced_cache_means_fresh_reads() -> None:
+    api = FakeApi(replicas=2)
+    pool_with_pods(api)
+    cache = PodCache(stream=CacheStream(api), selector="app=jibri", metrics=Metrics())
+    await reconciler(api, cache=cache).reconcile_all()
+    assert (PODS, "app=jibri,state=idle") in api.reads
+    assert (PODS, "app=jibri,state=busy") in api.reads
+
+
+async def test_a_role_that_cannot_list_deployments_reads_each_with_a_get() -> None:
+    class NoList(FakeApi):
+        async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+            if method == "GET" and path == DEPLOYMENTS:
+                self.reads.append((path, ""))
+                raise kube.Forbidden("deployments is forbidden")
+            return await super().request_json(method, path, **kwargs)
+
+    api = NoList(replicas=2)
+    pool_with_pods(api)
+    loop = reconciler(api)
+    await loop.reconcile_all()
+    await loop.reconcile_all()
+    reads = [path for path, _ in api.reads]
+    assert reads.count(DEPLOYMENTS) == 1  # refused once, not asked again
+    assert reads.count(DEPLOYMENT) == 2
+    assert api.pools["jibri"]["status"]["spare"] == 2
+
+
+async def test_a_change_to_a_busy_pod_in_the_cache_starts_a_round() -> None:
+    class Rounds(FakeApi):
+        started: asyncio.Queue[None]
+        patched: asyncio.Queue[None]
+
+        async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+            if method == "GET" and path == POOLS:
+                self.started.put_nowait(None)
+            answer = await super().request_json(method, path, **kwargs)
+            if method == "PATCH" and path.endswith("/status"):
+                self.patched.put_nowait(None)
+            return answer
+
+    api = Rounds(replicas=2)
+    api.started, api.patched = asyncio.Queue(), asyncio.Queue()
+    pool_with_pods(api)
+    async with synced_cache(api) as (cache, stream):
+        loop = reconciler(api, cache=cache, period=3600)
+        task = asyncio.create_task(loop.run())
+        await api.started.get()  # the first round
+        await api.patched.get()
+        # Another replica detached spare-2: the cache sees it busy-labelled.
+        detached = pod("spare-2", busy=True)
+        api.pods["spare-2"] = detached
+        await stream.events.put(kube.WatchEvent(kind="MODIFIED", raw=detached))
+        await api.started.get()  # a round at once, not an hour later
+        await api.patched.get()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert PODS not in [path for path, _ in api.reads]
+    assert api.pools["jibri"]["status"]["busy"] == 2

@@ -10,12 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jibri_pod_controller.core.pods import Phase, PodFacts
+from jibri_pod_controller.core.pods import Phase, PodFacts, parse_selector
 from jibri_pod_controller.core.pools import (
     ANNOTATION_DETACHED_FROM,
     Blocked,
     Bound,
     DemandSpec,
+    PodIndex,
     PoolDecision,
     PoolMemory,
     PoolObservation,
@@ -29,6 +30,7 @@ from jibri_pod_controller.core.pools import (
     measured_lead_time,
     parse_pool_spec,
     pool_conditions,
+    selector_implies,
     selector_matches,
     selector_query,
     sort_pool_pods,
@@ -552,6 +554,52 @@ def test_an_empty_or_unknown_selector_is_refused() -> None:
         selector_query({})
     with pytest.raises(SelectorError, match="operator"):
         selector_matches({"matchExpressions": [{"key": "a", "operator": "Near"}]}, {})
+
+
+@pytest.mark.parametrize(
+    ("match_labels", "jibri", "implied"),
+    [
+        ({"app": "jibri", "state": "idle"}, "app=jibri", True),
+        ({"app": "jibri", "state": "idle"}, "app=jibri,state", True),
+        ({"state": "idle"}, "app=jibri", False),  # a pod without app=jibri would be selected
+        ({"app": "other", "state": "idle"}, "app=jibri", False),
+        ({"app": "jibri"}, "app=jibri,!canary", False),  # negations are never implied
+        ({"app": "jibri", "tier": "a"}, "app=jibri,tier!=b", False),
+    ],
+)
+def test_selector_implies_jibri_selector(
+    match_labels: dict[str, str], jibri: str, implied: bool
+) -> None:
+    selector = {
+        "matchLabels": match_labels,
+        "matchExpressions": [{"key": "x", "operator": "Exists"}],
+    }
+    assert selector_implies(selector, parse_selector(jibri)) is implied
+
+
+def test_pod_index_matches_as_the_selector_does() -> None:
+    pods = [
+        facts("a", labels={"app": "jibri", "state": "idle", "pool": "1"}),
+        facts("b", labels={"app": "jibri", "state": "idle", "pool": "2"}),
+        facts("c", labels={"app": "jibri", "state": "busy", "pool": "1"}),
+        facts("d", labels={"app": "jibri", "state": "idle"}),
+        facts("e", labels={"app": "jibri", "state": "idle", "pool": "1", "canary": "y"}),
+    ]
+    index = PodIndex(pods)
+    selectors: list[dict[str, object]] = [
+        {"matchLabels": {"app": "jibri", "state": "idle", "pool": "1"}},
+        {"matchLabels": {"state": "idle"}},
+        {
+            "matchLabels": {"pool": "1"},
+            "matchExpressions": [{"key": "canary", "operator": "DoesNotExist"}],
+        },
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["2"]}]},
+    ]
+    for selector in selectors:
+        expected = [p.name for p in pods if selector_matches(selector, p.labels)]
+        assert [p.name for p in index.matching(selector)] == expected, selector
+    assert [p.name for p in index.with_labels({"state": "busy"})] == ["c"]
+    assert index.with_labels({"state": "gone"}) == []
 
 
 def test_sort_pool_pods_and_lead_time() -> None:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from jibri_pod_controller.adapters.kube import MERGE_PATCH, NotFound, WatchEvent, event_body
 from jibri_pod_controller.adapters.metrics import PREFIX, Metrics
@@ -129,6 +129,15 @@ class PoolApi:
         except NotFound:
             return None
         return _deployment(answer)
+
+    async def list_deployments(self) -> dict[str, DeploymentFacts]:
+        """Every Deployment in the namespace, by name, in one request (a few small objects;
+        one LIST a round instead of a GET per pool)."""
+        answer = await self._api.request_json(
+            "GET", f"/apis/apps/v1/namespaces/{self._ns}/deployments"
+        )
+        found = [_deployment(item) for item in (answer or {}).get("items") or ()]
+        return {d.name: d for d in found}
 
     async def scale(self, *, name: str, replicas: int, resource_version: str) -> str:
         """Write the Deployment's replicas through its scale subresource; the new
@@ -278,6 +287,12 @@ class PoolMetrics:
             PREFIX + "pool_reconciles_total",
             "Pool reconciliations, by result (ok, problem, error).",
             ["result"],
+            registry=r,
+        )
+        self.round_seconds = Histogram(
+            PREFIX + "pool_round_seconds",
+            "Duration of one reconcile round over every JibriPool (reads, decisions, writes).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,
         )
         self.exhausted = Gauge(

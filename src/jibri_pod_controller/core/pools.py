@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from jibri_pod_controller.core.demand import lead_time, spares_for_demand
-from jibri_pod_controller.core.pods import PodFacts
+from jibri_pod_controller.core.pods import Op, PodFacts, Selector
 
 ANNOTATION_DETACHED_FROM = "jibri-pod-controller/detached-from"
 """The Deployment a pod was detached from, recorded with the detach, so a busy pod is still
@@ -391,6 +391,45 @@ def selector_query(selector: Mapping[str, Any]) -> str:
     return ",".join(parts)
 
 
+def selector_implies(selector: Mapping[str, Any], jibri: Selector) -> bool:
+    """Whether every pod a Deployment's ``selector`` matches also matches ``jibri`` (so the
+    pod cache, which holds the pods ``jibri`` matches, holds all of them). Judged from the
+    selector's matchLabels alone, and only for a ``jibri`` of equalities and existences: any
+    other case answers False (read the pods from the API instead)."""
+    labels = {str(k): str(v) for k, v in (selector.get("matchLabels") or {}).items()}
+    return all(r.op in (Op.EQUALS, Op.EXISTS) and r.matches(labels) for r in jibri.requirements)
+
+
+class PodIndex:
+    """The pods of one snapshot, looked up by a Deployment's selector without walking them
+    all for every pool: grouped once by the values of the selector's matchLabels keys."""
+
+    def __init__(self, pods: list[PodFacts]) -> None:
+        self.pods = pods
+        self._groups: dict[tuple[str, ...], dict[tuple[str | None, ...], list[PodFacts]]] = {}
+
+    def with_labels(self, wanted: Mapping[str, str]) -> list[PodFacts]:
+        keys = tuple(sorted(wanted))
+        return self._group(keys).get(tuple(wanted[k] for k in keys), [])
+
+    def matching(self, selector: Mapping[str, Any]) -> list[PodFacts]:
+        """The pods ``selector`` matches (raises `SelectorError` as `selector_matches`)."""
+        wanted = {str(k): str(v) for k, v in (selector.get("matchLabels") or {}).items()}
+        candidates = self.with_labels(wanted) if wanted else self.pods
+        if not selector.get("matchExpressions"):
+            return list(candidates)
+        return [p for p in candidates if selector_matches(selector, p.labels)]
+
+    def _group(self, keys: tuple[str, ...]) -> dict[tuple[str | None, ...], list[PodFacts]]:
+        group = self._groups.get(keys)
+        if group is None:
+            group = {}
+            for pod in self.pods:
+                group.setdefault(tuple(map(pod.labels.get, keys)), []).append(pod)
+            self._groups[keys] = group
+        return group
+
+
 @dataclass(frozen=True)
 class PoolPods:
     """A pool's pods, sorted by role."""
@@ -427,7 +466,7 @@ def sort_pool_pods(
 
 
 def _has(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in wanted.items())
+    return wanted.items() <= labels.items()  # a set comparison: no Python loop per pod
 
 
 def measured_lead_time(pods: PoolPods, *, quantile: float = 0.9) -> float | None:

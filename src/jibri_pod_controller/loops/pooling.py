@@ -1,9 +1,19 @@
 """The pool loop: size each JibriPool's Deployment, on the elected replica only.
 
-Every ``period`` seconds, and at once whenever a pod is detached or deleted (this replica's
-own detaches, and a watch on busy-labelled pods for everyone else's), each pool is read,
-counted and decided (`decide_pool`); the Deployment's scale is written only when the value
-changes, and the pool's status only when it changes. Nothing here is remembered that a restart
+Every ``period`` seconds, and soon after a pod is detached or deleted (this replica's own
+detaches, and changes to busy-labelled pods for everyone else's), each pool is read, counted
+and decided (`decide_pool`); the Deployment's scale is written only when the value changes,
+and the pool's status only when it changes. Triggers that arrive within ``BATCH_SECONDS`` of
+one another share one round: a burst of recordings is one or a few rounds, not one per detach.
+
+A round reads its pods from the pod cache (loops/watching.py) when it is synced and holds every
+pod of the pool (the Deployment's selector implies JIBRI_SELECTOR), and is then told of changes
+to busy-labelled pods by the cache itself; otherwise (no ``watch pods`` right, the cache not
+synced) it lists the pods from the API, and watches the busy-labelled ones. The Deployments are
+one LIST a round (a GET each if that is refused). A stale cache is safe here: a pod the cache
+still shows in its ReplicaSet holds the scale-down back, a spare it shows that was detached
+meanwhile answers BUSY to the probe before any lowering, and the scale write carries the
+Deployment's resourceVersion. Nothing here is remembered that a restart
 would lose for long: the hysteresis clock and the demand policy's recent starts live in the
 pool's status, the lead time is measured from the pods themselves.
 
@@ -39,11 +49,12 @@ from jibri_pod_controller.adapters.probing import Prober
 from jibri_pod_controller.core.decisions import Detach, Reason, Reported
 from jibri_pod_controller.core.demand import estimate_start_rate
 from jibri_pod_controller.core.jibri import BusyStatus
-from jibri_pod_controller.core.pods import ANNOTATION_BUSY_SINCE, Phase, PodFacts
+from jibri_pod_controller.core.pods import ANNOTATION_BUSY_SINCE, Phase, PodFacts, Selector
 from jibri_pod_controller.core.pools import (
     ANNOTATION_DELETION_COST,
     Bound,
     Condition,
+    PodIndex,
     PoolDecision,
     PoolMemory,
     PoolObservation,
@@ -56,11 +67,13 @@ from jibri_pod_controller.core.pools import (
     measured_lead_time,
     parse_pool_spec,
     pool_conditions,
+    selector_implies,
     selector_matches,
     selector_query,
     sort_pool_pods,
 )
 from jibri_pod_controller.loops.acting import Actuator, Source
+from jibri_pod_controller.loops.watching import PodCache
 
 log = logging.getLogger("jibri_pod_controller.pools")
 
@@ -71,6 +84,13 @@ MAX_RECENT_STARTS = 2000
 
 RETRY_SOON = 0.05
 """Seconds before deciding again when a write had to wait (a release, a detach, a conflict)."""
+
+BATCH_SECONDS = 0.1
+"""How long a triggered round waits for more triggers to join it (a burst of detaches)."""
+
+
+def _has(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    return wanted.items() <= labels.items()
 
 
 def _running(pod: PodFacts) -> bool:
@@ -126,6 +146,8 @@ class PoolReconciler:
         busy_labels: Mapping[str, str],
         period: float,
         dry_run: bool = False,
+        cache: PodCache | None = None,
+        jibri_selector: Selector | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -147,6 +169,32 @@ class PoolReconciler:
         self._crd_missing_logged = False
         self._forbidden_logged = False
         self._targets: tuple[float, set[str]] | None = None
+        self._list_deployments = True
+        # The cache holds the pods JIBRI_SELECTOR matches; without a selector, trust it for none.
+        self._cache = cache if jibri_selector is not None else None
+        self._jibri_selector = jibri_selector
+        if self._cache is not None:
+            self._cache.listeners.append(self._pod_changed)
+
+    def _pod_changed(self, before: PodFacts | None, after: PodFacts | None) -> None:
+        """A pod cache change: reconcile when a live busy-labelled pod appeared or went (a
+        detach, an expiry, by any replica), or after a new list.
+
+        Other changes to a busy pod wake nobody: the ReplicaSet's release of a detached pod
+        (its API writes are rate-limited, so after a burst they trickle in for seconds) changes
+        no count, and a scale-down that waits for it already decides again every
+        ``RETRY_SOON`` seconds; the period catches the rest.
+        """
+        if (before is None and after is None) or self._counted(before) != self._counted(after):
+            self.trigger()
+
+    def _counted(self, pod: PodFacts | None) -> bool:
+        return (
+            pod is not None
+            and not pod.deleting
+            and not pod.finished
+            and _has(pod.labels, self._busy_labels)
+        )
 
     async def _watch_busy(self) -> None:
         """Wake the loop on every change to a busy-labelled pod: a detach by any replica (the
@@ -169,10 +217,12 @@ class PoolReconciler:
 
     async def run(self) -> None:
         """Reconcile now, then every period or on `trigger`, until cancelled."""
-        watcher = asyncio.create_task(self._watch_busy())
+        # With a pod cache its own watch tells of busy-labelled pods; a second one is waste.
+        watcher = asyncio.create_task(self._watch_busy()) if self._cache is None else None
         try:
             while True:
                 self._wake.clear()
+                started = self._monotonic()
                 try:
                     await self.reconcile_all()
                     self._forbidden_logged = False
@@ -185,12 +235,15 @@ class PoolReconciler:
                         # An older Role without the (optional) pool rights: say so once.
                         log.warning("pools not reconciled: forbidden", extra={"error": str(exc)})
                         self._forbidden_logged = True
+                self.pool_metrics.round_seconds.observe(self._monotonic() - started)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._period)
+                    await asyncio.sleep(BATCH_SECONDS)  # let a burst's other triggers join
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             self.pool_metrics.forget()
 
     async def reconcile_all(self) -> list[RoundResult]:
@@ -213,16 +266,40 @@ class PoolReconciler:
         if self._targets is None or tick - self._targets[0] >= self._period:
             self._targets = (tick, await self._hpa_targets())
         targets = self._targets[1]
-        busy_labelled = await self._pools.list_pods(self._busy_selector)
+        snapshot = self._cache.snapshot() if self._cache is not None else None
+        index = PodIndex(snapshot) if snapshot is not None else None
+        if index is not None:
+            busy_labelled = index.with_labels(self._busy_labels)
+        else:
+            busy_labelled = await self._pools.list_pods(self._busy_selector)
+        deployments = await self._deployments()
         results = []
         for pool in pools:
             try:
-                results.append(await self.reconcile(pool, targets, busy_labelled))
+                results.append(
+                    await self.reconcile(
+                        pool, targets, busy_labelled, index=index, deployments=deployments
+                    )
+                )
             except KubeError as exc:
                 self._metrics.api_errors.labels(operation="pool", kind=exc.kind).inc()
                 self.pool_metrics.reconciles.labels(result="error").inc()
                 log.error("pool not reconciled", extra={"pool": pool.name, "error": str(exc)})
         return results
+
+    async def _deployments(self) -> dict[str, DeploymentFacts] | None:
+        """Every Deployment, in one request; None when listing is refused (GET each then)."""
+        if not self._list_deployments:
+            return None
+        try:
+            return await self._pools.list_deployments()
+        except (Forbidden, NotFound) as exc:
+            log.info(
+                "cannot list Deployments: reading each pool's with a GET",
+                extra={"error": str(exc)},
+            )
+            self._list_deployments = False
+            return None
 
     async def _hpa_targets(self) -> set[str]:
         try:
@@ -238,7 +315,13 @@ class PoolReconciler:
 
     # -- one pool -------------------------------------------------------------------------
     async def reconcile(
-        self, pool: StoredPool, hpa_targets: set[str], busy_labelled: list[PodFacts]
+        self,
+        pool: StoredPool,
+        hpa_targets: set[str],
+        busy_labelled: list[PodFacts],
+        *,
+        index: PodIndex | None = None,
+        deployments: Mapping[str, DeploymentFacts] | None = None,
     ) -> RoundResult:
         now = self._wall_clock()
         state = self._state.get(pool.name)
@@ -248,7 +331,10 @@ class PoolReconciler:
             spec = parse_pool_spec(pool.spec)
         except PoolSpecError as exc:
             return await self._blocked(pool, Problem.INVALID_SPEC, str(exc))
-        deployment = await self._pools.get_deployment(spec.deployment_name)
+        if deployments is not None:
+            deployment = deployments.get(spec.deployment_name)
+        else:
+            deployment = await self._pools.get_deployment(spec.deployment_name)
         if deployment is None:
             return await self._blocked(
                 pool,
@@ -260,7 +346,11 @@ class PoolReconciler:
         if problem is not None:
             return await self._blocked(pool, problem, detail, spec=spec)
 
-        selected = await self._pools.list_pods(selector_query(deployment.selector))
+        jibri = self._jibri_selector
+        if index is not None and jibri is not None and selector_implies(deployment.selector, jibri):
+            selected = index.matching(deployment.selector)
+        else:
+            selected = await self._pools.list_pods(selector_query(deployment.selector))
         pods = sort_pool_pods(
             selected=selected,
             busy_labelled=busy_labelled,

@@ -12,6 +12,9 @@ resourceVersion with bookmarks; on 410 Gone or any error, list again after a sho
 list again every ``resync_period`` anyway. The sweeper walks this cache instead of listing
 every Jibri pod on every sweep (it lists when the cache is not synced).
 
+The pool loop is told of each change it applies (`listeners`), so it reconciles from the same
+view it is woken by, with no watch of its own.
+
 The cache never pretends. It is *synced* only between a successful list and the next failure
 of the watch (or of a relist): the moment the watch breaks it goes unsynced, so webhooks read
 their pod with a GET and the sweeper lists, until a new list succeeds. And a pod read by a GET
@@ -82,6 +85,9 @@ class PodCache:
         """Name -> sequence number of the last change (store or delete) to that name."""
         self._listed_sequence = 0
         self.synced = asyncio.Event()
+        self.listeners: list[Callable[[PodFacts | None, PodFacts | None], None]] = []
+        """Called on the loop with (before, after) for each pod the list or the watch changed;
+        (None, None) after a new list, when anything may have changed."""
 
     def _unsynced(self) -> None:
         self.synced.clear()
@@ -127,7 +133,12 @@ class PodCache:
         current = self._pods.get(name)
         if current is not None and current.uid == uid:
             del self._pods[name]
+            self._changed_pod(current, None)
         self._touch(name)
+
+    def _changed_pod(self, before: PodFacts | None, after: PodFacts | None) -> None:
+        for listener in self.listeners:
+            listener(before, after)
 
     def _store(self, raw: Mapping[str, Any]) -> None:
         try:
@@ -135,8 +146,10 @@ class PodCache:
         except PodParseError as exc:
             log.warning("ignoring a pod the cache cannot read", extra={"error": str(exc)})
             return
+        before = self._pods.get(pod.name)
         self._pods[pod.name] = pod
         self._touch(pod.name)
+        self._changed_pod(before, pod)
 
     def _delete(self, raw: Mapping[str, Any]) -> None:
         meta = raw.get("metadata")
@@ -154,6 +167,7 @@ class PodCache:
         self._listed_at = self._monotonic()
         self.synced.set()
         self._metrics.pod_cache_synced.set(1)
+        self._changed_pod(None, None)
         return version
 
     async def run(self) -> None:
