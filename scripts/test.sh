@@ -3,6 +3,7 @@
 # static checks of the deployment files, and end-to-end tests on a real local control plane).
 #   scripts/test.sh                 # everything
 #   scripts/test.sh tests/unit      # extra arguments go to pytest
+#   scripts/test.sh -n 0            # in one process
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
@@ -16,5 +17,5 @@ scripts/build-control-plane.sh >/dev/null
 scripts/build-kubectl.sh >/dev/null
 scripts/build-tools.sh >/dev/null
 scripts/build-image.sh >/dev/null
-echo "== tests"
-exec .venv/bin/python -m pytest "$@"
+echo "== tests (two workers, each taking whole files, the longest first: tests/conftest.py)"
+exec .venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder "$@"

@@ -9,7 +9,7 @@ spares (the pool's status), the Deployment's replicas, Ready spares, busy pods a
 line. It exits non-zero if a recording pod vanished while recording or busy + replicas ever
 exceeded maxTotal by more than one.
 
-    python -m testbed.pool_demo                      # about 2 to 3 minutes, out/pool-timeline.png
+    python -m testbed.pool_demo                      # about 2 minutes, out/pool-timeline.png
     python -m testbed.pool_demo --out /tmp/pool.png
 """
 
@@ -57,6 +57,10 @@ MIN_SPARE, WINDOW_MIN_SPARE = 2, 4
 BURST = 9
 """Recordings in the burst: more than maxTotal, so the budget binds and some are turned away."""
 DEFAULT_OUT = REPO / "out" / "pool-timeline.png"
+LEAD_SECONDS = 10
+"""The least time from the pool's creation to the window: enough to settle at minSpare (one
+reconcile a second, a spare Ready within a second or two). The window starts on a whole minute,
+so the demo waits this long plus up to a minute more."""
 
 
 @dataclass
@@ -220,7 +224,7 @@ async def main_async(out: Path, seed: int, workdir: Path, plane: ControlPlane) -
     stop = asyncio.Event()
     try:
         controller = await set_up(api, plane, workdir, namespace=NAMESPACE, replicas=1)
-        window = next_window(datetime.now(UTC), lead=25)
+        window = next_window(datetime.now(UTC), lead=LEAD_SECONDS)
         spec = {
             "deploymentName": "jibri",
             "minSpare": MIN_SPARE,

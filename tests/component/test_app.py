@@ -283,10 +283,10 @@ async def test_the_key_swap_happens_on_the_event_loop(tmp_path: Path) -> None:
 async def test_a_sweeper_that_keeps_failing_gives_the_lease_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from testbed.cluster import free_port, wait_until
+    from testbed.cluster import listen_port, wait_until
 
     settings = make_settings(
-        PORT=str(free_port()),
+        PORT=str(listen_port()),  # the app binds every address: not an ephemeral port
         LEASE_DURATION="3",
         LEASE_RENEW_DEADLINE="2",
         LEASE_RETRY_PERIOD="0.5",

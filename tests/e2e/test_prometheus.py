@@ -50,6 +50,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 DASHBOARD = REPO / "dashboards" / "jibri-pod-controller.json"
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yaml"
 RATE_INTERVAL = "10s"  # Grafana's $__rate_interval for a 1 s scrape interval, with margin
+LEADER_COUNTERS = (
+    "jibri_pod_controller_pool_scale_writes_total",
+    "jibri_pod_controller_probe_failures_total",
+    "jibri_pod_controller_api_errors_total",
+)
+"""Counters that the scenario makes the leader create (a series appears at its first count)."""
 
 
 def dashboard_queries(namespace: str) -> dict[str, str]:
@@ -207,6 +213,16 @@ async def scenario(
     )
     await apply(e2e.admin, [binding])
 
+    # The counters above came into being on the leader during the scenario, and their series end
+    # with it: wait until Prometheus has two samples of each within the rate interval (what
+    # rate() needs), so that a loaded machine's late scrapes cannot leave their panels empty.
+    for metric in LEADER_COUNTERS:
+        await wait_until(
+            lambda metric=metric: _scraped_twice(prometheus, metric, e2e.namespace),
+            timeout=20,
+            what=f"two scrapes of {metric}",
+        )
+
     # Failover: the leader stops (SIGTERM releases the Lease) and the other replica leads.
     standby = b if leader is a else a
     leader.signal(signal.SIGTERM)
@@ -259,3 +275,10 @@ async def scenario(
 
 async def _counted(controller: ControllerProcess, name: str) -> bool:
     return controller.metric(name) > 0
+
+
+async def _scraped_twice(prometheus: PrometheusServer, metric: str, namespace: str) -> bool:
+    counts = prometheus.query(
+        f'count_over_time({metric}{{namespace="{namespace}"}}[{RATE_INTERVAL}])'
+    )
+    return any(float(series["value"][1]) >= 2 for series in counts)
