@@ -19,8 +19,9 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import sys
+
+from testbed.ports import listen_port
 
 CONTRACT = (
     "PORT",
@@ -35,13 +36,6 @@ PASSED_THROUGH = ("KUBECONFIG", "HOME", "PATH")
 SERVED = re.compile(rb"^(GET / |POST /webhook/[^/ ]+/v1/(session/)?status )HTTP/1\.[01]$")
 MAX_HEAD = 64 * 1024
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-
-
-def _private_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -94,7 +88,7 @@ async def _forward(
 async def _main() -> int:
     env = os.environ
     port = int(env.get("PORT") or "8080")
-    upstream = _private_port()
+    upstream = listen_port()  # the child listens on every address: not an ephemeral port
     child_env = {k: env[k] for k in (*CONTRACT, *PASSED_THROUGH) if k in env}
     child_env.update({"PORT": str(upstream), "WEBHOOK_AUTH": "none", "LOG_FORMAT": "text"})
     child = await asyncio.create_subprocess_exec(

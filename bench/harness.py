@@ -19,7 +19,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -51,6 +50,7 @@ from testbed.cluster import (
 )
 from testbed.controlplane import READS_AUDITED_GROUP, ControlPlane
 from testbed.kube import new_api_client
+from testbed.ports import listen_port
 
 ISSUER = "jibri-bench"
 AUDIENCE = "jibri-pod-controller"
@@ -198,36 +198,6 @@ class Scale:
 
 # ---------------------------------------------------------------------------------------------
 # Processes seen from outside
-
-
-def _ephemeral_ports() -> range:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return range(int(low), int(high) + 1)
-    except (OSError, ValueError):
-        return range(32768, 61000)
-
-
-def listen_port() -> int:
-    """A port a controller can listen on, on every address, for the rest of the run.
-
-    Not from the ephemeral range: the bench's many short-lived client connections (each from
-    its pod's 127.x.y.z address) hold such ports on other loopback addresses, in TIME_WAIT for
-    a minute, and a server binding 0.0.0.0 collides with them.
-    """
-    ephemeral = _ephemeral_ports()
-    for _ in range(200):
-        port = secrets.choice(range(20000, 32000))
-        if port in ephemeral:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port between 20000 and 32000")
 
 
 @dataclass(frozen=True)

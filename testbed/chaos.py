@@ -86,7 +86,6 @@ from testbed.cluster import (
     controller_kubeconfig,
     create_namespace,
     jibri_deployment,
-    listen_port,
     make_webhook_keys,
     rbac_manifests,
     service_account_user,
@@ -95,6 +94,7 @@ from testbed.controlplane import ControlPlane
 from testbed.faultproxy import Fault, FaultKind, FaultProxy, proxied_kubeconfig
 from testbed.kube import new_api_client
 from testbed.kubelet import FakeKubelet, allocate_ip
+from testbed.ports import listen_port
 from testbed.simjibri import BusyStatus, HealthMode, JwtSigning, SimJibri, build_token
 
 __all__ = ["SIZES", "Size", "main", "run"]

@@ -11,10 +11,8 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +30,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from testbed.controlplane import ControlPlane
+from testbed.ports import listen_port
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -42,44 +41,6 @@ IDLE_LABELS = {"app": "jibri", "state": "idle"}
 BUSY_LABELS = {"app": "jibri", "state": "busy"}
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _ephemeral_ports() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
-
-
-def listen_port() -> int:
-    """A free port for a server listening on all addresses, outside the ephemeral range.
-
-    `free_port` hands out a port of the ephemeral range that is free on 127.0.0.1 only. Any
-    outgoing connection may take such a port meanwhile, and simulated Jibris bind webhook
-    clients to ephemeral ports of their own loopback addresses, which also block a bind to
-    0.0.0.0; with many Jibris about (a benchmark next door), that happens often. Ports below
-    the range are only ever handed out on request.
-    """
-    low, high = _ephemeral_ports()
-    candidates = [p for p in range(10000, 65536) if not low <= p <= high]
-    rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.choice(candidates)
-        with socket.socket() as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-        return port
-    return free_port()
 
 
 async def wait_until(

@@ -57,7 +57,6 @@ from testbed.cluster import (
     create_namespace,
     jibri_call,
     jibri_deployment,
-    listen_port,
     load_manifests,
     make_webhook_keys,
     rbac_manifests,
@@ -69,6 +68,7 @@ from testbed.cluster import (
 from testbed.controlplane import ControlPlane
 from testbed.kube import new_api_client
 from testbed.kubelet import run_in_thread
+from testbed.ports import listen_port
 
 __all__ = ["main"]
 

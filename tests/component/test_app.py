@@ -283,7 +283,8 @@ async def test_the_key_swap_happens_on_the_event_loop(tmp_path: Path) -> None:
 async def test_a_sweeper_that_keeps_failing_gives_the_lease_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from testbed.cluster import listen_port, wait_until
+    from testbed.cluster import wait_until
+    from testbed.ports import listen_port
 
     settings = make_settings(
         PORT=str(listen_port()),  # the app binds every address: not an ephemeral port

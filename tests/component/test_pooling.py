@@ -37,6 +37,15 @@ def stamp(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_IPS: dict[str, str] = {}
+
+
+def _ip_of(name: str) -> str:
+    """One address per pod name, never shared (str hashes vary per process, and collided)."""
+    count = len(_IPS)
+    return _IPS.setdefault(name, f"10.{count // 65536 % 256}.{count // 256 % 256}.{count % 256}")
+
+
 def pod(
     name: str,
     *,
@@ -66,7 +75,7 @@ def pod(
         },
         "status": {
             "phase": "Running",
-            "podIP": f"10.0.0.{abs(hash(name)) % 250}",
+            "podIP": _ip_of(name),
             "conditions": [
                 {
                     "type": "Ready",

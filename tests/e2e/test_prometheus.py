@@ -28,12 +28,12 @@ from testbed.cluster import (
     ControllerProcess,
     apply,
     jibri_pod,
-    listen_port,
     rbac_manifests,
     start_recording,
     stop_recording,
     wait_until,
 )
+from testbed.ports import listen_port
 from testbed.prometheus import PrometheusServer, promtool, shortened_rules
 from tests.e2e.conftest import E2E
 from tests.e2e.helpers import (
