@@ -49,7 +49,13 @@ from jibri_pod_controller.adapters.probing import Prober
 from jibri_pod_controller.core.decisions import Detach, Reason, Reported
 from jibri_pod_controller.core.demand import estimate_start_rate
 from jibri_pod_controller.core.jibri import BusyStatus
-from jibri_pod_controller.core.pods import ANNOTATION_BUSY_SINCE, Phase, PodFacts, Selector
+from jibri_pod_controller.core.pods import (
+    ANNOTATION_BUSY_SINCE,
+    Phase,
+    PodFacts,
+    Selector,
+    has_labels,
+)
 from jibri_pod_controller.core.pools import (
     ANNOTATION_DELETION_COST,
     Bound,
@@ -87,10 +93,6 @@ RETRY_SOON = 0.05
 
 BATCH_SECONDS = 0.1
 """How long a triggered round waits for more triggers to join it (a burst of detaches)."""
-
-
-def _has(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
-    return wanted.items() <= labels.items()
 
 
 def _running(pod: PodFacts) -> bool:
@@ -193,7 +195,7 @@ class PoolReconciler:
             pod is not None
             and not pod.deleting
             and not pod.finished
-            and _has(pod.labels, self._busy_labels)
+            and has_labels(pod.labels, self._busy_labels)
         )
 
     async def _watch_busy(self) -> None:
