@@ -19,7 +19,13 @@ from jibri_pod_controller.core.pods import PodFacts, parse_pod
 from jibri_pod_controller.loops.acting import Actuator
 from jibri_pod_controller.loops.serving import Health, WebhookHandler, build_app
 from jibri_pod_controller.loops.watching import PodCache
-from tests.component.fakes import BUSY_LABELS, FakeCluster, make_settings, pod_json
+from tests.component.fakes import (
+    BUSY_LABELS,
+    IDLE_LABELS,
+    FakeCluster,
+    make_settings,
+    pod_json,
+)
 
 
 def raw(name: str, rv: str, *, uid: str = "", state: str = "idle") -> dict[str, Any]:
@@ -33,7 +39,7 @@ class FakeStream:
 
     def __init__(self) -> None:
         self.lists: deque[tuple[list[dict[str, Any]], str]] = deque()
-        self.watches: deque[list[WatchEvent] | BaseException] = deque()
+        self.watches: deque[list[WatchEvent] | asyncio.Queue[WatchEvent] | BaseException] = deque()
         self.asked: list[tuple[str, str]] = []
         self.idle = asyncio.Event()
 
@@ -54,6 +60,10 @@ class FakeStream:
         script = self.watches.popleft()
         if isinstance(script, BaseException):
             raise script
+        if isinstance(script, asyncio.Queue):
+            self.idle.set()
+            while True:  # a live watch: events as the test puts them
+                yield await script.get()
         for event in script:
             yield event
 
@@ -299,3 +309,167 @@ async def test_a_garbled_watch_stream_relists_instead_of_failing(stream: FakeStr
     assert cache.get("b") is not None
     assert not task.done()  # still running
     task.cancel()
+
+
+async def test_next_change_wakes_on_a_change_to_that_pod_only(stream: FakeStream) -> None:
+    cache = cache_for(stream)
+    live: asyncio.Queue[WatchEvent] = asyncio.Queue()
+    stream.lists.append(([raw("a", "5"), raw("b", "6")], "10"))
+    stream.watches.append(live)
+    task = await run_until_idle(cache, stream)
+    waiting = asyncio.create_task(cache.next_change("a", within=5))
+    await asyncio.sleep(0)
+    await live.put(WatchEvent("MODIFIED", raw("b", "11")))  # another pod: still waiting
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await live.put(WatchEvent("MODIFIED", raw("a", "12")))
+    assert await asyncio.wait_for(waiting, 1) is True
+    pod = cache.get("a")
+    assert pod is not None
+    assert pod.resource_version == "12"
+    assert cache._waiters == {}
+    task.cancel()
+
+
+async def test_next_change_times_out_and_leaves_nothing_behind(stream: FakeStream) -> None:
+    cache = cache_for(stream)
+    stream.lists.append(([raw("a", "5")], "10"))
+    task = await run_until_idle(cache, stream)
+    assert await cache.next_change("a", within=0.05) is False
+    assert cache._waiters == {}
+    task.cancel()
+
+
+async def test_next_change_does_not_wait_on_an_unsynced_cache(stream: FakeStream) -> None:
+    cache = cache_for(stream)
+    assert await asyncio.wait_for(cache.next_change("a", within=10), 0.5) is False
+
+
+async def test_a_broken_watch_wakes_whoever_waits(stream: FakeStream) -> None:
+    cache = PodCache(stream=stream, selector="app=jibri", metrics=Metrics(), jitter=lambda: 0.0)
+    live: asyncio.Queue[WatchEvent] = asyncio.Queue()
+    stream.lists.append(([raw("a", "5")], "10"))
+    stream.watches.append(live)
+    task = await run_until_idle(cache, stream)
+    waiting = asyncio.create_task(cache.next_change("a", within=5))
+    await asyncio.sleep(0)
+    task.cancel()  # the watch stops: the cache is unsynced and the waiter must ask the server
+    assert await asyncio.wait_for(waiting, 1) is True
+    assert cache.get("a") is None
+
+
+async def test_a_webhook_before_the_pods_address_waits_for_the_watch_not_a_get() -> None:
+    cluster = FakeCluster()
+    cluster.add_pod("jibri-0", uid="uid-jibri-0", ips=[], labels=IDLE_LABELS)
+    settings = make_settings()
+    metrics = Metrics()
+    stream = FakeStream()
+    live: asyncio.Queue[WatchEvent] = asyncio.Queue()
+    stream.lists.append(([cluster.pods["jibri-0"]], "100"))
+    stream.watches.append(live)
+    cache = PodCache(stream=stream, selector="app=jibri", metrics=metrics)
+    task = await run_until_idle(cache, stream)
+    handler = WebhookHandler(
+        settings=settings,
+        cluster=cluster,
+        actuator=Actuator(cluster=cluster, metrics=metrics, busy_labels=settings.busy_labels),
+        metrics=metrics,
+        verifier=None,
+        limiter=RateLimiter(rate=0, burst=0),
+        cache=cache,
+    )
+    app = build_app(handler=handler, metrics=metrics, health=Health(), max_body_bytes=4096)
+    body = {
+        "jibriId": "jibri-0",
+        "status": {"busyStatus": "BUSY", "health": {"healthStatus": "HEALTHY"}},
+    }
+    async with TestClient(TestServer(app)) as client:
+        reads: list[str] = []
+        cluster.before_next("get_pod", lambda: reads.append("get"))
+        answer = asyncio.create_task(client.post("/webhook/jibri-0/v1/status", json=body))
+        await asyncio.sleep(0.1)  # the webhook is waiting for the pod's address
+        assert not answer.done()
+        # The kubelet's status update lands, and the watch tells of it.
+        cluster.pods["jibri-0"] = raw_with_ip("jibri-0", "101", "127.0.0.1")
+        await live.put(WatchEvent("MODIFIED", cluster.pods["jibri-0"]))
+        response = await asyncio.wait_for(answer, 2)
+        assert response.status == 200, await response.text()
+        assert await response.json() == {"result": "done"}
+    assert reads == []  # the watch answered, not a GET
+    assert [w.method for w in cluster.writes] == ["patch_pod"]
+    assert metrics.address_waits.labels(outcome="arrived")._value.get() == 1
+    task.cancel()
+
+
+async def test_a_webhook_whose_address_never_comes_asks_the_server_within_its_budget() -> None:
+    cluster = FakeCluster()
+    cluster.add_pod("jibri-0", uid="uid-jibri-0", ips=[], labels=IDLE_LABELS)
+    settings = make_settings(API_TIMEOUT="0.4")
+    metrics = Metrics()
+    stream = FakeStream()
+    stream.lists.append(([cluster.pods["jibri-0"]], "100"))
+    cache = PodCache(stream=stream, selector="app=jibri", metrics=metrics)
+    task = await run_until_idle(cache, stream)
+    handler = WebhookHandler(
+        settings=settings,
+        cluster=cluster,
+        actuator=Actuator(cluster=cluster, metrics=metrics, busy_labels=settings.busy_labels),
+        metrics=metrics,
+        verifier=None,
+        limiter=RateLimiter(rate=0, burst=0),
+        cache=cache,
+    )
+    app = build_app(handler=handler, metrics=metrics, health=Health(), max_body_bytes=4096)
+    body = {
+        "jibriId": "jibri-0",
+        "status": {"busyStatus": "BUSY", "health": {"healthStatus": "HEALTHY"}},
+    }
+    async with TestClient(TestServer(app)) as client:
+        # The server has the address the watch never brought.
+        cluster.pods["jibri-0"] = raw_with_ip("jibri-0", "101", "127.0.0.1")
+        started = asyncio.get_running_loop().time()
+        response = await client.post("/webhook/jibri-0/v1/status", json=body)
+        took = asyncio.get_running_loop().time() - started
+        assert response.status == 200, await response.text()
+        assert await response.json() == {"result": "done"}
+    assert 0.15 <= took < 0.4
+    assert metrics.address_waits.labels(outcome="timed-out")._value.get() == 1
+    assert [w.method for w in cluster.writes] == ["patch_pod"]
+    task.cancel()
+
+
+async def test_a_cached_pod_with_another_address_is_asked_at_once() -> None:
+    cluster = FakeCluster()
+    cluster.add_pod("jibri-0", ips=["10.9.9.9"], labels=IDLE_LABELS)
+    settings = make_settings()
+    metrics = Metrics()
+    stream = FakeStream()
+    stream.lists.append(([cluster.pods["jibri-0"]], "100"))
+    cache = PodCache(stream=stream, selector="app=jibri", metrics=metrics)
+    task = await run_until_idle(cache, stream)
+    handler = WebhookHandler(
+        settings=settings,
+        cluster=cluster,
+        actuator=Actuator(cluster=cluster, metrics=metrics, busy_labels=settings.busy_labels),
+        metrics=metrics,
+        verifier=None,
+        limiter=RateLimiter(rate=0, burst=0),
+        cache=cache,
+    )
+    app = build_app(handler=handler, metrics=metrics, health=Health(), max_body_bytes=4096)
+    body = {
+        "jibriId": "jibri-0",
+        "status": {"busyStatus": "BUSY", "health": {"healthStatus": "HEALTHY"}},
+    }
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post("/webhook/jibri-0/v1/status", json=body)
+        assert response.status == 403
+        assert await response.json() == {"error": "wrong-source-address"}
+    assert metrics.address_waits.labels(outcome="timed-out")._value.get() == 0
+    assert metrics.address_waits.labels(outcome="arrived")._value.get() == 0
+    assert cluster.writes == []
+    task.cancel()
+
+
+def raw_with_ip(name: str, rv: str, ip: str) -> dict[str, Any]:
+    return pod_json(name, uid=f"uid-{name}", resource_version=rv, labels=IDLE_LABELS, ips=[ip])

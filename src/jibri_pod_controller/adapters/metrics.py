@@ -138,3 +138,10 @@ class Metrics:
             "read pods with a GET and sweeps list them.",
             registry=r,
         )
+        self.address_waits = Counter(
+            PREFIX + "webhook_address_waits_total",
+            "Webhooks from a pod the cache holds without an address yet, which waited for the "
+            "watch to bring it, by outcome (arrived, timed-out: then a GET).",
+            ["outcome"],
+            registry=r,
+        )

@@ -5,9 +5,9 @@ cheap checks first and touches the API only when they pass, in this order:
 
 1. the pod name in the path (DNS-1123), 2. the per-source rate limit, 3. the bearer token
 (from the headers, before the body is read), 4. the body: size cap, read timeout, strict
-schema, 5. ``jibriId`` equals the pod name, 6. the pod itself (one GET): it exists, is a Jibri
-pod, is not terminating, and the request comes from one of its ``status.podIPs``,
-7. the decision, and at most one write.
+schema, 5. ``jibriId`` equals the pod name, 6. the pod itself (from the watch-fed cache, else
+one GET): it exists, is a Jibri pod, is not terminating, and the request comes from one of its
+``status.podIPs``, 7. the decision, and at most one write.
 
 Any refusal is an answer with a short reason and no write. Jibri waits 2 s and does not retry,
 but resends its status every minute; so when the API server is slow or down we answer 503
@@ -229,23 +229,52 @@ class WebhookHandler:
             self._cache.remember(pod, since=since)
         return pod, False
 
+    async def _checked_pod(
+        self, name: str, status: BusyStatus, source: str, started: float, *, fresh: bool
+    ) -> PodFacts | None:
+        """The pod, checked against the request (Refusal if it fails); None if it is gone.
+
+        A refusal on the cache's word is never final: the cache may lag. A pod it holds
+        without any address yet (the Jibri reported before its kubelet's status update reached
+        the watch) waits up to half the remaining budget for the watch; otherwise, or then,
+        the server is asked.
+        """
+        pod, cached = await self._load_pod(name, fresh=fresh)
+        if cached and pod is not None and not self._passes(pod, source, status):
+            if self._cache is not None and self._s.check_source_ip and not pod.pod_ips:
+                newer = await self._wait_for_address(self._cache, name, started)
+                if newer is not None and self._passes(newer, source, status):
+                    return newer
+            pod, _ = await self._load_pod(name, fresh=True)
+        if pod is not None:
+            self._check_pod(pod, source, status)
+        return pod
+
+    async def _wait_for_address(
+        self, cache: PodCache, name: str, started: float
+    ) -> PodFacts | None:
+        """What the cache holds for ``name`` after its next change, or None if none came."""
+        budget = self._s.api_timeout - (time.monotonic() - started)
+        arrived = await cache.next_change(name, within=budget / 2)
+        self._metrics.address_waits.labels(outcome="arrived" if arrived else "timed-out").inc()
+        return cache.get(name) if arrived else None
+
+    def _passes(self, pod: PodFacts, source: str, status: BusyStatus) -> bool:
+        try:
+            self._check_pod(pod, source, status)
+        except Refusal:
+            return False
+        return True
+
     async def _reconcile(
         self, name: str, status: BusyStatus, source: str, started: float
     ) -> dict[str, Any]:
-        pod, cached = await self._load_pod(name, fresh=False)
+        pod = await self._checked_pod(name, status, source, started, fresh=False)
         for attempt in range(3):
             if pod is None:
                 if status is BusyStatus.EXPIRED:
                     return {"action": "none", "reason": "already-gone", "result": "gone"}
                 raise Refusal(404, "pod-not-found")
-            try:
-                self._check_pod(pod, source, status)
-            except Refusal:
-                if not cached:
-                    raise
-                # The cache may lag (a pod's IP is set just after it starts): ask the server.
-                pod, cached = await self._load_pod(name, fresh=True)
-                continue
             action: Action = decide_on_report(
                 status=status, pod=pod, busy_labels=self._s.busy_labels
             )
@@ -258,7 +287,7 @@ class WebhookHandler:
                     raise
                 # Someone changed the pod since we read it (another replica's detach, say):
                 # look again and decide again, so a duplicate becomes a no-op.
-                pod, cached = await self._load_pod(name, fresh=True)
+                pod = await self._checked_pod(name, status, source, started, fresh=True)
                 continue
             return {"action": action_kind(action), "reason": action.reason, "result": result.value}
         raise Refusal(503, "api-conflict")

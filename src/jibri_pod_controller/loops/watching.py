@@ -13,7 +13,10 @@ list again every ``resync_period`` anyway. The sweeper walks this cache instead 
 every Jibri pod on every sweep (it lists when the cache is not synced).
 
 The pool loop is told of each change it applies (`listeners`), so it reconciles from the same
-view it is woken by, with no watch of its own.
+view it is woken by, with no watch of its own. A webhook can wait for the next change to one pod
+(`next_change`): a Jibri may report before its kubelet's status update (with the pod's address)
+reaches the cache, and waiting for the watch costs nothing where a GET per webhook, when a
+thousand Jibris start at once, is a thousand reads on a busy API server.
 
 The cache never pretends. It is *synced* only between a successful list and the next failure
 of the watch (or of a relist): the moment the watch breaks it goes unsynced, so webhooks read
@@ -26,6 +29,7 @@ GET that raced a deletion cannot bring the deleted pod back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -88,10 +92,46 @@ class PodCache:
         self.listeners: list[Callable[[PodFacts | None, PodFacts | None], None]] = []
         """Called on the loop with (before, after) for each pod the list or the watch changed;
         (None, None) after a new list, when anything may have changed."""
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        """Name -> webhooks waiting for the next change to that name (`next_change`)."""
 
     def _unsynced(self) -> None:
         self.synced.clear()
         self._metrics.pod_cache_synced.set(0)
+        self._wake_all()  # nothing more will come from this watch: let them ask the server
+
+    def _wake(self, name: str) -> None:
+        for waiter in self._waiters.pop(name, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _wake_all(self) -> None:
+        for name in list(self._waiters):
+            self._wake(name)
+
+    async def next_change(self, name: str, within: float) -> bool:
+        """Wait up to ``within`` seconds for the list or the watch to change ``name``.
+
+        True when something changed it (or a new list may have, or the cache went unsynced:
+        look again either way); False when the time ran out with nothing new.
+        """
+        if not self.synced.is_set() or within <= 0:
+            return False
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self._waiters.setdefault(name, [])
+        waiting.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, within)  # cancels the future when the time is up
+        except TimeoutError:
+            return False
+        finally:
+            rest = self._waiters.get(name)
+            if rest is not None:
+                with contextlib.suppress(ValueError):
+                    rest.remove(waiter)
+                if not rest:
+                    del self._waiters[name]
+        return True
 
     def __len__(self) -> int:
         return len(self._pods)
@@ -128,6 +168,8 @@ class PodCache:
     def _touch(self, name: str) -> None:
         self._sequence += 1
         self._changed[name] = self._sequence
+        if name in self._waiters:
+            self._wake(name)
 
     def forget(self, name: str, uid: str) -> None:
         current = self._pods.get(name)
@@ -168,6 +210,7 @@ class PodCache:
         self.synced.set()
         self._metrics.pod_cache_synced.set(1)
         self._changed_pod(None, None)
+        self._wake_all()
         return version
 
     async def run(self) -> None:
