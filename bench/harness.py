@@ -37,6 +37,7 @@ from kubernetes_asyncio import client as k8s
 from bench.profiling import Profiler
 from testbed.cluster import (
     BUSY_LABELS,
+    DEFAULT_COMMAND,
     REPO,
     ControllerProcess,
     WebhookKeys,
@@ -81,9 +82,12 @@ class Impl:
 
 
 def parse_impls(commands: Sequence[str], labels: Sequence[str]) -> list[Impl]:
-    """One `Impl` per ``--controller-command``; ``python``/``python3`` means this interpreter."""
+    """One `Impl` per ``--controller-command``; ``python``/``python3`` means this interpreter.
+
+    By default, this controller from its own environment (`testbed.cluster.DEFAULT_COMMAND`):
+    runtime dependencies only, as in the image."""
     if not commands:
-        commands = [f"{shlex.quote(sys.executable)} -m jibri_pod_controller"]
+        commands = [shlex.join(DEFAULT_COMMAND)]
         labels = labels or ["jibri-pod-controller"]
     impls: list[Impl] = []
     for index, text in enumerate(commands):

@@ -15,6 +15,16 @@ if [[ ! -f "$stamp" ]]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
   rm -f .venv/.installed-* && touch "$stamp"
 fi
+# The controller's own environment: the package (editable) with its runtime dependencies only,
+# as in the image. The tests, the demo and the bench start the controller from it, so a
+# test-only package can never creep into the controller, and its memory is measured as deployed.
+runtime_stamp=.venv/runtime/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)
+if [[ ! -f "$runtime_stamp" ]]; then
+  [[ -x .venv/runtime/bin/python ]] || "$PYTHON" -m venv --without-pip .venv/runtime
+  .venv/bin/python -m pip --python .venv/runtime/bin/python install --quiet \
+    --disable-pip-version-check -e .
+  rm -f .venv/runtime/.installed-* && touch "$runtime_stamp"
+fi
 
 # Debian packages, installed only when their command is missing: promtool and prometheus (the
 # alert rules and the monitoring end-to-end test), buildah, mmdebstrap, podman and runc (the

@@ -35,7 +35,12 @@ from testbed.ports import listen_port
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
 SERVICE_ACCOUNT = "jibri-pod-controller"
-DEFAULT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "jibri_pod_controller")
+RUNTIME_PYTHON = REPO / ".venv" / "runtime" / "bin" / "python"
+"""The controller's own environment (scripts/bootstrap.sh): the package and its runtime
+dependencies only, as in the image, so no test-only package reaches the controller and its
+memory is what it is when deployed (PyJWT, for one, loads `cryptography` whenever installed)."""
+CONTROLLER_PYTHON = str(RUNTIME_PYTHON) if RUNTIME_PYTHON.exists() else sys.executable
+DEFAULT_COMMAND: tuple[str, ...] = (CONTROLLER_PYTHON, "-m", "jibri_pod_controller")
 JIBRI_PORT = 2222
 IDLE_LABELS = {"app": "jibri", "state": "idle"}
 BUSY_LABELS = {"app": "jibri", "state": "busy"}

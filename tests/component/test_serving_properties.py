@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jibri_pod_controller.adapters.metrics import Metrics
-from jibri_pod_controller.adapters.tokens import Verifier
+from jibri_pod_controller.adapters.tokens import Verifier, public_key_from_pem
 from jibri_pod_controller.core.config import JwtSettings
 from jibri_pod_controller.core.jibri import InvalidMessage, parse_status_report
 from jibri_pod_controller.core.limiting import RateLimiter
@@ -86,7 +86,7 @@ def _start(*, authenticated: bool) -> Iterator[Harness]:
         jwt = JwtSettings(
             keys_dir=None, jwks_file=None, issuer="jibri", audience="jibri-pod-controller", leeway=5
         )
-        verifier = Verifier(jwt, keys={"k1": SIGNER.key.public_key()})
+        verifier = Verifier(jwt, keys={"k1": public_key_from_pem(SIGNER.public_pem())})
     metrics = Metrics()
     actuator = Actuator(cluster=cluster, metrics=metrics, busy_labels=settings_.busy_labels)
     handler = WebhookHandler(

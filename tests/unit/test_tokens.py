@@ -16,6 +16,7 @@ from jibri_pod_controller.adapters.tokens import (
     TokenError,
     Verifier,
     load_keys,
+    public_key_from_pem,
 )
 from jibri_pod_controller.core.config import JwtSettings
 from tests.component.fakes import SM2_PUBLIC_KEY, JibriSigner, forged_token
@@ -295,7 +296,7 @@ def test_reload_keeps_the_old_keys_when_the_jwks_turns_to_garbage(
 
 
 def test_given_keys_are_used_as_is(signer: JibriSigner) -> None:
-    verifier = Verifier(jwt_settings(), keys={"k": signer.key.public_key()})
+    verifier = Verifier(jwt_settings(), keys={"k": public_key_from_pem(signer.public_pem())})
     assert verifier.verify(signer.bearer(kid="k")).kid == "k"
     assert verifier.reload_if_changed() is False
 
@@ -377,7 +378,7 @@ def test_an_odd_header_is_a_token_error(verifier: Verifier, header: dict[str, ob
 
 def test_an_unsupported_key_type_at_start_up_names_the_file(keys_dir: Path) -> None:
     (keys_dir / "sm2.pem").write_bytes(SM2_PUBLIC_KEY)
-    with pytest.raises(KeyLoadError, match=r"sm2\.pem: not a PEM public key") as caught:
+    with pytest.raises(KeyLoadError, match=r"sm2\.pem: not an RSA public key") as caught:
         Verifier(jwt_settings(keys_dir=keys_dir))
     assert caught.value.path == keys_dir / "sm2.pem"
     assert caught.value.setting == "JWT_KEYS_DIR"
@@ -418,3 +419,91 @@ def test_reading_new_keys_changes_nothing_until_they_are_applied(
     assert verifier._verified == {}
     with pytest.raises(TokenError, match="unknown kid"):
         verifier.verify(token)
+
+
+# -- the RSA keys and the signature (PyCryptodome) ------------------------------------------------
+
+
+def _pem(key: object, encoding: str) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    if encoding == "pkcs1-public":
+        return key.public_key().public_bytes(  # type: ignore[attr-defined,no-any-return]
+            serialization.Encoding.PEM, serialization.PublicFormat.PKCS1
+        )
+    algorithm = (
+        serialization.BestAvailableEncryption(b"secret")
+        if encoding == "encrypted-private"
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(  # type: ignore[attr-defined,no-any-return]
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, algorithm
+    )
+
+
+def test_a_pkcs1_public_key_is_accepted(keys_dir: Path, signer: JibriSigner) -> None:
+    (keys_dir / f"{signer.kid}.pem").write_bytes(_pem(signer.key, "pkcs1-public"))
+    verifier = Verifier(jwt_settings(keys_dir=keys_dir))
+    assert verifier.verify(signer.bearer()).kid == signer.kid
+
+
+@pytest.mark.parametrize("encoding", ["private", "encrypted-private"])
+def test_a_private_key_is_refused(keys_dir: Path, signer: JibriSigner, encoding: str) -> None:
+    # A private key in the directory of public ones is a mistake to stop at, not to use.
+    (keys_dir / "leaked.pem").write_bytes(_pem(signer.key, encoding))
+    with pytest.raises(KeyLoadError, match=r"leaked\.pem: not a PEM public key") as caught:
+        load_keys(jwt_settings(keys_dir=keys_dir))
+    assert caught.value.path == keys_dir / "leaked.pem"
+
+
+def _signed_with(signer: JibriSigner, sign: object) -> str:
+    """A Jibri-shaped RS256 token whose signature `sign` makes over the signing input."""
+    genuine = signer.token()
+    signing_input = genuine.rpartition(".")[0]
+    assert callable(sign)
+    signature = sign(signing_input.encode())
+    return f"{signing_input}.{jwt.utils.base64url_encode(signature).decode()}"
+
+
+def test_only_pkcs1_v15_over_sha256_is_rs256(verifier: Verifier, signer: JibriSigner) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    def sha256(data: bytes) -> bytes:
+        return signer.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+    def sha1(data: bytes) -> bytes:
+        return signer.key.sign(data, padding.PKCS1v15(), hashes.SHA1())
+
+    def pss(data: bytes) -> bytes:
+        mgf = padding.MGF1(hashes.SHA256())
+        return signer.key.sign(data, padding.PSS(mgf, 32), hashes.SHA256())
+
+    assert verifier.verify("Bearer " + _signed_with(signer, sha256)).kid == signer.kid
+    for other_scheme in (sha1, pss):
+        with pytest.raises(TokenError, match="bad signature"):
+            verifier.verify("Bearer " + _signed_with(signer, other_scheme))
+    with pytest.raises(TokenError, match="bad signature"):  # too short for the key
+        verifier.verify("Bearer " + signer.token().rpartition(".")[0] + ".AAAA")
+
+
+def test_a_jwks_skips_what_it_cannot_use(tmp_path: Path, signer: JibriSigner) -> None:
+    jwks = tmp_path / "jwks.json"
+    entries = [
+        {"kty": "EC", "kid": "ec", "crv": "P-256", "x": "AA", "y": "AA"},
+        {**signer.public_jwk(), "kid": "for-encryption", "use": "enc"},
+        {**signer.public_jwk(), "kid": ""},
+        {"kty": "RSA", "kid": "broken", "n": 5, "e": "AQAB"},
+        signer.public_jwk(),
+    ]
+    jwks.write_text(json.dumps({"keys": entries}))
+    verifier = Verifier(jwt_settings(jwks_file=jwks))
+    assert verifier.kids == [signer.kid]
+    assert verifier.verify(signer.bearer()).kid == signer.kid
+
+
+def test_a_jwks_of_only_unusable_keys_says_why(tmp_path: Path) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{"kty": "EC", "kid": "ec"}]}))
+    with pytest.raises(KeyLoadError, match=r"not a usable JWKS \(not an RSA key \(kty 'EC'\)\)"):
+        load_keys(jwt_settings(jwks_file=jwks))

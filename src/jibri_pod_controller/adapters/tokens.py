@@ -2,9 +2,14 @@
 
 Jibri signs with RS256, a ``kid`` header, ``iss``, ``aud`` (an array) and ``exp``, nothing else.
 We accept exactly that: RS256 only (``alg: none`` and HS256 signed with the public key are
-refused by PyJWT's algorithm allow-list), the key chosen by ``kid`` from the configured set
-(several keys at once, for rotation), and ``exp``, ``iss`` and ``aud`` required. The decision is
-made from the Authorization header alone, before the body is read.
+refused before any key is used), the key chosen by ``kid`` from the configured set (several keys
+at once, for rotation), and ``exp``, ``iss`` and ``aud`` required. The decision is made from the
+Authorization header alone, before the body is read.
+
+Two libraries share the work. PyJWT parses the token and checks its header and claims; the RSA
+signature (PKCS#1 v1.5 over SHA-256, the only scheme RS256 names) is checked with PyCryptodome
+first, so PyJWT is installed without its ``crypto`` extra. The ``cryptography`` package it would
+bring costs 9 MiB of resident memory, a seventh of the controller's (docs/performance.md).
 
 Keys come from PEM files in a directory (``<kid>.pem``; a mounted Secret or ConfigMap) and/or a
 JWKS file. They are re-read when the files change, so rotating a key needs no restart. A file
@@ -30,8 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+import orjson
+from Crypto.Hash import SHA256
+from Crypto.IO import PEM
+from Crypto.PublicKey import RSA
+from Crypto.Signature import pkcs1_15
+from Crypto.Util.asn1 import DerObjectId, DerSequence
+from jwt.utils import base64url_decode, from_base64url_uint
 
 from jibri_pod_controller.core.config import JwtSettings
 
@@ -54,6 +64,76 @@ class KeyLoadError(Exception):
         self.path = path
 
 
+RSAPublicKey = RSA.RsaKey
+"""A webhook key: an RSA public key (PyCryptodome's type, never a private key)."""
+
+_RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
+_PEM_LABELS = ("PUBLIC KEY", "RSA PUBLIC KEY")  # SubjectPublicKeyInfo, PKCS#1
+
+
+class KeyFormatError(ValueError):
+    """Not a usable RSA public key; ``str()`` says why."""
+
+
+def _algorithm_of(der: bytes) -> str:
+    """The algorithm OID of a SubjectPublicKeyInfo, or "unknown"."""
+    try:
+        info = DerSequence().decode(der)
+        algorithm = DerSequence().decode(info[0])
+        return str(DerObjectId().decode(algorithm[0]).value)
+    except (ValueError, IndexError, TypeError):
+        return "unknown"
+
+
+def public_key_from_pem(data: bytes) -> RSAPublicKey:
+    """The RSA public key in a PEM file (SubjectPublicKeyInfo or PKCS#1).
+
+    Raises KeyFormatError for anything else: not PEM, a private key, a key of another type
+    (EC, SM2, Ed25519...), or a malformed key.
+    """
+    try:
+        der, label, encrypted = PEM.decode(data.decode("ascii"))
+    except (ValueError, UnicodeDecodeError, IndexError, TypeError) as exc:
+        raise KeyFormatError(f"not a PEM public key ({exc or type(exc).__name__})") from None
+    if encrypted or label not in _PEM_LABELS:
+        raise KeyFormatError(f"not a PEM public key (a {label!r} block)")
+    try:
+        key = RSA.import_key(der)
+    except (ValueError, IndexError, TypeError) as exc:
+        algorithm = _algorithm_of(der) if label == "PUBLIC KEY" else _RSA_ENCRYPTION
+        if algorithm not in (_RSA_ENCRYPTION, "unknown"):
+            raise KeyFormatError(f"not an RSA public key (algorithm {algorithm})") from None
+        raise KeyFormatError(f"not a PEM public key of a supported type ({exc})") from None
+    if key.has_private():  # pragma: no cover - the labels above admit no private key
+        raise KeyFormatError("a private key, not a public one")
+    return key
+
+
+def public_key_from_jwk(jwk: Mapping[str, Any]) -> RSAPublicKey:
+    """The RSA public key of one JWK (``kty`` RSA, ``n`` and ``e``); KeyFormatError else."""
+    if jwk.get("kty") != "RSA":
+        raise KeyFormatError(f"not an RSA key (kty {str(jwk.get('kty'))[:16]!r})")
+    n, e = jwk.get("n"), jwk.get("e")
+    if not isinstance(n, str) or not isinstance(e, str):
+        raise KeyFormatError("an RSA JWK needs the strings n and e")
+    try:
+        return RSA.construct((from_base64url_uint(n), from_base64url_uint(e)))
+    except (ValueError, TypeError) as exc:
+        raise KeyFormatError(f"not a valid RSA public key ({exc})") from None
+
+
+def signature_is_valid(token: str, key: RSAPublicKey) -> bool:
+    """Whether the compact JWS ``token`` carries a valid RS256 signature by ``key``."""
+    signing_input, _, signature = token.rpartition(".")
+    try:
+        pkcs1_15.new(key).verify(
+            SHA256.new(signing_input.encode("ascii")), base64url_decode(signature)
+        )
+    except (ValueError, TypeError, UnicodeEncodeError):
+        return False
+    return True
+
+
 def _load_pem_dir(directory: Path) -> dict[str, RSAPublicKey]:
     keys: dict[str, RSAPublicKey] = {}
     for path in sorted(directory.iterdir()):
@@ -64,39 +144,45 @@ def _load_pem_dir(directory: Path) -> dict[str, RSAPublicKey]:
         ):
             continue
         try:
-            key = load_pem_public_key(path.read_bytes())
-        # UnsupportedAlgorithm (an SM2 key, say) is not a ValueError; no file, whatever it
-        # holds, may raise past this point.
+            key = public_key_from_pem(path.read_bytes())
+        # No file, whatever it holds, may raise past this point.
         except Exception as exc:
-            raise KeyLoadError(
-                f"{path}: not a PEM public key of a supported type ({type(exc).__name__}: {exc})",
-                setting="JWT_KEYS_DIR",
-                path=path,
-            ) from None
-        if not isinstance(key, RSAPublicKey):
-            raise KeyLoadError(
-                f"{path}: not an RSA public key ({type(key).__name__})",
-                setting="JWT_KEYS_DIR",
-                path=path,
-            )
+            raise KeyLoadError(f"{path}: {exc}", setting="JWT_KEYS_DIR", path=path) from None
         keys[path.stem] = key
     return keys
 
 
 def _load_jwks(path: Path) -> dict[str, RSAPublicKey]:
+    """The RSA signing keys of a JWKS file, by kid; keys of other types, or for encryption,
+    are skipped; a file with no usable key at all is a load error."""
+
+    def refused(why: str) -> KeyLoadError:
+        return KeyLoadError(
+            f"{path}: not a usable JWKS ({why})", setting="JWT_JWKS_FILE", path=path
+        )
+
     try:
-        jwks = jwt.PyJWKSet.from_json(path.read_text())
-    # A JWKS that is JSON but not an object (a list, say) fails inside PyJWT with
-    # AttributeError or TypeError, an unknown key type with UnsupportedAlgorithm: any failure
-    # must be a load error like any other bad file.
-    except Exception as exc:
-        raise KeyLoadError(
-            f"{path}: not a usable JWKS ({exc})", setting="JWT_JWKS_FILE", path=path
-        ) from None
+        document = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise refused(str(exc)) from None
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise refused('no "keys" array')
     keys: dict[str, RSAPublicKey] = {}
-    for jwk in jwks.keys:
-        if jwk.key_id and isinstance(jwk.key, RSAPublicKey):
-            keys[jwk.key_id] = jwk.key
+    problems: list[str] = []
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+            continue
+        kid = entry.get("kid")
+        try:
+            key = public_key_from_jwk(entry)
+        except KeyFormatError as exc:
+            problems.append(str(exc))
+            continue
+        if isinstance(kid, str) and kid:
+            keys[kid] = key
+    if not keys:
+        raise refused("; ".join(problems[:3]) or "no RSA signing key with a kid")
     return keys
 
 
@@ -250,15 +336,24 @@ class Verifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or kid not in self._keys:
             raise TokenError("unknown kid")
+        if not signature_is_valid(token, self._keys[kid]):
+            raise TokenError("bad signature")
         try:
+            # The signature is checked above: PyJWT checks the claims.
             payload = jwt.decode(
                 token,
-                key=self._keys[kid],
-                algorithms=["RS256"],
                 audience=self._settings.audience,
                 issuer=self._settings.issuer,
                 leeway=self._settings.leeway,
-                options={"require": ["exp", "iss", "aud"]},
+                options={
+                    "verify_signature": False,
+                    "verify_exp": True,
+                    "verify_nbf": True,
+                    "verify_iat": True,
+                    "verify_aud": True,
+                    "verify_iss": True,
+                    "require": ["exp", "iss", "aud"],
+                },
             )
         except jwt.ExpiredSignatureError:
             raise TokenError("token expired") from None
@@ -268,8 +363,6 @@ class Verifier:
             raise TokenError("wrong issuer") from None
         except jwt.MissingRequiredClaimError as exc:
             raise TokenError(f"missing claim {exc.claim}") from None
-        except jwt.InvalidSignatureError:
-            raise TokenError("bad signature") from None
         except jwt.PyJWTError:
             raise TokenError("invalid token") from None
         except Exception:
