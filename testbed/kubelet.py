@@ -2,12 +2,12 @@
 
 It watches pods and, for each new pod without an IP, gives it a loopback address of its own
 (127.1.0.0 - 127.255.255.255; Linux routes all of 127.0.0.0/8 to `lo`, so a server can bind each
-one), starts a simulated Jibri bound to that address if the pod's first container sets
-`SIM_JIBRI=true`, and reports the pod Running and Ready through `pods/status`. A pod whose first
-container sets `SIM_READY_DELAY_SECONDS` (or any pod, with the kubelet's `ready_delay`) is
-reported Running but not Ready first, and its Jibri starts and the pod turns Ready only after
-that many seconds (plus up to `SIM_READY_JITTER_SECONDS`, uniformly): a Jibri whose Chrome
-takes its time. When a pod is
+one), reports the pod Running with that address but not Ready through `pods/status` (as a
+real kubelet reports the address before the containers are up), then starts a simulated Jibri
+bound to it if the pod's first container sets `SIM_JIBRI=true`, and reports the pod Ready. A
+pod whose first container sets `SIM_READY_DELAY_SECONDS` (or any pod, with the kubelet's
+`ready_delay`) stays not Ready, its Jibri not started, for that many seconds (plus up to
+`SIM_READY_JITTER_SECONDS`, uniformly): a Jibri whose Chrome takes its time. When a pod is
 deleted (or gets a deletionTimestamp) its Jibri is stopped, and a pod still terminating is then
 removed with grace period 0, as a kubelet does once its containers are gone.
 
@@ -493,9 +493,11 @@ class FakeKubelet:
     async def _run(self, pod: _Pod) -> None:
         try:
             delay = pod.ready_delay(self.ready_delay)
+            # Running with an address, not Ready, before the Jibri starts: a real kubelet
+            # reports the pod's address once its sandbox has one, and a real Jibri (a JVM,
+            # Chrome) takes seconds before it can send its first webhook.
+            await self._report(pod)
             if delay > 0:
-                # Running with an address, not Ready: as while Chrome and Jibri start.
-                await self._report(pod)
                 log.info(
                     "pod %s/%s starts on %s, Ready in %.1f s",
                     pod.namespace,

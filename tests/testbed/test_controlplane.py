@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
+from aiohttp import web
 from kubernetes_asyncio.client import (
     ApiClient,
     AppsV1Api,
@@ -207,6 +208,46 @@ async def test_a_pod_can_take_its_time_to_become_ready(
     assert (turned - started).total_seconds() >= delay - 1
     assert conditions["PodScheduled"]["lastTransitionTime"] == pod["status"]["startTime"]
     assert (await health(pod["status"]["podIP"]))["status"]["busyStatus"] == "IDLE"
+
+
+async def test_a_jibris_first_webhook_finds_its_address_on_the_api_server(
+    api: ApiClient, namespace: str, kubelet: KubeletThread
+) -> None:
+    # As with a real kubelet: the pod's address is reported before its Jibri can speak.
+    seen: list[dict[str, Any]] = []
+
+    async def webhook(request: web.Request) -> web.Response:
+        pod = request.match_info["pod"]
+        stored = await CoreV1Api(api).read_namespaced_pod(pod, namespace, _preload_content=False)
+        async with stored:
+            status = (await stored.json())["status"]
+        seen.append({"from": request.remote, **status})
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/webhook/{pod}/v1/status", webhook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        await AppsV1Api(api).create_namespaced_deployment(
+            namespace,
+            deployment(
+                2, SIM_JIBRI_WEBHOOK_SUBSCRIBERS=f"http://127.0.0.1:{port}/webhook/$POD_NAME"
+            ),
+        )
+
+        async def two() -> bool:
+            return len(seen) >= 2
+
+        await eventually(two, what="the two Jibris' first webhooks")
+    finally:
+        await runner.cleanup()
+    for first in seen[:2]:
+        assert first["podIP"] == first["from"]
+        assert first["phase"] == "Running"
 
 
 async def test_relabelled_pod_is_released_and_replaced(
