@@ -50,7 +50,7 @@ from testbed.cluster import (
     service_account_user,
 )
 from testbed.controlplane import READS_AUDITED_GROUP, ControlPlane
-from testbed.kube import new_api_client
+from testbed.kube import abort_stream, new_api_client
 from testbed.ports import listen_port
 
 ISSUER = "jibri-bench"
@@ -605,7 +605,10 @@ class PodWatch:
                     self.events += 1
                     self._record(meta.get("name"), meta.get("labels") or {}, now)
         finally:
-            response.release()
+            if response.content.at_eof():
+                response.release()
+            else:
+                abort_stream(response)  # stopped or failed mid-stream
         return version
 
     async def wait(self, names: Iterable[str], *, timeout: float) -> bool:

@@ -66,7 +66,7 @@ from testbed.cluster import (
     wait_until,
 )
 from testbed.controlplane import ControlPlane
-from testbed.kube import new_api_client
+from testbed.kube import abort_stream, new_api_client
 from testbed.kubelet import run_in_thread
 from testbed.ports import listen_port
 
@@ -364,18 +364,22 @@ class PodWatch:
             _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=330),
         )
         async with response:
-            async for raw in response.content:
-                if not raw.strip():
-                    continue
-                event = orjson.loads(raw)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        raise _ExpiredError
-                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
-                version = obj.get("metadata", {}).get("resourceVersion", version)
-                if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    self._update(obj, deleted=kind == "DELETED")
+            try:
+                async for raw in response.content:
+                    if not raw.strip():
+                        continue
+                    event = orjson.loads(raw)
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":
+                        if obj.get("code") == 410:
+                            raise _ExpiredError
+                        raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                    version = obj.get("metadata", {}).get("resourceVersion", version)
+                    if kind in ("ADDED", "MODIFIED", "DELETED"):
+                        self._update(obj, deleted=kind == "DELETED")
+            finally:
+                if not response.content.at_eof():
+                    abort_stream(response)  # stopped or failed mid-stream
         return version
 
 

@@ -46,6 +46,8 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from testbed.kube import abort_stream
+
 __all__ = ["Fault", "FaultKind", "FaultProxy", "proxied_kubeconfig"]
 
 log = logging.getLogger(__name__)
@@ -388,4 +390,4 @@ class FaultProxy:
             if upstream.content.at_eof():
                 upstream.release()
             else:
-                upstream.close()  # a half-read stream cannot go back to the pool
+                abort_stream(upstream)  # a half-read stream cannot go back to the pool

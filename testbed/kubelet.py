@@ -47,7 +47,7 @@ import uvloop
 from kubernetes_asyncio.client import ApiClient, CoreV1Api, V1DeleteOptions, V1Preconditions
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from testbed.kube import api_status, new_api_client
+from testbed.kube import abort_stream, api_status, new_api_client
 from testbed.simjibri import SimJibri, config_from_env
 
 __all__ = ["FakeKubelet", "KubeletThread", "allocate_ip", "main", "run_in_thread"]
@@ -423,20 +423,25 @@ class FakeKubelet:
         async with response:
             if response.status != 200:
                 _raise_for_status(response.status, await response.read())
-            async for line in response.content:
-                if not line.strip():
-                    continue
-                event = orjson.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        raise _GoneError
-                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
-                resource_version = obj.get("metadata", {}).get("resourceVersion", resource_version)
-                if kind in ("ADDED", "MODIFIED"):
-                    self._on_pod(obj, deleted=False)
-                elif kind == "DELETED":
-                    self._on_pod(obj, deleted=True)
+            try:
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    event = orjson.loads(line)
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":
+                        if obj.get("code") == 410:
+                            raise _GoneError
+                        raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                    meta = obj.get("metadata", {})
+                    resource_version = meta.get("resourceVersion", resource_version)
+                    if kind in ("ADDED", "MODIFIED"):
+                        self._on_pod(obj, deleted=False)
+                    elif kind == "DELETED":
+                        self._on_pod(obj, deleted=True)
+            finally:
+                if not response.content.at_eof():
+                    abort_stream(response)  # stopped or failed mid-stream
         return resource_version
 
     # -- reacting
