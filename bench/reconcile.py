@@ -59,6 +59,7 @@ from testbed.cluster import (
     jibri_deployment,
     jibri_pod,
     service_account_user,
+    wait_until,
 )
 from testbed.controlplane import CONTROLLER_MANAGER_USER
 
@@ -141,17 +142,6 @@ async def _pool_statuses(api: k8s.ApiClient, namespace: str) -> dict[str, dict[s
     }
 
 
-async def _until(check: Any, *, timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
 async def _make_pods(
     bench: Bench, namespace: str, names: Sequence[str], per: int, subscribers: Sequence[str]
 ) -> None:
@@ -173,7 +163,9 @@ async def _make_pods(
                 found[owner] = rs
         return found if len(found) == len(names) else None
 
-    sets = await _until(replica_sets, timeout=60, what="every Deployment's ReplicaSet")
+    sets = await wait_until(
+        replica_sets, timeout=60, interval=0.5, what="every Deployment's ReplicaSet"
+    )
     await asyncio.to_thread(bench.plane.kill_component, "kube-controller-manager")
     try:
         replicas = {"spec": {"replicas": per}}
@@ -269,7 +261,7 @@ async def run(bench: Bench, impl: Impl) -> FigureResult:
             for s in statuses.values()
         )
 
-    await _until(settled, timeout=120, what="every JibriPool's status")
+    await wait_until(settled, timeout=120, interval=0.5, what="every JibriPool's status")
     await asyncio.sleep(scale.pool_settle_seconds)  # two periods (5 s): the last write lands
     steady_rounds_0 = await rounds.read()
     steady_start = time.time()
@@ -287,7 +279,12 @@ async def run(bench: Bench, impl: Impl) -> FigureResult:
     burst_started = time.time()
     await bench.jibri_calls(targets, START_SERVICE, START_BODY)
     sent = time.time()
-    await _until(lambda: settled(busy=each), timeout=240, what="every pool settled after the burst")
+    await wait_until(
+        lambda: settled(busy=each),
+        timeout=240,
+        interval=0.5,
+        what="every pool settled after the burst",
+    )
     burst_ended = time.time()
     burst_rounds_1 = await rounds.read()
 

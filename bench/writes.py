@@ -19,7 +19,13 @@ import orjson
 
 from bench.harness import JIBRI_PORT, START_BODY, START_SERVICE, Bench, Impl
 from bench.results import FigureResult, Goal, Row
-from testbed.cluster import apply, jibri_deployment, pod_write_events, service_account_user
+from testbed.cluster import (
+    apply,
+    jibri_deployment,
+    pod_write_events,
+    service_account_user,
+    wait_until,
+)
 from testbed.controlplane import CONTROLLER_MANAGER_USER
 
 WRITES_GOAL = Goal("==", 2)
@@ -58,17 +64,6 @@ async def _sim_call(ip: str, method: str, path: str, body: Any = None) -> dict[s
     )
 
 
-async def _until(check: Any, *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.5)
-
-
 def _duration(seconds: float) -> str:
     return f"{seconds / 60:g}-minute" if seconds >= 120 else f"{seconds:g}-second"
 
@@ -103,7 +98,7 @@ async def run(bench: Bench, impl: Impl, recording: asyncio.Event | None = None) 
         ]
         return idle if len(idle) >= REPLICAS else None
 
-    target = (await _until(spares, timeout=90, what="two idle Jibris"))[0]
+    target = (await wait_until(spares, timeout=90, interval=0.5, what="two idle Jibris"))[0]
     name, ip = target["metadata"]["name"], target["status"]["podIP"]
     await _sim_call(ip, "POST", START_SERVICE, START_BODY)
 
@@ -111,7 +106,7 @@ async def run(bench: Bench, impl: Impl, recording: asyncio.Event | None = None) 
         pod = (await bench.list_jibris(namespace)).get(name)
         return pod is not None and (pod["metadata"].get("labels") or {}).get("state") == "busy"
 
-    await _until(detached, timeout=30, what=f"{name} detached")
+    await wait_until(detached, timeout=30, interval=0.5, what=f"{name} detached")
     recording_started = time.monotonic()
     if recording is not None:
         recording.set()
@@ -128,7 +123,7 @@ async def run(bench: Bench, impl: Impl, recording: asyncio.Event | None = None) 
         return name not in await bench.list_jibris(namespace)
 
     # EXPIRED is sent once; if the controller missed it, its sweeper (every 60 s) deletes.
-    await _until(gone, timeout=180, what=f"{name} deleted")
+    await wait_until(gone, timeout=180, interval=0.5, what=f"{name} deleted")
     recorded = time.monotonic() - recording_started
     await asyncio.sleep(2.0)  # audit events are written just after the response
     await asyncio.to_thread(controller.stop)

@@ -49,13 +49,14 @@ T = TypeVar("T")
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[T]],
+    check: Callable[[], Awaitable[T | None]],
     *,
     timeout: float,
     interval: float = 0.2,
     what: str = "condition",
 ) -> T:
-    """Poll ``check`` until it returns a truthy value; raise TimeoutError naming ``what``."""
+    """Poll ``check`` until it returns a truthy value (that value, never None); raise
+    TimeoutError naming ``what``."""
     deadline = time.monotonic() + timeout
     last: T | None = None
     while True:

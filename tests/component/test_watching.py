@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from jibri_pod_controller.adapters import kube
 from jibri_pod_controller.adapters.kube import WatchEvent
 from jibri_pod_controller.adapters.metrics import Metrics
+from jibri_pod_controller.core.config import Settings
 from jibri_pod_controller.core.limiting import RateLimiter
 from jibri_pod_controller.core.pods import PodFacts, parse_pod
 from jibri_pod_controller.loops.acting import Actuator
@@ -81,6 +83,26 @@ def stream() -> FakeStream:
 
 def cache_for(stream: FakeStream) -> PodCache:
     return PodCache(stream=stream, selector="app=jibri", metrics=Metrics(), jitter=lambda: 0.0)
+
+
+def webhook_app(
+    settings: Settings, cluster: FakeCluster, cache: PodCache, metrics: Metrics
+) -> web.Application:
+    """The webhook server on `cluster`, reading pods through `cache`, no auth, no rate limit."""
+    handler = WebhookHandler(
+        settings=settings,
+        cluster=cluster,
+        actuator=Actuator(cluster=cluster, metrics=metrics, busy_labels=settings.busy_labels),
+        metrics=metrics,
+        verifier=None,
+        limiter=RateLimiter(rate=0, burst=0),
+        cache=cache,
+    )
+    return build_app(handler=handler, metrics=metrics, health=Health(), max_body_bytes=4096)
+
+
+def busy_body(pod: str) -> dict[str, Any]:
+    return {"jibriId": pod, "status": {"busyStatus": "BUSY", "health": {"healthStatus": "HEALTHY"}}}
 
 
 async def test_not_synced_until_listed(stream: FakeStream) -> None:
@@ -242,23 +264,11 @@ async def test_webhook_resend_is_answered_from_the_cache_without_an_api_read() -
     stream.lists.append(([cluster.pods["jibri-0"]], "100"))
     cache = PodCache(stream=stream, selector="app=jibri", metrics=metrics)
     task = await run_until_idle(cache, stream)
-    handler = WebhookHandler(
-        settings=settings,
-        cluster=cluster,
-        actuator=Actuator(cluster=cluster, metrics=metrics, busy_labels=settings.busy_labels),
-        metrics=metrics,
-        verifier=None,
-        limiter=RateLimiter(rate=0, burst=0),
-        cache=cache,
-    )
-    app = build_app(handler=handler, metrics=metrics, health=Health(), max_body_bytes=4096)
+    app = webhook_app(settings, cluster, cache, metrics)
     async with TestClient(TestServer(app)) as client:
         # Any API read would fail: the answer can only come from the cache.
         cluster.fail_next("get_pod", kube.Unavailable("down"), kube.Unavailable("down"))
-        body = {
-            "jibriId": busy.name,
-            "status": {"busyStatus": "BUSY", "health": {"healthStatus": "HEALTHY"}},
-        }
+        body = busy_body(busy.name)
         response = await client.post(f"/webhook/{busy.name}/v1/status", json=body)
         assert response.status == 200
         assert await response.json() == {"result": "none"}
@@ -369,20 +379,8 @@ async def test_a_webhook_before_the_pods_address_waits_for_the_watch_not_a_get()
     stream.watches.append(live)
     cache = PodCache(stream=stream, selector="app=jibri", metrics=metrics)
     task = await run_until_idle(cache, stream)
-    handler = WebhookHandler(
-        settings=settings,
-        cluster=cluster,
-        actuator=Actuator(cluster=cluster, metrics=metrics, busy_labels=settings.busy_labels),
-        metrics=metrics,
-        verifier=None,
-        limiter=RateLimiter(rate=0, burst=0),
-        cache=cache,
-    )
-    app = build_app(handler=handler, metrics=metrics, health=Health(), max_body_bytes=4096)
-    body = {
-        "jibriId": "jibri-0",
-        "status": {"busyStatus": "BUSY", "health": {"healthStatus": "HEALTHY"}},
-    }
+    app = webhook_app(settings, cluster, cache, metrics)
+    body = busy_body("jibri-0")
     async with TestClient(TestServer(app)) as client:
         reads: list[str] = []
         cluster.before_next("get_pod", lambda: reads.append("get"))
@@ -410,20 +408,8 @@ async def test_a_webhook_whose_address_never_comes_asks_the_server_within_its_bu
     stream.lists.append(([cluster.pods["jibri-0"]], "100"))
     cache = PodCache(stream=stream, selector="app=jibri", metrics=metrics)
     task = await run_until_idle(cache, stream)
-    handler = WebhookHandler(
-        settings=settings,
-        cluster=cluster,
-        actuator=Actuator(cluster=cluster, metrics=metrics, busy_labels=settings.busy_labels),
-        metrics=metrics,
-        verifier=None,
-        limiter=RateLimiter(rate=0, burst=0),
-        cache=cache,
-    )
-    app = build_app(handler=handler, metrics=metrics, health=Health(), max_body_bytes=4096)
-    body = {
-        "jibriId": "jibri-0",
-        "status": {"busyStatus": "BUSY", "health": {"healthStatus": "HEALTHY"}},
-    }
+    app = webhook_app(settings, cluster, cache, metrics)
+    body = busy_body("jibri-0")
     async with TestClient(TestServer(app)) as client:
         # The server has the address the watch never brought.
         cluster.pods["jibri-0"] = raw_with_ip("jibri-0", "101", "127.0.0.1")
@@ -447,20 +433,8 @@ async def test_a_cached_pod_with_another_address_is_asked_at_once() -> None:
     stream.lists.append(([cluster.pods["jibri-0"]], "100"))
     cache = PodCache(stream=stream, selector="app=jibri", metrics=metrics)
     task = await run_until_idle(cache, stream)
-    handler = WebhookHandler(
-        settings=settings,
-        cluster=cluster,
-        actuator=Actuator(cluster=cluster, metrics=metrics, busy_labels=settings.busy_labels),
-        metrics=metrics,
-        verifier=None,
-        limiter=RateLimiter(rate=0, burst=0),
-        cache=cache,
-    )
-    app = build_app(handler=handler, metrics=metrics, health=Health(), max_body_bytes=4096)
-    body = {
-        "jibriId": "jibri-0",
-        "status": {"busyStatus": "BUSY", "health": {"healthStatus": "HEALTHY"}},
-    }
+    app = webhook_app(settings, cluster, cache, metrics)
+    body = busy_body("jibri-0")
     async with TestClient(TestServer(app)) as client:
         response = await client.post("/webhook/jibri-0/v1/status", json=body)
         assert response.status == 403

@@ -2,7 +2,8 @@
 
 A real Jibri sends a status every minute plus one per change; the default (5/s, burst 20) is
 far above that and far below what it takes to hurt the API server. The table of buckets is
-bounded: idle buckets are dropped, and when full the oldest is evicted.
+bounded: kept in least-recently-used order, and when it holds ``max_sources`` (20,000) buckets
+the one idle longest is evicted (an evicted source starts again with a full bucket).
 """
 
 from __future__ import annotations
