@@ -456,6 +456,24 @@ def test_a_private_key_is_refused(keys_dir: Path, signer: JibriSigner, encoding:
     assert caught.value.path == keys_dir / "leaked.pem"
 
 
+def test_a_private_key_under_a_public_label_is_refused(keys_dir: Path, signer: JibriSigner) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    der = signer.key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    body = base64.encodebytes(der).decode()
+    (keys_dir / "disguised.pem").write_text(
+        f"-----BEGIN PUBLIC KEY-----\n{body}-----END PUBLIC KEY-----\n"
+    )
+    with pytest.raises(KeyLoadError, match=r"disguised\.pem: a private key, not a public one"):
+        load_keys(jwt_settings(keys_dir=keys_dir))
+
+
 def _signed_with(signer: JibriSigner, sign: object) -> str:
     """A Jibri-shaped RS256 token whose signature `sign` makes over the signing input."""
     genuine = signer.token()

@@ -104,7 +104,7 @@ def public_key_from_pem(data: bytes) -> RSAPublicKey:
         if algorithm not in (_RSA_ENCRYPTION, "unknown"):
             raise KeyFormatError(f"not an RSA public key (algorithm {algorithm})") from None
         raise KeyFormatError(f"not a PEM public key of a supported type ({exc})") from None
-    if key.has_private():  # pragma: no cover - the labels above admit no private key
+    if key.has_private():  # a private key's DER under a public key's label
         raise KeyFormatError("a private key, not a public one")
     return key
 
