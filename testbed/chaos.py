@@ -119,6 +119,7 @@ API_KINDS = (
     "proxy-reset",
     "proxy-blackhole",
     "proxy-outage",
+    "proxy-compress",
     "apiserver-restart",
     "etcd-restart",
 )
@@ -156,10 +157,12 @@ class Size:
 
 
 SIZES = {
+    # Spares enough that the pod lists exceed 128 KB (kube-apiserver then compresses them when
+    # asked to: the proxy-compress fault) and fill most of a list page.
     "ci": Size(
         recordings=70,
         workload_seconds=75,
-        spares=5,
+        spares=55,
         recording_seconds=(8, 22),
         fault_seconds=(3, 6),
         fault_gap=(0.5, 2),
@@ -168,7 +171,7 @@ SIZES = {
     "full": Size(
         recordings=560,
         workload_seconds=660,
-        spares=10,
+        spares=60,
         recording_seconds=(15, 45),
         fault_seconds=(4, 12),
         fault_gap=(3, 10),
@@ -210,6 +213,8 @@ class Run:
     fates: Counter[str] = field(default_factory=Counter)
     refused: int = 0
     started_at: float = 0.0
+    commit: str = ""
+    """The commit the run was made on (``-dirty`` when the work tree had changes)."""
 
     def __post_init__(self) -> None:
         self.replicas: dict[str, Replica] = {}
@@ -358,7 +363,8 @@ class Run:
                 await self.proxy.end_outage()
             else:
                 fault_kind = FaultKind(kind.removeprefix("proxy-"))
-                probability = 1.0 if fault_kind is FaultKind.BLACKHOLE else rng.uniform(0.3, 1.0)
+                whole = fault_kind in (FaultKind.BLACKHOLE, FaultKind.COMPRESS)
+                probability = 1.0 if whole else rng.uniform(0.3, 1.0)
                 self.proxy.set_fault(
                     Fault(
                         fault_kind,
@@ -802,7 +808,26 @@ def summary(
         "pod_writes_per_recording": round(counts["pod_writes_ok"] / recordings, 2),
         "leaked_pods": report.figures["leaked_pods"],
         "run_stalls": report.figures["run_stalls"],
+        "commit": run.commit,
+        "largest_pod_list": (
+            asdict(run.proxy.largest_list)
+            if run.proxy is not None and run.proxy.largest_list is not None
+            else None
+        ),
+        "pod_lists": dict(sorted(run.proxy.lists.items())) if run.proxy is not None else {},
     }
+
+
+def source_commit() -> str:
+    """The checked-out commit, ``-dirty`` when tracked files differ from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def render_table(runs: Sequence[dict[str, Any]]) -> str:
@@ -839,6 +864,18 @@ def render_table(runs: Sequence[dict[str, Any]]) -> str:
         ),
         row("leaked pods", [r["leaked_pods"] for r in runs]),
         row(
+            "largest pod list (pods, KB decoded / on the wire)",
+            [_list_size(r.get("largest_pod_list")) for r in runs],
+        ),
+        row(
+            "pod lists answered (plain / gzip)",
+            [
+                f"{r.get('pod_lists', {}).get('identity', 0)} / "
+                f"{r.get('pod_lists', {}).get('gzip', 0)}"
+                for r in runs
+            ],
+        ),
+        row(
             "stalls of the run itself (longest, s)",
             [
                 f"{len(r.get('run_stalls', []))} "
@@ -848,6 +885,7 @@ def render_table(runs: Sequence[dict[str, Any]]) -> str:
         ),
         row("run time (s)", [r["seconds"] for r in runs]),
         row("when", [r["date"] for r in runs]),
+        row("commit", [f"`{r.get('commit') or 'not recorded'}`" for r in runs]),
         row(
             "machine",
             [
@@ -862,6 +900,12 @@ def render_table(runs: Sequence[dict[str, Any]]) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def _list_size(size: dict[str, Any] | None) -> str:
+    if not size:
+        return "not recorded"
+    return f"{size['pods']}, {size['json_bytes'] / 1024:.0f} / {size['wire_bytes'] / 1024:.0f}"
 
 
 def write_docs(result: dict[str, Any] | None) -> None:
@@ -890,7 +934,7 @@ async def run(
     began = time.monotonic()
     say(f"chaos run: seed {seed}, {size.recordings} recordings over {size.workload_seconds:.0f} s")
     plane = await asyncio.to_thread(ControlPlane.start, out / "plane")
-    state = Run(seed=seed, size=size, out=out, say=say)
+    state = Run(seed=seed, size=size, out=out, say=say, commit=source_commit())
     state.plane = plane
     tasks: list[asyncio.Task[None]] = []
     try:
