@@ -15,6 +15,12 @@ It speaks the wire protocol of the real Jibri (docs: ``jibri-protocol.md``):
   A key that is not a PKCS#1 PEM, or any other JWT configuration error, means no
   ``Authorization`` header at all.
 
+* Jibri's internal HTTP API on its own port (``jibri.api.http.internal-api-port``, 3333):
+  ``POST /jibri/api/internal/v1.0/gracefulShutdown`` (exit 255 once no session runs),
+  ``.../notifyConfigChanged`` (exit 0 once no session runs) and ``.../shutdown`` (stop the session
+  at once, exit 255). The exit is observable: :attr:`SimJibri.exited` resolves with the exit code
+  ``exit_delay`` seconds after the decision, the APIs having stopped accepting connections at once.
+
 Faults are injected through ``/_sim/...`` endpoints on the same port, which the real Jibri does
 not have, or through the matching Python methods: a crash and restart of the Jibri process,
 misbehaving health answers (hang, garbage, huge, unknown status, black hole) and silence on the
@@ -29,13 +35,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import enum
 import functools
 import logging
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
@@ -49,6 +56,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 __all__ = [
     "BusyStatus",
+    "Fidelity",
     "HealthMode",
     "JwtSigning",
     "SimJibri",
@@ -66,6 +74,17 @@ HEALTH_PATH: Final = f"{API_PREFIX}/health"
 START_PATH: Final = f"{API_PREFIX}/startService"
 STOP_PATH: Final = f"{API_PREFIX}/stopService"
 DEFAULT_PORT: Final = 2222
+INTERNAL_PREFIX: Final = "/jibri/api/internal/v1.0"
+GRACEFUL_SHUTDOWN_PATH: Final = f"{INTERNAL_PREFIX}/gracefulShutdown"
+SHUTDOWN_PATH: Final = f"{INTERNAL_PREFIX}/shutdown"
+CONFIG_CHANGED_PATH: Final = f"{INTERNAL_PREFIX}/notifyConfigChanged"
+DEFAULT_INTERNAL_PORT: Final = 3333
+# From the exit decision to the end of the process, as observed on a real Jibri: its HTTP servers'
+# shutdown hooks (Ktor's default shutdown timeout) run before the JVM ends.
+DEFAULT_EXIT_DELAY: Final = 5.0
+EXIT_GRACEFUL: Final = 255
+"""Jibri's exit code for "do not restart me" (graceful shutdown and shutdown)."""
+EXIT_CONFIG_CHANGED: Final = 0
 DEFAULT_STATUS_PERIOD: Final = 60.0
 DEFAULT_JWT_TTL: Final = 24 * 3600
 # jicoco's JwtInfo raises any configured ttl below ten minutes to ten minutes.
@@ -77,6 +96,7 @@ _SHUTDOWN_GRACE: Final = 0.5
 
 OnRestart = Callable[[int], Awaitable[None]]
 OnChange = Callable[[str, float], None]
+OnExit = Callable[[int], None]
 Clock = Callable[[], float]
 
 
@@ -111,6 +131,25 @@ class JwtSigning:
 
 
 @dataclass(frozen=True, slots=True)
+class Fidelity:
+    """Which of the real Jibri's harmful behaviours the simulator reproduces.
+
+    Each is off by default, so that the simulator keeps the lifecycle the tests, the demo, the
+    chaos run and the benchmarks were written against; :meth:`real` turns every one on.
+    """
+
+    no_expired_after_graceful_shutdown: bool = False
+    """A graceful shutdown (or config change) pending when the session ends: the session OFF
+    webhook, then the exit, and no EXPIRED webhook (Jibri runs its idle hook before it publishes
+    EXPIRED, and the hook ends the process). Off: EXPIRED is sent, then the process exits."""
+
+    @classmethod
+    def real(cls) -> Fidelity:
+        """As the real Jibri: every behaviour on."""
+        return cls(**{name: True for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True, slots=True)
 class SimJibriConfig:
     """What a pod's ``jibri.conf`` would say, reduced to what the controller can observe."""
 
@@ -121,10 +160,22 @@ class SimJibriConfig:
     webhook_subscribers: tuple[str, ...] = ()
     status_period: float = DEFAULT_STATUS_PERIOD
     jwt: JwtSigning | None = None
+    internal_port: int = DEFAULT_INTERNAL_PORT
+    internal_host: str | None = None
+    """``jibri.api.http.internal-api-host``. Jibri's default is 127.0.0.1, the pod's own
+    loopback; a simulated pod has none of its own, so ``None`` means the pod's address."""
+    exit_delay: float = DEFAULT_EXIT_DELAY
+    fidelity: Fidelity = Fidelity()
 
     def __post_init__(self) -> None:
         if not self.status_period > 0:
             raise ValueError(f"status_period must be positive, got {self.status_period}")
+        if not self.exit_delay >= 0:
+            raise ValueError(f"exit_delay must not be negative, got {self.exit_delay}")
+
+    @property
+    def effective_internal_host(self) -> str:
+        return self.internal_host if self.internal_host is not None else self.host
 
     @property
     def effective_jibri_id(self) -> str:
@@ -184,6 +235,19 @@ def _jwt_from_env(env: Mapping[str, str]) -> JwtSigning | None:
     )
 
 
+def _fidelity_from_names(raw: str, source: str) -> Fidelity:
+    """``all`` or a comma-separated list of :class:`Fidelity` fields (``-`` or ``_``)."""
+    names = [item.strip().replace("-", "_") for item in raw.split(",") if item.strip()]
+    if names == ["all"]:
+        return Fidelity.real()
+    known = set(Fidelity.__dataclass_fields__)
+    unknown = sorted(set(names) - known)
+    if unknown:
+        choices = ", ".join(["all", *sorted(known)])
+        raise ValueError(f"{source}: unknown behaviour {', '.join(unknown)} (known: {choices})")
+    return Fidelity(**dict.fromkeys(names, True))
+
+
 def config_from_env(pod_name: str, host: str, env: Mapping[str, str]) -> SimJibriConfig:
     """Build a configuration from a pod's container environment.
 
@@ -191,8 +255,12 @@ def config_from_env(pod_name: str, host: str, env: Mapping[str, str]) -> SimJibr
     ``SIM_JIBRI_WEBHOOK_SUBSCRIBERS`` (comma-separated base URLs), ``SIM_JIBRI_STATUS_PERIOD``
     (seconds, default 60), and for signed webhooks ``SIM_JIBRI_JWT_KEY_PATH``,
     ``SIM_JIBRI_JWT_KID``, ``SIM_JIBRI_JWT_ISSUER``, ``SIM_JIBRI_JWT_AUDIENCE`` and
-    ``SIM_JIBRI_JWT_TTL`` (seconds, default 86400). ``$POD_NAME`` in the id and the subscriber
-    URLs is replaced by the pod name. Raises ``ValueError`` on malformed values.
+    ``SIM_JIBRI_JWT_TTL`` (seconds, default 86400). The internal API:
+    ``SIM_JIBRI_INTERNAL_API_PORT`` (default 3333), ``SIM_JIBRI_INTERNAL_API_HOST`` (default: the
+    pod's address) and ``SIM_JIBRI_EXIT_DELAY`` (seconds from an exit decision to the process's
+    end, default 5). ``SIM_JIBRI_REAL_BEHAVIOURS``: ``all`` or a comma-separated list of
+    :class:`Fidelity` fields to turn on. ``$POD_NAME`` in the id and the subscriber URLs is
+    replaced by the pod name. Raises ``ValueError`` on malformed values.
     """
     raw_subscribers = env.get("SIM_JIBRI_WEBHOOK_SUBSCRIBERS", "")
     subscribers = tuple(
@@ -209,6 +277,12 @@ def config_from_env(pod_name: str, host: str, env: Mapping[str, str]) -> SimJibr
         webhook_subscribers=subscribers,
         status_period=_env_float(env, "SIM_JIBRI_STATUS_PERIOD", DEFAULT_STATUS_PERIOD),
         jwt=_jwt_from_env(env),
+        internal_port=_env_int(env, "SIM_JIBRI_INTERNAL_API_PORT", DEFAULT_INTERNAL_PORT),
+        internal_host=env.get("SIM_JIBRI_INTERNAL_API_HOST", "").strip() or None,
+        exit_delay=_env_float(env, "SIM_JIBRI_EXIT_DELAY", DEFAULT_EXIT_DELAY),
+        fidelity=_fidelity_from_names(
+            env.get("SIM_JIBRI_REAL_BEHAVIOURS", ""), "SIM_JIBRI_REAL_BEHAVIOURS"
+        ),
     )
 
 
@@ -264,15 +338,47 @@ def _huge_padding() -> bytes:
 _GARBAGE_BODY: Final = b'{"status": {"busyStatus": "EXPIRED", "health": {"healthSt\xff\xfe<html>'
 
 
+# Jetty's reason phrases where they differ from Python's.
+_JETTY_REASONS: Final = {500: "Server Error"}
+
+
 def _json_response(data: object, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
 
 
+def _status_response(status: int) -> web.Response:
+    """Ktor's ``call.respond(HttpStatusCode)``: the status, ``Content-Length: 0``, nothing else."""
+    return web.Response(status=status, reason=_JETTY_REASONS.get(status))
+
+
 def _text_response(text: str, status: int) -> web.Response:
-    return web.Response(status=status, text=text)
+    """Ktor's answer with a string: ``text/plain; charset=UTF-8`` and its length."""
+    return web.Response(
+        status=status,
+        reason=_JETTY_REASONS.get(status),
+        body=text.encode(),
+        headers={"Content-Type": "text/plain; charset=UTF-8"},
+    )
 
 
-async def _read_json_object(request: web.BaseRequest) -> dict[str, Any] | None:
+async def _as_jetty(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers as Ktor's Jetty engine sends them: no ``Date``, no ``Server`` (Ktor turns both
+    off), and the request's ``Connection: keep-alive`` echoed as Ktor does."""
+    response.headers.popall("Date", None)
+    response.headers.popall("Server", None)
+    if request.headers.get("Connection", "").lower() == "keep-alive":
+        response.headers["Connection"] = "keep-alive"
+
+
+def _api_runner(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.AppRunner:
+    """One HTTP server (Ktor's ``embeddedServer``) whose answers carry Jetty's headers."""
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", handler)
+    app.on_response_prepare.append(_as_jetty)
+    return web.AppRunner(app, handler_cancellation=True, access_log=None)
+
+
+async def _read_json_object(request: web.Request) -> dict[str, Any] | None:
     """The request body as a JSON object, or ``None`` if it is anything else."""
     try:
         data = orjson.loads(await request.read())
@@ -312,6 +418,30 @@ class _Blackhole(asyncio.Protocol):
             self._sink.discard(self._transport)
 
 
+# --------------------------------------------------------------------------- servers
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def _let_accepts_settle() -> None:
+    """After closing a listener: a connection accepted just before the close has its transport
+    made in a task of the loop and its protocol told in a callback after that; let both run, so
+    that the server knows the connection and closes it (else its socket is left to the garbage
+    collector: a ResourceWarning in whichever test runs then)."""
+    for _ in range(2):
+        await asyncio.sleep(0)
+
+
+async def _drop_connections(runner: web.AppRunner | None) -> None:
+    """Close a server's HTTP connections; a request being answered gets a short grace period."""
+    server = runner.server if runner is not None else None
+    if server is not None:
+        server.pre_shutdown()
+        await server.shutdown(_SHUTDOWN_GRACE)
+
+
 # --------------------------------------------------------------------------- the simulator
 
 
@@ -331,8 +461,9 @@ class SimJibri:
     and signs a new token, as a real process start does.
 
     Ground truth: ``history`` lists every change of ``busyStatus`` as ``(wall time, status)``,
-    with ``"CRASH"`` for a crash (the status is IDLE after it); ``on_change(status, wall time)``
-    is called for each entry as it happens.
+    with ``"CRASH"`` for a crash (the status is IDLE after it) and ``"EXIT"`` when the process
+    ends by itself (see :attr:`exited`); ``on_change(status, wall time)`` is called for each entry
+    as it happens. ``on_exit(exit code)`` is called when the process ends.
     """
 
     def __init__(
@@ -343,9 +474,11 @@ class SimJibri:
         clock: Clock = time.time,
         refresh_token_on_restart: bool = True,
         on_change: OnChange | None = None,
+        on_exit: OnExit | None = None,
     ) -> None:
         self.config = config
         self._on_change = on_change
+        self._on_exit = on_exit
         self.history: list[tuple[float, str]] = []
         self._on_restart = on_restart
         self._clock = clock
@@ -359,10 +492,13 @@ class SimJibri:
         self._health_mode = HealthMode.NORMAL
         self._authorization: str | None = None
         self._port = config.port
+        self._internal_port = config.internal_port
         self._started = False
         self._stopped = False
-        self._web_server: web.Server | None = None
+        self._api: web.AppRunner | None = None
+        self._internal_api: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
+        self._internal_listener: asyncio.Server | None = None
         self._blackhole_transports: set[asyncio.Transport] = set()
         self._hung: set[web.RequestHandler] = set()
         self._switch_lock = asyncio.Lock()
@@ -371,6 +507,11 @@ class SimJibri:
         self._background: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._next_tick = 0.0
+        self._pending_exit: int | None = None
+        """The exit code Jibri's "execute when idle" hook will exit with (last request wins)."""
+        self._exiting = False
+        self._exit_code: int | None = None
+        self._exited: asyncio.Future[int] | None = None
 
     # ----------------------------------------------------------------- properties
 
@@ -414,9 +555,35 @@ class SimJibri:
         return self._port
 
     @property
+    def internal_port(self) -> int:
+        """The internal API's bound port (useful with ``internal_port=0``)."""
+        return self._internal_port
+
+    @property
     def base_url(self) -> str:
-        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
-        return f"http://{host}:{self._port}"
+        return _url(self.config.host, self._port)
+
+    @property
+    def internal_base_url(self) -> str:
+        return _url(self.config.effective_internal_host, self._internal_port)
+
+    @property
+    def exiting(self) -> bool:
+        """The process has decided to exit: its APIs are closed, no webhook goes out."""
+        return self._exiting
+
+    @property
+    def exit_code(self) -> int | None:
+        """The code the process exited with; ``None`` while it runs (or if it was stopped)."""
+        return self._exit_code
+
+    @property
+    def exited(self) -> asyncio.Future[int]:
+        """Resolves with the exit code when the process ends by itself (a graceful shutdown,
+        a shutdown, a config change). A container runtime restarts it, or not, from there."""
+        if self._exited is None:
+            self._exited = asyncio.get_running_loop().create_future()
+        return self._exited
 
     def state(self) -> dict[str, Any]:
         """What ``GET /_sim/state`` returns."""
@@ -430,33 +597,44 @@ class SimJibri:
             "webhooksFailed": self._webhooks_failed,
             "webhooksEnabled": self._webhooks_enabled,
             "healthMode": str(self._health_mode),
+            "exiting": self._exiting,
+            "exitCode": self._exit_code,
         }
 
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Bind the HTTP API, then behave like a freshly started Jibri process."""
+        """Bind the internal API, then the HTTP API (Jibri's order), then behave like a freshly
+        started Jibri process."""
         if self._started:
             raise RuntimeError("SimJibri.start() called twice")
         self._started = True
-        self._web_server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        await self._listen_http()
+        self._internal_api = _api_runner(self._handle_internal)
+        self._api = _api_runner(self._handle)
+        await self._internal_api.setup()
+        await self._api.setup()
+        try:
+            await self._listen_internal()
+            await self._listen_http()
+        except OSError:
+            await self._close_internal_listener()
+            raise
         self._boot(sign=True)
 
     async def stop(self) -> None:
-        """Stop timers, webhooks and the server. Idempotent."""
+        """Stop timers, webhooks and the servers (the container is gone). Idempotent."""
         if self._stopped or not self._started:
             self._stopped = True
             return
         self._stopped = True
         self._cancel_timer()
         await self._cancel_all(self._background)
-        async with self._switch_lock:
-            await self._close_listener()
+        await self._close_apis()
         await self._cancel_all(self._deliveries)
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await self._close_client()
+        for runner in (self._api, self._internal_api):
+            if runner is not None:
+                await runner.cleanup()
 
     async def __aenter__(self) -> SimJibri:
         await self.start()
@@ -484,6 +662,11 @@ class SimJibri:
             self._timer.cancel()
             self._timer = None
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     @staticmethod
     async def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
         pending = list(tasks)
@@ -492,14 +675,31 @@ class SimJibri:
         await asyncio.gather(*pending, return_exceptions=True)
         tasks.clear()
 
+    async def _close_client(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
     # ----------------------------------------------------------------- listeners
 
     async def _listen_http(self) -> None:
-        assert self._web_server is not None
+        assert self._api is not None
+        assert self._api.server is not None
         self._listener = await asyncio.get_running_loop().create_server(
-            self._web_server, self.config.host, self._port, reuse_address=True
+            self._api.server, self.config.host, self._port, reuse_address=True
         )
         self._port = self._listener.sockets[0].getsockname()[1]
+
+    async def _listen_internal(self) -> None:
+        assert self._internal_api is not None
+        assert self._internal_api.server is not None
+        self._internal_listener = await asyncio.get_running_loop().create_server(
+            self._internal_api.server,
+            self.config.effective_internal_host,
+            self._internal_port,
+            reuse_address=True,
+        )
+        self._internal_port = self._internal_listener.sockets[0].getsockname()[1]
 
     async def _listen_blackhole(self) -> None:
         sink = self._blackhole_transports
@@ -507,30 +707,38 @@ class SimJibri:
             lambda: _Blackhole(sink), self.config.host, self._port, reuse_address=True
         )
 
+    async def _close_apis(self) -> None:
+        """Both APIs stop accepting connections and drop the open ones."""
+        async with self._switch_lock:
+            await self._close_listener()
+        await self._close_internal_listener()
+
     async def _close_listener(self) -> None:
-        """Stop listening and drop every open connection."""
+        """Stop listening on the HTTP API's port and drop every open connection."""
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
-            # A connection accepted just before the close has its transport made in a task of
-            # the loop and its protocol told in a callback after that; let both run, so that the
-            # server below knows the connection and closes it (else its socket is left to the
-            # garbage collector: a ResourceWarning in whichever test runs then).
-            for _ in range(2):
-                await asyncio.sleep(0)
+            await _let_accepts_settle()
         self._drop_blackhole_connections()
         await self._drop_http_connections()
         if listener is not None:
             await listener.wait_closed()
+
+    async def _close_internal_listener(self) -> None:
+        listener, self._internal_listener = self._internal_listener, None
+        if listener is None:
+            return
+        listener.close()
+        await _let_accepts_settle()
+        await _drop_connections(self._internal_api)
+        await listener.wait_closed()
 
     async def _drop_http_connections(self) -> None:
         """Close HTTP connections; a request being answered gets a short grace period."""
         for protocol in list(self._hung):
             protocol.force_close()
         self._hung.clear()
-        if self._web_server is not None:
-            self._web_server.pre_shutdown()
-            await self._web_server.shutdown(_SHUTDOWN_GRACE)
+        await _drop_connections(self._api)
 
     def _drop_blackhole_connections(self) -> None:
         for transport in list(self._blackhole_transports):
@@ -540,7 +748,8 @@ class SimJibri:
     async def _switch_listener(self, blackhole: bool) -> None:
         """Swap the HTTP server and the black hole on the same address, without a gap."""
         async with self._switch_lock:
-            if self._stopped or (self._health_mode is HealthMode.BLACKHOLE) == blackhole:
+            closed = self._stopped or self._exiting
+            if closed or (self._health_mode is HealthMode.BLACKHOLE) == blackhole:
                 return
             old, self._listener = self._listener, None
             if old is not None:
@@ -564,7 +773,7 @@ class SimJibri:
         environment: str = DEFAULT_ENVIRONMENT,
     ) -> bool:
         """``startService``: IDLE -> BUSY and session ON. False (412) when not idle."""
-        if self._busy_status is not BusyStatus.IDLE:
+        if self._exiting or self._busy_status is not BusyStatus.IDLE:
             return False
         self._session = _Session(session_id or uuid.uuid4().hex, sip_address, environment)
         self._set_busy_status(BusyStatus.BUSY)
@@ -572,19 +781,82 @@ class SimJibri:
         return True
 
     async def stop_recording(self) -> bool:
-        """``stopService``: BUSY -> EXPIRED (single use) and session OFF. False if not busy."""
-        if self._busy_status is not BusyStatus.BUSY:
+        """``stopService``: the session ends (session OFF) and, single use, EXPIRED follows.
+        False when no session runs ("No service active")."""
+        if self._session is None:
             return False
         self._send_session("OFF")
         self._session = None
+        pending, self._pending_exit = self._pending_exit, None
+        if pending is not None and self.config.fidelity.no_expired_after_graceful_shutdown:
+            self._begin_exit(pending)
+            return True
         self._set_busy_status(BusyStatus.EXPIRED)
+        if pending is not None:
+            self._begin_exit(pending)
         return True
+
+    async def graceful_shutdown(self) -> None:
+        """The internal API's ``gracefulShutdown``: exit 255 now if no session runs, else when
+        it ends; the session goes on meanwhile."""
+        self._when_idle(EXIT_GRACEFUL)
+
+    async def notify_config_changed(self) -> None:
+        """The internal API's ``notifyConfigChanged``: exit 0 (to be restarted with the new
+        configuration) now if no session runs, else when it ends."""
+        self._when_idle(EXIT_CONFIG_CHANGED)
+
+    async def shutdown(self) -> None:
+        """The internal API's ``shutdown``: stop the session at once, then exit 255."""
+        if self._exiting:
+            return
+        await self.stop_recording()
+        self._begin_exit(EXIT_GRACEFUL)
+
+    def _when_idle(self, code: int) -> None:
+        """Jibri's ``executeWhenIdle``: at once when no service runs (IDLE, EXPIRED), else one
+        pending hook, replaced by a later request."""
+        if self._exiting:
+            return
+        if self._session is None:
+            self._begin_exit(code)
+        else:
+            self._pending_exit = code
+
+    def _begin_exit(self, code: int) -> None:
+        if self._exiting or self._stopped:
+            return
+        self._exiting = True
+        self._cancel_timer()
+        self._spawn(self._exit(code))
+
+    async def _exit(self, code: int) -> None:
+        """The process's end: the APIs close at once, the webhooks already sent complete, and
+        the process is gone ``exit_delay`` seconds after the decision."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.exit_delay
+        await self._close_apis()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await self.drain_webhooks()
+        await asyncio.sleep(max(0.0, deadline - loop.time()))
+        await self._cancel_all(self._deliveries)
+        await self._close_client()
+        self._exit_code = code
+        self._record("EXIT")
+        if not self.exited.done():
+            self.exited.set_result(code)
+        if self._on_exit is not None:
+            self._on_exit(code)
 
     async def crash(self) -> None:
         """The Jibri process dies and its container restarts: IDLE again, restart_count + 1."""
+        if self._exiting:
+            return
         self._cancel_timer()
         await self._cancel_all(self._deliveries)
         self._session = None
+        self._pending_exit = None
         self._busy_status = BusyStatus.IDLE
         self._record("CRASH")
         self._restart_count += 1
@@ -647,7 +919,9 @@ class SimJibri:
         self._send_webhook("/v1/session/status", {"jibriId": self.jibri_id, "session": session})
 
     def _send_webhook(self, path: str, body: Mapping[str, Any]) -> None:
-        if not self._webhooks_enabled or self._stopped or not self.config.webhook_subscribers:
+        if self._stopped or self._exiting:
+            return
+        if not self._webhooks_enabled or not self.config.webhook_subscribers:
             return
         data = orjson.dumps(body)
         headers = {"Content-Type": "application/json"}
@@ -683,15 +957,36 @@ class SimJibri:
 
     # ----------------------------------------------------------------- HTTP API
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        route = _ROUTES.get((request.method, request.path))
-        if route is not None:
-            return await route(self, request)
-        if any(path == request.path for _, path in _ROUTES):
-            return _text_response("Method Not Allowed", 405)
-        return _text_response("Not Found", 404)
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        return await _dispatch(_ROUTES, self, request)
 
-    async def _health_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle_internal(self, request: web.Request) -> web.StreamResponse:
+        return await _dispatch(_INTERNAL_ROUTES, self, request)
+
+    async def _internal_endpoint(
+        self, request: web.Request, action: Callable[[], Coroutine[Any, Any, None]]
+    ) -> web.StreamResponse:
+        """Ktor's ``respondOkAndRun``: the 200 goes out first, then Jibri acts (an exit closes
+        the connection this request came on)."""
+        response = _status_response(200)
+        await response.prepare(request)
+        await response.write_eof()
+        self._spawn(action())
+        return response
+
+    async def _graceful_shutdown_endpoint(self, request: web.Request) -> web.StreamResponse:
+        log.info("%s: gracefully shutting down", self.jibri_id)
+        return await self._internal_endpoint(request, self.graceful_shutdown)
+
+    async def _shutdown_endpoint(self, request: web.Request) -> web.StreamResponse:
+        log.info("%s: forcefully shutting down", self.jibri_id)
+        return await self._internal_endpoint(request, self.shutdown)
+
+    async def _config_changed_endpoint(self, request: web.Request) -> web.StreamResponse:
+        log.info("%s: config file changed", self.jibri_id)
+        return await self._internal_endpoint(request, self.notify_config_changed)
+
+    async def _health_endpoint(self, request: web.Request) -> web.StreamResponse:
         mode = self._health_mode
         if mode is HealthMode.HANG:
             return await self._hang(request)
@@ -714,7 +1009,7 @@ class SimJibri:
         body = head + _huge_padding() + b'"}'
         return web.Response(body=body, content_type="application/json")
 
-    async def _hang(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _hang(self, request: web.Request) -> web.StreamResponse:
         """Keep the request open until the client gives up or the listener closes."""
         protocol = request.protocol
         self._hung.add(protocol)
@@ -724,10 +1019,11 @@ class SimJibri:
             self._hung.discard(protocol)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _start_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _start_endpoint(self, request: web.Request) -> web.StreamResponse:
         params = await _read_json_object(request)
         if params is None:
-            return _text_response("startService expects a JSON object", 400)
+            # Jibri answers a body it cannot read with its catch-all: 500, empty.
+            return _status_response(500)
         started = await self.start_recording(
             _optional_str(params.get("sessionId")),
             sip_address=_nested_str(params, "sipClientParams", "sipAddress"),
@@ -735,17 +1031,17 @@ class SimJibri:
         )
         if not started:
             return _text_response("Jibri is currently busy", 412)
-        return web.Response(status=200)
+        return _status_response(200)
 
-    async def _stop_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _stop_endpoint(self, request: web.Request) -> web.StreamResponse:
         await self.stop_recording()
-        return web.Response(status=200)
+        return _status_response(200)
 
-    async def _crash_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _crash_endpoint(self, request: web.Request) -> web.StreamResponse:
         await self.crash()
         return _json_response(self.state())
 
-    async def _mode_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _mode_endpoint(self, request: web.Request) -> web.StreamResponse:
         params = await _read_json_object(request)
         raw_mode = params.get("health") if params else None
         try:
@@ -754,14 +1050,12 @@ class SimJibri:
             return _text_response(f"health must be one of {[m.value for m in HealthMode]}", 400)
         if mode is HealthMode.BLACKHOLE:
             # Answer this request first; the switch closes the connection it came on.
-            task = asyncio.get_running_loop().create_task(self.set_health_mode(mode))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(self.set_health_mode(mode))
         else:
             await self.set_health_mode(mode)
         return _json_response({"health": mode.value})
 
-    async def _webhooks_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _webhooks_endpoint(self, request: web.Request) -> web.StreamResponse:
         params = await _read_json_object(request)
         enabled = params.get("enabled") if params else None
         if not isinstance(enabled, bool):
@@ -769,11 +1063,11 @@ class SimJibri:
         self.set_webhooks_enabled(enabled)
         return _json_response({"enabled": enabled})
 
-    async def _state_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _state_endpoint(self, request: web.Request) -> web.StreamResponse:
         return _json_response(self.state())
 
 
-_Route = Callable[[SimJibri, web.BaseRequest], Awaitable[web.StreamResponse]]
+_Route = Callable[[SimJibri, web.Request], Awaitable[web.StreamResponse]]
 _ROUTES: Final[dict[tuple[str, str], _Route]] = {
     ("GET", HEALTH_PATH): SimJibri._health_endpoint,
     ("POST", START_PATH): SimJibri._start_endpoint,
@@ -783,6 +1077,23 @@ _ROUTES: Final[dict[tuple[str, str], _Route]] = {
     ("POST", "/_sim/webhooks"): SimJibri._webhooks_endpoint,
     ("GET", "/_sim/state"): SimJibri._state_endpoint,
 }
+_INTERNAL_ROUTES: Final[dict[tuple[str, str], _Route]] = {
+    ("POST", GRACEFUL_SHUTDOWN_PATH): SimJibri._graceful_shutdown_endpoint,
+    ("POST", SHUTDOWN_PATH): SimJibri._shutdown_endpoint,
+    ("POST", CONFIG_CHANGED_PATH): SimJibri._config_changed_endpoint,
+}
+
+
+async def _dispatch(
+    routes: Mapping[tuple[str, str], _Route], sim: SimJibri, request: web.Request
+) -> web.StreamResponse:
+    """Ktor's routing: the route's answer, else 405 for a known path, else 404 (both empty)."""
+    route = routes.get((request.method, request.path))
+    if route is not None:
+        return await route(sim, request)
+    if any(path == request.path for _, path in routes):
+        return _status_response(405)
+    return _status_response(404)
 
 
 # --------------------------------------------------------------------------- command line
@@ -803,6 +1114,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jwt-issuer", default="")
     parser.add_argument("--jwt-audience", default="")
     parser.add_argument("--jwt-ttl", type=int, default=DEFAULT_JWT_TTL)
+    parser.add_argument("--internal-port", type=int, default=DEFAULT_INTERNAL_PORT)
+    parser.add_argument("--internal-host", default=None, help="default: --host")
+    parser.add_argument("--exit-delay", type=float, default=DEFAULT_EXIT_DELAY)
+    parser.add_argument(
+        "--real-behaviours", default="", help="'all' or a comma-separated list of Fidelity fields"
+    )
     return parser.parse_args(argv)
 
 
@@ -824,6 +1141,10 @@ def parse_cli(argv: Sequence[str] | None = None) -> SimJibriConfig:
         ),
         status_period=args.status_period,
         jwt=signing,
+        internal_port=args.internal_port,
+        internal_host=args.internal_host,
+        exit_delay=args.exit_delay,
+        fidelity=_fidelity_from_names(args.real_behaviours, "--real-behaviours"),
     )
 
 
@@ -833,8 +1154,17 @@ async def _serve(config: SimJibriConfig) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     async with SimJibri(config) as sim:
-        log.info("simulated Jibri %s listening on %s", sim.jibri_id, sim.base_url)
+        log.info(
+            "simulated Jibri %s listening on %s (internal API %s)",
+            sim.jibri_id,
+            sim.base_url,
+            sim.internal_base_url,
+        )
+        exited = sim.exited
+        exited.add_done_callback(lambda _: stopping.set())
         await stopping.wait()
+    if exited.done():
+        raise SystemExit(exited.result())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from testbed.simjibri import (
     BusyStatus,
+    Fidelity,
     HealthMode,
     JwtSigning,
     SimJibri,
@@ -112,9 +114,10 @@ async def running(
 ) -> AsyncIterator[SimJibri]:
     options = {
         k: kwargs.pop(k)
-        for k in ("on_restart", "clock", "refresh_token_on_restart", "on_change")
+        for k in ("on_restart", "clock", "refresh_token_on_restart", "on_change", "on_exit")
         if k in kwargs
     }
+    kwargs.setdefault("internal_port", 0)
     config = SimJibriConfig(
         pod_name="pod-a",
         host=host or next_host(),
@@ -207,9 +210,10 @@ async def test_start_is_refused_unless_idle(http: aiohttp.ClientSession) -> None
 
 async def test_bad_requests(http: aiohttp.ClientSession) -> None:
     async with running() as sim:
+        # Jibri's catch-all answers a body it cannot read: 500, empty
         async with http.post(sim.base_url + START, data=b"{nope") as resp:
-            assert resp.status == 400
-        assert await post(http, sim.base_url + START, ["not", "an", "object"]) == 400
+            assert (resp.status, resp.reason, await resp.read()) == (500, "Server Error", b"")
+        assert await post(http, sim.base_url + START, ["not", "an", "object"]) == 500
         assert await post(http, sim.base_url + HEALTH) == 405
         async with http.get(sim.base_url + "/elsewhere") as resp:
             assert resp.status == 404
@@ -422,6 +426,8 @@ async def test_state_endpoint(http: aiohttp.ClientSession) -> None:
             "webhooksFailed": 0,
             "webhooksEnabled": True,
             "healthMode": "normal",
+            "exiting": False,
+            "exitCode": None,
         }
 
 
@@ -495,6 +501,235 @@ async def test_blackhole_mode_and_the_way_back(http: aiohttp.ClientSession) -> N
         await sim.set_health_mode(HealthMode.NORMAL)
         _, _, body = await get_json(http, sim.base_url + HEALTH)
         assert body["status"]["busyStatus"] == "IDLE"
+
+
+# --------------------------------------------------------------------------- internal API
+
+GRACEFUL = "/jibri/api/internal/v1.0/gracefulShutdown"
+SHUTDOWN = "/jibri/api/internal/v1.0/shutdown"
+CONFIG_CHANGED = "/jibri/api/internal/v1.0/notifyConfigChanged"
+REAL = Fidelity.real()
+
+
+async def raw_exchange(host: str, port: int, request: bytes) -> bytes:
+    """Send raw bytes, read the answer until the server closes the connection."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        return await asyncio.wait_for(reader.read(), 2.0)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def refuses_connections(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    await writer.wait_closed()
+    return False
+
+
+async def apis_refuse_within(sim: SimJibri, seconds: float) -> bool:
+    """Both APIs refuse connections, at the latest ``seconds`` from now."""
+    addresses = [
+        (sim.config.host, sim.port),
+        (sim.config.effective_internal_host, sim.internal_port),
+    ]
+    deadline = time.monotonic() + seconds
+    for host, port in addresses:
+        while not await refuses_connections(host, port):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+    return True
+
+
+async def test_internal_api_answers_like_ktor_on_jetty() -> None:
+    async with running() as sim:
+        assert await sim.start_recording("s")  # busy: the config change waits, nothing exits
+        host, port = sim.config.host, sim.internal_port
+        close = b"Host: jibri\r\nConnection: close\r\n"
+        ok = await raw_exchange(
+            host, port, b"POST " + CONFIG_CHANGED.encode() + b" HTTP/1.1\r\n" + close + b"\r\n"
+        )
+        assert ok == b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        wrong_method = await raw_exchange(
+            host, port, b"GET " + GRACEFUL.encode() + b" HTTP/1.1\r\n" + close + b"\r\n"
+        )
+        assert wrong_method == (
+            b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        unknown = await raw_exchange(
+            host, port, b"POST /jibri/api/v1.0/health HTTP/1.1\r\n" + close + b"\r\n"
+        )
+        assert (
+            unknown == b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        # the external API does not serve the internal one
+        async with aiohttp.ClientSession() as http:
+            assert await post(http, sim.base_url + GRACEFUL) == 404
+        assert sim.busy_status is BusyStatus.BUSY
+        assert not sim.exiting
+
+
+async def test_internal_api_listens_on_its_own_host_and_port() -> None:
+    host = next_host()
+    async with running(host=host, internal_host="127.0.0.1") as sim:
+        assert sim.internal_port not in (0, sim.port)
+        assert sim.internal_base_url == f"http://127.0.0.1:{sim.internal_port}"
+        assert await refuses_connections(host, sim.internal_port)
+        assert not await refuses_connections("127.0.0.1", sim.internal_port)
+
+
+async def test_graceful_shutdown_when_idle_exits_255_without_a_webhook(
+    http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    codes: list[int] = []
+    async with running(
+        receiver.base, status_period=0.2, exit_delay=0.6, on_exit=codes.append
+    ) as sim:
+        await receiver.next()
+        asked = time.monotonic()
+        assert await post(http, sim.internal_base_url + GRACEFUL) == 200
+        assert await apis_refuse_within(sim, 0.2)
+        assert sim.exiting
+        assert not sim.exited.done()
+        assert await asyncio.wait_for(sim.exited, 2.0) == 255
+        assert 0.5 <= time.monotonic() - asked < 1.5
+        assert sim.exit_code == 255
+        assert codes == [255]
+        assert [status for _, status in sim.history] == ["EXIT"]
+        # no webhook at all: no status change, and the periodic resend is gone
+        assert await receiver.nothing_within(0.5)
+        assert sim.busy_status is BusyStatus.IDLE
+
+
+async def test_graceful_shutdown_when_expired_exits_at_once(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with running(exit_delay=0.1) as sim:
+        assert await sim.start_recording("s")
+        assert await sim.stop_recording()
+        assert await post(http, sim.internal_base_url + GRACEFUL) == 200
+        assert await asyncio.wait_for(sim.exited, 2.0) == 255
+        assert [status for _, status in sim.history] == ["BUSY", "EXPIRED", "EXIT"]
+
+
+@pytest.mark.parametrize("fidelity", [Fidelity(), REAL], ids=["default", "real"])
+async def test_graceful_shutdown_when_busy_exits_after_the_session(
+    http: aiohttp.ClientSession, receiver: Receiver, fidelity: Fidelity
+) -> None:
+    async with running(receiver.base, status_period=0.2, exit_delay=0.3, fidelity=fidelity) as sim:
+        assert await sim.start_recording("rec-1")
+        assert await post(http, sim.internal_base_url + GRACEFUL) == 200
+        # the recording goes on: busy, its API up, its status still resent
+        await asyncio.sleep(0.3)
+        assert not sim.exiting
+        assert sim.busy_status is BusyStatus.BUSY
+        _, _, health = await get_json(http, sim.base_url + HEALTH)
+        assert health["status"]["busyStatus"] == "BUSY"
+        assert await post(http, sim.base_url + START, {"sessionId": "other"}) == 412
+        await sim.drain_webhooks()
+        while not receiver.queue.empty():
+            receiver.queue.get_nowait()
+
+        assert await post(http, sim.base_url + STOP) == 200
+        assert await asyncio.wait_for(sim.exited, 2.0) == 255
+        hooks = []
+        while not receiver.queue.empty():
+            hooks.append(receiver.queue.get_nowait())
+        sent = [(h.path.rsplit("/v1/", 1)[1], h.body) for h in hooks]
+        off = (
+            "session/status",
+            {
+                "jibriId": "pod-a",
+                "session": {
+                    "sessionId": "rec-1",
+                    "status": "OFF",
+                    "sipAddress": None,
+                    "failure": None,
+                    "shouldRetry": None,
+                },
+            },
+        )
+        expired = (
+            "status",
+            {
+                "jibriId": "pod-a",
+                "status": {
+                    "busyStatus": "EXPIRED",
+                    "health": HEALTHY,
+                },
+            },
+        )
+        if fidelity.no_expired_after_graceful_shutdown:
+            # Jibri runs the exit before it publishes EXPIRED
+            assert sent == [off]
+            assert [s for _, s in sim.history] == ["BUSY", "EXIT"]
+        else:
+            assert sent == [off, expired]
+            assert [s for _, s in sim.history] == ["BUSY", "EXPIRED", "EXIT"]
+
+
+async def test_shutdown_stops_the_session_at_once(
+    http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    async with running(receiver.base, exit_delay=0.2) as sim:
+        assert await sim.start_recording("rec-1")
+        await receiver.next("/v1/session/status")
+        assert await post(http, sim.internal_base_url + SHUTDOWN) == 200
+        off = await receiver.next("/v1/session/status")
+        assert off.body["session"]["status"] == "OFF"
+        assert (await receiver.next("/v1/status")).body["status"]["busyStatus"] == "EXPIRED"
+        assert await apis_refuse_within(sim, 0.2)
+        assert await asyncio.wait_for(sim.exited, 2.0) == 255
+
+
+async def test_config_change_exits_0_when_idle_and_the_last_request_wins(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with running(exit_delay=0) as sim:
+        assert await post(http, sim.internal_base_url + CONFIG_CHANGED) == 200
+        assert await asyncio.wait_for(sim.exited, 2.0) == 0
+    async with running(exit_delay=0) as sim:
+        assert await sim.start_recording("s")
+        assert await post(http, sim.internal_base_url + GRACEFUL) == 200
+        assert await post(http, sim.internal_base_url + CONFIG_CHANGED) == 200
+        assert await sim.stop_recording()
+        assert await asyncio.wait_for(sim.exited, 2.0) == 0
+
+
+async def test_an_exiting_jibri_takes_no_recording_and_does_not_crash() -> None:
+    async with running(exit_delay=0.3) as sim:
+        await sim.graceful_shutdown()
+        assert sim.exiting
+        assert not await sim.start_recording("late")
+        await sim.crash()
+        assert sim.restart_count == 0
+        assert await asyncio.wait_for(sim.exited, 2.0) == 255
+
+
+async def test_stop_during_the_exit_leaves_it_unresolved() -> None:
+    async with running(exit_delay=5) as sim:
+        await sim.graceful_shutdown()
+        exited = sim.exited
+    assert not exited.done()
+    assert sim.exit_code is None
+
+
+async def test_an_internal_port_clash_fails_the_start() -> None:
+    host = next_host()
+    async with running(host=host) as first:
+        clash = SimJibri(
+            SimJibriConfig(pod_name="pod-b", host=host, port=0, internal_port=first.internal_port)
+        )
+        with pytest.raises(OSError, match="address already in use") as caught:
+            await clash.start()
+        assert caught.value.errno == errno.EADDRINUSE
+        await clash.stop()
 
 
 # --------------------------------------------------------------------------- JWT
