@@ -1,25 +1,33 @@
 """A simulated Jibri in single-use mode, for end-to-end tests, the demo and benchmarks.
 
-It speaks the wire protocol of the real Jibri (docs: ``jibri-protocol.md``):
+It speaks the wire protocol of the real Jibri (``jibri-protocol.md``; what the project relies on,
+with the tests that show it, is in ``docs/protocol.md``):
 
-* the HTTP API on ``(host, port)``: ``GET /jibri/api/v1.0/health`` and the unauthenticated
-  control endpoints ``POST /jibri/api/v1.0/startService`` (IDLE -> BUSY, 412 when not idle) and
-  ``POST /jibri/api/v1.0/stopService`` (BUSY -> EXPIRED, single-use mode);
+* the HTTP API on ``(host, port)``: ``GET /jibri/api/v1.0/health`` (its JSON streamed as Ktor's
+  Jackson writes it: chunked over HTTP/1.1, close-delimited over HTTP/1.0) and the
+  unauthenticated control endpoints ``POST /jibri/api/v1.0/startService`` (IDLE -> BUSY, 412
+  when a service runs) and ``POST /jibri/api/v1.0/stopService`` (BUSY -> EXPIRED, single use);
+  answers carry the headers of Ktor's Jetty engine (no ``Date``, no ``Server``);
 * the status webhook ``POST {base}/v1/status`` to every subscriber, at start-up, on every change of
   ``busyStatus`` and every ``status_period`` seconds, and the session webhook
   ``POST {base}/v1/session/status`` when a recording starts (``ON``) and stops (``OFF``).
-  Like Jibri: 2 s client timeout, no retry, a non-200 answer is only logged. Webhooks leave from
-  the simulated pod's own address, because the controller compares it with the pod IP;
+  Like Jibri: 2 s client timeout, no retry, a non-200 answer is only logged, chunked bodies with
+  no Content-Length, ``User-Agent: ktor-client``. Webhooks leave from the simulated pod's own
+  address, because the controller compares it with the pod IP;
 * the webhook JWT exactly as Jibri signs it: RS256, header ``kid``, claims ``iss``, ``aud`` (a
   one-element array) and ``exp`` only, built once when the process starts and never refreshed.
   A key that is not a PKCS#1 PEM, or any other JWT configuration error, means no
-  ``Authorization`` header at all.
-
+  ``Authorization`` header at all;
 * Jibri's internal HTTP API on its own port (``jibri.api.http.internal-api-port``, 3333):
   ``POST /jibri/api/internal/v1.0/gracefulShutdown`` (exit 255 once no session runs),
   ``.../notifyConfigChanged`` (exit 0 once no session runs) and ``.../shutdown`` (stop the session
   at once, exit 255). The exit is observable: :attr:`SimJibri.exited` resolves with the exit code
   ``exit_delay`` seconds after the decision, the APIs having stopped accepting connections at once.
+
+The real Jibri's harmful behaviours (a periodic resend that dies, a BUSY stuck for good, no
+EXPIRED after a graceful shutdown, a start accepted when EXPIRED, a process left without API by a
+port clash) are each a switch of :class:`Fidelity`, off by default; ``Fidelity.real()`` (or
+``SIM_JIBRI_REAL_BEHAVIOURS=all``) turns them all on.
 
 Faults are injected through ``/_sim/...`` endpoints on the same port, which the real Jibri does
 not have, or through the matching Python methods: a crash and restart of the Jibri process,
@@ -27,7 +35,7 @@ misbehaving health answers (hang, garbage, huge, unknown status, black hole) and
 webhook channel.
 
 Thousands of instances can share one event loop (one per loopback address ``127.x.y.z``, all on
-the same port): each instance costs one listening socket and a low-level aiohttp server, and its
+the same ports): each instance costs two listening sockets and two aiohttp servers, and its
 webhook client session is created only when it first has something to send.
 """
 
@@ -42,7 +50,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
@@ -89,7 +97,6 @@ DEFAULT_STATUS_PERIOD: Final = 60.0
 DEFAULT_JWT_TTL: Final = 24 * 3600
 # jicoco's JwtInfo raises any configured ttl below ten minutes to ten minutes.
 MIN_JWT_TTL: Final = 600
-DEFAULT_ENVIRONMENT: Final = "default"
 WEBHOOK_TIMEOUT: Final = 2.0
 HUGE_BODY_BYTES: Final = 8 * 1024 * 1024
 _SHUTDOWN_GRACE: Final = 0.5
@@ -138,10 +145,30 @@ class Fidelity:
     chaos run and the benchmarks were written against; :meth:`real` turns every one on.
     """
 
+    resend_dies_when_unreachable: bool = False
+    """The periodic status resend stops for good after one tick at which a subscriber was
+    unreachable (any error but a timeout): the resend is a Java fixed-rate task, which a thrown
+    exception cancels silently. Events (BUSY, session ON/OFF, EXPIRED) still go out."""
+
+    busy_stuck_when_unreachable: bool = False
+    """A subscriber unreachable when Jibri goes BUSY: ``startService`` answers 500, no session
+    starts, and Jibri reports BUSY for good (``stopService``: "No service active"), until
+    another ``startService`` succeeds. Jibri sends the BUSY webhook synchronously, before it
+    records the new service, and the error escapes to the HTTP handler's catch-all."""
+
     no_expired_after_graceful_shutdown: bool = False
     """A graceful shutdown (or config change) pending when the session ends: the session OFF
     webhook, then the exit, and no EXPIRED webhook (Jibri runs its idle hook before it publishes
     EXPIRED, and the hook ends the process). Off: EXPIRED is sent, then the process exits."""
+
+    start_when_expired: bool = False
+    """An EXPIRED Jibri accepts ``startService`` and goes BUSY again (Jibri refuses a start only
+    while a service runs; single-use mode only stops it from reporting IDLE). Off: 412."""
+
+    survives_port_clash: bool = False
+    """A port already taken at start-up: the process stays, without the API that could not
+    bind (the internal one: without either, as Jibri binds it first), and keeps sending its
+    IDLE webhooks. Off: :meth:`SimJibri.start` raises the ``OSError``."""
 
     @classmethod
     def real(cls) -> Fidelity:
@@ -378,6 +405,22 @@ def _api_runner(handler: Callable[[web.Request], Awaitable[web.StreamResponse]])
     return web.AppRunner(app, handler_cancellation=True, access_log=None)
 
 
+# What Jibri's Ktor client sends besides the body: its User-Agent, the Accept its JSON content
+# negotiation adds, and the Accept-Charset of its plain-text plugin.
+_WEBHOOK_HEADERS: Final = {
+    "Content-Type": "application/json",
+    "User-Agent": "ktor-client",
+    "Accept": "application/json",
+    "Accept-Charset": "UTF-8",
+}
+
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    """A body of unknown length, so that it goes out chunked with no Content-Length, as Jibri's
+    streamed JSON does."""
+    yield data
+
+
 async def _read_json_object(request: web.Request) -> dict[str, Any] | None:
     """The request body as a JSON object, or ``None`` if it is anything else."""
     try:
@@ -418,6 +461,24 @@ class _Blackhole(asyncio.Protocol):
             self._sink.discard(self._transport)
 
 
+class _Outcome(enum.Enum):
+    """What one webhook request came to, as Jibri's client sees it."""
+
+    DELIVERED = "delivered"
+    REFUSED = "refused"
+    """Answered with a status other than 200 (logged by Jibri)."""
+    TIMED_OUT = "timed-out"
+    """No answer within the 2 s request timeout (caught and logged by Jibri)."""
+    UNREACHABLE = "unreachable"
+    """Any other error (connection refused, reset, no route): thrown by Jibri's client."""
+
+
+class _Start(enum.Enum):
+    STARTED = "started"
+    BUSY = "busy"
+    FAILED = "failed"
+
+
 # --------------------------------------------------------------------------- servers
 
 
@@ -449,7 +510,7 @@ async def _drop_connections(runner: web.AppRunner | None) -> None:
 class _Session:
     session_id: str
     sip_address: str | None
-    environment: str
+    environment: str | None
 
 
 class SimJibri:
@@ -502,11 +563,16 @@ class SimJibri:
         self._blackhole_transports: set[asyncio.Transport] = set()
         self._hung: set[web.RequestHandler] = set()
         self._switch_lock = asyncio.Lock()
+        self._start_lock = asyncio.Lock()
+        """Jibri's manager lock: one startService at a time."""
         self._client: aiohttp.ClientSession | None = None
-        self._deliveries: set[asyncio.Task[None]] = set()
+        self._deliveries: set[asyncio.Task[_Outcome]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._tick_watch: asyncio.Task[None] | None = None
         self._next_tick = 0.0
+        self._resend_died = False
+        self._api_error: OSError | None = None
         self._pending_exit: int | None = None
         """The exit code Jibri's "execute when idle" hook will exit with (last request wins)."""
         self._exiting = False
@@ -568,6 +634,16 @@ class SimJibri:
         return _url(self.config.effective_internal_host, self._internal_port)
 
     @property
+    def resend_died(self) -> bool:
+        """The periodic resend has stopped for good (``resend_dies_when_unreachable``)."""
+        return self._resend_died
+
+    @property
+    def api_error(self) -> OSError | None:
+        """Why an API could not bind at start-up (``survives_port_clash``); None if both did."""
+        return self._api_error
+
+    @property
     def exiting(self) -> bool:
         """The process has decided to exit: its APIs are closed, no webhook goes out."""
         return self._exiting
@@ -599,6 +675,7 @@ class SimJibri:
             "healthMode": str(self._health_mode),
             "exiting": self._exiting,
             "exitCode": self._exit_code,
+            "resendDied": self._resend_died,
         }
 
     # ----------------------------------------------------------------- lifecycle
@@ -616,9 +693,14 @@ class SimJibri:
         try:
             await self._listen_internal()
             await self._listen_http()
-        except OSError:
-            await self._close_internal_listener()
-            raise
+        except OSError as exc:
+            if not self.config.fidelity.survives_port_clash:
+                await self._close_internal_listener()
+                raise
+            # Jibri's main thread dies on the bind error; its status task, already scheduled,
+            # keeps the JVM alive.
+            self._api_error = exc
+            log.error("%s: an API could not start, the process stays: %s", self.jibri_id, exc)
         self._boot(sign=True)
 
     async def stop(self) -> None:
@@ -652,15 +734,36 @@ class SimJibri:
         self._tick()
 
     def _tick(self) -> None:
-        self._send_status()
+        self._timer = None
+        deliveries = self._send_status()
+        if self.config.fidelity.resend_dies_when_unreachable and deliveries:
+            # Jibri's task waits for every subscriber's answer before its next run.
+            self._tick_watch = asyncio.get_running_loop().create_task(self._after_tick(deliveries))
+        else:
+            self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
         loop = asyncio.get_running_loop()
         self._next_tick = max(self._next_tick + self.config.status_period, loop.time())
         self._timer = loop.call_at(self._next_tick, self._tick)
+
+    async def _after_tick(self, deliveries: list[asyncio.Task[_Outcome]]) -> None:
+        outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+        self._tick_watch = None
+        if _Outcome.UNREACHABLE in outcomes:
+            self._resend_died = True
+            log.warning("%s: a subscriber was unreachable; the status resend stops", self.jibri_id)
+            return
+        if not (self._stopped or self._exiting):
+            self._schedule_tick()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._tick_watch is not None:
+            self._tick_watch.cancel()
+            self._tick_watch = None
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -668,7 +771,7 @@ class SimJibri:
         task.add_done_callback(self._background.discard)
 
     @staticmethod
-    async def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
+    async def _cancel_all(tasks: set[asyncio.Task[None]] | set[asyncio.Task[_Outcome]]) -> None:
         pending = list(tasks)
         for task in pending:
             task.cancel()
@@ -770,15 +873,53 @@ class SimJibri:
         session_id: str | None = None,
         *,
         sip_address: str | None = None,
-        environment: str = DEFAULT_ENVIRONMENT,
+        environment: str | None = None,
     ) -> bool:
-        """``startService``: IDLE -> BUSY and session ON. False (412) when not idle."""
-        if self._exiting or self._busy_status is not BusyStatus.IDLE:
+        """``startService``: IDLE -> BUSY and session ON; False when it did not start (412 when
+        not idle, 500 when stuck). ``environment``: the environment context of a session
+        started over XMPP (reported by health while BUSY); sessions started over HTTP have
+        none."""
+        outcome = await self._start_service(session_id, sip_address, environment)
+        return outcome is _Start.STARTED
+
+    def _may_start(self) -> bool:
+        if self._exiting or self._session is not None:
             return False
-        self._session = _Session(session_id or uuid.uuid4().hex, sip_address, environment)
-        self._set_busy_status(BusyStatus.BUSY)
+        fidelity = self.config.fidelity
+        return (
+            self._busy_status is BusyStatus.IDLE
+            or (self._busy_status is BusyStatus.EXPIRED and fidelity.start_when_expired)
+            # stuck BUSY: Jibri has no service, so it takes the next one
+            or (self._busy_status is BusyStatus.BUSY and fidelity.busy_stuck_when_unreachable)
+        )
+
+    async def _start_service(
+        self, session_id: str | None, sip_address: str | None, environment: str | None
+    ) -> _Start:
+        async with self._start_lock:
+            return await self._start_service_locked(session_id, sip_address, environment)
+
+    async def _start_service_locked(
+        self, session_id: str | None, sip_address: str | None, environment: str | None
+    ) -> _Start:
+        if not self._may_start():
+            return _Start.BUSY
+        session = _Session(session_id or uuid.uuid4().hex, sip_address, environment)
+        if self.config.fidelity.busy_stuck_when_unreachable:
+            # Jibri publishes BUSY (and waits for the webhook) before it records the service.
+            deliveries = self._set_busy_status(BusyStatus.BUSY)
+            outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+            if _Outcome.UNREACHABLE in outcomes:
+                log.error("%s: BUSY webhook unreachable; startService fails", self.jibri_id)
+                return _Start.FAILED
+            if self._exiting:
+                return _Start.BUSY
+            self._session = session
+        else:
+            self._session = session
+            self._set_busy_status(BusyStatus.BUSY)
         self._send_session("ON")
-        return True
+        return _Start.STARTED
 
     async def stop_recording(self) -> bool:
         """``stopService``: the session ends (session OFF) and, single use, EXPIRED follows.
@@ -882,11 +1023,12 @@ class SimJibri:
         while self._deliveries:
             await asyncio.gather(*list(self._deliveries), return_exceptions=True)
 
-    def _set_busy_status(self, status: BusyStatus) -> None:
-        if status is not self._busy_status:
-            self._busy_status = status
-            self._record(status.value)
-            self._send_status()
+    def _set_busy_status(self, status: BusyStatus) -> list[asyncio.Task[_Outcome]]:
+        if status is self._busy_status:
+            return []
+        self._busy_status = status
+        self._record(status.value)
+        return self._send_status()
 
     def _record(self, status: str) -> None:
         now = time.time()
@@ -903,9 +1045,9 @@ class SimJibri:
 
     # ----------------------------------------------------------------- webhooks
 
-    def _send_status(self) -> None:
+    def _send_status(self) -> list[asyncio.Task[_Outcome]]:
         body = {"jibriId": self.jibri_id, "status": _status(self._busy_status)}
-        self._send_webhook("/v1/status", body)
+        return self._send_webhook("/v1/status", body)
 
     def _send_session(self, status: str) -> None:
         assert self._session is not None
@@ -918,20 +1060,24 @@ class SimJibri:
         }
         self._send_webhook("/v1/session/status", {"jibriId": self.jibri_id, "session": session})
 
-    def _send_webhook(self, path: str, body: Mapping[str, Any]) -> None:
+    def _send_webhook(self, path: str, body: Mapping[str, Any]) -> list[asyncio.Task[_Outcome]]:
+        """Post to every subscriber; the requests, to wait for their outcomes."""
         if self._stopped or self._exiting:
-            return
+            return []
         if not self._webhooks_enabled or not self.config.webhook_subscribers:
-            return
+            return []
         data = orjson.dumps(body)
-        headers = {"Content-Type": "application/json"}
+        headers = dict(_WEBHOOK_HEADERS)
         if self._authorization is not None:
             headers["Authorization"] = self._authorization
+        tasks = []
         for base in self.config.webhook_subscribers:
             self._webhooks_sent += 1
             task = asyncio.get_running_loop().create_task(self._post(base + path, data, headers))
             self._deliveries.add(task)
             task.add_done_callback(self._deliveries.discard)
+            tasks.append(task)
+        return tasks
 
     def _client_session(self) -> aiohttp.ClientSession:
         if self._client is None:
@@ -940,20 +1086,28 @@ class SimJibri:
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT),
                 cookie_jar=aiohttp.DummyCookieJar(),
+                # Ktor's client asks for no compression.
+                skip_auto_headers=("Accept-Encoding",),
             )
         return self._client
 
-    async def _post(self, url: str, data: bytes, headers: Mapping[str, str]) -> None:
+    async def _post(self, url: str, data: bytes, headers: Mapping[str, str]) -> _Outcome:
         try:
-            async with self._client_session().post(url, data=data, headers=headers) as resp:
-                ok = resp.status == 200
-                if not ok:
+            async with self._client_session().post(
+                url, data=_one_chunk(data), headers=headers
+            ) as resp:
+                outcome = _Outcome.DELIVERED if resp.status == 200 else _Outcome.REFUSED
+                if outcome is _Outcome.REFUSED:
                     log.warning("%s: webhook %s answered %s", self.jibri_id, url, resp.status)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            ok = False
+        except TimeoutError as exc:
+            outcome = _Outcome.TIMED_OUT
+            log.warning("%s: webhook %s timed out: %s", self.jibri_id, url, exc)
+        except (aiohttp.ClientError, OSError) as exc:
+            outcome = _Outcome.UNREACHABLE
             log.warning("%s: webhook %s failed: %s %s", self.jibri_id, url, type(exc).__name__, exc)
-        if not ok:
+        if outcome is not _Outcome.DELIVERED:
             self._webhooks_failed += 1
+        return outcome
 
     # ----------------------------------------------------------------- HTTP API
 
@@ -996,12 +1150,19 @@ class SimJibri:
             return self._huge_response()
         if mode is HealthMode.UNKNOWN_STATUS:
             return _json_response({"status": _status("SLEEPING")})
-        return _json_response(self._health_body())
+        # Jackson writes to the response stream: chunked over HTTP/1.1; over HTTP/1.0 no length
+        # and no chunking, the end of the body being the end of the connection.
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(orjson.dumps(self._health_body()))
+        await response.write_eof()
+        return response
 
     def _health_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"status": _status(self._busy_status)}
-        if self._busy_status is BusyStatus.BUSY and self._session is not None:
-            body["environmentContext"] = {"name": self._session.environment}
+        session = self._session
+        if session is not None and session.environment is not None:
+            body["environmentContext"] = {"name": session.environment}
         return body
 
     def _huge_response(self) -> web.Response:
@@ -1024,13 +1185,16 @@ class SimJibri:
         if params is None:
             # Jibri answers a body it cannot read with its catch-all: 500, empty.
             return _status_response(500)
-        started = await self.start_recording(
+        # Jibri's HTTP API starts every service with no environment context.
+        outcome = await self._start_service(
             _optional_str(params.get("sessionId")),
-            sip_address=_nested_str(params, "sipClientParams", "sipAddress"),
-            environment=_nested_str(params, "environmentContext", "name") or DEFAULT_ENVIRONMENT,
+            _nested_str(params, "sipClientParams", "sipAddress"),
+            None,
         )
-        if not started:
+        if outcome is _Start.BUSY:
             return _text_response("Jibri is currently busy", 412)
+        if outcome is _Start.FAILED:
+            return _status_response(500)
         return _status_response(200)
 
     async def _stop_endpoint(self, request: web.Request) -> web.StreamResponse:
