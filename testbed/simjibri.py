@@ -550,6 +550,9 @@ class SimJibri:
         self._webhooks_sent = 0
         self._webhooks_failed = 0
         self._webhooks_enabled = True
+        self._silent_since: float | None = None
+        self._lose_status_webhooks = 0
+        self._webhooks_lost = 0
         self._health_mode = HealthMode.NORMAL
         self._authorization: str | None = None
         self._port = config.port
@@ -602,6 +605,16 @@ class SimJibri:
     @property
     def webhooks_enabled(self) -> bool:
         return self._webhooks_enabled
+
+    @property
+    def silent_since(self) -> float | None:
+        """Wall time since which every webhook is silenced (None while they go out)."""
+        return self._silent_since
+
+    @property
+    def webhooks_lost(self) -> int:
+        """Status webhooks lost through :meth:`lose_next_status_webhook`."""
+        return self._webhooks_lost
 
     @property
     def health_mode(self) -> HealthMode:
@@ -676,6 +689,8 @@ class SimJibri:
             "exiting": self._exiting,
             "exitCode": self._exit_code,
             "resendDied": self._resend_died,
+            "silentSince": self._silent_since,
+            "webhooksLost": self._webhooks_lost,
         }
 
     # ----------------------------------------------------------------- lifecycle
@@ -998,6 +1013,7 @@ class SimJibri:
         await self._cancel_all(self._deliveries)
         self._session = None
         self._pending_exit = None
+        self._resend_died = False
         self._busy_status = BusyStatus.IDLE
         self._record("CRASH")
         self._restart_count += 1
@@ -1015,8 +1031,25 @@ class SimJibri:
         self._health_mode = new_mode
 
     def set_webhooks_enabled(self, enabled: bool) -> None:
-        """Silence (or restore) every webhook; state transitions still happen."""
+        """Silence (or restore) every webhook, events and periodic resends alike, until told
+        otherwise; state transitions still happen. A Jibri left silenced never speaks again:
+        to lose one webhook, use :meth:`lose_next_status_webhook`."""
+        if enabled:
+            self._silent_since = None
+        elif self._webhooks_enabled:
+            self._silent_since = time.time()
         self._webhooks_enabled = enabled
+
+    def lose_next_status_webhook(self) -> None:
+        """The next status webhook (an event or a resend) is lost on its way, to every
+        subscriber; the ones after it go out as usual."""
+        self._lose_status_webhooks += 1
+
+    def kill_resend(self) -> None:
+        """What one periodic tick with an unreachable subscriber does to a real Jibri: the
+        periodic resend stops for good; events still go out."""
+        self._resend_died = True
+        self._cancel_timer()
 
     async def drain_webhooks(self) -> None:
         """Wait until every webhook request sent so far has finished."""
@@ -1065,6 +1098,10 @@ class SimJibri:
         if self._stopped or self._exiting:
             return []
         if not self._webhooks_enabled or not self.config.webhook_subscribers:
+            return []
+        if path == "/v1/status" and self._lose_status_webhooks:
+            self._lose_status_webhooks -= 1
+            self._webhooks_lost += 1
             return []
         data = orjson.dumps(body)
         headers = dict(_WEBHOOK_HEADERS)

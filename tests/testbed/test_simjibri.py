@@ -457,6 +457,8 @@ async def test_state_endpoint(http: aiohttp.ClientSession) -> None:
             "exiting": False,
             "exitCode": None,
             "resendDied": False,
+            "silentSince": None,
+            "webhooksLost": 0,
         }
 
 
@@ -966,6 +968,79 @@ async def test_a_clash_on_the_http_port_keeps_the_internal_api() -> None:
             assert await asyncio.wait_for(clash.exited, 2.0) == 0
         finally:
             await clash.stop()
+
+
+# --------------------------------------------------------------------------- silence
+
+
+async def test_health_faults_leave_the_status_resend_and_its_session_alone(
+    receiver: Receiver,
+) -> None:
+    """A health fault never silences a Jibri: every mode, the black hole and back included,
+    leaves the periodic resend running on the same client session."""
+    async with running(receiver.base, status_period=0.15) as sim:
+        await receiver.next()
+        assert await sim.start_recording("s")
+        for mode in [*HealthMode, HealthMode.NORMAL]:
+            await sim.set_health_mode(mode)
+            await asyncio.sleep(0.05)
+        assert await sim.stop_recording()
+        await sim.drain_webhooks()
+        while not receiver.queue.empty():
+            receiver.queue.get_nowait()
+        for _ in range(3):
+            hook = await receiver.next("/v1/status", within=1.0)
+            assert hook.body["status"]["busyStatus"] == "EXPIRED"
+
+
+async def test_the_chaos_health_fate_silences_a_jibri_for_good(receiver: Receiver) -> None:
+    """The chaos run's health fates lose the EXPIRED webhook half the time by silencing the
+    Jibri, and never restore it: the Jibri then never speaks again, resends included."""
+    async with running(receiver.base, status_period=0.15) as sim:
+        assert await sim.start_recording("s")
+        await sim.set_health_mode(HealthMode.HANG)
+        sim.set_webhooks_enabled(False)  # "the EXPIRED webhook lost half the time"
+        assert await sim.stop_recording()
+        await sim.set_health_mode(HealthMode.NORMAL)  # the fault ends; webhooks stay off
+        await sim.drain_webhooks()
+        while not receiver.queue.empty():
+            receiver.queue.get_nowait()
+        assert await receiver.nothing_within(0.6)  # four periods: silent for good
+        assert sim.silent_since is not None
+        assert sim.state()["silentSince"] == sim.silent_since
+
+
+async def test_one_lost_status_webhook_is_followed_by_the_resend(receiver: Receiver) -> None:
+    async with running(receiver.base, status_period=0.3) as sim:
+        await receiver.next()
+        assert await sim.start_recording("s")
+        await sim.drain_webhooks()
+        while not receiver.queue.empty():
+            receiver.queue.get_nowait()
+        sim.lose_next_status_webhook()
+        assert await sim.stop_recording()
+        off = await receiver.next()
+        assert off.path.endswith("/v1/session/status")  # the session webhook still goes
+        expired = await receiver.next("/v1/status", within=1.0)  # the next tick's resend
+        assert expired.body["status"]["busyStatus"] == "EXPIRED"
+        assert (sim.webhooks_lost, sim.silent_since) == (1, None)
+
+
+async def test_kill_resend_stops_the_periodic_webhook_but_not_the_events(
+    receiver: Receiver,
+) -> None:
+    async with running(receiver.base, status_period=0.15) as sim:
+        await receiver.next()
+        sim.kill_resend()
+        assert sim.resend_died
+        assert await receiver.nothing_within(0.5)
+        assert await sim.start_recording("s")
+        assert (await receiver.next("/v1/status")).body["status"]["busyStatus"] == "BUSY"
+        await sim.crash()  # a new process: its resend runs again
+        assert not sim.resend_died
+        for _ in range(2):
+            hook = await receiver.next("/v1/status", within=1.0)
+            assert hook.body["status"]["busyStatus"] == "IDLE"
 
 
 # --------------------------------------------------------------------------- JWT
