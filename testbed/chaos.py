@@ -18,7 +18,11 @@ Faults, each logged with its start and end:
   lease, then SIGCONT.
 - Jibris (a fate per recording): BUSY or EXPIRED webhooks lost, webhooks duplicated or
   reordered (a late IDLE after BUSY, a BUSY after EXPIRED), a crash mid-recording, health
-  answers black-holed, hanging, garbage or huge.
+  answers black-holed, hanging, garbage or huge, and a Jibri whose periodic resend died (as a
+  real Jibri's does after one tick with its subscriber unreachable) and whose EXPIRED was lost,
+  so that only the sweeper can find it finished. A fate loses exactly the webhooks it names:
+  a Jibri found silent at the end with no fate asking for it is a failure of the testbed
+  (``testbed`` in the report), not a proof.
 - The attacker, at a steady rate: forged EXPIRED/BUSY webhooks from the wrong source, with a
   token signed by another key, from one Jibri naming another, and for a pod that is no Jibri.
 
@@ -71,6 +75,7 @@ from testbed.chaoscheck import (
     Limits,
     Probe,
     Report,
+    Silence,
     Sweep,
     Window,
     Write,
@@ -134,6 +139,7 @@ FATES = (
     "health-hang",
     "health-garbage",
     "health-huge",
+    "resend-died",
 )
 FORGERIES = ("wrong-source", "wrong-token", "other-pod", "non-jibri", "busy-for-spare")
 
@@ -210,6 +216,7 @@ class Run:
     forged: list[Forged] = field(default_factory=list)
     exits: list[Exit] = field(default_factory=list)
     lost_busy: set[str] = field(default_factory=set)
+    resend_died: set[str] = field(default_factory=set)
     fates: Counter[str] = field(default_factory=Counter)
     refused: int = 0
     started_at: float = 0.0
@@ -219,6 +226,8 @@ class Run:
     def __post_init__(self) -> None:
         self.replicas: dict[str, Replica] = {}
         self.used: set[str] = set()
+        self.jibris: dict[str, SimJibri] = {}
+        """Every Jibri a recording was played on (kept after its pod is gone)."""
         self.labels: dict[str, dict[str, str]] = {}
         self.running = True
         self.kubelet: FakeKubelet | None = None
@@ -434,6 +443,7 @@ class Run:
         except KeyError:
             self.refused += 1
             return
+        self.jibris[name] = jibri
         self.fates[fate] += 1
         await self.play(jibri, name, fate, length, rng)
 
@@ -468,18 +478,28 @@ class Run:
             await jibri.set_health_mode(mode)
             await asyncio.sleep(before)
             if rng.random() < 0.5:
-                jibri.set_webhooks_enabled(False)
+                jibri.lose_next_status_webhook()  # the EXPIRED; its resend comes later
             await jibri.stop_recording()
             await asyncio.sleep(rng.uniform(2, 6))
             await jibri.set_health_mode(HealthMode.NORMAL)
             self.fault(fate, begin, time.time(), name)
+            return
+        if fate == "resend-died":
+            await asyncio.sleep(length * rng.uniform(0.1, 0.9))
+            jibri.kill_resend()
+            self.resend_died.add(name)
+            died = time.time()
+            await asyncio.sleep(max(0.0, start + length - time.time()))
+            jibri.lose_next_status_webhook()  # the EXPIRED: only the sweeper can see it now
+            await jibri.stop_recording()
+            self.fault("jibri-resend-died", died, time.time(), name)
             return
         await asyncio.sleep(length)
         if fate == "lost-busy":
             jibri.set_webhooks_enabled(True)
             self.fault("webhook-lost-busy", start, time.time(), name)
         if fate == "lost-expired":
-            jibri.set_webhooks_enabled(False)
+            jibri.lose_next_status_webhook()  # the EXPIRED; its resend comes later
             self.fault("webhook-lost-expired", time.time(), time.time(), name)
         await jibri.stop_recording()
         if fate == "duplicated":
@@ -697,6 +717,24 @@ def _controller_lines(run: Run) -> tuple[list[Action], list[Sweep]]:
     return actions, sweeps
 
 
+def _silences(run: Run) -> list[Silence]:
+    """Every Jibri of the run that stopped speaking: each one a recording was played on (its
+    pod may be gone) and each one still running."""
+    assert run.kubelet is not None
+    jibris = dict(run.jibris)
+    for name in run.kubelet.running():
+        with contextlib.suppress(KeyError):
+            jibris.setdefault(name, run.kubelet.jibri(name))
+    now = time.time()
+    found = []
+    for name, jibri in sorted(jibris.items()):
+        if jibri.silent_since is not None:
+            found.append(Silence(jibri.silent_since, name, "silenced"))
+        if jibri.resend_died:
+            found.append(Silence(now, name, "resend-died"))
+    return found
+
+
 async def _end_pods(run: Run) -> list[EndPod]:
     assert run.admin is not None
     assert run.kubelet is not None
@@ -716,7 +754,7 @@ async def _end_pods(run: Run) -> list[EndPod]:
 
 
 def _history(
-    run: Run, plane: ControlPlane, end_pods: list[EndPod]
+    run: Run, plane: ControlPlane, end_pods: list[EndPod], silences: list[Silence]
 ) -> tuple[History, dict[str, int]]:
     user = service_account_user(NAMESPACE)
     audit = plane.audit_events(username=user, namespace=NAMESPACE)
@@ -753,6 +791,8 @@ def _history(
         exits=run.exits,
         sweeps=sweeps,
         lost_busy=frozenset(run.lost_busy),
+        resend_died=frozenset(run.resend_died),
+        silences=silences,
         bystanders=frozenset({BYSTANDER}),
         end_pods=end_pods,
         replicas=REPLICAS,
@@ -959,7 +999,7 @@ async def run(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         end_pods = await _end_pods(state)
-        history, counts = _history(state, plane, end_pods)
+        history, counts = _history(state, plane, end_pods, _silences(state))
     finally:
         state.running = False
         for task in tasks:
