@@ -17,9 +17,10 @@ decoded (streamed, for watches), and any other ``Content-Encoding`` is refused b
 (`Undecodable`) before a byte of it is parsed.
 
 A watch that goes silent without closing (a half-open connection, a proxy that stopped
-forwarding) is noticed: kube-apiserver sends a BOOKMARK on a quiet watch about once a minute (see
-`WATCH_SILENCE_SECONDS`), so a watch that has sent nothing at all for longer is given up
-(`Silent`) and the caller lists again, where client-go relies on HTTP/2 pings.
+forwarding) is noticed: kube-apiserver sends a BOOKMARK on a quiet watch about once a minute
+(`BOOKMARK_INTERVAL_SECONDS`), so a watch that has sent nothing at all for longer than that plus
+a margin (`watch_silence`) is given up (`Silent`) and the caller lists again. client-go relies
+on HTTP/2 pings for this; this client speaks HTTP/1.1.
 """
 
 from __future__ import annotations
@@ -51,11 +52,21 @@ CONNECTIONS = 64
 opening one per request. Each TLS connection holds its buffers; with 16, a 200-webhook burst
 waited for connections whenever the API server was slow (each of its answers holds one)."""
 WATCH_LINE_MAX = 16 * 1024 * 1024
-WATCH_SILENCE_SECONDS = 75.0
-"""How long a watch may send nothing at all (no event, no BOOKMARK) before its connection is
-taken for dead. kube-apiserver sends a BOOKMARK on a quiet watch every minute or so when asked
-(``allowWatchBookmarks``; measured in docs/credentials.md), so a live watch is never silent this
-long."""
+BOOKMARK_INTERVAL_SECONDS = 60.0
+"""kube-apiserver sends a BOOKMARK on a quiet watch (when asked: ``allowWatchBookmarks``) a
+minute after the previous one, and one 2 s before the watch's ``timeoutSeconds`` runs out.
+Measured on v1.36.3 (bench/watch_bookmarks.py, docs/credentials.md): gaps of 57.7 to 60.8 s; a
+watch of 60 s or less may get none before the server ends it."""
+WATCH_SILENCE_MARGIN_SECONDS = 15.0
+
+
+def watch_silence(timeout_seconds: float) -> float:
+    """How long a live watch can send nothing at all: the next bookmark, or the server's end
+    of the watch, whichever comes first, plus a margin for a busy server. A longer silence is
+    a dead connection (75 s for the 300 s watches the controller asks for)."""
+    return min(timeout_seconds, BOOKMARK_INTERVAL_SECONDS) + WATCH_SILENCE_MARGIN_SECONDS
+
+
 DECODED_PIECE = 1024 * 1024
 """Decompressed output is produced in pieces of at most this size, whatever the input holds."""
 
@@ -612,7 +623,7 @@ class KubeCluster:
         *,
         namespace: str,
         request_timeout: float = 10.0,
-        watch_silence: float = WATCH_SILENCE_SECONDS,
+        watch_silence: float | None = None,
     ) -> None:
         self._api = api
         self._ns = namespace
@@ -684,9 +695,8 @@ class KubeCluster:
         }
         # The server ends the watch after timeoutSeconds. The read timeout is the silence
         # allowed: a live watch sends a bookmark at least every minute or so.
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=self._timeout, sock_read=self._watch_silence
-        )
+        silence = self._watch_silence or watch_silence(timeout_seconds)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self._timeout, sock_read=silence)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 try:
@@ -698,7 +708,7 @@ class KubeCluster:
                         raise _status_error(response.status, raw, response.headers, what)
                 except Exception as exc:
                     raise translate(exc, what) from exc
-                async for line in _lines(response, what, silence=self._watch_silence):
+                async for line in _lines(response, what, silence=silence):
                     event = orjson.loads(line)
                     kind, obj = event.get("type"), event.get("object") or {}
                     if kind == "ERROR":
