@@ -159,11 +159,56 @@ class StaticCertificate:
         return self.value
 
 
+@dataclass(frozen=True)
+class _PairOnDisk:
+    """What the certificate files held when read (``stamp``: inode, mtime, size of each)."""
+
+    stamp: tuple[Any, ...]
+    certificate: ClientCertificate | None
+    problem: str = ""
+
+
+def _file_stamp(*paths: Path) -> tuple[Any, ...]:
+    stats = [os.stat(path) for path in paths]
+    return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in stats)
+
+
+def _read_pair(cert_path: Path, key_path: Path, known: ClientCertificate | None) -> _PairOnDisk:
+    """Read and check the pair (blocking; touches no shared state). ``known`` is returned as
+    it is when the files still hold it, so that nothing rotates."""
+    try:
+        stamp = _file_stamp(cert_path, key_path)
+        cert_pem, key_pem = cert_path.read_bytes(), key_path.read_bytes()
+    except OSError as exc:
+        name = exc.filename or cert_path
+        raise CredentialsError(f"client certificate {name}: {exc.strerror}") from None
+    if known is not None and (cert_pem, key_pem) == (known.cert_pem, known.key_pem):
+        return _PairOnDisk(stamp=stamp, certificate=known)
+    certificate = checked_certificate(cert_pem, key_pem, f"client certificate {cert_path}")
+    return _PairOnDisk(stamp=stamp, certificate=certificate)
+
+
+def _reread_pair(
+    cert_path: Path, key_path: Path, known: ClientCertificate | None, stamp: tuple[Any, ...]
+) -> _PairOnDisk | None:
+    """The pair again if either file changed since ``stamp`` (None if not), or the problem
+    with it (blocking; touches no shared state)."""
+    try:
+        if _file_stamp(cert_path, key_path) == stamp:
+            return None
+        return _read_pair(cert_path, key_path, known)
+    except (CredentialsError, OSError) as exc:
+        return _PairOnDisk(stamp=stamp, certificate=None, problem=str(exc))
+
+
 @dataclass
 class FileCertificate:
     """Client certificate and key files, looked at again at most once a second: a pair
     replaced on disk (by cert-manager, by a sidecar) is presented on new connections. A pair
-    caught half-written is ignored until both files agree."""
+    caught half-written is ignored until both files agree.
+
+    The files are read in a worker thread; what was read is installed here, on the loop.
+    """
 
     cert_path: Path
     key_path: Path
@@ -174,52 +219,40 @@ class FileCertificate:
     _checked_at: float | None = None
     _problem: str = ""
 
-    def _file_stamp(self) -> tuple[Any, ...]:
-        stats = (os.stat(self.cert_path), os.stat(self.key_path))
-        return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in stats)
-
     def read_now(self) -> ClientCertificate:
-        """Read and check the pair (blocking); raises `CredentialsError` naming the file."""
-        try:
-            stamp = self._file_stamp()
-            cert_pem, key_pem = self.cert_path.read_bytes(), self.key_path.read_bytes()
-        except OSError as exc:
-            name = exc.filename or self.cert_path
-            raise CredentialsError(f"client certificate {name}: {exc.strerror}") from None
-        if self._current is not None and (cert_pem, key_pem) == (
-            self._current.cert_pem,
-            self._current.key_pem,
-        ):
-            self._stamp = stamp
-            return self._current
-        certificate = checked_certificate(cert_pem, key_pem, f"client certificate {self.cert_path}")
-        self._current, self._stamp = certificate, stamp
-        return certificate
+        """Read, check and install the pair (blocking: at start-up); raises
+        `CredentialsError` naming the file."""
+        found = _read_pair(self.cert_path, self.key_path, self._current)
+        assert found.certificate is not None
+        self._current, self._stamp = found.certificate, found.stamp
+        return found.certificate
 
-    def _refresh(self) -> None:
-        """Read the pair again if either file changed; keep the current one if the new one
-        cannot be used (said once per distinct problem)."""
-        try:
-            if self._file_stamp() == self._stamp:
-                return
-            self.read_now()
-            self._problem = ""
-        except (CredentialsError, OSError) as exc:
-            if str(exc) != self._problem:
-                self._problem = str(exc)
+    def _install(self, found: _PairOnDisk | None) -> None:
+        if found is None:
+            return
+        if found.certificate is None:
+            if found.problem != self._problem:  # said once per distinct problem
+                self._problem = found.problem
                 log.warning(
                     "client certificate files not reloaded; presenting the previous pair",
-                    extra={"error": str(exc)},
+                    extra={"error": found.problem},
                 )
+            return
+        self._current, self._stamp, self._problem = found.certificate, found.stamp, ""
 
     async def certificate(self) -> ClientCertificate | None:
         now = self.clock()
         if self._current is None:
             self._checked_at = now
-            return await asyncio.to_thread(self.read_now)
-        if self._checked_at is None or now - self._checked_at >= self.recheck_seconds:
+            found = await asyncio.to_thread(_read_pair, self.cert_path, self.key_path, None)
+            self._install(found)
+        elif self._checked_at is None or now - self._checked_at >= self.recheck_seconds:
             self._checked_at = now
-            await asyncio.to_thread(self._refresh)
+            self._install(
+                await asyncio.to_thread(
+                    _reread_pair, self.cert_path, self.key_path, self._current, self._stamp
+                )
+            )
         return self._current
 
 
@@ -267,26 +300,33 @@ class FileToken:
     _value: str = ""
     _read_at: float | None = None
 
-    def read_now(self) -> str:
+    def _read(self) -> str:
+        """The file's token (blocking; touches no shared state)."""
         try:
             value = self.path.read_text().strip()
         except OSError as exc:
             raise CredentialsError(f"cannot read token file {self.path}: {exc.strerror}") from exc
         if not value:
             raise CredentialsError(f"token file {self.path} is empty")
-        self._value, self._read_at = value, self.clock()
         return value
+
+    def read_now(self) -> str:
+        """Read and keep the token (blocking: at start-up)."""
+        self._value, self._read_at = self._read(), self.clock()
+        return self._value
 
     async def token(self) -> str:
         if self._read_at is None or self.clock() - self._read_at >= self.reread_seconds:
             try:
-                await asyncio.to_thread(self.read_now)
+                value = await asyncio.to_thread(self._read)
             except CredentialsError:
                 if not self._value and not self.fallback:
                     raise
                 # A rotation in progress (the kubelet swaps a symlink), or a file that is gone
                 # with a token beside it: keep what there is, and look again later.
-                self._read_at = self.clock()
+            else:
+                self._value = value
+            self._read_at = self.clock()
         return self._value or self.fallback
 
     def invalidate(self) -> None:
@@ -328,7 +368,6 @@ class ExecPlugin:
     """The controller's environment (the plugin sees it, then ``env`` on top)."""
     clock: Callable[[], float] = time.time
     refreshable: bool = True
-    runs: int = 0
     _current: ExecCredential | None = None
     _refresh_at: float | None = None
     _stale: bool = False
@@ -376,7 +415,6 @@ class ExecPlugin:
         command = self.command
         if os.sep in command and not os.path.isabs(command):
             command = str(self.base_dir / command)
-        self.runs += 1
         try:
             process = await asyncio.create_subprocess_exec(
                 command,
@@ -406,61 +444,69 @@ class ExecPlugin:
                 f"exec plugin {self.command} failed with exit code {process.returncode}: "
                 f"{one_line(last[0], 200)}"
             )
-        self._accept(out)
-
-    def _accept(self, out: bytes) -> None:
+        previous = self._current.certificate if self._current is not None else None
         what = f"exec plugin {self.command}"
-        try:
-            document = orjson.loads(out)
-        except orjson.JSONDecodeError:
-            raise CredentialsError(f"{what}: its output is not an ExecCredential") from None
-        if not isinstance(document, dict):
-            raise CredentialsError(f"{what}: its output is not an ExecCredential")
-        version, kind = document.get("apiVersion"), document.get("kind")
-        if version != self.api_version:
-            raise CredentialsError(
-                f"{what}: configured for {self.api_version}, the plugin returned "
-                f"apiVersion {str(version)[:80]!r}"
-            )
-        if kind != "ExecCredential":
-            raise CredentialsError(f"{what}: returned kind {str(kind)[:80]!r}, not ExecCredential")
-        status = document.get("status")
-        if not isinstance(status, dict):
-            raise CredentialsError(f"{what}: returned no status")
-        token, cert, key = (
-            status.get(k) or "" for k in ("token", "clientCertificateData", "clientKeyData")
+        # Parsed, and its certificate checked (files written and read), in a worker thread;
+        # installed here, on the loop.
+        credential = await asyncio.to_thread(
+            parse_exec_output, out, api_version=self.api_version, what=what, previous=previous
         )
-        if not all(isinstance(v, str) for v in (token, cert, key)):
-            raise CredentialsError(f"{what}: token and certificate data must be strings")
-        if not token and not cert and not key:
-            raise CredentialsError(f"{what}: returned neither a token nor a certificate and key")
-        if bool(cert) != bool(key):
-            raise CredentialsError(f"{what}: returned a certificate or a key, not both")
-        expires_at: float | None = None
-        if status.get("expirationTimestamp"):
-            stamp = str(status["expirationTimestamp"])
-            try:
-                expires_at = datetime.fromisoformat(stamp).astimezone(UTC).timestamp()
-            except ValueError:
-                raise CredentialsError(f"{what}: bad expirationTimestamp {stamp[:40]!r}") from None
-        certificate: ClientCertificate | None = None
-        if cert:
-            previous = self._current.certificate if self._current is not None else None
-            if previous is not None and (previous.cert_pem, previous.key_pem) == (
-                cert.encode(),
-                key.encode(),
-            ):
-                certificate = previous  # the same pair again: no rotation
-            else:
-                certificate = checked_certificate(cert.encode(), key.encode(), what)
         now = self.clock()
-        self._current = ExecCredential(token=token, certificate=certificate, expires_at=expires_at)
-        self._stale = False
+        self._current, self._stale = credential, False
+        expires_at = credential.expires_at
         self._refresh_at = (
             None
             if expires_at is None
             else expires_at - min(EXEC_EXPIRY_MARGIN_SECONDS, max(0.0, expires_at - now) / 10)
         )
+
+
+def parse_exec_output(
+    out: bytes, *, api_version: str, what: str, previous: ClientCertificate | None
+) -> ExecCredential:
+    """An exec plugin's ExecCredential, checked as client-go checks it. ``previous`` is kept
+    (no rotation) when the plugin returned the same certificate and key again."""
+    try:
+        document = orjson.loads(out)
+    except orjson.JSONDecodeError:
+        raise CredentialsError(f"{what}: its output is not an ExecCredential") from None
+    if not isinstance(document, dict):
+        raise CredentialsError(f"{what}: its output is not an ExecCredential")
+    version, kind = document.get("apiVersion"), document.get("kind")
+    if version != api_version:
+        raise CredentialsError(
+            f"{what}: configured for {api_version}, the plugin returned "
+            f"apiVersion {str(version)[:80]!r}"
+        )
+    if kind != "ExecCredential":
+        raise CredentialsError(f"{what}: returned kind {str(kind)[:80]!r}, not ExecCredential")
+    status = document.get("status")
+    if not isinstance(status, dict):
+        raise CredentialsError(f"{what}: returned no status")
+    token, cert, key = (
+        status.get(k) or "" for k in ("token", "clientCertificateData", "clientKeyData")
+    )
+    if not all(isinstance(v, str) for v in (token, cert, key)):
+        raise CredentialsError(f"{what}: token and certificate data must be strings")
+    if not token and not cert and not key:
+        raise CredentialsError(f"{what}: returned neither a token nor a certificate and key")
+    if bool(cert) != bool(key):
+        raise CredentialsError(f"{what}: returned a certificate or a key, not both")
+    expires_at: float | None = None
+    if status.get("expirationTimestamp"):
+        stamp = str(status["expirationTimestamp"])
+        try:
+            expires_at = datetime.fromisoformat(stamp).astimezone(UTC).timestamp()
+        except ValueError:
+            raise CredentialsError(f"{what}: bad expirationTimestamp {stamp[:40]!r}") from None
+    certificate: ClientCertificate | None = None
+    if cert:
+        pair = (cert.encode(), key.encode())
+        if previous is not None and pair == (previous.cert_pem, previous.key_pem):
+            certificate = previous
+        else:
+            certificate = checked_certificate(*pair, what)
+    return ExecCredential(token=token, certificate=certificate, expires_at=expires_at)
 
 
 # -- the endpoint -----------------------------------------------------------------------------
