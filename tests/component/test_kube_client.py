@@ -244,10 +244,19 @@ def test_in_cluster_credentials_import_no_yaml_parser(pki: Pki, tmp_path: Path) 
     assert done.stdout.split() == ["https://127.0.0.1:443", "False"]
 
 
-async def test_in_cluster_without_the_service_host_names_it(pki: Pki, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("env", "missing"),
+    [
+        ({}, "KUBERNETES_SERVICE_HOST"),
+        ({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, "KUBERNETES_SERVICE_PORT"),
+    ],
+)
+async def test_in_cluster_without_the_service_address_names_what_is_missing(
+    pki: Pki, tmp_path: Path, env: dict[str, str], missing: str
+) -> None:
     directory = service_account(tmp_path, pki, "t")
-    with pytest.raises(CredentialsError, match="KUBERNETES_SERVICE_HOST is not set"):
-        await credentials.load(None, {}, in_cluster_dir=directory)
+    with pytest.raises(CredentialsError, match=f"{missing} is not set"):
+        await credentials.load(None, env, in_cluster_dir=directory)
 
 
 # -- kubeconfig ------------------------------------------------------------------------------
