@@ -31,7 +31,7 @@ import uvloop
 from aiohttp import web
 
 from jibri_pod_controller.adapters import credentials, logs
-from jibri_pod_controller.adapters.credentials import CredentialsError
+from jibri_pod_controller.adapters.credentials import CredentialsError, Location
 from jibri_pod_controller.adapters.heap import TRIM_PERIOD, Heap
 from jibri_pod_controller.adapters.kube import (
     Cluster,
@@ -559,9 +559,21 @@ def replica_set_reader(cluster: JsonRequests, namespace: str) -> ReplicaSetSelec
 
 
 async def _serve(
-    settings: Settings, verifier: Verifier | None, env: Mapping[str, str], heap: Heap
+    settings: Settings,
+    verifier: Verifier | None,
+    credentials_at: Location,
+    env: Mapping[str, str],
+    heap: Heap,
 ) -> None:
-    api = await load_api_client(env.get("KUBECONFIG") or None, env)
+    api = await load_api_client(credentials_at, env)
+    if api.endpoint.namespace and api.endpoint.namespace != settings.namespace:
+        log.info(
+            "NAMESPACE differs from the credentials' namespace; the controller uses NAMESPACE",
+            extra={
+                "namespace": settings.namespace,
+                "credentials_namespace": api.endpoint.namespace,
+            },
+        )
     cluster = KubeCluster(api, namespace=settings.namespace)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -596,7 +608,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         except KeyLoadError as exc:
             return _fail(f"{exc.setting}: {exc}")
     try:
-        credentials.locate(environment.get("KUBECONFIG") or None, environment)
+        credentials_at = credentials.locate(environment.get("KUBECONFIG") or None, environment)
     except CredentialsError as exc:
         return _fail(str(exc))
     logs.setup(settings.log_level, settings.log_format)
@@ -615,7 +627,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             # uvloop: half the CPU per probe and per webhook of asyncio's own loop.
             asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
         ):
-            runner.run(_serve(settings, verifier, environment, heap))
+            runner.run(_serve(settings, verifier, credentials_at, environment, heap))
     except CredentialsError as exc:
         return _fail(str(exc))
     except StartupError as exc:
