@@ -131,6 +131,7 @@ class Controller:
             busy_labels=settings.busy_labels,
             dry_run=settings.dry_run,
             replica_sets=replica_sets,
+            watch_sessions=settings.stuck_busy_seconds > 0,
         )
         self._replica_sets = replica_sets
         self.elector = Elector(
@@ -180,6 +181,8 @@ class Controller:
                 finished=settings.finished_policy,
                 max_busy_seconds=settings.max_busy_seconds,
                 unresponsive_seconds=settings.unresponsive_busy_seconds,
+                stuck_seconds=settings.stuck_busy_seconds,
+                stuck=settings.stuck_policy,
             ),
             page_size=settings.list_page_size,
             snapshot=self.cache.snapshot if self.cache is not None else None,

@@ -24,6 +24,8 @@ from jibri_pod_controller.core.jibri import BusyStatus
 from jibri_pod_controller.core.pods import (
     ANNOTATION_BUSY_SINCE,
     ANNOTATION_RESTARTS_AT_BUSY,
+    ANNOTATION_SESSION_ON,
+    ANNOTATION_SESSIONS_WATCHED,
     PodFacts,
 )
 from jibri_pod_controller.loops.acting import Actuator
@@ -866,3 +868,52 @@ async def test_incomplete_sweeps_are_counted_in_a_row_and_a_complete_one_resets_
     assert gauge == [1, 2, 1, 2, 3]
     assert rig.sample("jibri_pod_controller_sweeps_total", result="failed") == 5
     assert rig.sample("jibri_pod_controller_sweeps_total", result="ok") == 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "deleted"),
+    [(ReapPolicy.KEEP, False), (ReapPolicy.DELETE, True)],
+    ids=["keep", "delete"],
+)
+async def test_stuck_busy_pods_are_counted_and_deleted_only_by_policy(
+    jibris: FakeJibris, prober: Prober, policy: ReapPolicy, deleted: bool
+) -> None:
+    cluster = FakeCluster()
+    stuck_ip, recording_ip, early_ip = _addresses(3)
+    for address in (stuck_ip, recording_ip, early_ip):
+        jibris.behaviours[address] = "BUSY"
+    long_ago = busy_notes(since=NOW - timedelta(minutes=10))
+    watched = {ANNOTATION_SESSIONS_WATCHED: "true"}
+    stuck = cluster.add_pod(
+        "stuck", ips=[stuck_ip], labels=BUSY_LABELS, annotations={**long_ago, **watched}
+    )
+    cluster.add_pod(
+        "recording",
+        ips=[recording_ip],
+        labels=BUSY_LABELS,
+        annotations={**long_ago, **watched, ANNOTATION_SESSION_ON: "2025-06-01T11:50:20+00:00"},
+    )
+    cluster.add_pod(
+        "early",
+        ips=[early_ip],
+        labels=BUSY_LABELS,
+        annotations={**busy_notes(since=NOW - timedelta(minutes=2)), **watched},
+    )
+    s = sweeper(cluster, prober, policy=Policy(stuck_seconds=300, stuck=policy))
+    report = await s.sweep_once()
+    if deleted:
+        assert [(w.method, w.name) for w in cluster.pod_writes()] == [("delete_pod", stuck.name)]
+        assert (report.stuck, s.sample("jibri_pod_controller_stuck_busy_pods")) == (0, 0)
+        assert (
+            s.sample(
+                "jibri_pod_controller_actions_total",
+                action="delete",
+                reason="stuck-busy",
+                source="sweep",
+                result="done",
+            )
+            == 1
+        )
+    else:
+        assert cluster.pod_writes() == []
+        assert (report.stuck, s.sample("jibri_pod_controller_stuck_busy_pods")) == (1, 1)

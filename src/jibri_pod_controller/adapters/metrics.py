@@ -146,6 +146,12 @@ class Metrics:
             "last sweep (see UNRESPONSIVE_BUSY_POD_SECONDS).",
             registry=r,
         )
+        self.stuck_busy_pods = Gauge(
+            PREFIX + "stuck_busy_pods",
+            "Busy-labelled pods whose Jibri reports BUSY with no session ever ON for longer than "
+            "STUCK_BUSY_SECONDS, at the last sweep (0 while detection is off).",
+            registry=r,
+        )
         self.pod_cache_synced = Gauge(
             PREFIX + "pod_cache_synced",
             "1 while the watch-fed pod cache is listed and its watch is live; 0 while webhooks "
