@@ -79,6 +79,9 @@ READINESS_PERIOD = 5.0
 PERMISSION_PERIOD = 60.0
 KEY_RELOAD_PERIOD = 30.0
 SWEEPER_FAILURES_BEFORE_RESIGNING = 3
+RELEASE_TIMEOUT = 2.0
+"""Seconds a shutting-down leader spends giving the Lease up. It only spares a standby the wait
+for the Lease to expire, so an API server that does not answer at once costs no more."""
 
 
 POOL_PERMISSIONS = tuple(o.permission for o in OPTIONAL_PERMISSIONS if o.feature is Feature.POOLS)
@@ -211,6 +214,7 @@ class Controller:
         self._sweep_task: asyncio.Task[None] | None = None
         self._pool_task: asyncio.Task[None] | None = None
         self._cache_task: asyncio.Task[None] | None = None
+        self._one_off: set[asyncio.Task[None]] = set()
 
     def _spawn(
         self,
@@ -273,11 +277,14 @@ class Controller:
             )
 
     def _spawn_once(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run a one-off task in the lifecycle's TaskGroup (it must not raise)."""
+        """Run a one-off task in the lifecycle's TaskGroup (it must not raise); a shutdown
+        cancels it rather than wait for it."""
         if self._group is None:
             work.close()
             return
-        self._group.create_task(work)
+        task = self._group.create_task(work)
+        self._one_off.add(task)
+        task.add_done_callback(self._one_off.discard)
 
     async def _lease_event(self, *, reason: str, message: str) -> None:
         try:
@@ -495,10 +502,10 @@ class Controller:
                 with contextlib.suppress(asyncio.CancelledError):
                     await elector
                 self._stop_sweeping()
-                await self.elector.release()
+                await self._release_lease()
                 # Endpoints take a few seconds to drop this replica: keep answering webhooks.
                 await asyncio.sleep(self.settings.shutdown_drain)
-                for task in background:
+                for task in [*background, *self._one_off]:
                     task.cancel()
                 if self._cache_task is not None:
                     self._cache_task.cancel()
@@ -506,11 +513,28 @@ class Controller:
         finally:
             self._stop_sweeping()
             self._group = None
+            started = asyncio.get_running_loop().time()
             await runner.cleanup()  # stop listening, then finish requests in flight
-            await self.elector.release()
-            await self.actuator.drain()
+            await self._release_lease()
+            # Events still being written share what is left of SHUTDOWN_TIMEOUT: a shutdown
+            # while the API server hangs takes SHUTDOWN_DRAIN_SECONDS + SHUTDOWN_TIMEOUT +
+            # RELEASE_TIMEOUT at most, inside the pod's termination grace period.
+            left = self.settings.shutdown_timeout - (asyncio.get_running_loop().time() - started)
+            try:
+                await asyncio.wait_for(self.actuator.drain(), max(0.1, left))
+            except TimeoutError:
+                log.warning("shutting down with Events still unwritten")
             await self.prober.close()
             log.info("stopped")
+
+    async def _release_lease(self) -> None:
+        try:
+            await asyncio.wait_for(self.elector.release(), RELEASE_TIMEOUT)
+        except TimeoutError:
+            log.warning(
+                "could not give the Lease up in time; a standby takes it once it expires",
+                extra={"lease": self.settings.lease_name},
+            )
 
 
 def _fail(*messages: str) -> int:

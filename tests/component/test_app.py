@@ -379,6 +379,45 @@ async def test_a_leader_whose_sweeps_cannot_list_gives_the_lease_up(
         await task
 
 
+async def test_a_shutdown_while_the_api_server_hangs_is_bounded() -> None:
+    """SIGTERM with an API server that accepts requests and never answers: the replica still
+    stops within SHUTDOWN_DRAIN_SECONDS + SHUTDOWN_TIMEOUT + RELEASE_TIMEOUT (a kubelet would
+    otherwise kill it at the end of its grace period)."""
+    from jibri_pod_controller.app import RELEASE_TIMEOUT
+    from jibri_pod_controller.core.decisions import Detach, Reason
+    from jibri_pod_controller.loops.acting import Source
+    from testbed.ports import listen_port
+
+    settings = make_settings(
+        PORT=str(listen_port()),
+        LEASE_DURATION="3",
+        LEASE_RENEW_DEADLINE="2",
+        LEASE_RETRY_PERIOD="0.5",
+        SHUTDOWN_DRAIN_SECONDS="0.5",
+        SHUTDOWN_TIMEOUT="1",
+    )
+    cluster = FakeCluster()
+    controller = Controller(settings, cluster, None)
+    stop = asyncio.Event()
+    task = asyncio.create_task(controller.run(stop))
+    try:
+        await asyncio.wait_for(controller.elector.leading.wait(), 30)
+        # A detach whose Event the API server then never answers, and a Lease it never writes.
+        pod = cluster.add_pod("jibri-a", labels={"app": "jibri", "state": "idle"})
+        cluster.delays.update({"update_lease": 60.0, "record_event": 60.0, "get_lease": 60.0})
+        await controller.actuator.apply(Detach(Reason.BUSY_REPORTED), pod, source=Source.WEBHOOK)
+        assert [w.method for w in cluster.pod_writes()] == ["patch_pod"]
+        started = asyncio.get_running_loop().time()
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        stop.set()
+        if not task.done():
+            task.cancel()
+    assert took < 0.5 + 1 + RELEASE_TIMEOUT + 1.0, took
+
+
 async def test_a_replica_sets_selector_is_read_once() -> None:
     from jibri_pod_controller.adapters.kube import NotFound
     from jibri_pod_controller.app import replica_set_reader
