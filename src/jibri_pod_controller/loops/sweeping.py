@@ -13,8 +13,9 @@ pods cannot pass for a healthy sweep.
 Unresponsive busy pods (not Ready, Jibri silent: a crash-looping container or a lost node)
 are timed here, from the first sweep of this leader that saw them so, without a break, and
 counted in ``unresponsive_busy_pods``. Only when UNRESPONSIVE_BUSY_POD_SECONDS is set does
-the decision delete one that stayed so for that long. A new leader starts the clocks again:
-conservative, never early.
+the decision delete one that stayed so for that long. Each Lease term starts the clocks
+again (`run`), even on a replica that held the Lease before: what it saw in an earlier term
+says nothing of the time in between. Conservative, never early.
 """
 
 from __future__ import annotations
@@ -97,7 +98,10 @@ class Sweeper:
         """Uids of the pods whose last probe failed: the next sweep probes them first."""
 
     async def run(self, interval: float) -> None:
-        """Sweep now, then every ``interval`` seconds, until cancelled."""
+        """Sweep now, then every ``interval`` seconds, until cancelled. Each call is a new
+        Lease term: the clocks of an earlier one are dropped."""
+        self._unresponsive_since.clear()
+        self._silent.clear()
         while True:
             started = time.monotonic()
             await self.sweep_once()
