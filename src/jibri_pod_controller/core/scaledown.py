@@ -197,15 +197,16 @@ def _no_api_reason(asked: Asked | None, graceful: bool) -> str:
 
 
 def _preference(pod: PodFacts, state: Standing) -> tuple[int, float, str]:
-    """Within a group: the spares already on their way out first, then those that can be
-    asked to shut down (safer than today's method), then the youngest (the ReplicaSet's own
-    preference, which keeps the longest-warm spares)."""
+    """Within a group: the spares already on their way out first, then those already
+    judged (asked in vain, or with graceful shutdown off: asking another would only cost a
+    round each when the internal API is closed to the controller), then the youngest (the
+    ReplicaSet's own preference, which keeps the longest-warm spares)."""
     order = {
         Standing.NOT_STARTED: 0,
         Standing.GONE: 0,
         Standing.LEAVING: 1,
-        Standing.IDLE: 2,
-        Standing.IDLE_NO_API: 3,
+        Standing.IDLE_NO_API: 2,
+        Standing.IDLE: 3,
         Standing.BUSY: 4,
         Standing.UNKNOWN: 4,
     }[state]
