@@ -190,6 +190,7 @@ class Controller:
             page_size=settings.list_page_size,
             snapshot=self.cache.snapshot if self.cache is not None else None,
             workers=settings.probe_concurrency,
+            on_incomplete=self._sweeps_incomplete,
         )
         handler = WebhookHandler(
             settings=settings,
@@ -236,12 +237,59 @@ class Controller:
             self._pool_task = self._spawn("pools", self.pools.run)
 
     def _sweeper_failed(self, failures: int) -> None:
-        if failures >= SWEEPER_FAILURES_BEFORE_RESIGNING and self.elector.leading.is_set():
-            log.error(
-                "the sweeper keeps failing; giving up the Lease so that a standby sweeps",
-                extra={"failures": failures, "lease": self.settings.lease_name},
+        if failures >= SWEEPER_FAILURES_BEFORE_RESIGNING:
+            self._resign(
+                "sweeper-failing",
+                f"the sweeper failed {failures} times in a row",
+                failures=failures,
             )
-            self.elector.resign()
+
+    def _sweeps_incomplete(self, in_a_row: int) -> None:
+        if in_a_row >= SWEEPER_FAILURES_BEFORE_RESIGNING:
+            self._resign(
+                "sweep-incomplete",
+                f"{in_a_row} sweeps in a row could not list the Jibri pods",
+                failures=in_a_row,
+            )
+
+    def _resign(self, reason: str, why: str, *, failures: int) -> None:
+        """Give the Lease up (a standby sweeps), say so in the log, a metric and an Event.
+
+        Readiness is left alone: this replica may still answer webhooks (from its cache and
+        single GETs); taking it out of the Service would not give the sweep back, the Lease does.
+        """
+        if not self.elector.leading.is_set():
+            return
+        lease = self.settings.lease_name
+        log.error(
+            "%s; giving up the Lease so that a standby sweeps",
+            why,
+            extra={"failures": failures, "lease": lease, "reason": reason},
+        )
+        self.metrics.lease_resignations.labels(reason=reason).inc()
+        self.elector.resign()
+        if self.actuator.events and not self.settings.dry_run:
+            self._spawn_once(
+                self._lease_event(
+                    reason="SweeperResigned", message=f"{self.settings.pod_name}: {why}"
+                )
+            )
+
+    def _spawn_once(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a one-off task in the lifecycle's TaskGroup (it must not raise)."""
+        if self._group is None:
+            work.close()
+            return
+        self._group.create_task(work)
+
+    async def _lease_event(self, *, reason: str, message: str) -> None:
+        try:
+            await self.cluster.record_lease_event(
+                name=self.settings.lease_name, reason=reason, message=message
+            )
+        except Exception as exc:  # an Event is a courtesy: never the TaskGroup's end
+            self.metrics.events_failed.inc()
+            log.warning("event not recorded", extra={"reason": reason, "error": repr(exc)})
 
     def _stop_sweeping(self) -> None:
         if self._sweep_task is not None:

@@ -121,6 +121,10 @@ class Cluster(Protocol):
 
     async def can_i(self, *, verb: str, resource: str, group: str = "", name: str = "") -> bool: ...
 
+    async def record_lease_event(self, *, name: str, reason: str, message: str) -> None:
+        """A Warning Event about this namespace's Lease ``name`` (the leader's own troubles)."""
+        ...
+
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     value = headers.get("Retry-After")
@@ -583,6 +587,14 @@ class KubeCluster:
         )
         path = f"/api/v1/namespaces/{self._ns}/events"
         await self._call("POST", path, f"create event for {pod.name}", body=event)
+
+    async def record_lease_event(self, *, name: str, reason: str, message: str) -> None:
+        involved = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "name": name}
+        event = event_body(
+            namespace=self._ns, involved=involved, reason=reason, message=message, warning=True
+        )
+        path = f"/api/v1/namespaces/{self._ns}/events"
+        await self._call("POST", path, f"create event for lease {name}", body=event)
 
     async def can_i(self, *, verb: str, resource: str, group: str = "", name: str = "") -> bool:
         attributes = {"namespace": self._ns, "verb": verb, "resource": resource, "group": group}

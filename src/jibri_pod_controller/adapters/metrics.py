@@ -80,6 +80,20 @@ class Metrics:
             ["direction"],
             registry=r,
         )
+        self.lease_resignations = Counter(
+            PREFIX + "lease_resignations_total",
+            "Times this replica gave the Lease up because it could not do the leader's work, by "
+            "reason (sweeper-failing: the sweep loop kept crashing; sweep-incomplete: its sweeps "
+            "kept failing to list the Jibri pods).",
+            ["reason"],
+            registry=r,
+        )
+        self.sweeps_incomplete_in_a_row = Gauge(
+            PREFIX + "sweeps_incomplete_in_a_row",
+            "Sweeps of this leader in a row that could not list every Jibri pod (0 after a "
+            "complete one).",
+            registry=r,
+        )
         self.jibri_pods = Gauge(
             PREFIX + "jibri_pods",
             "Jibri pods seen by the last sweep, by role (spare, busy) and reported status.",

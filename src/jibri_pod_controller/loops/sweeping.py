@@ -8,7 +8,11 @@ at the next interval. Nothing here can crash the process.
 A sweep counts as successful (``last_successful_sweep_timestamp_seconds``) only when it saw
 every Jibri pod fresh: from the watch-fed cache while its watch is live, else from a complete
 list. A cache whose watch broke is not synced and is never walked, so a frozen view of the
-pods cannot pass for a healthy sweep.
+pods cannot pass for a healthy sweep. A leader whose sweeps keep coming back incomplete is
+blind (its lists fail: a broken connection, a proxy that mangles answers) while it still
+renews the Lease, so after each sweep ``on_incomplete`` hears how many sweeps of this term in a
+row were incomplete, and the owner gives the Lease up (app.py): a standby whose connection
+works then sweeps.
 
 Unresponsive busy pods (not Ready, Jibri silent: a crash-looping container or a lost node)
 are timed here, from the first sweep of this leader that saw them so, without a break, and
@@ -77,6 +81,7 @@ class Sweeper:
         page_size: int,
         snapshot: Callable[[], list[PodFacts] | None] | None = None,
         workers: int = 100,
+        on_incomplete: Callable[[int], None] | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -96,15 +101,24 @@ class Sweeper:
         """Pod uid -> when this sweeper first saw it unresponsive (without a break since)."""
         self._silent: set[str] = set()
         """Uids of the pods whose last probe failed: the next sweep probes them first."""
+        self._on_incomplete = on_incomplete
+        self._incomplete = 0
+        """Sweeps of this run (this leader's term) in a row that could not list every pod."""
 
     async def run(self, interval: float) -> None:
         """Sweep now, then every ``interval`` seconds, until cancelled. Each call is a new
         Lease term: the clocks of an earlier one are dropped."""
+        self._incomplete = 0
+        self._metrics.sweeps_incomplete_in_a_row.set(0)
         self._unresponsive_since.clear()
         self._silent.clear()
         while True:
             started = time.monotonic()
-            await self.sweep_once()
+            report = await self.sweep_once()
+            self._incomplete = 0 if report.listed_all else self._incomplete + 1
+            self._metrics.sweeps_incomplete_in_a_row.set(self._incomplete)
+            if self._incomplete and self._on_incomplete is not None:
+                self._on_incomplete(self._incomplete)
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def sweep_once(self) -> SweepReport:
