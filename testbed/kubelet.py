@@ -327,6 +327,8 @@ class _Pod:
     """The grace period of the deletion (``deletionGracePeriodSeconds``), once deleted."""
     killed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the pod is gone from the API while still terminating: no grace is left."""
+    crash_loop: bool = False
+    """Its container dies as soon as it is restarted (see `FakeKubelet.crash_loop`)."""
 
     @property
     def simulated(self) -> bool:
@@ -534,6 +536,15 @@ class FakeKubelet:
             return pod.ip, pod.jibri.port
         port = pod.env.get(self.health_port_env, "").strip()
         return pod.ip, int(port) if port.isdigit() else None
+
+    def crash_loop(self, name: str, namespace: str | None = None) -> None:
+        """Make pod `name`'s container crash now and at every restart (a Jibri that cannot
+        start): Running, not Ready, its API refusing connections, restarted after ever longer
+        back-offs, its restartCount rising. KeyError if there is no such pod."""
+        pod = self._pod(name, namespace)
+        pod.crash_loop = True
+        if pod.runner is not None and not pod.runner.exited.done():
+            pod.runner.signal(signal.SIGKILL)
 
     def running(self) -> dict[str, str]:
         """Name -> address of every pod this kubelet runs now (and has not yet stopped)."""
@@ -776,21 +787,27 @@ class FakeKubelet:
                 log.info("pod %s/%s: its container exited %d", pod.namespace, pod.name, code)
                 return
             pod.waiting = "CrashLoopBackOff"
-            await self._report(pod)
-            back_off = min(BACK_OFF_MAX_S, BACK_OFF_S * 2 ** (quick_exits - 1))
-            log.info(
-                "pod %s/%s: its container exited %d; restarting in %g s",
-                pod.namespace,
-                pod.name,
-                code,
-                back_off,
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(pod.gone.wait(), back_off)
-            if pod.gone.is_set():
-                return
+            while True:
+                await self._report(pod)
+                back_off = min(BACK_OFF_MAX_S, BACK_OFF_S * 2 ** (quick_exits - 1))
+                log.info(
+                    "pod %s/%s: its container exited %d; restarting in %g s",
+                    pod.namespace,
+                    pod.name,
+                    pod.last_exit.code,
+                    back_off,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pod.gone.wait(), back_off)
+                if pod.gone.is_set():
+                    return
+                pod.restart_count += 1
+                if not pod.crash_loop:
+                    break
+                now = _now()  # the restarted container dies at once
+                pod.last_exit = _Exit(1, now, now)
+                quick_exits += 1
             pod.waiting = None
-            pod.restart_count += 1
             await self._start_jibri(pod)
             pod.running_since = pod.ready_since = _now()
             await self._report(pod)
@@ -1063,6 +1080,9 @@ class KubeletThread:
 
     def running(self) -> dict[str, str]:
         return self.call(_const(self.kubelet.running))
+
+    def crash_loop(self, name: str, namespace: str | None = None) -> None:
+        self.call(_const(lambda: self.kubelet.crash_loop(name, namespace)))
 
     def wait_running(self, name: str, namespace: str | None = None, *, timeout: float = 30) -> str:
         return self.call(

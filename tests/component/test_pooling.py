@@ -744,7 +744,8 @@ async def test_a_blocked_scale_down_waits_for_the_period_with_its_condition() ->
     api.add_pod(crash_looping("looping"))
     probes = Probes({ip(api, "looping"): Failed(ProbeFailure.CONNECT, "ConnectionRefusedError")})
     jibris = Jibris(probes)
-    loop = reconciler(api, probes=probes, jibris=jibris, period=0.3)
+    clock = lambda: datetime.now(UTC)  # noqa: E731 - the wait must last a period to be said
+    loop = reconciler(api, probes=probes, jibris=jibris, period=0.3, now=clock)
     task = asyncio.create_task(loop.run())
     await asyncio.sleep(1.0)
     task.cancel()
@@ -760,7 +761,8 @@ async def test_a_blocked_scale_down_waits_for_the_period_with_its_condition() ->
     assert "looping" in blocked["message"]
     events = [body["reason"] for _, path, body in api.writes if path.endswith("/events")]
     assert events == ["ScaleDownBlocked"]
-    assert [kind for kind in api.kinds() if kind != "event"] == ["status"]  # written once
+    # The pool's first status, then the condition once the wait has lasted a period.
+    assert [kind for kind in api.kinds() if kind != "event"] == ["status", "status"]
     gauge = loop.pool_metrics.scale_down_blocked.labels("jibri", "SpareNotAnswering")
     assert gauge._value.get() == 0  # forgotten when the loop stopped leading
 

@@ -191,3 +191,24 @@ async def test_an_exited_jibri_is_restarted_after_a_back_off(
     assert time.monotonic() - asked >= 10  # the back-off
     assert up["status"]["podIP"] == ip
     assert await busy_status(ip) == "IDLE"
+
+
+async def test_a_crash_looping_container_stays_not_ready_and_silent(
+    api: ApiClient, namespace: str, kubelet: KubeletThread
+) -> None:
+    pod = await one_ready_pod(api, namespace, with_hook(1, grace=30))
+    name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+    kubelet.crash_loop(name, namespace)
+
+    async def looping() -> dict[str, Any] | None:
+        (current,) = await list_pods(api, namespace)
+        (container,) = current["status"]["containerStatuses"]
+        return current if container["restartCount"] >= 1 else None
+
+    current = await eventually(looping, limit=30, what="a restart that died at once")
+    (container,) = current["status"]["containerStatuses"]
+    assert not is_ready(current)
+    assert current["status"]["phase"] == "Running"
+    assert container["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert container["lastState"]["terminated"]["exitCode"] == 1
+    assert await busy_status(ip) is None

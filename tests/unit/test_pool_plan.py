@@ -230,6 +230,40 @@ def test_a_blocked_scale_down_is_said_once_and_keeps_its_clock() -> None:
     assert third.memory.sizing.below_since == since  # asking: the clock still runs
 
 
+def test_a_short_wait_is_no_news() -> None:
+    """A scale-down that waits less than ``settle`` (a detach the ReplicaSet releases a
+    moment later) sets no condition and records no Event; one that lasts does, once."""
+    detached = replace(busy("b"), owner_kind="ReplicaSet", owner_name="jibri-abc")
+    pool = read({"minSpare": 0}, replicas=2, spares=[spare("a")], busy_pods=[detached])
+    settle = timedelta(seconds=5)
+
+    def at(seconds: float, memory: TermMemory, status: Mapping[str, Any]) -> PoolPlan:
+        return plan_pool(
+            replace(pool, status=status),
+            memory=memory,
+            probes=None,
+            now=NOW + timedelta(seconds=seconds),
+            busy_labels=BUSY_LABELS,
+            graceful=True,
+            settle=settle,
+        )
+
+    first = at(0, TermMemory(), {})
+    assert first.waiting_for is not None
+    assert first.waiting_for.reason is BlockReason.DETACH_NOT_RELEASED
+    assert (first.blocked, first.events, first.replicas) == (None, (), None)
+    assert condition(first.status, "ScaleDownBlocked")["status"] == "False"
+    assert first.recheck_in == 5.0  # looked at again when it would be news
+    later = at(5, first.memory, first.status)
+    assert later.blocked is not None
+    assert [e.reason for e in later.events] == ["ScaleDownBlocked"]
+    assert condition(later.status, "ScaleDownBlocked")["reason"] == "DetachNotReleased"
+    assert at(9, later.memory, later.status).events == ()
+    # A new term starts from the status: still blocked since the condition's transition.
+    again = at(10, TermMemory.from_status(later.status), later.status)
+    assert (again.events, status_patch(later.status, again.status)) == ((), {})
+
+
 def test_a_left_over_mark_is_cleared_when_no_scale_down_is_wanted() -> None:
     """A refused scale write left a mark: the next round, with the scale-down no longer
     wanted, clears it."""

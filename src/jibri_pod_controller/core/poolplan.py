@@ -134,6 +134,9 @@ class TermMemory:
     """Graceful shutdowns asked this term, by pod uid (only live pods are kept)."""
     no_api: str | None = None
     """Why the last scale-down could not use the internal API; None when it could."""
+    blocked: tuple[str, str] | None = None
+    """The (reason, message) a scale-down waits for, and since when (`blocked_since`)."""
+    blocked_since: datetime | None = None
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any]) -> TermMemory:
@@ -148,6 +151,11 @@ class TermMemory:
         no_api = None
         if graceful is not None and graceful.get("reason") == Graceful.UNREACHABLE:
             no_api = str(graceful.get("message") or "")
+        held = condition_of(status, ConditionType.SCALE_DOWN_BLOCKED)
+        blocked, blocked_since = None, None
+        if held is not None and held.get("status") == "True":
+            blocked = (str(held.get("reason") or ""), str(held.get("message") or ""))
+            blocked_since = parse_time(held.get("lastTransitionTime"))
         return cls(
             sizing=PoolMemory(
                 desired=desired if isinstance(desired, int) else None,
@@ -155,6 +163,8 @@ class TermMemory:
             ),
             starts=starts,
             no_api=no_api,
+            blocked=blocked,
+            blocked_since=blocked_since,
         )
 
     def with_asked(self, outcomes: Mapping[str, Asked]) -> TermMemory:
@@ -193,6 +203,9 @@ class PoolPlan:
     picks: tuple[str, ...] = ()
     """Spares counted as going by this round's write."""
     blocked: Blocked | None = None
+    """Why the scale-down waits, once it has waited for it ``settle`` long (reported)."""
+    waiting_for: Blocked | None = None
+    """Why the scale-down waits this round, reported or not yet."""
     graceful: Condition | None = None
     status: Mapping[str, Any] = field(default_factory=dict)
     """The status to write when every write succeeds."""
@@ -296,14 +309,17 @@ def plan_pool(
     now: datetime,
     busy_labels: Mapping[str, str],
     graceful: bool,
+    settle: timedelta = timedelta(0),
     demand: DemandInput | None = None,
 ) -> PoolPlan:
     """One pool's plan for this round.
 
     ``probes``: the answers of the spares a first plan asked to probe (`PoolPlan.probe`),
     by pod uid; None for the first plan. ``graceful``: whether spares are asked to shut down
-    through Jibri's internal API. ``demand``: the demand input, when the caller has its own
-    (a forecast); else the measured one.
+    through Jibri's internal API. ``settle``: how long a scale-down may wait for one reason
+    before it is reported (condition, Event, metric): a wait that ends within it (a detach
+    the ReplicaSet releases a moment later) is no news. ``demand``: the demand input, when
+    the caller has its own (a forecast); else the measured one.
     """
     try:
         spec = parse_pool_spec(read.spec)
@@ -372,7 +388,20 @@ def plan_pool(
         # keeps running, so the scale-down is due again as soon as it can go on.
         sizing = PoolMemory(desired=decision.desired, below_since=memory.sizing.below_since or now)
     no_api = _no_api(memory.no_api, step, graceful)
-    kept = TermMemory(sizing=sizing, starts=starts, asked=asked, no_api=no_api)
+    held_key = (step.blocked.reason.value, step.blocked.message) if step.blocked else None
+    held_since = None
+    if held_key is not None:
+        same = memory.blocked == held_key and memory.blocked_since is not None
+        held_since = memory.blocked_since if same else now
+    reported = step.blocked if held_since is not None and now - held_since >= settle else None
+    kept = TermMemory(
+        sizing=sizing,
+        starts=starts,
+        asked=asked,
+        no_api=no_api,
+        blocked=held_key,
+        blocked_since=held_since,
+    )
     graceful_condition = _graceful_condition(graceful, no_api)
     leaving_count = len(leaving) + sum(
         1 for p in spares if step.standings.get(p.uid) is Standing.GONE and p.uid not in leaving
@@ -384,12 +413,12 @@ def plan_pool(
         observation=observation,
         memory=kept,
         written=replicas,
-        blocked=step.blocked,
+        blocked=reported,
         graceful=graceful_condition,
         leaving=leaving_count,
         now=now,
     )
-    events = _transitions(read.status, step.blocked, graceful_condition, problem=None)
+    events = _transitions(read.status, reported, graceful_condition, problem=None)
     scale_event = None
     if replicas is not None:
         direction = "ScaledUp" if replicas > deployment.replicas else "ScaledDown"
@@ -410,14 +439,20 @@ def plan_pool(
         shut_down=step.ask,
         marks=step.marks,
         picks=step.picks,
-        blocked=step.blocked,
+        blocked=reported,
+        waiting_for=step.blocked,
         graceful=graceful_condition,
         status=status,
         status_if_unscaled=unscaled,
         memory=kept,
         events=events,
         scale_event=scale_event,
-        recheck_in=_recheck_in(step, decision, now),
+        recheck_in=_recheck_in(
+            step,
+            decision,
+            now,
+            reported_at=None if reported or held_since is None else held_since + settle,
+        ),
     )
 
 
@@ -432,12 +467,15 @@ def _no_api(previous: str | None, step: ScaleDown, graceful: bool) -> str | None
     return previous
 
 
-def _recheck_in(step: ScaleDown, decision: PoolDecision, now: datetime) -> float | None:
-    waits = []
+def _recheck_in(
+    step: ScaleDown, decision: PoolDecision, now: datetime, *, reported_at: datetime | None
+) -> float | None:
+    """When to look again: a graceful shutdown to confirm, a held scale-down coming due, a
+    wait to report if it lasts. A blocked scale-down otherwise waits for the next period."""
+    moments = [m for m in (decision.scale_down_at, reported_at) if m is not None]
+    waits = [max(0.0, (m - now).total_seconds()) for m in moments]
     if step.waiting:
         waits.append(CONFIRM_STEP.total_seconds())
-    if decision.scale_down_at is not None:
-        waits.append(max(0.0, (decision.scale_down_at - now).total_seconds()))
     return min(waits) if waits else None
 
 

@@ -350,6 +350,10 @@ def plan_scale_down(
         if len(mine) < len(members):
             break
     allowed = max(target, len(spares) - not_started - len(counted))
+    if detach:
+        # A detach lets the ReplicaSet create a replacement, which it deletes first (Pending):
+        # ask nobody else until that is known, or a spare would be shut down for nothing.
+        ask = []
     waiting = bool(ask or leaving)
     if detach or waiting:
         # Lower once the detaches have landed and the shutdowns are confirmed: one write.

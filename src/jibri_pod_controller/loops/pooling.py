@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from jibri_pod_controller.adapters.kube import Conflict, Forbidden, KubeError, NotFound
 from jibri_pod_controller.adapters.metrics import Metrics
@@ -290,8 +290,8 @@ class PoolReconciler:
                 log.error("pool not reconciled", extra={"pool": pool.name, "error": str(exc)})
         self._awaiting_release = any(
             r.plan is not None
-            and r.plan.blocked is not None
-            and r.plan.blocked.reason is BlockReason.DETACH_NOT_RELEASED
+            and r.plan.waiting_for is not None
+            and r.plan.waiting_for.reason is BlockReason.DETACH_NOT_RELEASED
             for r in results
         )
         return results
@@ -408,6 +408,7 @@ class PoolReconciler:
             now=now,
             busy_labels=self._busy_labels,
             graceful=self._internal_api is not None,
+            settle=timedelta(seconds=self._period),
         )
 
     async def _apply(self, pool: StoredPool, plan: PoolPlan) -> RoundResult:
