@@ -822,3 +822,41 @@ async def test_each_lease_term_starts_from_the_pools_status() -> None:
     assert api.replicas == 3
     assert "scale" not in api.kinds()
     assert api.pools["jibri"]["status"]["belowSince"] == stamp(clock[0])
+
+
+async def test_a_release_the_scale_down_waits_for_starts_a_round() -> None:
+    """A detached pod its ReplicaSet still owns holds the scale-down; the moment the cache
+    sees the release, a round starts (not a period later)."""
+
+    class Rounds(FakeApi):
+        started: asyncio.Queue[None]
+
+        async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+            if method == "GET" and path == POOLS:
+                self.started.put_nowait(None)
+            return await super().request_json(method, path, **kwargs)
+
+    api = Rounds(replicas=2)
+    api.started = asyncio.Queue()
+    scale_down_pool(api, "a")
+    unreleased = pod("b", busy=True)
+    unreleased["metadata"]["ownerReferences"] = [
+        {"kind": "ReplicaSet", "name": "jibri-abc", "controller": True}
+    ]
+    api.add_pod(unreleased)
+    async with synced_cache(api) as (cache, stream):
+        loop = reconciler(api, cache=cache, period=3600)
+        task = asyncio.create_task(loop.run())
+        await api.started.get()
+        await asyncio.sleep(0.2)
+        assert api.replicas == 2  # held: the ReplicaSet has not seen the detach
+        released = copy.deepcopy(unreleased)
+        released["metadata"]["ownerReferences"] = []
+        api.pods["b"] = released
+        await stream.events.put(kube.WatchEvent(kind="MODIFIED", raw=released))
+        await asyncio.wait_for(api.started.get(), 5)  # at once, not an hour later
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert api.replicas == 1

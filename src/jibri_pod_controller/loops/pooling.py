@@ -430,6 +430,11 @@ class PoolReconciler:
         detached = 0
         for pod in plan.detach:
             self.pool_metrics.busy_found.labels(pool.name).inc()
+            log.info(
+                "spare %s found BUSY on the way to a scale-down: detached, kept recording",
+                pod.name,
+                extra={"pool": pool.name, "pod": pod.name, "busy_found": 1},
+            )
             # The actuator logs and counts a failed write; the next round finds it BUSY again.
             with contextlib.suppress(KubeError):
                 await self._actuator.apply(Detach(Reason.MISSED_BUSY), pod, source=Source.SWEEP)
