@@ -425,7 +425,16 @@ def test_the_replica_set_only_finds_safe_spares(
     ]
     safe = {p.name for p in pods if step.standings.get(p.uid, Standing.NOT_STARTED) in SAFE}
     unknown_ready = {
-        p.name for p in pods if p.ready and step.standings.get(p.uid) is Standing.UNKNOWN
+        p.name
+        for p in pods
+        if p.ready
+        and (
+            step.standings.get(p.uid) is Standing.UNKNOWN
+            or (
+                step.standings.get(p.uid) is Standing.LEAVING
+                and isinstance(probes.get(p.uid), Failed)
+            )
+        )
     }
     for flip in (set(), unknown_ready):
         doomed = may_delete(marked, len(pods) - step.replicas, flip)

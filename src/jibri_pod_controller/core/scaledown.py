@@ -324,8 +324,18 @@ def plan_scale_down(
 
     picked = {p.uid for p in (*chosen, *ask, *leaving)}
     if any(p.ready for p in running if p.uid in picked):
-        # A Ready pick is safe only while no other spare can turn not Ready and go first.
-        jumpers = [p for p in running if p.uid not in picked and states[p.uid] is Standing.UNKNOWN]
+        # A Ready pick is safe only while no other spare can turn not Ready and go first: one
+        # that did not answer (a Jibri still on its way out included) might.
+        safe_ids = {p.uid for p in chosen}
+        jumpers = [
+            p
+            for p in running
+            if p.uid not in safe_ids
+            and (
+                states[p.uid] is Standing.UNKNOWN
+                or (states[p.uid] is Standing.LEAVING and isinstance(probes.get(p.uid), Failed))
+            )
+        ]
         if jumpers:
             pod = jumpers[0]
             blocked = Blocked(
