@@ -345,6 +345,18 @@ async def test_nothing_written_while_nothing_changes() -> None:
     assert api.writes == []
 
 
+async def test_a_scale_to_zero_is_shown_in_the_status_at_once() -> None:
+    api = FakeApi(replicas=1)
+    api.add_pool(
+        "jibri",
+        {"deploymentName": "jibri", "minSpare": 0, "maxSpare": 5, "scaleDownDelaySeconds": 0},
+    )
+    [result] = await reconciler(api).reconcile_all()
+    assert (result.written, api.replicas) == (0, 0)
+    assert api.pools["jibri"]["status"]["replicas"] == 0
+    assert "lastScaleTime" in api.pools["jibri"]["status"]
+
+
 async def test_dry_run_writes_nothing() -> None:
     api = FakeApi(replicas=1)
     api.add_pool("jibri", {"deploymentName": "jibri", "minSpare": 4, "maxSpare": 5})

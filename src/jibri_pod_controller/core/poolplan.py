@@ -403,9 +403,6 @@ def plan_pool(
         blocked_since=held_since,
     )
     graceful_condition = _graceful_condition(graceful, no_api)
-    leaving_count = len(leaving) + sum(
-        1 for p in spares if step.standings.get(p.uid) is Standing.GONE and p.uid not in leaving
-    )
     status, unscaled = _statuses(
         read,
         spec=spec,
@@ -415,7 +412,7 @@ def plan_pool(
         written=replicas,
         blocked=reported,
         graceful=graceful_condition,
-        leaving=leaving_count,
+        leaving=len(leaving),
         now=now,
     )
     events = _transitions(read.status, reported, graceful_condition, problem=None)

@@ -446,7 +446,8 @@ class PoolReconciler:
         written: int | None = None
         if plan.replicas is not None:
             written = await self._scale(pool, plan, plan.replicas)
-        status = plan.status if plan.replicas is None or written else plan.status_if_unscaled
+        refused = plan.replicas is not None and written is None
+        status = plan.status_if_unscaled if refused else plan.status
         await self._patch_status(pool, status)
         if written is not None and plan.scale_event is not None:
             await self._event(pool, plan.scale_event)
