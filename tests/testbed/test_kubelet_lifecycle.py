@@ -124,6 +124,22 @@ async def test_the_grace_period_ends_a_recording_that_outlasts_it(
     assert await busy_status(ip) is None
 
 
+async def test_the_deletions_grace_period_wins_over_the_pods(
+    api: ApiClient, namespace: str, kubelet: KubeletThread
+) -> None:
+    """`kubectl delete --grace-period=3` of a pod whose own grace period is 120 s: the
+    recording is ended after 3 s (deletionGracePeriodSeconds), not 120."""
+    pod = await one_ready_pod(api, namespace, with_hook(1, grace=120))
+    name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+    assert await post(ip, JIBRI_PORT, "/jibri/api/v1.0/startService", {"sessionId": "s"}) == 200
+    started = time.monotonic()
+    await CoreV1Api(api).delete_namespaced_pod(
+        name, namespace, body=V1DeleteOptions(grace_period_seconds=3)
+    )
+    await eventually(lambda: gone(api, namespace, name), limit=30, what="the pod to go")
+    assert 3 <= time.monotonic() - started < 12
+
+
 async def test_an_idle_pod_goes_at_once_and_a_forced_delete_skips_the_hook(
     api: ApiClient, namespace: str, kubelet: KubeletThread
 ) -> None:
