@@ -41,7 +41,7 @@ from jibri_pod_controller.adapters.kube import (
     load_api_client,
 )
 from jibri_pod_controller.adapters.metrics import Metrics
-from jibri_pod_controller.adapters.pools import JsonApi
+from jibri_pod_controller.adapters.pools import InternalApi, JsonApi
 from jibri_pod_controller.adapters.probing import Prober
 from jibri_pod_controller.adapters.tokens import KeyLoadError, Verifier
 from jibri_pod_controller.core.config import (
@@ -154,6 +154,11 @@ class Controller:
             if stream is not None
             else None
         )
+        self.internal_api = (
+            InternalApi(port=settings.internal_api_port, timeout=settings.probe_timeout)
+            if settings.internal_api_port
+            else None
+        )
         self.pools = (
             PoolReconciler(
                 api=pools_api,
@@ -166,6 +171,7 @@ class Controller:
                 dry_run=settings.dry_run,
                 cache=self.cache,
                 jibri_selector=settings.jibri_selector,
+                internal_api=self.internal_api,
             )
             if pools_api is not None
             else None
@@ -476,6 +482,8 @@ class Controller:
                 "webhook_auth": "jwt" if self.verifier else "none",
             },
         )
+        if self.pools is not None:
+            log.info("pool scale-downs: %s", self.pools.describe_scale_down())
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -525,6 +533,8 @@ class Controller:
             except TimeoutError:
                 log.warning("shutting down with Events still unwritten")
             await self.prober.close()
+            if self.internal_api is not None:
+                await self.internal_api.close()
             log.info("stopped")
 
     async def _release_lease(self) -> None:

@@ -144,6 +144,20 @@ async def test_missing_pool_permissions_are_optional() -> None:
     assert not [p for p in verdict.lost if "jibripools" in p or "deployments" in p]
 
 
+@pytest.mark.parametrize(
+    ("port", "said"),
+    [("3333", "through Jibri's graceful shutdown (internal API port 3333)"), ("0", "=0")],
+)
+async def test_the_scale_down_method_follows_the_internal_api_port(port: str, said: str) -> None:
+    settings = make_settings(JIBRI_INTERNAL_API_PORT=port)
+    controller = Controller(settings, FakeCluster(), None, pools_api=FakePoolsApi())
+    assert controller.pools is not None
+    assert said in controller.pools.describe_scale_down()
+    assert (controller.internal_api is None) is (port == "0")
+    if controller.internal_api is not None:
+        await controller.internal_api.close()
+
+
 class FakePoolsApi:
     """Never called by the permission check; stands for the JSON API seam."""
 
