@@ -38,7 +38,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jibri_pod_controller.adapters import kube
 from jibri_pod_controller.core.config import Settings, load_settings
 from jibri_pod_controller.core.leasing import LeaseRecord
-from jibri_pod_controller.core.pods import PodFacts, parse_pod, parse_selector
+from jibri_pod_controller.core.pods import PodFacts, parse_pod
+from jibri_pod_controller.core.selectors import parse_selector
 
 NAMESPACE = "jibri"
 IDLE_LABELS = {"app": "jibri", "state": "idle"}

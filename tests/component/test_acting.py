@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -306,3 +307,27 @@ async def test_an_unreadable_replica_set_does_not_undo_a_detach() -> None:
     assert await act.apply(Detach(Reason.BUSY_REPORTED), pod, source=Source.WEBHOOK) is (
         Result.DONE
     )
+
+
+async def test_a_replica_set_selector_with_an_unknown_operator_is_counted_not_trusted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The check cannot be made: the detach stands, as when the ReplicaSet cannot be read, and
+    # the selector it could not evaluate is counted and logged instead of passing silently.
+    cluster = FakeCluster()
+    pod = cluster.add_pod("jibri-a")
+    act = actuator(cluster)
+    act.replica_sets = ReplicaSets(
+        {"jibri-5d9c7b": {"matchExpressions": [{"key": "app", "operator": "Near"}]}}
+    )
+    with caplog.at_level(logging.WARNING, logger="jibri_pod_controller.actions"):
+        result = await act.apply(Detach(Reason.BUSY_REPORTED), pod, source=Source.WEBHOOK)
+    await act.drain()
+    assert result is Result.DONE
+    assert [w.method for w in cluster.writes] == ["patch_pod"]
+    sample = act.metrics.registry.get_sample_value
+    errors = {"operation": "get-replicaset", "kind": "invalid"}
+    assert sample("jibri_pod_controller_api_errors_total", errors) == 1
+    assert sample("jibri_pod_controller_detach_ineffective_total", {"where": "detach"}) is None
+    assert [r.getMessage() for r in caplog.records] == ["cannot evaluate the ReplicaSet's selector"]
+    assert "Near" in caplog.records[0].__dict__["error"]

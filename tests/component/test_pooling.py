@@ -19,8 +19,9 @@ from jibri_pod_controller.adapters import kube
 from jibri_pod_controller.adapters.metrics import Metrics
 from jibri_pod_controller.core.decisions import Failed, ProbeFailure, ProbeResult, Reported
 from jibri_pod_controller.core.jibri import BusyStatus
-from jibri_pod_controller.core.pods import PodFacts, parse_pod, parse_selector
+from jibri_pod_controller.core.pods import PodFacts, parse_pod
 from jibri_pod_controller.core.scaledown import ShutdownOutcome
+from jibri_pod_controller.core.selectors import parse_selector
 from jibri_pod_controller.loops.pooling import PoolReconciler
 from jibri_pod_controller.loops.watching import PodCache
 

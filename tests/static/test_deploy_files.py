@@ -32,7 +32,7 @@ from jibri_pod_controller.adapters.metrics import Metrics
 from jibri_pod_controller.adapters.pools import PoolMetrics
 from jibri_pod_controller.core.config import SETTINGS, load_settings
 from jibri_pod_controller.core.permissions import all_permissions
-from jibri_pod_controller.core.pods import parse_labels, parse_selector
+from jibri_pod_controller.core.selectors import parse_labels, parse_selector
 from testbed.tools import kubectl
 
 REPO = Path(__file__).resolve().parents[2]

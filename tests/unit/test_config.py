@@ -18,7 +18,7 @@ from jibri_pod_controller.core.config import (
     load_settings,
     value_rule,
 )
-from jibri_pod_controller.core.pods import Op, Requirement
+from jibri_pod_controller.core.selectors import Op, Requirement
 
 BASE = {"POD_NAME": "controller-0", "WEBHOOK_AUTH": "none"}
 

@@ -1,4 +1,4 @@
-"""Pods as the API returns them, label selectors and label lists."""
+"""Pods as the API returns them."""
 
 from __future__ import annotations
 
@@ -8,18 +8,12 @@ from typing import Any
 import pytest
 
 from jibri_pod_controller.core.pods import (
-    Op,
     Phase,
     PodFacts,
     PodParseError,
-    Requirement,
-    SelectorError,
     has_labels,
     is_valid_pod_name,
-    label_selector_matches,
-    parse_labels,
     parse_pod,
-    parse_selector,
 )
 
 # Trimmed from `kubectl get pod -o json` of a Jibri pod owned by a Deployment's ReplicaSet.
@@ -198,87 +192,6 @@ def test_pod_names(name: str, valid: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "requirements"),
-    [
-        ("app=jibri", [("app", Op.EQUALS, "jibri")]),
-        ("app==jibri", [("app", Op.EQUALS, "jibri")]),
-        ("app = jibri , tier!=web", [("app", Op.EQUALS, "jibri"), ("tier", Op.NOT_EQUALS, "web")]),
-        ("app", [("app", Op.EXISTS, "")]),
-        ("!paused", [("paused", Op.NOT_EXISTS, "")]),
-        ("example.com/role=recorder", [("example.com/role", Op.EQUALS, "recorder")]),
-        ("app=", [("app", Op.EQUALS, "")]),
-    ],
-)
-def test_parse_selector(text: str, requirements: list[tuple[str, Op, str]]) -> None:
-    assert parse_selector(text).requirements == tuple(Requirement(*r) for r in requirements)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "app=jibri,",
-        ",app=jibri",
-        "app in (jibri,other)",
-        "app notin (web)",
-        "app in(jibri)",
-        "=jibri",
-        "app=jibri=x",
-        "app=-jibri",
-        "app=" + "v" * 64,
-        "Example.com/role=x",
-        "-app=x",
-        "a/b/c=x",
-        "!app=x",
-        "app!",
-    ],
-)
-def test_invalid_selectors(text: str) -> None:
-    with pytest.raises(SelectorError):
-        parse_selector(text)
-
-
-@pytest.mark.parametrize(
-    ("selector", "labels", "matches"),
-    [
-        ("app=jibri", {"app": "jibri"}, True),
-        ("app=jibri", {"app": "web"}, False),
-        ("app=jibri", {}, False),
-        ("app!=web", {}, True),
-        ("app!=web", {"app": "web"}, False),
-        ("app", {"app": ""}, True),
-        ("app", {"other": "x"}, False),
-        ("!paused", {"app": "jibri"}, True),
-        ("!paused", {"paused": "no"}, False),
-        ("app=jibri,state!=idle", {"app": "jibri", "state": "busy"}, True),
-        ("app=jibri,state!=idle", {"app": "jibri", "state": "idle"}, False),
-    ],
-)
-def test_selector_matches(selector: str, labels: dict[str, str], matches: bool) -> None:
-    assert parse_selector(selector).matches(labels) is matches
-
-
-@pytest.mark.parametrize(
-    "text", ["app=jibri", "app=jibri,state!=idle", "app,!paused", "example.com/role=r"]
-)
-def test_selector_round_trips(text: str) -> None:
-    assert str(parse_selector(str(parse_selector(text)))) == text
-
-
-def test_parse_labels() -> None:
-    assert parse_labels(" app=jibri , state=busy") == {"app": "jibri", "state": "busy"}
-    assert parse_labels("example.com/state=") == {"example.com/state": ""}
-
-
-@pytest.mark.parametrize(
-    "text", ["", "app", "app=jibri,", "app!=jibri", "app=a,app=b", "app=a b", "=x", "!app"]
-)
-def test_invalid_labels(text: str) -> None:
-    with pytest.raises(SelectorError):
-        parse_labels(text)
-
-
-@pytest.mark.parametrize(
     ("labels", "wanted", "has"),
     [
         ({"app": "jibri", "state": "busy", "x": "y"}, {"app": "jibri", "state": "busy"}, True),
@@ -289,49 +202,6 @@ def test_invalid_labels(text: str) -> None:
 )
 def test_has_labels(labels: dict[str, str], wanted: dict[str, str], has: bool) -> None:
     assert has_labels(labels, wanted) is has
-
-
-@pytest.mark.parametrize(
-    ("selector", "labels", "expected"),
-    [
-        ({"matchLabels": {"app": "jibri"}}, {"app": "jibri", "state": "busy"}, True),
-        (
-            {"matchLabels": {"app": "jibri", "state": "idle"}},
-            {"app": "jibri", "state": "busy"},
-            False,
-        ),
-        ({"matchLabels": {"app": "jibri"}}, {"app": "web"}, False),
-        (
-            {"matchExpressions": [{"key": "state", "operator": "In", "values": ["idle"]}]},
-            {"state": "busy"},
-            False,
-        ),
-        (
-            {"matchExpressions": [{"key": "state", "operator": "In", "values": ["idle", "busy"]}]},
-            {"state": "busy"},
-            True,
-        ),
-        (
-            {"matchExpressions": [{"key": "state", "operator": "NotIn", "values": ["busy"]}]},
-            {"state": "busy"},
-            False,
-        ),
-        (
-            {"matchExpressions": [{"key": "state", "operator": "NotIn", "values": ["busy"]}]},
-            {},
-            True,
-        ),
-        ({"matchExpressions": [{"key": "x", "operator": "Exists"}]}, {"x": ""}, True),
-        ({"matchExpressions": [{"key": "x", "operator": "Exists"}]}, {}, False),
-        ({"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]}, {}, True),
-        ({"matchExpressions": [{"key": "x", "operator": "Gt"}]}, {"x": "1"}, False),
-        ({}, {"anything": "at-all"}, True),
-        ("app=jibri", {"app": "jibri"}, False),
-        ({"matchLabels": ["app"]}, {"app": "jibri"}, False),
-    ],
-)
-def test_label_selector_matches(selector: Any, labels: dict[str, str], expected: bool) -> None:
-    assert label_selector_matches(selector, labels) is expected
 
 
 def test_ready_needs_the_ready_condition_true() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jibri_pod_controller.core.pods import Phase, PodFacts, parse_selector
+from jibri_pod_controller.core.pods import Phase, PodFacts
 from jibri_pod_controller.core.poolplan import Problem, pool_conditions
 from jibri_pod_controller.core.pools import (
     ANNOTATION_DETACHED_FROM,
@@ -24,16 +24,13 @@ from jibri_pod_controller.core.pools import (
     PoolSpec,
     PoolSpecError,
     ScheduleWindow,
-    SelectorError,
     decide_pool,
     deployment_of,
     measured_lead_time,
     parse_pool_spec,
-    selector_implies,
-    selector_matches,
-    selector_query,
     sort_pool_pods,
 )
+from jibri_pod_controller.core.selectors import label_selector
 
 NOW = datetime(2026, 6, 3, 12, 0, tzinfo=UTC)  # a Wednesday
 SPEC = PoolSpec(
@@ -505,77 +502,6 @@ def test_deployment_of(
     assert deployment_of(pod) == expected
 
 
-@pytest.mark.parametrize(
-    ("selector", "labels", "matches", "query"),
-    [
-        (
-            {"matchLabels": {"app": "jibri", "state": "idle"}},
-            {"app": "jibri", "state": "idle"},
-            True,
-            "app=jibri,state=idle",
-        ),
-        (
-            {"matchLabels": {"app": "jibri", "state": "idle"}},
-            {"app": "jibri", "state": "busy"},
-            False,
-            "app=jibri,state=idle",
-        ),
-        (
-            {"matchExpressions": [{"key": "state", "operator": "In", "values": ["idle", "x"]}]},
-            {"state": "idle"},
-            True,
-            "state in (idle,x)",
-        ),
-        (
-            {"matchExpressions": [{"key": "state", "operator": "NotIn", "values": ["busy"]}]},
-            {"state": "busy"},
-            False,
-            "state notin (busy)",
-        ),
-        (
-            {"matchExpressions": [{"key": "busy", "operator": "DoesNotExist"}]},
-            {"app": "j"},
-            True,
-            "!busy",
-        ),
-        ({"matchExpressions": [{"key": "app", "operator": "Exists"}]}, {}, False, "app"),
-    ],
-)
-def test_label_selectors(
-    selector: dict[str, object], labels: dict[str, str], matches: bool, query: str
-) -> None:
-    assert selector_matches(selector, labels) is matches
-    assert selector_query(selector) == query
-
-
-def test_an_empty_or_unknown_selector_is_refused() -> None:
-    with pytest.raises(SelectorError, match="every pod"):
-        selector_query({})
-    with pytest.raises(SelectorError, match="operator"):
-        selector_matches({"matchExpressions": [{"key": "a", "operator": "Near"}]}, {})
-
-
-@pytest.mark.parametrize(
-    ("match_labels", "jibri", "implied"),
-    [
-        ({"app": "jibri", "state": "idle"}, "app=jibri", True),
-        ({"app": "jibri", "state": "idle"}, "app=jibri,state", True),
-        ({"state": "idle"}, "app=jibri", False),  # a pod without app=jibri would be selected
-        ({"app": "other", "state": "idle"}, "app=jibri", False),
-        ({"app": "jibri"}, "app=jibri,!canary", False),  # negations are never implied
-        ({"app": "jibri", "tier": "a"}, "app=jibri,tier!=b", False),
-    ],
-)
-def test_selector_implies_jibri_selector(
-    match_labels: dict[str, str], jibri: str, implied: bool
-) -> None:
-    selector = {
-        "matchLabels": match_labels,
-        "matchExpressions": [{"key": "x", "operator": "Exists"}],
-    }
-    assert selector_implies(selector, parse_selector(jibri)) is implied
-
-
 def test_pod_index_matches_as_the_selector_does() -> None:
     pods = [
         facts("a", labels={"app": "jibri", "state": "idle", "pool": "1"}),
@@ -595,8 +521,8 @@ def test_pod_index_matches_as_the_selector_does() -> None:
         {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["2"]}]},
     ]
     for selector in selectors:
-        expected = [p.name for p in pods if selector_matches(selector, p.labels)]
-        assert [p.name for p in index.matching(selector)] == expected, selector
+        expected = [p.name for p in pods if label_selector(selector).matches(p.labels)]
+        assert [p.name for p in index.matching(label_selector(selector))] == expected, selector
     assert [p.name for p in index.with_labels({"state": "busy"})] == ["c"]
     assert index.with_labels({"state": "gone"}) == []
 

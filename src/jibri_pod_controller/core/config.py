@@ -26,10 +26,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from jibri_pod_controller.core.pods import (
+from jibri_pod_controller.core.pods import is_valid_pod_name
+from jibri_pod_controller.core.selectors import (
     Selector,
     SelectorError,
-    is_valid_pod_name,
     parse_labels,
     parse_selector,
 )

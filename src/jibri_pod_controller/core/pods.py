@@ -1,11 +1,8 @@
 """What the controller needs to know about a pod, parsed once at the edge.
 
 A pod arrives from the API as a large JSON object; every decision needs a dozen fields of it.
-`parse_pod` extracts them into a frozen `PodFacts` so raw dicts never travel inward.
-
-Label selectors are kept deliberately small: equality (`k=v`, `k==v`), inequality (`k!=v`),
-existence (`k`) and non-existence (`!k`). That is all a Jibri selector needs, and the same string
-is sent to the API server as `labelSelector`, so both sides agree on what matches.
+`parse_pod` extracts them into a frozen `PodFacts` so raw dicts never travel inward. Label
+selectors are in `core.selectors`.
 """
 
 from __future__ import annotations
@@ -17,11 +14,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-# Label keys: optional DNS subdomain prefix + "/" + name (63 chars, alnum at both ends).
-_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-_PREFIX = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*"
-_LABEL_KEY = re.compile(rf"^({_PREFIX}/)?{_NAME}$")
-_LABEL_VALUE = re.compile(rf"^({_NAME})?$")
 # Pod names are DNS-1123 subdomains.
 _DNS1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -41,115 +33,9 @@ class PodParseError(ValueError):
     """The API returned a pod object without a field the controller relies on."""
 
 
-class SelectorError(ValueError):
-    """A label selector or label list could not be parsed."""
-
-
 def is_valid_pod_name(name: str) -> bool:
     # fullmatch: "$" would also accept a trailing newline (a URL's "%0A").
     return len(name) <= 253 and _DNS1123_SUBDOMAIN.fullmatch(name) is not None
-
-
-class Op(StrEnum):
-    EQUALS = "="
-    NOT_EQUALS = "!="
-    EXISTS = "exists"
-    NOT_EXISTS = "!"
-
-
-@dataclass(frozen=True)
-class Requirement:
-    key: str
-    op: Op
-    value: str = ""
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        match self.op:
-            case Op.EQUALS:
-                return labels.get(self.key) == self.value
-            case Op.NOT_EQUALS:
-                return labels.get(self.key) != self.value
-            case Op.EXISTS:
-                return self.key in labels
-            case Op.NOT_EXISTS:
-                return self.key not in labels
-
-    def __str__(self) -> str:
-        match self.op:
-            case Op.EQUALS | Op.NOT_EQUALS:
-                return f"{self.key}{self.op.value}{self.value}"
-            case Op.EXISTS:
-                return self.key
-            case Op.NOT_EXISTS:
-                return f"!{self.key}"
-
-
-@dataclass(frozen=True)
-class Selector:
-    requirements: tuple[Requirement, ...]
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(r.matches(labels) for r in self.requirements)
-
-    def __str__(self) -> str:
-        return ",".join(str(r) for r in self.requirements)
-
-
-def _check_key(key: str, text: str) -> str:
-    if not _LABEL_KEY.match(key) or len(key) > 316:
-        raise SelectorError(f"invalid label key {key!r} in {text!r}")
-    return key
-
-
-def _check_value(value: str, text: str) -> str:
-    if len(value) > 63 or not _LABEL_VALUE.match(value):
-        raise SelectorError(f"invalid label value {value!r} in {text!r}")
-    return value
-
-
-def parse_selector(text: str) -> Selector:
-    """Parse an equality-based label selector such as ``app=jibri,!paused``."""
-    requirements: list[Requirement] = []
-    for raw in text.split(","):
-        part = raw.strip()
-        if not part:
-            raise SelectorError(f"empty requirement in {text!r}")
-        if " in " in part or " notin " in part or "(" in part:
-            raise SelectorError(f"set-based requirement {part!r} is not supported")
-        if "!=" in part:
-            key, value = part.split("!=", 1)
-            requirements.append(
-                Requirement(
-                    _check_key(key.strip(), text), Op.NOT_EQUALS, _check_value(value.strip(), text)
-                )
-            )
-        elif "=" in part:
-            key, value = part.split("==", 1) if "==" in part else part.split("=", 1)
-            requirements.append(
-                Requirement(
-                    _check_key(key.strip(), text), Op.EQUALS, _check_value(value.strip(), text)
-                )
-            )
-        elif part.startswith("!"):
-            requirements.append(Requirement(_check_key(part[1:].strip(), text), Op.NOT_EXISTS))
-        else:
-            requirements.append(Requirement(_check_key(part, text), Op.EXISTS))
-    return Selector(tuple(requirements))
-
-
-def parse_labels(text: str) -> dict[str, str]:
-    """Parse a label list such as ``app=jibri,state=busy`` (every part must be ``k=v``)."""
-    labels: dict[str, str] = {}
-    for raw in text.split(","):
-        part = raw.strip()
-        if "=" not in part or "!=" in part:
-            raise SelectorError(f"{part!r} is not of the form key=value in {text!r}")
-        key, value = (s.strip() for s in part.split("=", 1))
-        key, value = _check_key(key, text), _check_value(value, text)
-        if key in labels:
-            raise SelectorError(f"label {key!r} given twice in {text!r}")
-        labels[key] = value
-    return labels
 
 
 def has_labels(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
@@ -275,37 +161,3 @@ def parse_pod(raw: Mapping[str, Any]) -> PodFacts:
         ready_since=ready_since,
         containers_started=started,
     )
-
-
-def label_selector_matches(selector: Any, labels: Mapping[str, str]) -> bool:
-    """Whether a Kubernetes ``LabelSelector`` object (a ReplicaSet's ``spec.selector``)
-    selects ``labels``: every ``matchLabels`` pair and every ``matchExpressions`` requirement
-    (In, NotIn, Exists, DoesNotExist) holds. An empty selector selects everything; one that
-    cannot be read selects nothing."""
-    if not isinstance(selector, Mapping):
-        return False
-    match_labels = selector.get("matchLabels") or {}
-    expressions = selector.get("matchExpressions") or []
-    if not isinstance(match_labels, Mapping) or not isinstance(expressions, list):
-        return False
-    if any(labels.get(str(k)) != str(v) for k, v in match_labels.items()):
-        return False
-    for expression in expressions:
-        if not isinstance(expression, Mapping):
-            return False
-        key, operator = str(expression.get("key")), expression.get("operator")
-        values = [str(v) for v in expression.get("values") or ()]
-        present = key in labels
-        if operator == "In":
-            ok = present and labels[key] in values
-        elif operator == "NotIn":
-            ok = not present or labels[key] not in values
-        elif operator == "Exists":
-            ok = present
-        elif operator == "DoesNotExist":
-            ok = not present
-        else:
-            return False
-        if not ok:
-            return False
-    return True

@@ -41,12 +41,9 @@ from jibri_pod_controller.core.pools import (
     PoolPods,
     PoolSpec,
     PoolSpecError,
-    SelectorError,
     decide_pool,
     measured_lead_time,
     parse_pool_spec,
-    selector_matches,
-    selector_query,
     sort_pool_pods,
 )
 from jibri_pod_controller.core.scaledown import (
@@ -58,6 +55,7 @@ from jibri_pod_controller.core.scaledown import (
     Standing,
     plan_scale_down,
 )
+from jibri_pod_controller.core.selectors import SelectorError, label_selector
 
 MAX_RECENT_STARTS = 2000
 """The CRD's maxItems for status.recentStarts."""
@@ -247,8 +245,9 @@ def check_deployment(
     detached_labels = {**deployment.template_labels, **busy_labels}
     busy_selector = ",".join(f"{k}={v}" for k, v in sorted(busy_labels.items()))
     try:
-        selector_query(deployment.selector)
-        still_selected = selector_matches(deployment.selector, detached_labels)
+        selector = label_selector(deployment.selector)
+        selector.query()  # an empty selector is refused too
+        still_selected = selector.matches(detached_labels)
     except SelectorError as exc:
         return Problem.SELECTOR_MATCHES_BUSY, f"Deployment selector unusable: {exc}"
     if still_selected:

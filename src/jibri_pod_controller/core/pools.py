@@ -33,7 +33,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from jibri_pod_controller.core.demand import lead_time, spares_for_demand
-from jibri_pod_controller.core.pods import Op, PodFacts, Selector, has_labels
+from jibri_pod_controller.core.pods import PodFacts, has_labels
+from jibri_pod_controller.core.selectors import Selector
 
 ANNOTATION_DETACHED_FROM = "jibri-pod-controller/detached-from"
 """The Deployment a pod was detached from, recorded with the detach, so a busy pod is still
@@ -352,64 +353,6 @@ def deployment_of(pod: PodFacts) -> str | None:
     return pod.owner_name.removesuffix(suffix)
 
 
-class SelectorError(ValueError):
-    """A Deployment's label selector this controller cannot evaluate."""
-
-
-def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """Whether a Kubernetes LabelSelector (matchLabels and matchExpressions) matches."""
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expression in selector.get("matchExpressions") or ():
-        key, op = expression.get("key"), expression.get("operator")
-        values = set(expression.get("values") or ())
-        present = key in labels
-        if op == "In":
-            ok = present and labels[key] in values
-        elif op == "NotIn":
-            ok = not present or labels[key] not in values
-        elif op == "Exists":
-            ok = present
-        elif op == "DoesNotExist":
-            ok = not present
-        else:
-            raise SelectorError(f"unknown selector operator {op!r}")
-        if not ok:
-            return False
-    return True
-
-
-def selector_query(selector: Mapping[str, Any]) -> str:
-    """A LabelSelector as the ``labelSelector`` query string."""
-    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
-    for expression in selector.get("matchExpressions") or ():
-        key, op = expression.get("key"), expression.get("operator")
-        values = ",".join(sorted(expression.get("values") or ()))
-        if op == "In":
-            parts.append(f"{key} in ({values})")
-        elif op == "NotIn":
-            parts.append(f"{key} notin ({values})")
-        elif op == "Exists":
-            parts.append(str(key))
-        elif op == "DoesNotExist":
-            parts.append(f"!{key}")
-        else:
-            raise SelectorError(f"unknown selector operator {op!r}")
-    if not parts:
-        raise SelectorError("an empty selector would select every pod")
-    return ",".join(parts)
-
-
-def selector_implies(selector: Mapping[str, Any], jibri: Selector) -> bool:
-    """Whether every pod a Deployment's ``selector`` matches also matches ``jibri`` (so the
-    pod cache, which holds the pods ``jibri`` matches, holds all of them). Judged from the
-    selector's matchLabels alone, and only for a ``jibri`` of equalities and existences: any
-    other case answers False (read the pods from the API instead)."""
-    labels = {str(k): str(v) for k, v in (selector.get("matchLabels") or {}).items()}
-    return all(r.op in (Op.EQUALS, Op.EXISTS) and r.matches(labels) for r in jibri.requirements)
-
-
 class PodIndex:
     """The pods of one snapshot, looked up by a Deployment's selector without walking them
     all for every pool: grouped once by the values of the selector's matchLabels keys."""
@@ -422,13 +365,13 @@ class PodIndex:
         keys = tuple(sorted(wanted))
         return self._group(keys).get(tuple(wanted[k] for k in keys), [])
 
-    def matching(self, selector: Mapping[str, Any]) -> list[PodFacts]:
-        """The pods ``selector`` matches (raises `SelectorError` as `selector_matches`)."""
-        wanted = {str(k): str(v) for k, v in (selector.get("matchLabels") or {}).items()}
+    def matching(self, selector: Selector) -> list[PodFacts]:
+        """The pods ``selector`` matches."""
+        wanted = selector.equalities()
         candidates = self.with_labels(wanted) if wanted else self.pods
-        if not selector.get("matchExpressions"):
+        if len(wanted) == len(selector.requirements):
             return list(candidates)
-        return [p for p in candidates if selector_matches(selector, p.labels)]
+        return [p for p in candidates if selector.matches(p.labels)]
 
     def _group(self, keys: tuple[str, ...]) -> dict[tuple[str | None, ...], list[PodFacts]]:
         group = self._groups.get(keys)

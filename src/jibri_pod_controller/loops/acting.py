@@ -49,9 +49,9 @@ from jibri_pod_controller.core.pods import (
     ANNOTATION_SESSION_ON,
     ANNOTATION_SESSIONS_WATCHED,
     PodFacts,
-    label_selector_matches,
 )
 from jibri_pod_controller.core.pools import ANNOTATION_DETACHED_FROM, deployment_of
+from jibri_pod_controller.core.selectors import SelectorError, label_selector
 
 log = logging.getLogger("jibri_pod_controller.actions")
 
@@ -281,7 +281,20 @@ class Actuator:
         except KubeError as exc:
             self.metrics.api_errors.labels(operation="get-replicaset", kind=exc.kind).inc()
             return True
-        if selector is None or not label_selector_matches(selector, pod.labels):
+        if selector is None:
+            return True
+        try:
+            still_selected = label_selector(selector).matches(pod.labels)
+        except SelectorError as exc:
+            # The API server validates selectors, so this is a newer operator than this
+            # controller knows: the check cannot be made (the detach itself is done).
+            self.metrics.api_errors.labels(operation="get-replicaset", kind="invalid").inc()
+            log.warning(
+                "cannot evaluate the ReplicaSet's selector",
+                extra={"pod": pod.name, "replicaset": pod.owner_name, "error": str(exc)},
+            )
+            return True
+        if not still_selected:
             return True
         self.metrics.detach_ineffective.labels(where=where).inc()
         log.error(

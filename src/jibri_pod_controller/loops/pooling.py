@@ -51,7 +51,7 @@ from jibri_pod_controller.core.decisions import (
     ProbeResult,
     Reason,
 )
-from jibri_pod_controller.core.pods import PodFacts, Selector, has_labels
+from jibri_pod_controller.core.pods import PodFacts, has_labels
 from jibri_pod_controller.core.poolplan import (
     PoolEvent,
     PoolPlan,
@@ -67,10 +67,7 @@ from jibri_pod_controller.core.pools import (
     PodIndex,
     PoolDecision,
     PoolSpecError,
-    SelectorError,
     parse_pool_spec,
-    selector_implies,
-    selector_query,
 )
 from jibri_pod_controller.core.scaledown import (
     ANNOTATION_DELETION_COST,
@@ -78,6 +75,7 @@ from jibri_pod_controller.core.scaledown import (
     BlockReason,
     ShutdownOutcome,
 )
+from jibri_pod_controller.core.selectors import Selector, SelectorError, label_selector
 from jibri_pod_controller.loops.acting import Actuator, Source
 from jibri_pod_controller.loops.watching import PodCache
 
@@ -326,14 +324,11 @@ class PoolReconciler:
             return read
         jibri = self._jibri_selector
         try:
-            if (
-                index is not None
-                and jibri is not None
-                and selector_implies(deployment.selector, jibri)
-            ):
-                selected = index.matching(deployment.selector)
+            selector = label_selector(deployment.selector)
+            if index is not None and jibri is not None and selector.implies(jibri):
+                selected = index.matching(selector)
             else:
-                selected = await self._pools.list_pods(selector_query(deployment.selector))
+                selected = await self._pools.list_pods(selector.query())
         except SelectorError:
             selected = []  # the plan refuses the selector
         return PoolRead(
