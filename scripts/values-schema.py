@@ -19,7 +19,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from jibri_pod_controller.core.config import SETTINGS, Kind, Setting, ValueRule, value_rule
+from jibri_pod_controller.core.config import SETTINGS
+from jibri_pod_controller.core.variables import Accepts as ValueRule
+from jibri_pod_controller.core.variables import Kind, Setting
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "jibri-pod-controller"
 SCHEMA = CHART / "values.schema.json"
@@ -121,8 +123,8 @@ def _bounds(rule: ValueRule, schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def setting_schema(setting: Setting) -> dict[str, Any]:
-    rule = value_rule(setting)
+def setting_schema(setting: Setting[object]) -> dict[str, Any]:
+    rule = setting.read.accepts
     schema: dict[str, Any] = {"description": setting.help}
     if rule.kind is Kind.INTEGER:
         schema["anyOf"] = [

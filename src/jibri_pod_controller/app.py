@@ -44,13 +44,7 @@ from jibri_pod_controller.adapters.metrics import Metrics
 from jibri_pod_controller.adapters.pools import InternalApi, JsonApi
 from jibri_pod_controller.adapters.probing import Prober
 from jibri_pod_controller.adapters.tokens import KeyLoadError, Verifier
-from jibri_pod_controller.core.config import (
-    RATE_LIMIT_BURST,
-    ConfigError,
-    ConfigErrors,
-    Settings,
-    load_settings,
-)
+from jibri_pod_controller.core.config import RATE_LIMIT_BURST, Settings, load_settings
 from jibri_pod_controller.core.decisions import Policy
 from jibri_pod_controller.core.limiting import RateLimiter
 from jibri_pod_controller.core.permissions import (
@@ -65,6 +59,7 @@ from jibri_pod_controller.core.permissions import (
     required_permissions as _required,
 )
 from jibri_pod_controller.core.pods import PodFacts
+from jibri_pod_controller.core.variables import ConfigError, ConfigErrors
 from jibri_pod_controller.loops.acting import Actuator, ReplicaSetSelectors
 from jibri_pod_controller.loops.electing import Elector
 from jibri_pod_controller.loops.pooling import PoolReconciler

@@ -16,7 +16,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jibri_pod_controller.core.config import VALUE_RULES, Kind
+from jibri_pod_controller.core.config import SETTINGS
+from jibri_pod_controller.core.variables import Kind
 from tests.tools import REPO, helm
 
 CHART = REPO / "charts" / "jibri-pod-controller"
@@ -130,7 +131,7 @@ GENERATOR = _generator()
 BOUNDS = sorted(
     {
         bound
-        for rule in VALUE_RULES.values()
+        for rule in (s.read.accepts for s in SETTINGS)
         if rule.kind in (Kind.INTEGER, Kind.NUMBER)
         for bound in (rule.minimum, rule.maximum)
         if bound is not None

@@ -8,17 +8,13 @@ import pytest
 
 from jibri_pod_controller.core.config import (
     SETTINGS,
-    VALUE_RULES,
-    ConfigError,
-    ConfigErrors,
-    Kind,
     LogFormat,
     ReapPolicy,
-    Setting,
+    Settings,
     load_settings,
-    value_rule,
 )
 from jibri_pod_controller.core.selectors import Op, Requirement
+from jibri_pod_controller.core.variables import ConfigError, ConfigErrors, Kind, Setting, checks
 
 BASE = {"POD_NAME": "controller-0", "WEBHOOK_AUTH": "none"}
 
@@ -332,17 +328,17 @@ def _error(name: str, value: str, base: dict[str, str] = BASE) -> str | None:
     return None
 
 
-def _name(setting: Setting) -> str:
+def _name(setting: Setting[object]) -> str:
     return setting.name
 
 
-def _of_kind(*kinds: Kind) -> list[Setting]:
-    return [s for s in SETTINGS if value_rule(s).kind in kinds]
+def _of_kind(*kinds: Kind) -> list[Setting[object]]:
+    return [s for s in SETTINGS if s.read.accepts.kind in kinds]
 
 
 @pytest.mark.parametrize("setting", _of_kind(Kind.INTEGER, Kind.NUMBER), ids=_name)
-def test_bounds_are_those_load_settings_checks(setting: Setting, keys_dir: Path) -> None:
-    rule = value_rule(setting)
+def test_bounds_are_those_load_settings_checks(setting: Setting[object], keys_dir: Path) -> None:
+    rule = setting.read.accepts
     assert rule.minimum is not None
     # JWT_* settings are read only when webhooks are verified.
     base = {"POD_NAME": "controller-0", "JWT_KEYS_DIR": str(keys_dir), "JWT_ISSUER": "jibri"}
@@ -373,16 +369,16 @@ def test_bounds_are_those_load_settings_checks(setting: Setting, keys_dir: Path)
 
 
 @pytest.mark.parametrize("setting", _of_kind(Kind.CHOICE), ids=_name)
-def test_choices_are_those_load_settings_accepts(setting: Setting) -> None:
-    assert value_rule(setting).choices
-    for choice in value_rule(setting).choices:
+def test_choices_are_those_load_settings_accepts(setting: Setting[object]) -> None:
+    assert setting.read.accepts.choices
+    for choice in setting.read.accepts.choices:
         assert "is not one of" not in (_error(setting.name, choice) or ""), choice
         assert "is not one of" not in (_error(setting.name, choice.upper()) or ""), choice
     assert "is not one of" in (_error(setting.name, "verbose") or "")
 
 
 @pytest.mark.parametrize("setting", _of_kind(Kind.FLAG), ids=_name)
-def test_flags_accept_the_usual_words(setting: Setting) -> None:
+def test_flags_accept_the_usual_words(setting: Setting[object]) -> None:
     for word in ("true", "false", "1", "0", "yes", "no", "on", "off", "TRUE"):
         # Other rules may still refuse a combination; the word itself is read.
         assert "is not true or false" not in (_error(setting.name, word) or ""), word
@@ -390,7 +386,7 @@ def test_flags_accept_the_usual_words(setting: Setting) -> None:
 
 
 def test_text_settings_are_the_ones_parsed_otherwise() -> None:
-    assert set(VALUE_RULES) <= {s.name for s in SETTINGS}
+    assert len({s.name for s in SETTINGS}) == len(SETTINGS)
     text = {s.name for s in _of_kind(Kind.TEXT)}
     assert text == {
         "NAMESPACE",
@@ -472,3 +468,34 @@ def test_unauthenticated_without_the_source_check_needs_the_risk_named(
             match=r"^WEBHOOK_CHECK_SOURCE_IP: .*WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED=true",
         ):
             load_settings(env)
+
+
+def test_both_lease_rules_are_named_at_once() -> None:
+    env = {**BASE, "LEASE_DURATION": "2", "LEASE_RENEW_DEADLINE": "2.4", "LEASE_RETRY_PERIOD": "2"}
+    with pytest.raises(ConfigErrors) as caught:
+        load_settings(env)
+    assert [e.name for e in caught.value.errors] == ["LEASE_DURATION", "LEASE_RENEW_DEADLINE"]
+
+
+def test_jwt_settings_are_read_only_when_webhooks_are_verified() -> None:
+    # With WEBHOOK_AUTH=none they are not used, so their values are not checked.
+    s = load_settings({**BASE, "JWT_LEEWAY": "soon", "JWT_ISSUER": ""})
+    assert s.jwt is None
+
+
+def test_rules_across_settings_are_declared_on_the_setting_they_name() -> None:
+    assert [(s.name, c.needs) for s, c in checks(Settings)] == [
+        ("JIBRI_SELECTOR", ("busy_labels",)),
+        ("LEASE_DURATION", ("renew_deadline",)),
+        ("LEASE_RENEW_DEADLINE", ("retry_period",)),
+        ("WEBHOOK_CHECK_SOURCE_IP", ("jwt", "accept_any_source_unauthenticated")),
+    ]
+    for _, check in checks(Settings):
+        assert check.doc.endswith(".")
+
+
+def test_the_default_of_every_setting_is_accepted_by_its_reader() -> None:
+    # A default the reader refuses would stop every installation that leaves it unset.
+    for setting in SETTINGS:
+        if setting.default is not None:
+            setting.read(setting.default)

@@ -1,11 +1,13 @@
 """Settings, read once from an injected environment mapping and validated at start-up.
 
-Every setting is an environment variable; `SETTINGS` below is the single source of truth for
-names, defaults and descriptions (the README's table is generated from it and a test keeps the
-two equal). A bad value raises `ConfigError`, whose message is one line that starts with the
-variable's name; when several values are bad, `ConfigErrors` carries one such error for each,
-so an operator fixes them all in one go. The entry point prints one line per error and exits 2.
-Nothing else reads `os.environ`.
+Every setting is an environment variable, declared once below as a field of `Settings` (or of
+the groups it holds): name, reader (type, bounds, choices), default, help and any rule across
+settings. `load_settings` and scripts/generate.py (the chart's values.schema.json and
+values.yaml defaults, docs/configuration.md) are derived from these declarations
+(`core.variables` says how). A bad value raises `ConfigError`, whose message is one line that
+starts with the variable's name; when several are bad, `ConfigErrors` carries one error for
+each, so an operator fixes them all in one go. The entry point prints one line per error and
+exits 2. Nothing else reads `os.environ`.
 
 Values that parse but cannot work are refused too: a rate limit whose bucket never holds one
 token, a lease duration the Lease record (whole seconds) cannot store, and unauthenticated
@@ -20,38 +22,43 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
 
 from jibri_pod_controller.core.pods import is_valid_pod_name
-from jibri_pod_controller.core.selectors import (
-    Selector,
-    SelectorError,
-    parse_labels,
-    parse_selector,
+from jibri_pod_controller.core.selectors import Selector, parse_labels, parse_selector
+from jibri_pod_controller.core.variables import (
+    Accepts,
+    Check,
+    Choice,
+    ConfigError,
+    Context,
+    Flag,
+    Integer,
+    Invalid,
+    Kind,
+    LocalPath,
+    Number,
+    OrUnset,
+    Parsed,
+    Read,
+    Reader,
+    Setting,
+    Text,
+    composite,
+    declarations,
+    group,
+    read_settings,
+    setting,
+    settings_class,
 )
 
-_T = TypeVar("_T")
-
-
-class ConfigError(ValueError):
-    """A setting is missing or invalid. ``str()`` is one line naming the variable."""
-
-    def __init__(self, name: str, problem: str) -> None:
-        super().__init__(f"{name}: {problem}")
-        self.name = name
-
-
-class ConfigErrors(ConfigError):
-    """Several settings are bad; ``errors`` has one `ConfigError` per setting, in order."""
-
-    def __init__(self, errors: list[ConfigError]) -> None:
-        ValueError.__init__(self, "\n".join(str(e) for e in errors))
-        self.name = errors[0].name
-        self.errors = errors
+RATE_LIMIT_BURST = 4
+"""The rate limiter's bucket holds this many seconds' worth of webhooks."""
+MIN_STUCK_BUSY_SECONDS = 60
+"""A healthy session is ON within Jibri's 30 s join timeout, or it fails and Jibri reports
+EXPIRED: below a minute, stuck-BUSY detection would take slow joins for stuck ones."""
 
 
 class LogFormat(StrEnum):
@@ -73,250 +80,9 @@ class WebhookAuth(StrEnum):
     NONE = "none"
 
 
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    default: str | None
-    help: str
+# -- readers of this project's own forms ---------------------------------------------------------
 
-
-class Kind(StrEnum):
-    """What a setting's value is, for the chart's values.schema.json."""
-
-    TEXT = "text"
-    INTEGER = "integer"
-    NUMBER = "number"
-    FLAG = "flag"
-    CHOICE = "choice"
-
-
-@dataclass(frozen=True)
-class ValueRule:
-    """The values a setting accepts, as `load_settings` checks them (a test keeps them equal).
-
-    scripts/values-schema.py turns these into the chart's values.schema.json, so a bad value is
-    refused at install time rather than by a crash-looping pod.
-    """
-
-    kind: Kind
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[str, ...] = ()
-    """The values of a CHOICE (case-insensitive)."""
-    or_zero: bool = False
-    """0 (off) is accepted too, below the minimum."""
-
-
-def _integer(minimum: int, maximum: int) -> ValueRule:
-    return ValueRule(Kind.INTEGER, minimum, maximum)
-
-
-def _number(minimum: float, maximum: float | None = None) -> ValueRule:
-    return ValueRule(Kind.NUMBER, minimum, maximum)
-
-
-def _choice(*choices: str) -> ValueRule:
-    return ValueRule(Kind.CHOICE, choices=choices)
-
-
-_FLAG = ValueRule(Kind.FLAG)
-_TEXT = ValueRule(Kind.TEXT)
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("PORT", "8080", "Port of the HTTP server (webhooks, probes, metrics)."),
-    Setting("NAMESPACE", "default", "Namespace of the Jibri pods, the Lease and the Events."),
-    Setting("POD_NAME", "(host name)", "This replica's identity in the Lease."),
-    Setting(
-        "JIBRI_BUSY_LABELS",
-        "app=jibri,state=busy",
-        "Labels set on a busy Jibri pod; they must take it out of the Deployment's selector.",
-    ),
-    Setting(
-        "JIBRI_SELECTOR",
-        "app=jibri",
-        "Label selector every Jibri pod matches, idle or busy; no other pod is ever touched.",
-    ),
-    Setting("JIBRI_HEALTH_PORT", "2222", "Port of Jibri's HTTP API (`external-api-port`)."),
-    Setting(
-        "JIBRI_INTERNAL_API_PORT",
-        "3333",
-        "Port of Jibri's internal HTTP API (`internal-api-port`): a JibriPool's scale-down "
-        "asks the spares that go to shut down gracefully there (Jibri must set "
-        '`internal-api-host = "0.0.0.0"`); 0: do not use it (probe and deletion cost only).',
-    ),
-    Setting("SWEEP_INTERVAL", "60", "Seconds between two sweeps of the elected replica."),
-    Setting("LEASE_NAME", "jibri-pod-controller-lease", "Name of the coordination.k8s.io Lease."),
-    Setting(
-        "LEASE_DURATION",
-        "15",
-        "Whole seconds a standby waits after the last observed renewal (the Lease stores whole "
-        "seconds, so fractions are refused).",
-    ),
-    Setting("LEASE_RENEW_DEADLINE", "10", "Seconds the leader keeps trying to renew."),
-    Setting("LEASE_RETRY_PERIOD", "2", "Seconds between two lease attempts."),
-    Setting(
-        "PROBE_CONCURRENCY",
-        "250",
-        "Health probes in flight at once during a sweep. Pods whose last probe failed are "
-        "asked first, so up to this many silent Jibris cost a sweep one PROBE_TIMEOUT in all.",
-    ),
-    Setting("PROBE_TIMEOUT", "1.0", "Seconds one health probe may take, connect included."),
-    Setting("PROBE_MAX_BYTES", "65536", "Largest health answer read; larger is invalid."),
-    Setting(
-        "LIST_PAGE_SIZE",
-        "100",
-        "Pods per page when listing Jibri pods (a decoded page of 500 holds ~18 MiB).",
-    ),
-    Setting(
-        "RESTARTED_BUSY_POD_POLICY",
-        "delete",
-        "`delete` or `keep`: a busy-labelled pod whose container restarted and now reports "
-        "IDLE (its recording is already lost).",
-    ),
-    Setting(
-        "FINISHED_BUSY_POD_POLICY",
-        "delete",
-        "`delete` or `keep`: a busy-labelled pod in phase Failed or Succeeded.",
-    ),
-    Setting(
-        "MAX_BUSY_SECONDS",
-        "0",
-        "If > 0, delete a busy-labelled pod busy for longer than this (kills a live "
-        "recording; off by default).",
-    ),
-    Setting("API_TIMEOUT", "1.5", "Seconds a webhook may spend on Kubernetes API calls."),
-    Setting("DRY_RUN", "false", "Decide, log and count every action, but write nothing."),
-    Setting("LOG_LEVEL", "info", "debug, info, warning or error. `RUST_LOG` is an alias."),
-    Setting("LOG_FORMAT", "auto", "`json`, `text`, or `auto` (JSON unless on a terminal)."),
-    Setting(
-        "WEBHOOK_AUTH",
-        "(jwt when keys are set)",
-        "`jwt` or `none`. Without keys, `none` must be set explicitly.",
-    ),
-    Setting(
-        "JWT_KEYS_DIR", "", "Directory of PEM public keys; a file's name (less .pem) is its kid."
-    ),
-    Setting("JWT_JWKS_FILE", "", "A JWKS file of public keys (alternative or in addition)."),
-    Setting("JWT_ISSUER", "", "Required `iss` of webhook tokens (required with jwt)."),
-    Setting("JWT_AUDIENCE", "jibri-pod-controller", "Audience that must be in `aud`."),
-    Setting("JWT_LEEWAY", "30", "Seconds of clock skew tolerated on `exp`."),
-    Setting(
-        "WEBHOOK_CHECK_SOURCE_IP",
-        "true",
-        "Require the request's source address to be one of the pod's `status.podIPs`.",
-    ),
-    Setting(
-        "WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED",
-        "false",
-        "Must be `true` to run with both `WEBHOOK_AUTH=none` and `WEBHOOK_CHECK_SOURCE_IP=false`: "
-        "then anyone who reaches the service can have any Jibri pod detached or deleted.",
-    ),
-    Setting(
-        "WEBHOOK_CHECK_JIBRI_ID", "true", "Require `jibriId` to equal the pod name in the URL."
-    ),
-    Setting("WEBHOOK_MAX_BODY_BYTES", "16384", "Largest webhook body accepted."),
-    Setting("WEBHOOK_READ_TIMEOUT", "1.0", "Seconds to receive a webhook's body."),
-    Setting(
-        "WEBHOOK_IDLE_TIMEOUT",
-        "10",
-        "Seconds a connection may stay without a complete request (idle or trickling headers).",
-    ),
-    Setting(
-        "WEBHOOK_RATE_LIMIT",
-        "5",
-        "Webhooks per second per source address (burst: 4x); 0 disables the limit; at least "
-        "0.25 otherwise (a smaller bucket never holds one webhook). Behind a service mesh every "
-        "request comes from the proxy's address, so the limit is shared by all pods of a node "
-        "or of the whole mesh: raise it, or set 0.",
-    ),
-    Setting(
-        "SHUTDOWN_DRAIN_SECONDS",
-        "5",
-        "On SIGTERM, seconds to keep serving while not ready, so Endpoints drop this replica "
-        "before it stops accepting webhooks.",
-    ),
-    Setting("SHUTDOWN_TIMEOUT", "10", "Seconds to finish in-flight requests on SIGTERM."),
-    Setting(
-        "STUCK_BUSY_SECONDS",
-        "0",
-        "If > 0 (at least 60), a busy-labelled pod whose Jibri reports BUSY with no session ever "
-        "ON for longer than this since its detach is stuck: counted in `stuck_busy_pods`, and "
-        "deleted if `STUCK_BUSY_POD_POLICY=delete`. Costs one pod write per recording (the "
-        "first session ON, recorded as an annotation); 0 (default): no detection, no write.",
-    ),
-    Setting(
-        "STUCK_BUSY_POD_POLICY",
-        "keep",
-        "`delete` or `keep`: a stuck busy pod (see `STUCK_BUSY_SECONDS`).",
-    ),
-    Setting(
-        "UNRESPONSIVE_BUSY_POD_SECONDS",
-        "0",
-        "If > 0, delete a busy-labelled pod that has been not Ready and unreachable (its Jibri "
-        "never answered a probe) for this long without a break; 0 (default) only counts them.",
-    ),
-    Setting(
-        "POOL_RECONCILE_PERIOD",
-        "5",
-        "Seconds between two reconciles of the JibriPools (also at once on a detach or delete).",
-    ),
-)
-
-RATE_LIMIT_BURST = 4
-"""The rate limiter's bucket holds this many seconds' worth of webhooks."""
-MIN_STUCK_BUSY_SECONDS = 60
-
-# Settings not listed here are free text (names, selectors, paths), checked only at start-up.
-VALUE_RULES: Mapping[str, ValueRule] = {
-    "PORT": _integer(1, 65535),
-    "JIBRI_HEALTH_PORT": _integer(1, 65535),
-    "JIBRI_INTERNAL_API_PORT": _integer(0, 65535),  # 0: not used
-    "SWEEP_INTERVAL": _number(1, 86400),
-    "LEASE_DURATION": _integer(1, 3600),  # whole seconds: the Lease record stores no fraction
-    "LEASE_RENEW_DEADLINE": _number(0.5, 3600),
-    "LEASE_RETRY_PERIOD": _number(0.1, 600),
-    "PROBE_CONCURRENCY": _integer(1, 10000),
-    "PROBE_TIMEOUT": _number(0.05, 60),
-    "PROBE_MAX_BYTES": _integer(256, 16 * 1024 * 1024),
-    "LIST_PAGE_SIZE": _integer(10, 5000),
-    "RESTARTED_BUSY_POD_POLICY": _choice("delete", "keep"),
-    "FINISHED_BUSY_POD_POLICY": _choice("delete", "keep"),
-    "MAX_BUSY_SECONDS": _number(0),
-    "API_TIMEOUT": _number(0.1, 1.9),
-    "DRY_RUN": _FLAG,
-    "LOG_LEVEL": _choice("trace", "debug", "info", "warn", "warning", "error", "off"),
-    "LOG_FORMAT": _choice("auto", "json", "text"),
-    "WEBHOOK_AUTH": _choice("jwt", "none"),
-    "JWT_LEEWAY": _number(0, 600),
-    "WEBHOOK_CHECK_SOURCE_IP": _FLAG,
-    "WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED": _FLAG,
-    "WEBHOOK_CHECK_JIBRI_ID": _FLAG,
-    "WEBHOOK_MAX_BODY_BYTES": _integer(512, 1024 * 1024),
-    "WEBHOOK_READ_TIMEOUT": _number(0.05, 1.9),
-    "WEBHOOK_IDLE_TIMEOUT": _number(0.5, 3600),
-    # 0 is off; above 0 the bucket must hold one webhook (see RATE_LIMIT_BURST).
-    "WEBHOOK_RATE_LIMIT": ValueRule(Kind.NUMBER, minimum=1 / RATE_LIMIT_BURST, or_zero=True),
-    "SHUTDOWN_DRAIN_SECONDS": _number(0, 300),
-    "SHUTDOWN_TIMEOUT": _number(0, 300),
-    "UNRESPONSIVE_BUSY_POD_SECONDS": _number(0, 30 * 86400),
-    # 0 is off; above 0 at least a minute: a healthy session is ON within Jibri's 30 s join
-    # timeout, or the session fails and Jibri reports EXPIRED.
-    "STUCK_BUSY_SECONDS": ValueRule(
-        Kind.NUMBER, minimum=MIN_STUCK_BUSY_SECONDS, maximum=30 * 86400, or_zero=True
-    ),
-    "STUCK_BUSY_POD_POLICY": _choice("delete", "keep"),
-    "POOL_RECONCILE_PERIOD": _number(0.5, 3600),
-}
-
-
-def value_rule(setting: Setting) -> ValueRule:
-    return VALUE_RULES.get(setting.name, _TEXT)
-
-
-_DEFAULTS = {s.name: s.default for s in SETTINGS}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LEVELS = {
     "trace": "DEBUG",
     "debug": "DEBUG",
@@ -326,182 +92,149 @@ _LEVELS = {
     "error": "ERROR",
     "off": "CRITICAL",
 }
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
-@dataclass(frozen=True)
-class LeaseTimings:
-    duration: float
-    renew_deadline: float
-    retry_period: float
+class LogLevel(Read[str]):
+    """A level, or env_logger directives as RUST_LOG takes them: in
+    "other=warn,jibri_pod_controller=debug", our own directive wins over a plain level, and
+    directives for other crates do not apply (``otherwise``: the level when none applies)."""
+
+    accepts = Accepts(Kind.CHOICE, choices=tuple(_LEVELS))
+
+    def __init__(self, *, otherwise: str | None = None) -> None:
+        self.otherwise = otherwise
+
+    def __call__(self, text: str) -> str:
+        own: list[str] = []
+        plain: list[str] = []
+        for part in text.split(","):
+            target, sep, level = part.rpartition("=")
+            if not sep:
+                plain.append(level.strip().lower())
+            elif target.strip() == "jibri_pod_controller":
+                own.append(level.strip().lower())
+        candidates = own or plain or ([self.otherwise] if self.otherwise else [])
+        if candidates and candidates[0] in _LEVELS:
+            return _LEVELS[candidates[0]]
+        raise Invalid(f"{text!r} is not one of debug, info, warning, error")
 
 
-@dataclass(frozen=True)
-class JwtSettings:
-    keys_dir: Path | None
-    jwks_file: Path | None
-    issuer: str
-    audience: str
-    leeway: float
-
-
-@dataclass(frozen=True)
-class Settings:
-    port: int
-    namespace: str
-    pod_name: str
-    busy_labels: Mapping[str, str]
-    jibri_selector: Selector
-    health_port: int
-    sweep_interval: float
-    lease_name: str
-    lease: LeaseTimings
-    probe_concurrency: int
-    probe_timeout: float
-    probe_max_bytes: int
-    list_page_size: int
-    restarted_policy: ReapPolicy
-    finished_policy: ReapPolicy
-    max_busy_seconds: float
-    api_timeout: float
-    dry_run: bool
-    log_level: str
-    log_format: LogFormat
-    jwt: JwtSettings | None
-    """None when webhooks are accepted unauthenticated (WEBHOOK_AUTH=none)."""
-    check_source_ip: bool
-    check_jibri_id: bool
-    max_body_bytes: int
-    read_timeout: float
-    idle_timeout: float
-    rate_limit: float
-    shutdown_drain: float
-    shutdown_timeout: float
-    unresponsive_busy_seconds: float
-    accept_any_source_unauthenticated: bool = False
-    stuck_busy_seconds: float = 0.0
-    """0: no stuck-BUSY detection (and no session-ON annotation written)."""
-    stuck_policy: ReapPolicy = ReapPolicy.KEEP
-    pool_period: float = 5.0
-    internal_api_port: int = 3333
-    """0: a pool's scale-down does not use Jibri's internal API."""
-
-
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def raw(self, name: str) -> str | None:
-        value = self._env.get(name)
-        if value is None or value.strip() == "":
-            return None
-        return value.strip()
-
-    def text(self, name: str) -> str:
-        value = self.raw(name)
-        if value is not None:
-            return value
-        default = _DEFAULTS[name]
-        if default is None:
-            raise ConfigError(name, "is required")
-        return default
-
-    def parsed(self, name: str, parse: Callable[[str], _T], what: str) -> _T:
-        value = self.text(name)
-        try:
-            return parse(value)
-        except (ValueError, SelectorError) as exc:
-            detail = f" ({exc})" if isinstance(exc, SelectorError) else ""
-            raise ConfigError(name, f"{value!r} is not {what}{detail}") from None
-
-    def number(self, name: str, *, minimum: float, maximum: float = float("inf")) -> float:
-        value = self.parsed(name, float, "a number")
-        if not minimum <= value <= maximum:
-            raise ConfigError(name, f"{value:g} is out of range [{minimum:g}, {maximum:g}]")
-        return value
-
-    def integer(self, name: str, *, minimum: int, maximum: int) -> int:
-        value = self.parsed(name, int, "an integer")
-        if not minimum <= value <= maximum:
-            raise ConfigError(name, f"{value} is out of range [{minimum}, {maximum}]")
-        return value
-
-    def flag(self, name: str) -> bool:
-        value = self.text(name).lower()
-        if value in _TRUE:
-            return True
-        if value in _FALSE:
-            return False
-        raise ConfigError(name, f"{value!r} is not true or false")
-
-    def choice(self, name: str, kind: type[_E]) -> _E:
-        value = self.text(name).lower()
-        try:
-            return kind(value)
-        except ValueError:
-            options = ", ".join(m.value for m in kind)
-            raise ConfigError(name, f"{value!r} is not one of {options}") from None
-
-    def path(self, name: str, *, directory: bool) -> Path | None:
-        value = self.raw(name)
-        if value is None:
-            return None
-        path = Path(value)
-        if directory and not path.is_dir():
-            raise ConfigError(name, f"{value!r} is not a readable directory")
-        if not directory and not path.is_file():
-            raise ConfigError(name, f"{value!r} is not a readable file")
-        return path
-
-
-_E = TypeVar("_E", bound=StrEnum)
-
-
-def _log_level(reader: _Reader) -> str:
-    name = "LOG_LEVEL" if reader.raw("LOG_LEVEL") is not None else "RUST_LOG"
-    value = reader.raw(name) or "info"
-    # RUST_LOG may be "info" or "other=warn,jibri_pod_controller=debug": as in env_logger, our
-    # own directive wins over a plain level, and directives for other crates do not apply.
-    own: list[str] = []
-    plain: list[str] = []
-    for part in value.split(","):
-        target, sep, level = part.rpartition("=")
-        if not sep:
-            plain.append(level.strip().lower())
-        elif target.strip() == "jibri_pod_controller":
-            own.append(level.strip().lower())
-    candidates = own or plain or (["info"] if name == "RUST_LOG" else [])
-    if candidates and candidates[0] in _LEVELS:
-        return _LEVELS[candidates[0]]
-    raise ConfigError(name, f"{value!r} is not one of debug, info, warning, error")
-
-
-def _lease(reader: _Reader) -> LeaseTimings:
-    duration = reader.number("LEASE_DURATION", minimum=1, maximum=3600)
-    if duration != int(duration):
-        raise ConfigError(
-            "LEASE_DURATION",
-            f"{duration:g} is not whole seconds (the Lease record stores whole seconds)",
-        )
-    timings = LeaseTimings(
-        duration=duration,
-        renew_deadline=reader.number("LEASE_RENEW_DEADLINE", minimum=0.5, maximum=3600),
-        retry_period=reader.number("LEASE_RETRY_PERIOD", minimum=0.1, maximum=600),
+def _rate_limit_below(rate: float) -> str:
+    return (
+        f"{rate:g}/s gives a bucket of {rate * RATE_LIMIT_BURST:g} webhooks, less than one, so "
+        f"every webhook would be refused: use 0 (no limit) or at least {1 / RATE_LIMIT_BURST:g}"
     )
-    if timings.duration <= timings.renew_deadline:
-        raise ConfigError("LEASE_DURATION", "must be greater than LEASE_RENEW_DEADLINE")
-    if timings.renew_deadline <= 1.2 * timings.retry_period:
-        raise ConfigError("LEASE_RENEW_DEADLINE", "must be greater than 1.2 x LEASE_RETRY_PERIOD")
-    return timings
 
 
-def _jwt(reader: _Reader) -> JwtSettings | None:
-    keys_dir = reader.path("JWT_KEYS_DIR", directory=True)
-    jwks_file = reader.path("JWT_JWKS_FILE", directory=False)
-    has_keys = keys_dir is not None or jwks_file is not None
-    explicit = reader.raw("WEBHOOK_AUTH")
-    auth = reader.choice("WEBHOOK_AUTH", WebhookAuth) if explicit else None
-    if auth is WebhookAuth.NONE:
+def _stuck_below(seconds: float) -> str:
+    return (
+        f"{seconds:g} is below {MIN_STUCK_BUSY_SECONDS}: a healthy session may take that long "
+        f"to turn ON; use 0 (off) or at least {MIN_STUCK_BUSY_SECONDS}"
+    )
+
+
+def _selector_sees_busy_pods(selector: Selector, busy_labels: Mapping[str, str]) -> str | None:
+    if selector.matches(busy_labels):
+        return None
+    return f"{selector} does not match JIBRI_BUSY_LABELS, so busy pods would be lost from view"
+
+
+def _source_check_or_risk_named(check: bool, jwt: JwtSettings | None, accept: bool) -> str | None:
+    if check or jwt is not None or accept:
+        return None
+    return (
+        "false together with WEBHOOK_AUTH=none lets anyone who reaches the service have any "
+        "Jibri pod detached or deleted; set WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED=true to "
+        "accept that risk"
+    )
+
+
+_POLICY = Choice(ReapPolicy)
+
+
+# -- the declarations ----------------------------------------------------------------------------
+
+
+@settings_class
+class LeaseTimings:
+    duration: float = setting(
+        "LEASE_DURATION",
+        Number(1, 3600, whole_seconds="the Lease record stores whole seconds"),
+        "15",
+        help="Whole seconds a standby waits after the last observed renewal (the Lease stores "
+        "whole seconds, so fractions are refused).",
+        check=Check(
+            ("renew_deadline",),
+            lambda duration, renew: (
+                None if duration > renew else "must be greater than LEASE_RENEW_DEADLINE"
+            ),
+            "LEASE_DURATION > LEASE_RENEW_DEADLINE: a standby must not take over from a leader "
+            "still trying to renew.",
+        ),
+    )
+    renew_deadline: float = setting(
+        "LEASE_RENEW_DEADLINE",
+        Number(0.5, 3600),
+        "10",
+        help="Seconds the leader keeps trying to renew.",
+        check=Check(
+            ("retry_period",),
+            lambda renew, retry: (
+                None if renew > 1.2 * retry else "must be greater than 1.2 x LEASE_RETRY_PERIOD"
+            ),
+            "LEASE_RENEW_DEADLINE > 1.2 x LEASE_RETRY_PERIOD: the leader gets more than one "
+            "attempt before its deadline.",
+        ),
+    )
+    retry_period: float = setting(
+        "LEASE_RETRY_PERIOD", Number(0.1, 600), "2", help="Seconds between two lease attempts."
+    )
+
+
+WEBHOOK_AUTH = Setting(
+    "WEBHOOK_AUTH",
+    OrUnset(Choice(WebhookAuth)),
+    None,
+    "`jwt` or `none`. Without keys, `none` must be set explicitly.",
+    shown="(jwt when keys are set)",
+)
+"""The switch of `JwtSettings`: a variable with no field of its own."""
+
+
+@settings_class
+class JwtSettings:
+    keys_dir: Path | None = setting(
+        "JWT_KEYS_DIR",
+        LocalPath(directory=True),
+        None,
+        help="Directory of PEM public keys; a file's name (less .pem) is its kid.",
+    )
+    jwks_file: Path | None = setting(
+        "JWT_JWKS_FILE",
+        LocalPath(directory=False),
+        None,
+        help="A JWKS file of public keys (alternative or in addition).",
+    )
+    issuer: str = setting(
+        "JWT_ISSUER",
+        Text(required="is required when webhooks are verified"),
+        None,
+        help="Required `iss` of webhook tokens (required with jwt).",
+    )
+    audience: str = setting(
+        "JWT_AUDIENCE", Text(), "jibri-pod-controller", help="Audience that must be in `aud`."
+    )
+    leeway: float = setting(
+        "JWT_LEEWAY", Number(0, 600), "30", help="Seconds of clock skew tolerated on `exp`."
+    )
+
+
+def _jwt(reader: Reader) -> JwtSettings | None:
+    """WEBHOOK_AUTH=none: None, and no keys may be configured. Otherwise (jwt, or unset) keys
+    are required, and the rest of `JwtSettings` is read."""
+    keys = reader.fields(JwtSettings, "keys_dir", "jwks_file")
+    has_keys = any(k is not None for k in keys)
+    if reader.value(WEBHOOK_AUTH) is WebhookAuth.NONE:
         if has_keys:
             raise ConfigError("WEBHOOK_AUTH", "is none but JWT keys are configured")
         return None
@@ -511,40 +244,249 @@ def _jwt(reader: _Reader) -> JwtSettings | None:
             "no JWT keys configured (JWT_KEYS_DIR or JWT_JWKS_FILE); "
             "set WEBHOOK_AUTH=none to accept unauthenticated webhooks",
         )
-    issuer = reader.raw("JWT_ISSUER")
-    if issuer is None:
-        raise ConfigError("JWT_ISSUER", "is required when webhooks are verified")
-    return JwtSettings(
-        keys_dir=keys_dir,
-        jwks_file=jwks_file,
-        issuer=issuer,
-        audience=reader.text("JWT_AUDIENCE"),
-        leeway=reader.number("JWT_LEEWAY", minimum=0, maximum=600),
+    return reader.build(JwtSettings)
+
+
+@settings_class
+class Settings:
+    port: int = setting(
+        "PORT",
+        Integer(1, 65535),
+        "8080",
+        help="Port of the HTTP server (webhooks, probes, metrics).",
+    )
+    namespace: str = setting(
+        "NAMESPACE",
+        Text("a valid namespace name", lambda v: _DNS1123_LABEL.match(v) is not None),
+        "default",
+        help="Namespace of the Jibri pods, the Lease and the Events.",
+    )
+    pod_name: str = setting(
+        "POD_NAME",
+        Text(
+            "a valid name",
+            lambda v: is_valid_pod_name(v.lower()),
+            otherwise=lambda context: context.hostname,
+        ),
+        None,
+        help="This replica's identity in the Lease.",
+        shown="(host name)",
+    )
+    busy_labels: Mapping[str, str] = setting(
+        "JIBRI_BUSY_LABELS",
+        Parsed(parse_labels, "a list of key=value labels"),
+        "app=jibri,state=busy",
+        help="Labels set on a busy Jibri pod; they must take it out of the Deployment's selector.",
+    )
+    jibri_selector: Selector = setting(
+        "JIBRI_SELECTOR",
+        Parsed(parse_selector, "a label selector"),
+        "app=jibri",
+        help="Label selector every Jibri pod matches, idle or busy; no other pod is ever touched.",
+        check=Check(
+            ("busy_labels",),
+            _selector_sees_busy_pods,
+            "JIBRI_SELECTOR must match JIBRI_BUSY_LABELS: a busy pod is still a Jibri pod.",
+        ),
+    )
+    health_port: int = setting(
+        "JIBRI_HEALTH_PORT",
+        Integer(1, 65535),
+        "2222",
+        help="Port of Jibri's HTTP API (`external-api-port`).",
+    )
+    internal_api_port: int = setting(
+        "JIBRI_INTERNAL_API_PORT",
+        Integer(0, 65535),
+        "3333",
+        help="Port of Jibri's internal HTTP API (`internal-api-port`): a JibriPool's scale-down "
+        "asks the spares that go to shut down gracefully there (Jibri must set "
+        '`internal-api-host = "0.0.0.0"`); 0: do not use it (probe and deletion cost only).',
+    )
+    sweep_interval: float = setting(
+        "SWEEP_INTERVAL",
+        Number(1, 86400),
+        "60",
+        help="Seconds between two sweeps of the elected replica.",
+    )
+    lease_name: str = setting(
+        "LEASE_NAME",
+        Text("a valid object name", is_valid_pod_name),
+        "jibri-pod-controller-lease",
+        help="Name of the coordination.k8s.io Lease.",
+    )
+    lease: LeaseTimings = group(LeaseTimings)
+    probe_concurrency: int = setting(
+        "PROBE_CONCURRENCY",
+        Integer(1, 10000),
+        "250",
+        help="Health probes in flight at once during a sweep. Pods whose last probe failed are "
+        "asked first, so up to this many silent Jibris cost a sweep one PROBE_TIMEOUT in all.",
+    )
+    probe_timeout: float = setting(
+        "PROBE_TIMEOUT",
+        Number(0.05, 60),
+        "1.0",
+        help="Seconds one health probe may take, connect included.",
+    )
+    probe_max_bytes: int = setting(
+        "PROBE_MAX_BYTES",
+        Integer(256, 16 * 1024 * 1024),
+        "65536",
+        help="Largest health answer read; larger is invalid.",
+    )
+    list_page_size: int = setting(
+        "LIST_PAGE_SIZE",
+        Integer(10, 5000),
+        "100",
+        help="Pods per page when listing Jibri pods (a decoded page of 500 holds ~18 MiB).",
+    )
+    restarted_policy: ReapPolicy = setting(
+        "RESTARTED_BUSY_POD_POLICY",
+        _POLICY,
+        "delete",
+        help="`delete` or `keep`: a busy-labelled pod whose container restarted and now reports "
+        "IDLE (its recording is already lost).",
+    )
+    finished_policy: ReapPolicy = setting(
+        "FINISHED_BUSY_POD_POLICY",
+        _POLICY,
+        "delete",
+        help="`delete` or `keep`: a busy-labelled pod in phase Failed or Succeeded.",
+    )
+    max_busy_seconds: float = setting(
+        "MAX_BUSY_SECONDS",
+        Number(0),
+        "0",
+        help="If > 0, delete a busy-labelled pod busy for longer than this (kills a live "
+        "recording; off by default).",
+    )
+    api_timeout: float = setting(
+        "API_TIMEOUT",
+        Number(0.1, 1.9),
+        "1.5",
+        help="Seconds a webhook may spend on Kubernetes API calls.",
+    )
+    dry_run: bool = setting(
+        "DRY_RUN", Flag(), "false", help="Decide, log and count every action, but write nothing."
+    )
+    log_level: str = setting(
+        "LOG_LEVEL",
+        LogLevel(),
+        "info",
+        help="debug, info, warning or error. `RUST_LOG` is an alias.",
+        fallback=("RUST_LOG", LogLevel(otherwise="info")),
+    )
+    log_format: LogFormat = setting(
+        "LOG_FORMAT",
+        Choice(LogFormat),
+        "auto",
+        help="`json`, `text`, or `auto` (JSON unless on a terminal).",
+    )
+    jwt: JwtSettings | None = composite(_jwt, WEBHOOK_AUTH, JwtSettings)
+    """None when webhooks are accepted unauthenticated (WEBHOOK_AUTH=none)."""
+    check_source_ip: bool = setting(
+        "WEBHOOK_CHECK_SOURCE_IP",
+        Flag(),
+        "true",
+        help="Require the request's source address to be one of the pod's `status.podIPs`.",
+        check=Check(
+            ("jwt", "accept_any_source_unauthenticated"),
+            _source_check_or_risk_named,
+            "WEBHOOK_CHECK_SOURCE_IP=false with WEBHOOK_AUTH=none needs "
+            "WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED=true.",
+        ),
+    )
+    accept_any_source_unauthenticated: bool = setting(
+        "WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED",
+        Flag(),
+        "false",
+        help="Must be `true` to run with both `WEBHOOK_AUTH=none` and "
+        "`WEBHOOK_CHECK_SOURCE_IP=false`: then anyone who reaches the service can have any "
+        "Jibri pod detached or deleted.",
+    )
+    check_jibri_id: bool = setting(
+        "WEBHOOK_CHECK_JIBRI_ID",
+        Flag(),
+        "true",
+        help="Require `jibriId` to equal the pod name in the URL.",
+    )
+    max_body_bytes: int = setting(
+        "WEBHOOK_MAX_BODY_BYTES",
+        Integer(512, 1024 * 1024),
+        "16384",
+        help="Largest webhook body accepted.",
+    )
+    read_timeout: float = setting(
+        "WEBHOOK_READ_TIMEOUT",
+        Number(0.05, 1.9),
+        "1.0",
+        help="Seconds to receive a webhook's body.",
+    )
+    idle_timeout: float = setting(
+        "WEBHOOK_IDLE_TIMEOUT",
+        Number(0.5, 3600),
+        "10",
+        help="Seconds a connection may stay without a complete request (idle or trickling "
+        "headers).",
+    )
+    rate_limit: float = setting(
+        "WEBHOOK_RATE_LIMIT",
+        Number(1 / RATE_LIMIT_BURST, or_zero=_rate_limit_below),
+        "5",
+        help="Webhooks per second per source address (burst: 4x); 0 disables the limit; at "
+        "least 0.25 otherwise (a smaller bucket never holds one webhook). Behind a service mesh "
+        "every request comes from the proxy's address, so the limit is shared by all pods of a "
+        "node or of the whole mesh: raise it, or set 0.",
+    )
+    shutdown_drain: float = setting(
+        "SHUTDOWN_DRAIN_SECONDS",
+        Number(0, 300),
+        "5",
+        help="On SIGTERM, seconds to keep serving while not ready, so Endpoints drop this "
+        "replica before it stops accepting webhooks.",
+    )
+    shutdown_timeout: float = setting(
+        "SHUTDOWN_TIMEOUT",
+        Number(0, 300),
+        "10",
+        help="Seconds to finish in-flight requests on SIGTERM.",
+    )
+    stuck_busy_seconds: float = setting(
+        "STUCK_BUSY_SECONDS",
+        Number(MIN_STUCK_BUSY_SECONDS, 30 * 86400, or_zero=_stuck_below),
+        "0",
+        help="If > 0 (at least 60), a busy-labelled pod whose Jibri reports BUSY with no session "
+        "ever ON for longer than this since its detach is stuck: counted in `stuck_busy_pods`, "
+        "and deleted if `STUCK_BUSY_POD_POLICY=delete`. Costs one pod write per recording (the "
+        "first session ON, recorded as an annotation); 0 (default): no detection, no write.",
+    )
+    """0: no stuck-BUSY detection (and no session-ON annotation written)."""
+    stuck_policy: ReapPolicy = setting(
+        "STUCK_BUSY_POD_POLICY",
+        _POLICY,
+        "keep",
+        help="`delete` or `keep`: a stuck busy pod (see `STUCK_BUSY_SECONDS`).",
+    )
+    unresponsive_busy_seconds: float = setting(
+        "UNRESPONSIVE_BUSY_POD_SECONDS",
+        Number(0, 30 * 86400),
+        "0",
+        help="If > 0, delete a busy-labelled pod that has been not Ready and unreachable (its "
+        "Jibri never answered a probe) for this long without a break; 0 (default) only counts "
+        "them.",
+    )
+    pool_period: float = setting(
+        "POOL_RECONCILE_PERIOD",
+        Number(0.5, 3600),
+        "5",
+        help="Seconds between two reconciles of the JibriPools (also at once on a detach or "
+        "delete).",
     )
 
 
-def _rate_limit(reader: _Reader) -> float:
-    rate = reader.number("WEBHOOK_RATE_LIMIT", minimum=0)
-    if 0 < rate * RATE_LIMIT_BURST < 1:
-        raise ConfigError(
-            "WEBHOOK_RATE_LIMIT",
-            f"{rate:g}/s gives a bucket of {rate * RATE_LIMIT_BURST:g} webhooks, less than one, "
-            f"so every webhook would be refused: use 0 (no limit) or at least "
-            f"{1 / RATE_LIMIT_BURST:g}",
-        )
-    return rate
-
-
-def _stuck_busy_seconds(reader: _Reader) -> float:
-    seconds = reader.number("STUCK_BUSY_SECONDS", minimum=0, maximum=30 * 86400)
-    if 0 < seconds < MIN_STUCK_BUSY_SECONDS:
-        raise ConfigError(
-            "STUCK_BUSY_SECONDS",
-            f"{seconds:g} is below {MIN_STUCK_BUSY_SECONDS}: a healthy session may take that "
-            "long to turn ON; use 0 (off) or at least "
-            f"{MIN_STUCK_BUSY_SECONDS}",
-        )
-    return seconds
+SETTINGS: tuple[Setting[object], ...] = tuple(declarations(Settings))
+"""Every variable, in the order of the docs' table (and of the errors)."""
 
 
 def load_settings(env: Mapping[str, str], *, hostname: str | None = None) -> Settings:
@@ -553,114 +495,4 @@ def load_settings(env: Mapping[str, str], *, hostname: str | None = None) -> Set
     Every setting is read; if any is bad, `ConfigErrors` names all of them (one error per
     setting), so a broken Deployment is fixed in one round.
     """
-    r = _Reader(env)
-    values: dict[str, Any] = {}
-    errors: list[ConfigError] = []
-
-    def read(key: str, compute: Callable[[], object]) -> None:
-        try:
-            values[key] = compute()
-        except ConfigError as exc:
-            errors.append(exc)
-
-    def check(*keys: str) -> bool:
-        return all(key in values for key in keys)
-
-    def namespace() -> str:
-        value = r.text("NAMESPACE")
-        if not _DNS1123_LABEL.match(value):
-            raise ConfigError("NAMESPACE", f"{value!r} is not a valid namespace name")
-        return value
-
-    def pod_name() -> str:
-        value = r.raw("POD_NAME") or hostname or socket.gethostname()
-        if not is_valid_pod_name(value.lower()):
-            raise ConfigError("POD_NAME", f"{value!r} is not a valid name")
-        return value
-
-    def lease_name() -> str:
-        value = r.text("LEASE_NAME")
-        if not is_valid_pod_name(value):
-            raise ConfigError("LEASE_NAME", f"{value!r} is not a valid object name")
-        return value
-
-    read(
-        "busy_labels",
-        lambda: r.parsed("JIBRI_BUSY_LABELS", parse_labels, "a list of key=value labels"),
-    )
-    read("jibri_selector", lambda: r.parsed("JIBRI_SELECTOR", parse_selector, "a label selector"))
-    if check("busy_labels", "jibri_selector") and not values["jibri_selector"].matches(
-        values["busy_labels"]
-    ):
-        errors.append(
-            ConfigError(
-                "JIBRI_SELECTOR",
-                f"{values['jibri_selector']} does not match JIBRI_BUSY_LABELS, so busy pods "
-                "would be lost from view",
-            )
-        )
-    read("namespace", namespace)
-    read("pod_name", pod_name)
-    read("lease_name", lease_name)
-    read("port", lambda: r.integer("PORT", minimum=1, maximum=65535))
-    read("health_port", lambda: r.integer("JIBRI_HEALTH_PORT", minimum=1, maximum=65535))
-    read(
-        "internal_api_port",
-        lambda: r.integer("JIBRI_INTERNAL_API_PORT", minimum=0, maximum=65535),
-    )
-    read("sweep_interval", lambda: r.number("SWEEP_INTERVAL", minimum=1, maximum=86400))
-    read("lease", lambda: _lease(r))
-    read("probe_concurrency", lambda: r.integer("PROBE_CONCURRENCY", minimum=1, maximum=10000))
-    read("probe_timeout", lambda: r.number("PROBE_TIMEOUT", minimum=0.05, maximum=60))
-    read(
-        "probe_max_bytes",
-        lambda: r.integer("PROBE_MAX_BYTES", minimum=256, maximum=16 * 1024 * 1024),
-    )
-    read("list_page_size", lambda: r.integer("LIST_PAGE_SIZE", minimum=10, maximum=5000))
-    read("restarted_policy", lambda: r.choice("RESTARTED_BUSY_POD_POLICY", ReapPolicy))
-    read("finished_policy", lambda: r.choice("FINISHED_BUSY_POD_POLICY", ReapPolicy))
-    read("max_busy_seconds", lambda: r.number("MAX_BUSY_SECONDS", minimum=0))
-    read("api_timeout", lambda: r.number("API_TIMEOUT", minimum=0.1, maximum=1.9))
-    read("dry_run", lambda: r.flag("DRY_RUN"))
-    read("log_level", lambda: _log_level(r))
-    read("log_format", lambda: r.choice("LOG_FORMAT", LogFormat))
-    read("jwt", lambda: _jwt(r))
-    read("check_source_ip", lambda: r.flag("WEBHOOK_CHECK_SOURCE_IP"))
-    read(
-        "accept_any_source_unauthenticated",
-        lambda: r.flag("WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED"),
-    )
-    if (
-        check("jwt", "check_source_ip", "accept_any_source_unauthenticated")
-        and values["jwt"] is None
-        and not values["check_source_ip"]
-        and not values["accept_any_source_unauthenticated"]
-    ):
-        errors.append(
-            ConfigError(
-                "WEBHOOK_CHECK_SOURCE_IP",
-                "false together with WEBHOOK_AUTH=none lets anyone who reaches the service have "
-                "any Jibri pod detached or deleted; set WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED"
-                "=true to accept that risk",
-            )
-        )
-    read("check_jibri_id", lambda: r.flag("WEBHOOK_CHECK_JIBRI_ID"))
-    read(
-        "max_body_bytes",
-        lambda: r.integer("WEBHOOK_MAX_BODY_BYTES", minimum=512, maximum=1024 * 1024),
-    )
-    read("read_timeout", lambda: r.number("WEBHOOK_READ_TIMEOUT", minimum=0.05, maximum=1.9))
-    read("idle_timeout", lambda: r.number("WEBHOOK_IDLE_TIMEOUT", minimum=0.5, maximum=3600))
-    read("rate_limit", lambda: _rate_limit(r))
-    read("shutdown_drain", lambda: r.number("SHUTDOWN_DRAIN_SECONDS", minimum=0, maximum=300))
-    read("shutdown_timeout", lambda: r.number("SHUTDOWN_TIMEOUT", minimum=0, maximum=300))
-    read(
-        "unresponsive_busy_seconds",
-        lambda: r.number("UNRESPONSIVE_BUSY_POD_SECONDS", minimum=0, maximum=30 * 86400),
-    )
-    read("stuck_busy_seconds", lambda: _stuck_busy_seconds(r))
-    read("stuck_policy", lambda: r.choice("STUCK_BUSY_POD_POLICY", ReapPolicy))
-    read("pool_period", lambda: r.number("POOL_RECONCILE_PERIOD", minimum=0.5, maximum=3600))
-    if errors:
-        raise errors[0] if len(errors) == 1 else ConfigErrors(errors)
-    return Settings(**values)
+    return read_settings(Settings, env, Context(hostname=hostname or socket.gethostname()))
