@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yaml"
 CASES = Path(__file__).with_name("alerts_cases.yaml")
 OPERATIONS = REPO / "docs" / "operations.md"
-RUNBOOK_BASE = (
-    "https://github.com/jibri-pod-controller/jibri-pod-controller/blob/main/docs/operations.md"
-)
+with (REPO / "pyproject.toml").open("rb") as _f:
+    # The documentation's address, declared once; the links are generated from it.
+    RUNBOOK_BASE = tomllib.load(_f)["project"]["urls"]["Documentation"] + "/operations.md"
 
 
 def rules() -> dict[str, dict[str, Any]]:

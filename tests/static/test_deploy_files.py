@@ -34,6 +34,7 @@ from jibri_pod_controller.core.config import SETTINGS, load_settings
 from jibri_pod_controller.core.permissions import all_permissions
 from jibri_pod_controller.core.selectors import parse_labels, parse_selector
 from testbed.tools import kubectl
+from tests.tools import generator
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -41,7 +42,6 @@ CHART = REPO / "charts" / "jibri-pod-controller"
 ALL_OPTIONS = CHART / "ci" / "all-options-values.yaml"
 DASHBOARD = REPO / "dashboards" / "jibri-pod-controller.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
-CHART_ALERTS = CHART / "files" / "alerts.yaml"
 BUILD_SCRIPT = REPO / "scripts" / "build-control-plane.sh"
 
 SETTING_NAMES = frozenset(s.name for s in SETTINGS)
@@ -89,10 +89,6 @@ RESTRICTED_VOLUMES = {
     "projected",
     "secret",
 }
-# Chart values that deliberately differ from the program's default, and settings the chart
-# fills in itself when left empty.
-CHART_DEFAULT_OVERRIDES = {"LOG_FORMAT": "json", "JWT_ISSUER": "jibri"}
-CHART_DERIVED = {"NAMESPACE", "POD_NAME", "WEBHOOK_AUTH", "JWT_KEYS_DIR", "JWT_JWKS_FILE"}
 METRIC_RE = re.compile(r"\bjibri_pod_controller_[a-z0-9_]+")
 
 helm_slow = pytest.mark.timeout(3600)  # the first use may build helm
@@ -366,13 +362,13 @@ def all_deploy_documents() -> list[dict[str, Any]]:
 
 def test_the_crd_is_the_only_cluster_wide_object_and_the_chart_ships_the_same() -> None:
     """The JibriPool definition is installed once per cluster (by whoever may), apart from
-    the namespaced base; the chart's crds/ holds the very same file."""
+    the namespaced base; the chart's crds/ holds the same definition (generated from it)."""
     crds = sorted((DEPLOY / "crds").glob("*.yaml"))
     assert [p.name for p in crds] == ["jibripools.yaml"]
     docs = load_docs(crds[0])
     assert [d["kind"] for d in docs] == ["CustomResourceDefinition"]
     assert docs[0]["spec"]["names"]["shortNames"] == ["jpool"]
-    assert (CHART / "crds" / "jibripools.yaml").read_text() == crds[0].read_text()
+    assert load_docs(CHART / "crds" / "jibripools.yaml") == docs
 
 
 def assert_no_wide_rights(docs: list[dict[str, Any]]) -> None:
@@ -533,23 +529,28 @@ def test_chart_default_env_is_a_valid_configuration(
 
 
 def test_chart_values_list_every_setting_with_its_default() -> None:
+    """values.yaml's config: every setting, with the program's default unless the chart says
+    (in a note above it) why it sets its own value or fills it in itself."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     config = values["config"]
-    assert set(config) == SETTING_NAMES
+    assert list(config) == [s.name for s in SETTINGS]
+    chart_config = generator().CHART_CONFIG
+    assert set(chart_config) <= SETTING_NAMES
     for setting in SETTINGS:
         value = config[setting.name]
-        if setting.name in CHART_DERIVED:
-            assert value == "", setting.name
-        elif setting.name in CHART_DEFAULT_OVERRIDES:
-            assert value == CHART_DEFAULT_OVERRIDES[setting.name]
-        elif isinstance(value, bool):
-            assert str(value).lower() == setting.default, setting.name
+        chart = chart_config.get(setting.name)
+        own = chart is not None and chart.value is not None
+        expected = chart.value if own else (setting.default or "")
+        if own or setting.default is None:
+            assert chart is not None, f"{setting.name}: the chart's value needs a note"
+            assert chart.note, f"{setting.name}: the chart's value needs a note"
+        if isinstance(value, bool):
+            assert str(value).lower() == expected, setting.name
         elif isinstance(value, int | float):
             # Written bare so that the schema checks the range.
-            assert setting.default is not None
-            assert value == float(setting.default), setting.name
+            assert value == float(expected), setting.name
         else:
-            assert value == setting.default, setting.name
+            assert value == expected, setting.name
 
 
 def test_chart_schema_accepts_exactly_the_settings() -> None:
@@ -999,7 +1000,3 @@ def test_the_grace_period_covers_the_drain_and_the_shutdown() -> None:
         + 5
     )
     assert values["terminationGracePeriodSeconds"] >= chart_needed
-
-
-def test_chart_alerts_are_a_copy_of_the_plain_rules_file() -> None:
-    assert CHART_ALERTS.read_text() == ALERTS.read_text()

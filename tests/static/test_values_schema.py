@@ -1,15 +1,13 @@
-"""The chart's values.schema.json: generated from the settings table, and refusing at install
-time what the controller would refuse at start-up (run through helm itself, which validates
-values against the schema)."""
+"""The chart's values.schema.json: generated from the settings' declarations (by
+scripts/generate.py; tests/static/test_generated.py checks it is current), and refusing at
+install time what the controller would refuse at start-up (run through helm itself, which
+validates values against the schema)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
-import sys
 from decimal import Decimal
-from types import ModuleType
 
 import pytest
 import yaml
@@ -18,7 +16,7 @@ from hypothesis import strategies as st
 
 from jibri_pod_controller.core.config import SETTINGS
 from jibri_pod_controller.core.variables import Kind
-from tests.tools import REPO, helm
+from tests.tools import REPO, generator, helm
 
 CHART = REPO / "charts" / "jibri-pod-controller"
 
@@ -33,16 +31,6 @@ def template(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
-
-
-def test_schema_is_generated_from_the_settings_table() -> None:
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "values-schema.py"), "--check"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize(
@@ -117,17 +105,7 @@ def test_good_values_install_with_the_value_given(args: list[str], env: dict[str
         assert rendered[name] == value, name
 
 
-def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("values_schema", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SCRIPT = REPO / "scripts" / "values-schema.py"
-GENERATOR = _generator()
+GENERATOR = generator()
 BOUNDS = sorted(
     {
         bound

@@ -383,7 +383,13 @@ class Settings:
         "auto",
         help="`json`, `text`, or `auto` (JSON unless on a terminal).",
     )
-    jwt: JwtSettings | None = composite(_jwt, WEBHOOK_AUTH, JwtSettings)
+    jwt: JwtSettings | None = composite(
+        _jwt,
+        WEBHOOK_AUTH,
+        JwtSettings,
+        doc="WEBHOOK_AUTH=none refuses JWT keys; otherwise (`jwt`, or unset) JWT_KEYS_DIR or "
+        "JWT_JWKS_FILE is required, and JWT_ISSUER.",
+    )
     """None when webhooks are accepted unauthenticated (WEBHOOK_AUTH=none)."""
     check_source_ip: bool = setting(
         "WEBHOOK_CHECK_SOURCE_IP",

@@ -299,6 +299,8 @@ class Composite:
     build: Callable[[Reader], Any]
     parts: tuple[Setting[Any] | type[Any], ...]
     """What ``build`` reads, in the docs' order: settings, and settings classes."""
+    doc: str
+    """The rule ``build`` applies across its parts, in one sentence, for the docs."""
 
 
 _KEY = "jibri_pod_controller.declaration"
@@ -326,9 +328,9 @@ def group(cls: type[T]) -> T:
     return declared
 
 
-def composite(build: Callable[[Reader], T], *parts: Setting[Any] | type[Any]) -> T:
-    """Declare a field built by ``build`` from the settings ``parts`` (for the docs)."""
-    declared: T = field(metadata={_KEY: Composite(build, parts)})
+def composite(build: Callable[[Reader], T], *parts: Setting[Any] | type[Any], doc: str) -> T:
+    """Declare a field built by ``build`` from the settings ``parts``, by the rule ``doc``."""
+    declared: T = field(metadata={_KEY: Composite(build, parts, doc)})
     return declared
 
 
@@ -367,11 +369,17 @@ def declarations(cls: type[Any]) -> Iterator[Setting[Any]]:
                     yield from declarations(part)
 
 
-def checks(cls: type[Any]) -> Iterator[tuple[Setting[Any], Check]]:
-    """Every rule across settings, with the setting it is declared on."""
-    for setting_ in declarations(cls):
-        if setting_.check is not None:
-            yield setting_, setting_.check
+def rules(cls: type[Any]) -> Iterator[tuple[str, str]]:
+    """Every rule across settings, as (the variable it names, the rule in one sentence)."""
+    for f in fields(cls):
+        declaration = _declaration(f)
+        if isinstance(declaration, Setting) and declaration.check is not None:
+            yield declaration.name, declaration.check.doc
+        elif isinstance(declaration, Group):
+            yield from rules(declaration.cls)
+        elif isinstance(declaration, Composite):
+            named = next(p for p in declaration.parts if isinstance(p, Setting))
+            yield named.name, declaration.doc
 
 
 # -- reading -------------------------------------------------------------------------------------
