@@ -80,7 +80,7 @@ for the Lease to expire, so an API server that does not answer at once costs no 
 
 
 POOL_PERMISSIONS = tuple(o.permission for o in OPTIONAL_PERMISSIONS if o.feature is Feature.POOLS)
-"""Needed only with JibriPools (optional: without them, replicas are set by hand as before)."""
+"""Needed only with JibriPools (optional: without them, an operator sets the replicas)."""
 
 
 def required_permissions(settings: Settings) -> tuple[Permission, ...]:

@@ -232,7 +232,7 @@ class JwtSettings:
 def _jwt(reader: Reader) -> JwtSettings | None:
     """WEBHOOK_AUTH=none: None, and no keys may be configured. Otherwise (jwt, or unset) keys
     are required, and the rest of `JwtSettings` is read."""
-    keys = reader.fields(JwtSettings, "keys_dir", "jwks_file")
+    keys = reader.read_fields(JwtSettings, "keys_dir", "jwks_file")
     has_keys = any(k is not None for k in keys)
     if reader.value(WEBHOOK_AUTH) is WebhookAuth.NONE:
         if has_keys:

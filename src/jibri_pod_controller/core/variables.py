@@ -355,7 +355,7 @@ def _declaration(f: Field[Any]) -> Setting[Any] | Group | Composite:
 
 def declarations(cls: type[Any]) -> Iterator[Setting[Any]]:
     """Every variable a settings class reads, in its declaration order."""
-    for f in fields(cls):
+    for f in _fields(cls):
         declaration = _declaration(f)
         if isinstance(declaration, Setting):
             yield declaration
@@ -371,7 +371,7 @@ def declarations(cls: type[Any]) -> Iterator[Setting[Any]]:
 
 def rules(cls: type[Any]) -> Iterator[tuple[str, str]]:
     """Every rule across settings, as (the variable it names, the rule in one sentence)."""
-    for f in fields(cls):
+    for f in _fields(cls):
         declaration = _declaration(f)
         if isinstance(declaration, Setting) and declaration.check is not None:
             yield declaration.name, declaration.check.doc
@@ -416,9 +416,9 @@ class Reader:
         except Invalid as exc:
             raise ConfigError(name, str(exc)) from None
 
-    def fields(self, cls: type[Any], *names: str) -> tuple[Any, ...]:
+    def read_fields(self, cls: type[Any], *names: str) -> tuple[Any, ...]:
         """The values of some fields of a settings class, read alone (no checks)."""
-        by_name = {f.name: f for f in fields(cls)}
+        by_name = {f.name: f for f in _fields(cls)}
         return tuple(self._field(_declaration(by_name[name])) for name in names)
 
     def _field(self, declaration: Setting[Any] | Group | Composite) -> Any:
@@ -442,6 +442,8 @@ class Reader:
             if not isinstance(declaration, Setting) or declaration.check is None:
                 continue
             check = declaration.check
+            if unknown := set(check.needs) - {k for k, _ in declared}:
+                raise TypeError(f"{declaration.name}'s check needs unknown fields {unknown}")
             if all(k in values for k in (key, *check.needs)):
                 problem = check.rule(values[key], *(values[k] for k in check.needs))
                 if problem is not None:
