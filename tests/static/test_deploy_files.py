@@ -720,6 +720,14 @@ def test_chart_prometheus_rule_is_the_alerts_file(chart_all_options: list[dict[s
         assert rendered_rule["annotations"]["runbook_url"] == f"{base}#{name.lower()}"
 
 
+@helm_slow
+def test_chart_prometheus_rule_defaults_to_the_plain_rules_file(helm: Path) -> None:
+    """By default the runbook links point where the plain file's do: the docs' address."""
+    rule = one(render_chart(helm, "--set", "prometheusRule.enabled=true"), "PrometheusRule")
+    plain = yaml.safe_load(ALERTS.read_text())
+    assert rule["spec"]["groups"] == plain["groups"]
+
+
 # ------------------------------------------------------------------------------------------
 # Jibri side: busy-pod budget, NetworkPolicies, the example Jibri
 
