@@ -4,7 +4,7 @@ A field of a `settings_class` is declared with `setting(...)`: the variable's na
 (the type, and the bounds or choices it accepts), its default, its help text and any rule
 across settings (`Check`). Everything else is derived from that one declaration:
 `read_settings` walks the fields to build the object, and scripts/generate.py walks them
-(`declarations`, `checks`) to write the chart's values.schema.json and values.yaml defaults and
+(`declarations`, `rules`) to write the chart's values.schema.json and values.yaml defaults and
 docs/configuration.md. mypy checks each declaration: the reader's type is the field's type.
 
 Values no single variable makes are fields too: a `group` is a nested settings class (its own
