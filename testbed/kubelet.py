@@ -9,7 +9,9 @@ pod whose first container sets `SIM_READY_DELAY_SECONDS` (or any pod, with the k
 `ready_delay`) stays not Ready, its Jibri not started, for that many seconds (plus up to
 `SIM_READY_JITTER_SECONDS`, uniformly): a Jibri whose Chrome takes its time. When a pod is
 deleted (or gets a deletionTimestamp) its Jibri is stopped, and a pod still terminating is then
-removed with grace period 0, as a kubelet does once its containers are gone.
+removed with grace period 0, as a kubelet does once its containers are gone. A pod annotated
+`testbed.jibri-pod-controller.io/real-jibri: "true"` runs a real Jibri instead, on an address of
+its own network namespace (`testbed.realjibri`).
 
 Pods are tracked by uid, never by name: a ReplicaSet or a test may reuse a name, and a Jibri must
 never outlive the pod it belongs to. Addresses are unique within the process and never reused,
@@ -48,6 +50,7 @@ from kubernetes_asyncio.client import ApiClient, CoreV1Api, V1DeleteOptions, V1P
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from testbed.kube import abort_stream, api_status, new_api_client
+from testbed.realjibri import HEALTH_PORT, RealJibri, RealJibris, wants_real_jibri
 from testbed.simjibri import SimJibri, config_from_env
 
 __all__ = ["FakeKubelet", "KubeletThread", "allocate_ip", "main", "run_in_thread"]
@@ -129,6 +132,9 @@ class _Pod:
     ready_since: str | None = None
     """When the pod turned Ready; None while it is starting."""
     gone: asyncio.Event = field(default_factory=asyncio.Event)
+    manifest: dict[str, Any] | None = None
+    """The pod as listed, if it asks for a real Jibri (`testbed.realjibri`)."""
+    real: RealJibri | None = None
 
     @property
     def simulated(self) -> bool:
@@ -253,6 +259,8 @@ class FakeKubelet:
         self._watcher: asyncio.Task[None] | None = None
         self._synced = asyncio.Event()
         self._closed = False
+        self.real_jibris = RealJibris()
+        """Pods annotated for a real Jibri (`testbed.realjibri`) run one of these."""
 
     # -- lifecycle
 
@@ -285,6 +293,7 @@ class FakeKubelet:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for pod in list(self._pods.values()):
             await self._stop_jibri(pod)
+        await self.real_jibris.close()
         self._pods.clear()
         self._by_name.clear()
         if self._owns_api and self._api is not None:
@@ -321,6 +330,8 @@ class FakeKubelet:
         pod = self._pod(name, namespace)
         if pod.jibri is not None:
             return pod.ip, pod.jibri.port
+        if pod.real is not None:
+            return pod.ip, HEALTH_PORT
         port = pod.env.get(self.health_port_env, "").strip()
         return pod.ip, int(port) if port.isdigit() else None
 
@@ -477,6 +488,7 @@ class FakeKubelet:
             containers=containers,
             env=_plain_env(obj),
             labels=dict(meta.get("labels") or {}),
+            manifest=dict(obj) if wants_real_jibri(obj) else None,
         )
         self._pods[uid] = pod
         self._by_name[(pod.namespace, pod.name)] = uid
@@ -497,6 +509,8 @@ class FakeKubelet:
 
     async def _run(self, pod: _Pod) -> None:
         try:
+            if pod.manifest is not None:
+                pod.ip = self.real_jibris.allocate()  # on the pods' network, not loopback
             delay = pod.ready_delay(self.ready_delay)
             # Running with an address, not Ready, before the Jibri starts: a real kubelet
             # reports the pod's address once its sandbox has one, and a real Jibri (a JVM,
@@ -516,6 +530,10 @@ class FakeKubelet:
                     return
             if pod.simulated:
                 await self._start_jibri(pod)
+            elif pod.manifest is not None:
+                pod.real = await self.real_jibris.start(
+                    pod.manifest, address=pod.ip, core=self._core
+                )
             pod.ready_since = _now()
             await self._report(pod)
             pod.reported = True
@@ -621,6 +639,8 @@ class FakeKubelet:
             await self._finalize(pod.namespace, pod.name, pod.uid)
 
     async def _stop_jibri(self, pod: _Pod) -> None:
+        if pod.real is not None and not pod.stopped.is_set():
+            await self.real_jibris.stop(pod.real)
         if pod.jibri is not None and not pod.stopped.is_set():
             try:
                 await pod.jibri.stop()

@@ -1,0 +1,1137 @@
+"""Real Jibris, built from their source, as the pods of the fake kubelet.
+
+A pod annotated ``testbed.jibri-pod-controller.io/real-jibri: "true"`` (put it on a Deployment's
+template) is run by the fake kubelet as a real Jibri: the jar that scripts/build-jibri.sh builds,
+Debian's Chromium (headless) and chromedriver, a fake ffmpeg and a fake meeting page of this
+module. Everything Jibri does on the wire is its own: webhooks, their JWT, its health and
+control API, when and what it sends.
+
+**Its own network.** Each such pod gets a network namespace with one veth into a host bridge
+(one bridge and one /24 per process, out of 198.18.0.0/15, the block RFC 2544 sets aside for
+benchmarking, so no real network is shadowed). The pod's address is what the kubelet reports as
+``status.podIP``; Jibri's health and internal APIs listen on it (0.0.0.0:2222 and 0.0.0.0:3333
+inside the namespace), and its webhooks leave from it, so the controller's source-address check
+stays on. The controller, a process on the host, is reached at the bridge's address
+(`RealJibris.gateway`): the host of the subscriber URL a test puts in the pod's environment. The
+namespace has a resolv.conf of its own with no name server: a lookup fails at once instead of
+waiting for a server this network cannot reach.
+
+**Its configuration, from the pod.** Rendered in three layers, later ones winning:
+
+1. the pod: ``jibri.id`` = the pod's name, single-use mode, the external API on 0.0.0.0:2222 and,
+   if the container sets ``JIBRI_WEBHOOK_SUBSCRIBER``, that one subscriber;
+2. the ``jibri.conf`` the container mounts at /etc/jitsi/jibri/jibri.conf (deploy/jibri/ mounts
+   its ConfigMap there), read through the API like every ConfigMap and Secret volume of the
+   container, which are written into the pod's directory; a quoted absolute path under one of
+   the container's mounts (the signing key Secret's /secrets/...) is mapped to that copy;
+3. this machine: the internal API on 0.0.0.0:3333, no XMPP, the recordings directory, the fake
+   ffmpeg, a finalize script, Chromium's headless flags (and the ones a network without the
+   internet needs), no statsd.
+
+The JVM gets the container's environment (plain values, ``$(VAR)`` references and the
+downward-API fields), so ``${POD_NAME}``-style substitutions in jibri.conf resolve as in a pod.
+
+**Processes.** Jibri stops ffmpeg with SIGINT, and a process started with SIGINT ignored (from a
+shell without job control, or a parent that ignores it) passes that on to ffmpeg, which would
+then never stop; so the JVM starts with SIGINT's default action restored (``env
+--default-signal=INT``, what a shell's job control gives a foreground job) in a session of its
+own. Starts are staggered: the next JVM starts once the previous one answers its health check
+and has had `STAGGER_SECONDS` more to send its first webhook (JVMs started together on two cores
+each lose their first webhook to Jibri's 2 s client timeout).
+
+A pod's Jibri is an object with `RealJibri.start`, `RealJibri.signal` (SIGTERM to the JVM, as a
+runtime signals a container's main process; SIGKILL to every process in the pod's namespace),
+`RealJibri.exited` (a future of the JVM's exit code), `RealJibri.exec` (run a command inside
+the pod's namespace, as a preStop exec hook does) and `RealJibri.close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import yaml
+
+__all__ = [
+    "ANNOTATION",
+    "CONFIG_MOUNT",
+    "HEALTH_PORT",
+    "INTERNAL_PORT",
+    "MountedFile",
+    "PodNetwork",
+    "RealJibri",
+    "RealJibriError",
+    "RealJibris",
+    "api_call",
+    "busy_status",
+    "call_params",
+    "container_env",
+    "deploy_jwt_info",
+    "deploy_objects",
+    "find_jar",
+    "mounted_files",
+    "render_config",
+    "wants_real_jibri",
+]
+
+log = logging.getLogger(__name__)
+
+ANNOTATION: Final = "testbed.jibri-pod-controller.io/real-jibri"
+CONFIG_MOUNT: Final = "/etc/jitsi/jibri/jibri.conf"
+"""Where the container's jibri.conf is mounted (where Debian's Jibri package reads it)."""
+HEALTH_PORT: Final = 2222
+INTERNAL_PORT: Final = 3333
+HEALTH_PATH: Final = "/jibri/api/v1.0/health"
+SUBSCRIBER_ENV: Final = "JIBRI_WEBHOOK_SUBSCRIBER"
+NETWORK: Final = ipaddress.IPv4Network("198.18.0.0/15")
+STAGGER_SECONDS: Final = 2.0
+READY_TIMEOUT: Final = 120.0
+"""Launch to a health answer; a JVM on a loaded machine, queued behind others, takes its time."""
+COMMAND_TIMEOUT: Final = 20.0
+REPO: Final = Path(__file__).resolve().parent.parent
+BUILD_SCRIPT: Final = REPO / "scripts" / "build-jibri.sh"
+JAR_ENV: Final = "JPC_JIBRI_JAR"
+
+# Chromium as Jibri drives it here: headless and as root (no sandbox), /dev/shm left alone, and
+# none of the background connections (updates, sync, QUIC probes, first-run fetches) that a
+# network without the internet refuses.
+CHROME_FLAGS: Final = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-dev-shm-usage",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+# Heap and compiler sized for many JVMs on two cores; they change no behaviour of Jibri's.
+JVM_OPTIONS: Final = ("-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+
+_NAME_RE = re.compile(r"^jpc-(\d+)-\d+$")
+_BRIDGE_RE = re.compile(r"^jpcb([0-9a-f]+)$")
+_REFERENCE = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
+
+
+class RealJibriError(RuntimeError):
+    """A real Jibri pod could not be set up, started or torn down."""
+
+
+# --------------------------------------------------------------------------------------------
+# From the pod (pure)
+
+
+def wants_real_jibri(pod: Mapping[str, Any]) -> bool:
+    """True if the pod asks the fake kubelet for a real Jibri."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(ANNOTATION, "")).lower() == "true"
+
+
+def _first_container(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    first: Mapping[str, Any] = containers[0]
+    return first
+
+
+def container_env(pod: Mapping[str, Any], *, pod_ip: str) -> dict[str, str]:
+    """The first container's environment as a kubelet would give it.
+
+    Plain values, with ``$(NAME)`` references to earlier entries expanded (``$$`` is a literal
+    ``$``), and the downward-API fields metadata.name, metadata.namespace, metadata.uid and
+    status.podIP. Entries from Secrets, ConfigMaps or resource fields are left out (no test
+    needs them); so is ``envFrom``.
+    """
+    meta = pod.get("metadata") or {}
+    fields = {
+        "metadata.name": str(meta.get("name", "")),
+        "metadata.namespace": str(meta.get("namespace", "")),
+        "metadata.uid": str(meta.get("uid", "")),
+        "status.podIP": pod_ip,
+    }
+    env: dict[str, str] = {}
+
+    def expand(value: str) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            return "$" if name is None else env.get(name, match.group(0))
+
+        return _REFERENCE.sub(substitute, value)
+
+    for entry in _first_container(pod).get("env") or ():
+        source = entry.get("valueFrom")
+        if source is None:
+            env[entry["name"]] = expand(str(entry.get("value", "")))
+            continue
+        path = (source.get("fieldRef") or {}).get("fieldPath")
+        if path in fields:
+            env[entry["name"]] = fields[path]
+    return env
+
+
+@dataclass(frozen=True)
+class MountedFile:
+    """One file of a ConfigMap or Secret volume, as the container sees it."""
+
+    path: str
+    """Absolute path in the container."""
+    kind: str
+    """``configMap`` or ``secret``."""
+    source: str
+    """The ConfigMap's or Secret's name."""
+    key: str
+    mode: int
+
+
+def mounted_files(pod: Mapping[str, Any]) -> tuple[list[MountedFile], list[str]]:
+    """The files the first container's ConfigMap and Secret mounts hold, and every mount path.
+
+    A mount with ``subPath`` is one file (the item at that path); without, a directory of the
+    volume's items (``items`` if listed, else every key: the keys are read from the API, so
+    such entries carry ``key == "*"``). Other volumes are ignored.
+    """
+    volumes = {v.get("name"): v for v in (pod.get("spec") or {}).get("volumes") or ()}
+    files: list[MountedFile] = []
+    paths: list[str] = []
+    for mount in _first_container(pod).get("volumeMounts") or ():
+        target = str(mount["mountPath"]).rstrip("/") or "/"
+        paths.append(target)
+        volume = volumes.get(mount.get("name")) or {}
+        for kind, name_field in (("configMap", "name"), ("secret", "secretName")):
+            source = volume.get(kind)
+            if source is None:
+                continue
+            mode = int(source.get("defaultMode", 0o644))
+            items = [
+                (i["key"], i["path"], int(i.get("mode", mode))) for i in source.get("items") or ()
+            ]
+            name = str(source.get(name_field, ""))
+            sub_path = mount.get("subPath")
+            if sub_path:
+                key = next((k for k, p, _ in items if p == sub_path), sub_path)
+                files.append(MountedFile(target, kind, name, key, mode))
+            elif items:
+                files.extend(MountedFile(f"{target}/{p}", kind, name, k, m) for k, p, m in items)
+            else:
+                files.append(MountedFile(f"{target}/*", kind, name, "*", mode))
+    return files, paths
+
+
+def remap_paths(text: str, mounts: Iterable[str], root: Path) -> str:
+    """Every quoted absolute path under one of ``mounts`` in ``text``, moved under ``root``
+    (in one pass: a path moved is never moved again)."""
+    targets = sorted({m for m in mounts if m != "/"}, key=len, reverse=True)
+    if not targets:
+        return text
+    pattern = re.compile('"(' + "|".join(re.escape(m) for m in targets) + ')(?=[/"])')
+
+    def move(match: re.Match[str]) -> str:
+        return f'"{root}{match.group(1)}'
+
+    return pattern.sub(move, text)
+
+
+def _q(value: str) -> str:
+    """A HOCON quoted string (JSON's string syntax is HOCON's)."""
+    return json.dumps(value)
+
+
+def render_config(
+    *,
+    pod_name: str,
+    env: Mapping[str, str],
+    mounted_config: Path | None,
+    recordings: Path,
+    finalize_script: Path,
+    ffmpeg: Path,
+) -> str:
+    """The jibri.conf this testbed runs a pod's Jibri with (the three layers of the module's
+    docstring)."""
+    subscriber = env.get(SUBSCRIBER_ENV)
+    lines = [
+        "// The pod.",
+        "jibri {",
+        f"  id = {_q(pod_name)}",
+        "  single-use-mode = true",
+        f'  api.http {{ external-api-host = "0.0.0.0", external-api-port = {HEALTH_PORT} }}',
+    ]
+    if subscriber:
+        lines.append(f"  webhook.subscribers = [{_q(subscriber)}]")
+    lines.append("}")
+    if mounted_config is not None:
+        lines += [f"// The container's {CONFIG_MOUNT}.", f"include file({_q(str(mounted_config))})"]
+    flags = ", ".join(_q(flag) for flag in CHROME_FLAGS)
+    lines += [
+        "// This machine.",
+        "jibri {",
+        f'  api.http {{ internal-api-host = "0.0.0.0", internal-api-port = {INTERNAL_PORT} }}',
+        "  api.xmpp.environments = []",
+        f"  recording.recordings-directory = {_q(str(recordings))}",
+        f"  recording.finalize-script = {_q(str(finalize_script))}",
+        f"  ffmpeg.ffmpeg-binary = {_q(str(ffmpeg))}",
+        f"  chrome.flags = ${{jibri.chrome.flags}} [{flags}]",
+        "  stats.enable-stats-d = false",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def logging_properties(directory: Path) -> str:
+    """java.util.logging for one Jibri: its log to stderr (the pod's log file), the webhook
+    client's debug lines included (they show each send and its answer), ffmpeg's and the
+    browser's logs to files of the pod."""
+    lines = [
+        "handlers = java.util.logging.ConsoleHandler",
+        "java.util.logging.ConsoleHandler.level = FINE",
+        "java.util.logging.ConsoleHandler.formatter = java.util.logging.SimpleFormatter",
+        "java.util.logging.SimpleFormatter.format = %1$tF %1$tT.%1$tL %4$s %3$s: %5$s%6$s%n",
+        ".level = INFO",
+        "org.jitsi.jibri.webhooks.level = FINE",
+    ]
+    for handler, name in (
+        ("org.jitsi.jibri.capture.ffmpeg.util.FfmpegFileHandler", "ffmpeg"),
+        ("org.jitsi.jibri.selenium.util.BrowserFileHandler", "browser"),
+        ("org.jitsi.jibri.sipgateway.pjsua.util.PjsuaFileHandler", "pjsua"),
+    ):
+        lines += [
+            f"{handler}.level = FINE",
+            f"{handler}.pattern = {directory}/{name}.%g.log",
+            f"{handler}.formatter = java.util.logging.SimpleFormatter",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# The files every real Jibri pod shares
+
+MEETING_PAGE: Final = """<!doctype html>
+<html>
+<head>
+<meta charset="utf-8">
+<title>testbed meeting</title>
+<script>
+// Just enough of Jitsi Meet's window.APP for Jibri's call page (AppCallPage): the conference
+// is joined, one remote participant sends media over a connected ICE session, and leaving
+// empties the room. Nothing here talks to a network.
+(function () {
+  function participant(id) {
+    return {
+      getId: function () { return id; },
+      isHidden: function () { return false; },
+      isHiddenFromRecorder: function () { return false; },
+      isAudioMuted: function () { return false; },
+      isVideoMuted: function () { return false; },
+      getProperty: function () { return undefined; }
+    };
+  }
+  var participants = [participant("speaker")];
+  var room = {
+    members: {},
+    addListener: function () {},
+    addOrReplaceInPresence: function () { return true; },
+    sendPresence: function () {}
+  };
+  window.APP = {
+    conference: {
+      _room: {
+        room: room,
+        isJoined: function () { return true; },
+        getParticipants: function () { return participants; },
+        leave: function () { participants = []; return Promise.resolve(); }
+      },
+      getStats: function () { return { bitrate: { download: 1000, upload: 0 } }; },
+      getConnectionState: function () { return "connected"; },
+      isLocalAudioMuted: function () { return true; },
+      isLocalVideoMuted: function () { return true; }
+    },
+    store: {
+      getState: function () { return {}; },
+      subscribe: function () { return function () {}; },
+      dispatch: function () {}
+    }
+  };
+})();
+</script>
+</head>
+<body>testbed meeting</body>
+</html>
+"""
+
+FAKE_FFMPEG: Final = """#!/bin/sh
+# ffmpeg as Jibri sees it: a progress line every second until SIGINT, then ffmpeg's last line
+# and its exit code. It appends to the output file (its last argument) so that Jibri finds a
+# recording, writes its metadata and runs the finalize script.
+out=""
+for arg in "$@"; do out=$arg; done
+frame=0
+trap 'kill "$sleeper" 2>/dev/null; echo "Exiting normally, received signal 2."; exit 255' INT
+trap 'kill "$sleeper" 2>/dev/null; exit 255' TERM
+while :; do
+  frame=$((frame + 30))
+  s=$((frame / 30))
+  progress='frame=%d fps=30 q=23.0 size=%dkB time=%02d:%02d:%02d.00 bitrate=800.0kbits/s'
+  printf "$progress speed=1x\\n" \\
+    "$frame" "$((s * 100))" "$((s / 3600))" "$((s / 60 % 60))" "$((s % 60))"
+  [ -n "$out" ] && printf '.' >>"$out"
+  sleep 1 &
+  sleeper=$!
+  wait "$sleeper"
+done
+"""
+
+FINALIZE: Final = """#!/bin/sh
+# Jibri's finalize script (an upload would go here). It sleeps a moment: Jibri waits up to 10 s
+# for the output of a script that exits before its output reader has started.
+sleep 0.5
+"""
+
+
+def call_params(
+    root: Path | str, *, session_id: str = "rec", call_name: str = "meeting.html"
+) -> dict[str, Any]:
+    """A startService body that records the fake meeting page in ``root`` to a file."""
+    return {
+        "sessionId": session_id,
+        "callParams": {"callUrlInfo": {"baseUrl": f"file://{root}", "callName": call_name}},
+        "callLoginParams": {"domain": "recorder.testbed", "username": "jibri", "password": "-"},
+        "sinkType": "file",
+    }
+
+
+DEPLOY_JIBRI: Final = REPO / "deploy" / "jibri"
+
+
+def deploy_jwt_info() -> tuple[str, str, str]:
+    """(kid, issuer, audience) of deploy/jibri/jibri.conf's jwt-info: what the controller must
+    be given (its public key as ``<kid>.pem``, JWT_ISSUER, JWT_AUDIENCE)."""
+    text = (DEPLOY_JIBRI / "jibri.conf").read_text()
+    block = text[text.index("jwt-info") :]
+    values = []
+    for name in ("kid", "issuer", "audience"):
+        match = re.search(rf'^\s*{name}\s*=\s*"([^"]*)"', block, re.MULTILINE)
+        if match is None:
+            raise RealJibriError(f"deploy/jibri/jibri.conf: no jwt-info {name}")
+        values.append(match.group(1))
+    return values[0], values[1], values[2]
+
+
+def deploy_objects(
+    *, namespace: str, subscriber: str, signing_key: bytes, replicas: int = 1
+) -> list[dict[str, Any]]:
+    """deploy/jibri/ as an operator installs it (the ConfigMap jibri-config holding jibri.conf,
+    the Secret with the PKCS#1 signing key, the Deployment), its pods annotated for a real
+    Jibri and posting to ``subscriber`` (``$(POD_NAME)`` is expanded in each pod) instead of the
+    controller's Service, whose name no resolver here knows."""
+    deployment = yaml.safe_load((DEPLOY_JIBRI / "deployment.yaml").read_text())
+    deployment["metadata"]["namespace"] = namespace
+    deployment["spec"]["replicas"] = replicas
+    template = deployment["spec"]["template"]
+    template["metadata"].setdefault("annotations", {})[ANNOTATION] = "true"
+    container = template["spec"]["containers"][0]
+    container["image"] = "jibri-built-from-source"
+    for entry in container["env"]:
+        if entry["name"] == SUBSCRIBER_ENV:
+            entry["value"] = subscriber
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    config_map = volumes["config"]["configMap"]["name"]
+    secret = volumes["webhook-signing-key"]["secret"]
+    (key_name,) = (item["key"] for item in secret["items"])
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": config_map, "namespace": namespace},
+            "data": {"jibri.conf": (DEPLOY_JIBRI / "jibri.conf").read_text()},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": secret["secretName"], "namespace": namespace},
+            "data": {key_name: base64.b64encode(signing_key).decode()},
+        },
+        deployment,
+    ]
+
+
+async def api_call(
+    address: str, path: str, body: Mapping[str, Any] | None = None, *, timeout: float = 60.0
+) -> int:
+    """POST to a real Jibri's external API (``startService``, ``stopService``); the answer's
+    status. stopService answers once the session has ended and its webhooks went out (each may
+    take Jibri's 2 s client timeout), hence the long default timeout."""
+    url = f"http://{address}:{HEALTH_PORT}/jibri/api/v1.0/{path}"
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+        session.post(url, json=dict(body or {})) as response,
+    ):
+        return response.status
+
+
+async def busy_status(address: str) -> str | None:
+    """The busyStatus a Jibri's health API answers now; None if it does not answer."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session,
+            session.get(f"http://{address}:{HEALTH_PORT}{HEALTH_PATH}") as response,
+        ):
+            body = await response.json(content_type=None)
+        status: str = body["status"]["busyStatus"]
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+        return None
+    return status
+
+
+def find_jar() -> Path:
+    """Jibri's jar: ``$JPC_JIBRI_JAR``, else what scripts/build-jibri.sh built (it builds once,
+    then answers from its cache at once)."""
+    given = os.environ.get(JAR_ENV)
+    if given:
+        path = Path(given)
+        if not path.is_file():
+            raise RealJibriError(f"{JAR_ENV}={given}: no such file")
+        return path
+    result = subprocess.run(
+        ["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=1800, check=False
+    )
+    if result.returncode != 0:
+        raise RealJibriError(f"scripts/build-jibri.sh failed:\n{result.stderr[-3000:]}")
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    if not lines:
+        raise RealJibriError("scripts/build-jibri.sh printed no cache directory")
+    jar = Path(lines[-1].strip()) / "jibri.jar"
+    if not jar.is_file():
+        raise RealJibriError(
+            f"scripts/build-jibri.sh printed {lines[-1]!r}, which has no jibri.jar"
+        )
+    return jar
+
+
+def _require(command: str, package: str) -> str:
+    found = shutil.which(command)
+    if found is None:
+        raise RealJibriError(
+            f"{command} is not installed (Debian package {package}; scripts/bootstrap.sh "
+            "installs it)"
+        )
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Network namespaces
+
+
+def _ip(*args: str) -> None:
+    result = subprocess.run(
+        ["ip", *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
+    )
+    if result.returncode != 0:
+        raise RealJibriError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+
+
+async def _aip(*args: str, check: bool = True) -> str:
+    process = await asyncio.create_subprocess_exec(
+        "ip",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), COMMAND_TIMEOUT)
+    if check and process.returncode != 0:
+        raise RealJibriError(f"ip {' '.join(args)}: {err.decode(errors='replace').strip()}")
+    return out.decode(errors="replace")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _netns_pids(name: str) -> list[int]:
+    result = subprocess.run(
+        ["ip", "netns", "pids", name], capture_output=True, text=True, timeout=10, check=False
+    )
+    return [int(p) for p in result.stdout.split() if p.isdigit()]
+
+
+def _kill_netns(name: str) -> None:
+    """SIGKILL every process in the namespace (until none is left, at most a few rounds)."""
+    for _ in range(20):
+        pids = _netns_pids(name)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def _delete_netns(name: str) -> None:
+    _kill_netns(name)
+    subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10, check=False)
+    shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        Path("/etc/netns").rmdir()  # only when empty
+
+
+def sweep_stale() -> list[str]:
+    """Remove the namespaces and bridges that processes no longer running left behind (a test
+    run killed before its cleanup); return their names."""
+    removed: list[str] = []
+    listing = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, timeout=10, check=False
+    )
+    for line in listing.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        match = _NAME_RE.match(name)
+        if match and not _alive(int(match.group(1))):
+            _delete_netns(name)
+            removed.append(name)
+    links = subprocess.run(
+        ["ip", "-o", "link", "show", "type", "bridge"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    for line in links.stdout.splitlines():
+        parts = line.split(":")
+        name = parts[1].strip().split("@")[0] if len(parts) > 1 else ""
+        match = _BRIDGE_RE.match(name)
+        if match and not _alive(int(match.group(1), 16)):
+            subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)
+            removed.append(name)
+    return removed
+
+
+class PodNetwork:
+    """One host bridge and a /24 of 198.18.0.0/15 for this process; one namespace per pod.
+
+    Addresses are handed out once (.2 to .254) and never reused, like the kubelet's loopback
+    ones: a stale address can never reach a newer pod. Thread-safe (a test thread asks for the
+    gateway while the kubelet's thread attaches pods).
+    """
+
+    def __init__(self) -> None:
+        self.bridge = f"jpcb{os.getpid():x}"
+        self._lock = threading.Lock()
+        self._subnet: ipaddress.IPv4Network | None = None
+        self._next_host = 2
+        self._namespaces: dict[str, str] = {}
+        """namespace name -> its address."""
+        self._count = 0
+
+    def up(self) -> str:
+        """Create the bridge (once); return the host's address on it (the pods' gateway)."""
+        with self._lock:
+            if self._subnet is None:
+                if os.geteuid() != 0:
+                    raise RealJibriError("real Jibri pods need root (network namespaces)")
+                _require("ip", "iproute2")
+                swept = sweep_stale()
+                if swept:
+                    log.info("removed stale test networks: %s", ", ".join(swept))
+                subnet = self._free_subnet()
+                gateway = f"{subnet.network_address + 1}/{subnet.prefixlen}"
+                _ip("link", "add", self.bridge, "type", "bridge")
+                try:
+                    _ip("addr", "add", gateway, "dev", self.bridge)
+                    _ip("link", "set", self.bridge, "up")
+                except RealJibriError:
+                    subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
+                    raise
+                self._subnet = subnet
+                log.info("pod network %s on bridge %s", subnet, self.bridge)
+            return str(self._subnet.network_address + 1)
+
+    def _free_subnet(self) -> ipaddress.IPv4Network:
+        listing = subprocess.run(
+            ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=False
+        )
+        used = {
+            ipaddress.IPv4Interface(word).network
+            for line in listing.stdout.splitlines()
+            for word in line.split()
+            if "/" in word and word[0].isdigit()
+        }
+        subnets = list(NETWORK.subnets(new_prefix=24))
+        start = os.getpid() % len(subnets)
+        for i in range(len(subnets)):
+            candidate = subnets[(start + i) % len(subnets)]
+            if not any(candidate.overlaps(net) for net in used):
+                return candidate
+        raise RealJibriError(f"every /24 of {NETWORK} is in use on this host")
+
+    def allocate(self) -> str:
+        """A pod address not handed out before by this process."""
+        self.up()
+        with self._lock:
+            assert self._subnet is not None
+            if self._next_host > 254:
+                raise RealJibriError(f"all pod addresses of {self._subnet} were used")
+            address = str(self._subnet.network_address + self._next_host)
+            self._next_host += 1
+            return address
+
+    async def attach(self, address: str) -> str:
+        """A new namespace holding ``address`` on its eth0, wired into the bridge; its name."""
+        gateway = self.up()
+        assert self._subnet is not None
+        with self._lock:
+            self._count += 1
+            n = self._count
+        name = f"jpc-{os.getpid()}-{n}"
+        host_end = f"jpv{os.getpid():x}x{n:x}"
+        with self._lock:
+            self._namespaces[name] = address
+        try:
+            resolv = Path("/etc/netns") / name
+            resolv.mkdir(parents=True, exist_ok=True)
+            (resolv / "resolv.conf").write_text("# No name server on the test pods' network.\n")
+            await _aip("netns", "add", name)
+            await _aip(
+                "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", name
+            )
+            await _aip("link", "set", host_end, "master", self.bridge, "up")
+            await _aip(
+                "-n", name, "addr", "add", f"{address}/{self._subnet.prefixlen}", "dev", "eth0"
+            )
+            await _aip("-n", name, "link", "set", "eth0", "up")
+            await _aip("-n", name, "link", "set", "lo", "up")
+            await _aip("-n", name, "route", "add", "default", "via", gateway)
+        except BaseException:
+            await asyncio.to_thread(self._remove, name)
+            raise
+        return name
+
+    async def detach(self, name: str) -> None:
+        """Kill what still runs in the namespace and remove it (and so its veth pair)."""
+        await asyncio.to_thread(self._remove, name)
+
+    def _remove(self, name: str) -> None:
+        _delete_netns(name)
+        with self._lock:
+            self._namespaces.pop(name, None)
+
+    def down(self) -> None:
+        """Remove every namespace of this process, then the bridge."""
+        with self._lock:
+            names = list(self._namespaces)
+        for name in names:
+            self._remove(name)
+        with self._lock:
+            if self._subnet is not None:
+                subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
+                self._subnet = None
+
+
+# --------------------------------------------------------------------------------------------
+# One pod's Jibri
+
+
+@dataclass(frozen=True)
+class _Files:
+    """What every pod's Jibri shares: its jar and the scripts and page of this module."""
+
+    jar: Path
+    java: str
+    chromedriver: str
+    root: Path
+    ffmpeg: Path
+    finalize: Path
+    meeting: Path
+
+
+class RealJibri:
+    """A real Jibri running for one pod, in the pod's own network namespace."""
+
+    def __init__(
+        self,
+        *,
+        pod: Mapping[str, Any],
+        address: str,
+        network: PodNetwork,
+        files: _Files,
+        directory: Path,
+    ) -> None:
+        meta = pod.get("metadata") or {}
+        self.namespace = str(meta.get("namespace", ""))
+        self.name = str(meta.get("name", ""))
+        self.uid = str(meta.get("uid", ""))
+        self.address = address
+        self.directory = directory
+        self.log_path = directory / "jibri.log"
+        self.netns: str | None = None
+        self.env = container_env(pod, pod_ip=address)
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        """The JVM's exit code, once it has exited."""
+        self._pod = pod
+        self._network = network
+        self._files = files
+        self._process: asyncio.subprocess.Process | None = None
+        self._waiter: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        """The base URL of Jibri's external API (health, startService, stopService)."""
+        return f"http://{self.address}:{HEALTH_PORT}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    # -- start
+
+    async def start(self, core: Any, *, ready_timeout: float = READY_TIMEOUT) -> None:
+        """Set up the pod's files and namespace, launch the JVM and wait for its health API.
+
+        ``core`` is a kubernetes_asyncio ``CoreV1Api`` (the pod's ConfigMap and Secret volumes
+        are read through it). On failure everything set up so far is removed, then it raises.
+        """
+        try:
+            config = await self._write_files(core)
+            self.netns = await self._network.attach(self.address)
+            await self._launch(config)
+            await self._wait_ready(ready_timeout)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _write_files(self, core: Any) -> Path:
+        root = self.directory / "rootfs"
+        files, mounts = mounted_files(self._pod)
+        contents: dict[tuple[str, str], dict[str, bytes]] = {}
+        for item in files:
+            key = (item.kind, item.source)
+            if key not in contents:
+                contents[key] = await _volume_data(core, item.kind, item.source, self.namespace)
+        mounted_config: Path | None = None
+        for item in files:
+            data = contents[(item.kind, item.source)]
+            entries = (
+                [(f"{item.path[:-2]}/{k}", v) for k, v in data.items()]
+                if item.key == "*"
+                else [(item.path, data[item.key])]
+                if item.key in data
+                else []
+            )
+            if item.key != "*" and not entries:
+                raise RealJibriError(f"{item.kind} {item.source} has no key {item.key!r}")
+            for path, value in entries:
+                target = root / path.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if path == CONFIG_MOUNT:
+                    value = remap_paths(value.decode(), mounts, root).encode()
+                    mounted_config = target
+                target.write_bytes(value)
+                target.chmod(item.mode & 0o777)
+        recordings = self.directory / "recordings"
+        recordings.mkdir(parents=True, exist_ok=True)
+        (self.directory / "tmp").mkdir(exist_ok=True)
+        config = self.directory / "jibri.conf"
+        config.write_text(
+            render_config(
+                pod_name=self.name,
+                env=self.env,
+                mounted_config=mounted_config,
+                recordings=recordings,
+                finalize_script=self._files.finalize,
+                ffmpeg=self._files.ffmpeg,
+            )
+        )
+        (self.directory / "logging.properties").write_text(logging_properties(self.directory))
+        return config
+
+    async def _launch(self, config: Path) -> None:
+        assert self.netns is not None
+        env = {
+            **self.env,
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "HOME": str(self.directory),
+            "TMPDIR": str(self.directory / "tmp"),
+            "LANG": "C.UTF-8",
+            # Selenium Manager would otherwise look for browsers and drivers on the internet.
+            "SE_OFFLINE": "true",
+        }
+        command = [
+            "env",
+            "--default-signal=INT",
+            "ip",
+            "netns",
+            "exec",
+            self.netns,
+            self._files.java,
+            *JVM_OPTIONS,
+            f"-Dconfig.file={config}",
+            f"-Djava.util.logging.config.file={self.directory / 'logging.properties'}",
+            f"-Dwebdriver.chrome.logfile={self.directory / 'chromedriver.log'}",
+            f"-Dwebdriver.chrome.driver={self._files.chromedriver}",
+            "-jar",
+            str(self._files.jar),
+        ]
+        with self.log_path.open("ab") as out:
+            self._process = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=self.directory,
+                env=env,
+                start_new_session=True,
+            )
+        self._waiter = asyncio.create_task(self._wait_exit(self._process))
+        log.info(
+            "pod %s/%s: Jibri (pid %d) starting on %s",
+            self.namespace,
+            self.name,
+            self._process.pid,
+            self.address,
+        )
+
+    async def _wait_exit(self, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        log.info("pod %s/%s: Jibri exited with code %d", self.namespace, self.name, code)
+        if not self.exited.done():
+            self.exited.set_result(code)
+
+    async def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while True:
+                if self.exited.done():
+                    raise RealJibriError(
+                        f"Jibri of pod {self.namespace}/{self.name} exited with code "
+                        f"{self.exited.result()} before its health API answered:\n"
+                        + self.log_text()[-3000:]
+                    )
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                    async with session.get(self.url + HEALTH_PATH) as response:
+                        if response.status == 200:
+                            return
+                if time.monotonic() > deadline:
+                    raise RealJibriError(
+                        f"Jibri of pod {self.namespace}/{self.name} did not answer its health "
+                        f"check within {timeout:g} s:\n" + self.log_text()[-3000:]
+                    )
+                await asyncio.sleep(0.2)
+
+    # -- while it runs
+
+    def signal(self, sig: signal.Signals) -> None:
+        """SIGKILL: every process in the pod's namespace (a container runtime kills the whole
+        container); any other signal: the JVM only (the container's main process)."""
+        if sig == signal.SIGKILL:
+            if self.netns is not None:
+                _kill_netns(self.netns)
+            return
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._process.pid, sig)
+
+    async def exec(
+        self, argv: Sequence[str], *, timeout: float = 30.0, env: Mapping[str, str] | None = None
+    ) -> int:
+        """Run ``argv`` inside the pod's namespace with the container's environment (a preStop
+        exec hook, ``kubectl exec``); its exit code, or -9 if it was killed at ``timeout``."""
+        if self.netns is None:
+            raise RealJibriError(f"pod {self.namespace}/{self.name} has no namespace (not started)")
+        process = await asyncio.create_subprocess_exec(
+            "ip",
+            "netns",
+            "exec",
+            self.netns,
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            env={**self.env, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})},
+            start_new_session=True,
+        )
+        try:
+            return await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            return -9
+
+    async def block_webhooks(self, host: str, port: int) -> None:
+        """Drop (silently) every packet from the pod to ``host:port``: a controller that the
+        pod's network cannot reach. Jibri's requests then end in its 2 s client timeout."""
+        await self._nft("add", "table", "inet", "jpc_block")
+        await self._nft(
+            "add",
+            "chain",
+            "inet",
+            "jpc_block",
+            "out",
+            "{ type filter hook output priority 0 ; policy accept ; }",
+        )
+        rule = ("ip", "daddr", host, "tcp", "dport", str(port), "drop")
+        await self._nft("add", "rule", "inet", "jpc_block", "out", *rule)
+
+    async def unblock_webhooks(self) -> None:
+        await self._nft("delete", "table", "inet", "jpc_block")
+
+    async def _nft(self, *args: str) -> None:
+        if self.netns is None:
+            raise RealJibriError(f"pod {self.namespace}/{self.name} has no namespace")
+        nft = _require("nft", "nftables")
+        await _aip("netns", "exec", self.netns, nft, *args)
+
+    # -- stop
+
+    async def close(self, *, grace: float = 2.0) -> None:
+        """Stop the Jibri (SIGTERM, then after ``grace`` seconds SIGKILL to everything in the
+        pod's namespace) and remove the namespace. The pod's log files are kept (the runtime
+        removes its directory at its own end); its browser profile and recordings are not."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._process is not None and self._process.returncode is None:
+            self.signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.exited), grace)
+        if self.netns is not None:
+            await self._network.detach(self.netns)  # kills whatever is left in it
+        if self._waiter is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._waiter, 10)
+        for scratch in ("tmp", "recordings", "rootfs"):
+            shutil.rmtree(self.directory / scratch, ignore_errors=True)
+
+
+async def _volume_data(core: Any, kind: str, name: str, namespace: str) -> dict[str, bytes]:
+    if kind == "configMap":
+        config_map = await core.read_namespaced_config_map(name, namespace)
+        return {k: v.encode() for k, v in (config_map.data or {}).items()}
+    secret = await core.read_namespaced_secret(name, namespace)
+    return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+
+# --------------------------------------------------------------------------------------------
+# All of a kubelet's real Jibris
+
+
+class RealJibris:
+    """The real Jibris of one fake kubelet: their network, shared files and staggered starts.
+
+    Nothing is set up until it is first needed: a kubelet that never runs a real Jibri creates
+    no bridge and never looks for the jar.
+    """
+
+    def __init__(self, *, jar: Callable[[], Path] = find_jar) -> None:
+        self.network = PodNetwork()
+        self._find_jar = jar
+        self._files: _Files | None = None
+        self._files_lock = threading.Lock()
+        self._root = Path(tempfile.mkdtemp(prefix="jpc-rj-"))
+        self._started = 0
+        self._start_lock: asyncio.Lock | None = None
+        self._running: dict[tuple[str, str], RealJibri] = {}
+        self.logs: dict[tuple[str, str], Path] = {}
+        """(namespace, pod name) -> the log of every Jibri started, running or not."""
+
+    @property
+    def meeting_root(self) -> Path:
+        """The directory of the fake meeting page (`call_params` takes it)."""
+        return self._root / "meeting"
+
+    def gateway(self) -> str:
+        """The host's address on the pods' network: where a Jibri reaches the controller."""
+        return self.network.up()
+
+    def get(self, namespace: str, name: str) -> RealJibri:
+        """The running real Jibri of pod ``namespace/name``; KeyError if there is none."""
+        return self._running[(namespace, name)]
+
+    def allocate(self) -> str:
+        return self.network.allocate()
+
+    def _shared(self) -> _Files:
+        with self._files_lock:
+            if self._files is None:
+                java = _require("java", "openjdk-17-jre-headless")
+                chromedriver = _require("chromedriver", "chromium-driver")
+                _require("chromium", "chromium")
+                _require("nft", "nftables")
+                jar = self._find_jar()
+                self.meeting_root.mkdir(parents=True, exist_ok=True)
+                meeting = self.meeting_root / "meeting.html"
+                meeting.write_text(MEETING_PAGE)
+                ffmpeg = self._root / "ffmpeg"
+                ffmpeg.write_text(FAKE_FFMPEG)
+                finalize = self._root / "finalize.sh"
+                finalize.write_text(FINALIZE)
+                for script in (ffmpeg, finalize):
+                    script.chmod(0o755)
+                self._files = _Files(jar, java, chromedriver, self._root, ffmpeg, finalize, meeting)
+            return self._files
+
+    async def start(self, pod: Mapping[str, Any], *, address: str, core: Any) -> RealJibri:
+        """Start a real Jibri for ``pod`` on ``address`` (from `allocate`); return it once its
+        health API answers. Starts wait for one another (see the module's docstring)."""
+        files = await asyncio.to_thread(self._shared)
+        meta = pod.get("metadata") or {}
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        # Short: Chromium's profile (under TMPDIR, in here) holds a Unix socket, whose path may
+        # not exceed 107 bytes, or Chromium exits at once.
+        self._started += 1
+        directory = self._root / "pods" / str(self._started)
+        directory.mkdir(parents=True)
+        jibri = RealJibri(
+            pod=pod, address=address, network=self.network, files=files, directory=directory
+        )
+        self.logs[key] = jibri.log_path
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            await jibri.start(core)
+            self._running[key] = jibri
+            await asyncio.sleep(STAGGER_SECONDS)
+        return jibri
+
+    async def stop(self, jibri: RealJibri, *, grace: float = 2.0) -> None:
+        """Stop one Jibri and remove its namespace."""
+        if self._running.get((jibri.namespace, jibri.name)) is jibri:
+            del self._running[(jibri.namespace, jibri.name)]
+        await jibri.close(grace=grace)
+
+    async def close(self, *, keep_logs_in: Path | None = None) -> None:
+        """Stop every Jibri, remove the network and this runtime's files (copying the pods'
+        logs to ``keep_logs_in`` first, if given)."""
+        for jibri in list(self._running.values()):
+            await self.stop(jibri)
+        await asyncio.to_thread(self.network.down)
+        if keep_logs_in is not None and (self._root / "pods").is_dir():
+            shutil.copytree(self._root / "pods", keep_logs_in, dirs_exist_ok=True)
+        shutil.rmtree(self._root, ignore_errors=True)
