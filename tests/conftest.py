@@ -22,6 +22,7 @@ LONGEST_FIRST = (
     "tests/e2e/test_lifecycle.py",
     "tests/e2e/test_pools.py",
     "tests/e2e/test_image.py",
+    "tests/e2e/test_real_jibri.py",
 )
 
 
