@@ -378,21 +378,26 @@ FAKE_FFMPEG: Final = """#!/bin/sh
 # ffmpeg as Jibri sees it: a progress line every second until SIGINT, then ffmpeg's last line
 # and its exit code. It appends to the output file (its last argument) so that Jibri finds a
 # recording, writes its metadata and runs the finalize script.
+#
+# Its first line comes after a second, not at once as real ffmpeg's banner does: Jibri's Tee
+# (util/Tee.kt) adds each reader of a process's output to its list before connecting it, and
+# a byte that arrives in between kills the Tee's thread, after which Jibri never sees a line of
+# ffmpeg's again (the session never reports ON, and stopping waits out a 10 s timeout).
 out=""
 for arg in "$@"; do out=$arg; done
 frame=0
 trap 'kill "$sleeper" 2>/dev/null; echo "Exiting normally, received signal 2."; exit 255' INT
 trap 'kill "$sleeper" 2>/dev/null; exit 255' TERM
 while :; do
+  sleep 1 &
+  sleeper=$!
+  wait "$sleeper"
   frame=$((frame + 30))
   s=$((frame / 30))
   progress='frame=%d fps=30 q=23.0 size=%dkB time=%02d:%02d:%02d.00 bitrate=800.0kbits/s'
   printf "$progress speed=1x\\n" \\
     "$frame" "$((s * 100))" "$((s / 3600))" "$((s / 60 % 60))" "$((s % 60))"
   [ -n "$out" ] && printf '.' >>"$out"
-  sleep 1 &
-  sleeper=$!
-  wait "$sleeper"
 done
 """
 
