@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import signal
 import socket
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 from testbed.cluster import DEPLOY
+from testbed.demo import REAL_EVERY, Fate, make_plan, parse_args
 from testbed.realjibri import (
     ANNOTATION,
     CONFIG_MOUNT,
@@ -306,3 +308,16 @@ def test_leftovers_of_a_process_that_is_gone_are_removed() -> None:
         for ns in (name, mine):
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
         subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
+
+
+def test_the_real_jibri_demo_plans_fewer_recordings_and_no_crash() -> None:
+    options = parse_args(["--real-jibri"])
+    assert options.real_jibri
+    plan = make_plan(options.duration, random.Random(7), every=REAL_EVERY, crash=False)
+    fates = [p.fate for p in plan]
+    assert len(plan) == round(options.duration / REAL_EVERY)
+    assert Fate.CRASHES not in fates
+    assert fates.count(Fate.WEBHOOK_LOST) == 1
+    assert all(p.end_at <= 0.85 * options.duration for p in plan)
+    with pytest.raises(SystemExit):
+        parse_args(["--real-jibri", "--duration", "30"])  # too short for real starts
