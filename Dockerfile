@@ -37,9 +37,13 @@ RUN --mount=type=secret,id=ca-certificates \
 
 FROM python:3.11-slim
 
+# The package's version (pyproject.toml); scripts/build-image.sh passes it, a static test keeps
+# this default equal to it.
+ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="jibri-pod-controller" \
       org.opencontainers.image.description="Keeps a pool of spare Jibri pods in Kubernetes" \
-      org.opencontainers.image.licenses="Apache-2.0 OR MIT"
+      org.opencontainers.image.licenses="Apache-2.0 OR MIT" \
+      org.opencontainers.image.version="$VERSION"
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

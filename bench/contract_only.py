@@ -50,6 +50,23 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.close()
 
 
+async def _chunked_body(reader: asyncio.StreamReader) -> bytes:
+    """A chunked body as it is on the wire, up to and with its last chunk and trailers."""
+    raw = bytearray()
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        raw += size_line
+        try:
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise asyncio.IncompleteReadError(bytes(raw), None) from None
+        if size == 0:
+            while (trailer := await reader.readuntil(b"\r\n")) != b"\r\n":
+                raw += trailer
+            return bytes(raw + b"\r\n")
+        raw += await reader.readexactly(size + 2)
+
+
 async def _forward(
     upstream: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
@@ -67,17 +84,21 @@ async def _forward(
         return
     kept = [line for line in lines[1:] if not line.lower().startswith(b"connection:")]
     length = 0
+    chunked = False
     for line in kept:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length" and value.strip().isdigit():
             length = int(value)
+        if name.strip().lower() == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
     try:
-        body = await reader.readexactly(length)
+        # Jibri's webhooks come chunked, with no Content-Length: passed on as they came.
+        body = await _chunked_body(reader) if chunked else await reader.readexactly(length)
         source = writer.get_extra_info("peername")[0]
         up_reader, up_writer = await asyncio.open_connection(
             "127.0.0.1", upstream, local_addr=(source, 0)
         )
-    except (asyncio.IncompleteReadError, OSError):
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
         writer.close()
         return
     up_writer.write(b"\r\n".join([lines[0], *kept, b"Connection: close"]) + b"\r\n\r\n" + body)

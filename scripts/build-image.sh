@@ -109,7 +109,7 @@ if [[ "$built" == "$context" && "$BASE_MODE" != pull ]]; then
 fi
 log "building $IMAGE from the Dockerfile (buildah, vfs storage, chroot isolation)"
 buildah "${STORAGE[@]}" bud --isolation chroot --layers --pull=false "${secret[@]}" \
-  --label "org.jibri-pod-controller.context=$context" \
+  --label "org.jibri-pod-controller.context=$context" --build-arg "VERSION=$version" \
   --tag "$IMAGE" --file Dockerfile . >"$STORE/last-build.log" 2>&1 \
   || { tail -40 "$STORE/last-build.log" >&2; die "buildah bud failed (log: $STORE/last-build.log)"; }
 # The layers of earlier builds: each is a full copy of its file system with vfs.

@@ -18,7 +18,11 @@ Faults, each logged with its start and end:
   lease, then SIGCONT.
 - Jibris (a fate per recording): BUSY or EXPIRED webhooks lost, webhooks duplicated or
   reordered (a late IDLE after BUSY, a BUSY after EXPIRED), a crash mid-recording, health
-  answers black-holed, hanging, garbage or huge.
+  answers black-holed, hanging, garbage or huge, and a Jibri whose periodic resend died (as a
+  real Jibri's does after one tick with its subscriber unreachable) and whose EXPIRED was lost,
+  so that only the sweeper can find it finished. A fate loses exactly the webhooks it names:
+  a Jibri found silent at the end with no fate asking for it is a failure of the testbed
+  (``testbed`` in the report), not a proof.
 - The attacker, at a steady rate: forged EXPIRED/BUSY webhooks from the wrong source, with a
   token signed by another key, from one Jibri naming another, and for a pod that is no Jibri.
 
@@ -71,6 +75,7 @@ from testbed.chaoscheck import (
     Limits,
     Probe,
     Report,
+    Silence,
     Sweep,
     Window,
     Write,
@@ -119,6 +124,7 @@ API_KINDS = (
     "proxy-reset",
     "proxy-blackhole",
     "proxy-outage",
+    "proxy-compress",
     "apiserver-restart",
     "etcd-restart",
 )
@@ -133,6 +139,7 @@ FATES = (
     "health-hang",
     "health-garbage",
     "health-huge",
+    "resend-died",
 )
 FORGERIES = ("wrong-source", "wrong-token", "other-pod", "non-jibri", "busy-for-spare")
 
@@ -156,10 +163,12 @@ class Size:
 
 
 SIZES = {
+    # Spares enough that the pod lists exceed 128 KB (kube-apiserver then compresses them when
+    # asked to: the proxy-compress fault) and fill most of a list page.
     "ci": Size(
         recordings=70,
         workload_seconds=75,
-        spares=5,
+        spares=55,
         recording_seconds=(8, 22),
         fault_seconds=(3, 6),
         fault_gap=(0.5, 2),
@@ -168,7 +177,7 @@ SIZES = {
     "full": Size(
         recordings=560,
         workload_seconds=660,
-        spares=10,
+        spares=60,
         recording_seconds=(15, 45),
         fault_seconds=(4, 12),
         fault_gap=(3, 10),
@@ -207,13 +216,18 @@ class Run:
     forged: list[Forged] = field(default_factory=list)
     exits: list[Exit] = field(default_factory=list)
     lost_busy: set[str] = field(default_factory=set)
+    resend_died: set[str] = field(default_factory=set)
     fates: Counter[str] = field(default_factory=Counter)
     refused: int = 0
     started_at: float = 0.0
+    commit: str = ""
+    """The commit the run was made on (``-dirty`` when the work tree had changes)."""
 
     def __post_init__(self) -> None:
         self.replicas: dict[str, Replica] = {}
         self.used: set[str] = set()
+        self.jibris: dict[str, SimJibri] = {}
+        """Every Jibri a recording was played on (kept after its pod is gone)."""
         self.labels: dict[str, dict[str, str]] = {}
         self.running = True
         self.kubelet: FakeKubelet | None = None
@@ -358,7 +372,8 @@ class Run:
                 await self.proxy.end_outage()
             else:
                 fault_kind = FaultKind(kind.removeprefix("proxy-"))
-                probability = 1.0 if fault_kind is FaultKind.BLACKHOLE else rng.uniform(0.3, 1.0)
+                whole = fault_kind in (FaultKind.BLACKHOLE, FaultKind.COMPRESS)
+                probability = 1.0 if whole else rng.uniform(0.3, 1.0)
                 self.proxy.set_fault(
                     Fault(
                         fault_kind,
@@ -428,6 +443,7 @@ class Run:
         except KeyError:
             self.refused += 1
             return
+        self.jibris[name] = jibri
         self.fates[fate] += 1
         await self.play(jibri, name, fate, length, rng)
 
@@ -462,18 +478,28 @@ class Run:
             await jibri.set_health_mode(mode)
             await asyncio.sleep(before)
             if rng.random() < 0.5:
-                jibri.set_webhooks_enabled(False)
+                jibri.lose_next_status_webhook()  # the EXPIRED; its resend comes later
             await jibri.stop_recording()
             await asyncio.sleep(rng.uniform(2, 6))
             await jibri.set_health_mode(HealthMode.NORMAL)
             self.fault(fate, begin, time.time(), name)
+            return
+        if fate == "resend-died":
+            await asyncio.sleep(length * rng.uniform(0.1, 0.9))
+            jibri.kill_resend()
+            self.resend_died.add(name)
+            died = time.time()
+            await asyncio.sleep(max(0.0, start + length - time.time()))
+            jibri.lose_next_status_webhook()  # the EXPIRED: only the sweeper can see it now
+            await jibri.stop_recording()
+            self.fault("jibri-resend-died", died, time.time(), name)
             return
         await asyncio.sleep(length)
         if fate == "lost-busy":
             jibri.set_webhooks_enabled(True)
             self.fault("webhook-lost-busy", start, time.time(), name)
         if fate == "lost-expired":
-            jibri.set_webhooks_enabled(False)
+            jibri.lose_next_status_webhook()  # the EXPIRED; its resend comes later
             self.fault("webhook-lost-expired", time.time(), time.time(), name)
         await jibri.stop_recording()
         if fate == "duplicated":
@@ -691,6 +717,24 @@ def _controller_lines(run: Run) -> tuple[list[Action], list[Sweep]]:
     return actions, sweeps
 
 
+def _silences(run: Run) -> list[Silence]:
+    """Every Jibri of the run that stopped speaking: each one a recording was played on (its
+    pod may be gone) and each one still running."""
+    assert run.kubelet is not None
+    jibris = dict(run.jibris)
+    for name in run.kubelet.running():
+        with contextlib.suppress(KeyError):
+            jibris.setdefault(name, run.kubelet.jibri(name))
+    now = time.time()
+    found = []
+    for name, jibri in sorted(jibris.items()):
+        if jibri.silent_since is not None:
+            found.append(Silence(jibri.silent_since, name, "silenced"))
+        if jibri.resend_died:
+            found.append(Silence(now, name, "resend-died"))
+    return found
+
+
 async def _end_pods(run: Run) -> list[EndPod]:
     assert run.admin is not None
     assert run.kubelet is not None
@@ -710,7 +754,7 @@ async def _end_pods(run: Run) -> list[EndPod]:
 
 
 def _history(
-    run: Run, plane: ControlPlane, end_pods: list[EndPod]
+    run: Run, plane: ControlPlane, end_pods: list[EndPod], silences: list[Silence]
 ) -> tuple[History, dict[str, int]]:
     user = service_account_user(NAMESPACE)
     audit = plane.audit_events(username=user, namespace=NAMESPACE)
@@ -747,6 +791,8 @@ def _history(
         exits=run.exits,
         sweeps=sweeps,
         lost_busy=frozenset(run.lost_busy),
+        resend_died=frozenset(run.resend_died),
+        silences=silences,
         bystanders=frozenset({BYSTANDER}),
         end_pods=end_pods,
         replicas=REPLICAS,
@@ -802,7 +848,26 @@ def summary(
         "pod_writes_per_recording": round(counts["pod_writes_ok"] / recordings, 2),
         "leaked_pods": report.figures["leaked_pods"],
         "run_stalls": report.figures["run_stalls"],
+        "commit": run.commit,
+        "largest_pod_list": (
+            asdict(run.proxy.largest_list)
+            if run.proxy is not None and run.proxy.largest_list is not None
+            else None
+        ),
+        "pod_lists": dict(sorted(run.proxy.lists.items())) if run.proxy is not None else {},
     }
+
+
+def source_commit() -> str:
+    """The checked-out commit, ``-dirty`` when tracked files differ from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def render_table(runs: Sequence[dict[str, Any]]) -> str:
@@ -839,6 +904,18 @@ def render_table(runs: Sequence[dict[str, Any]]) -> str:
         ),
         row("leaked pods", [r["leaked_pods"] for r in runs]),
         row(
+            "largest pod list (pods, KB decoded / on the wire)",
+            [_list_size(r.get("largest_pod_list")) for r in runs],
+        ),
+        row(
+            "pod lists answered (plain / gzip)",
+            [
+                f"{r.get('pod_lists', {}).get('identity', 0)} / "
+                f"{r.get('pod_lists', {}).get('gzip', 0)}"
+                for r in runs
+            ],
+        ),
+        row(
             "stalls of the run itself (longest, s)",
             [
                 f"{len(r.get('run_stalls', []))} "
@@ -848,6 +925,7 @@ def render_table(runs: Sequence[dict[str, Any]]) -> str:
         ),
         row("run time (s)", [r["seconds"] for r in runs]),
         row("when", [r["date"] for r in runs]),
+        row("commit", [f"`{r.get('commit') or 'not recorded'}`" for r in runs]),
         row(
             "machine",
             [
@@ -862,6 +940,12 @@ def render_table(runs: Sequence[dict[str, Any]]) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def _list_size(size: dict[str, Any] | None) -> str:
+    if not size:
+        return "not recorded"
+    return f"{size['pods']}, {size['json_bytes'] / 1024:.0f} / {size['wire_bytes'] / 1024:.0f}"
 
 
 def write_docs(result: dict[str, Any] | None) -> None:
@@ -890,7 +974,7 @@ async def run(
     began = time.monotonic()
     say(f"chaos run: seed {seed}, {size.recordings} recordings over {size.workload_seconds:.0f} s")
     plane = await asyncio.to_thread(ControlPlane.start, out / "plane")
-    state = Run(seed=seed, size=size, out=out, say=say)
+    state = Run(seed=seed, size=size, out=out, say=say, commit=source_commit())
     state.plane = plane
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -915,7 +999,7 @@ async def run(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         end_pods = await _end_pods(state)
-        history, counts = _history(state, plane, end_pods)
+        history, counts = _history(state, plane, end_pods, _silences(state))
     finally:
         state.running = False
         for task in tasks:

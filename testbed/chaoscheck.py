@@ -52,6 +52,7 @@ __all__ = [
     "Limits",
     "Probe",
     "Report",
+    "Silence",
     "Sweep",
     "Violation",
     "Window",
@@ -79,7 +80,9 @@ CONTROLLER_FAULT_KINDS = frozenset(
     {"controller-sigkill", "controller-sigterm", "controller-sigstop"}
 )
 HEALTH_FAULT_KINDS = frozenset({"health-blackhole", "health-hang", "health-garbage", "health-huge"})
-INVARIANTS = ("I1", "I2", "I3", "I4", "I5", "I6", "I7", "leaks")
+INVARIANTS = ("I1", "I2", "I3", "I4", "I5", "I6", "I7", "leaks", "testbed")
+"""The invariants, plus ``testbed``: the run itself misbehaved (a simulated Jibri fell silent
+with no fate asking for it), so what it proves is less than it claims."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,16 @@ class Sweep:
 
 
 @dataclass(frozen=True)
+class Silence:
+    """A simulated Jibri that stopped speaking: ``kind`` is ``silenced`` (every webhook
+    withheld) or ``resend-died`` (its periodic status resend stopped for good)."""
+
+    t: float
+    pod: str
+    kind: str
+
+
+@dataclass(frozen=True)
 class EndPod:
     pod: str
     labels: Mapping[str, str]
@@ -201,6 +214,11 @@ class History:
     sweeps: Sequence[Sweep] = ()
     lost_busy: frozenset[str] = frozenset()
     """Pods whose BUSY webhooks were all withheld."""
+    resend_died: frozenset[str] = frozenset()
+    """Pods whose Jibri's periodic resend was made to die (and whose EXPIRED was lost): only
+    the sweeper can find them finished."""
+    silences: Sequence[Silence] = ()
+    """Every Jibri found silent at the end of its life or of the run, on purpose or not."""
     bystanders: frozenset[str] = frozenset()
     """Non-Jibri pods in the namespace."""
     end_pods: Sequence[EndPod] = ()
@@ -403,7 +421,7 @@ class _Checker:
         return first is not None and first <= t
 
     def i2(self) -> dict[str, float]:
-        worst = {"up": 0.0, "outage": 0.0}
+        worst = {"up": 0.0, "outage": 0.0, "resend_died": 0.0}
         for pod in self.pods.values():
             if pod.name in self.h.bystanders:
                 continue
@@ -425,6 +443,8 @@ class _Checker:
             during_outage = _overlap(self.outage_windows(pod.name), finished, end) > 0
             key = "outage" if during_outage else "up"
             worst[key] = max(worst[key], took)
+            if pod.name in self.h.resend_died:  # only the sweeper could find it finished
+                worst["resend_died"] = max(worst["resend_died"], took)
             limit = self.bound(pod.name, finished, end)
             if took > limit:
                 self.add(
@@ -601,6 +621,18 @@ class _Checker:
                             )
         return worst
 
+    def accidental_silences(self) -> None:
+        """A silence no fate explains is a failure of the testbed, not of the controller."""
+        for silence in self.h.silences:
+            if silence.kind == "resend-died" and silence.pod in self.h.resend_died:
+                continue
+            self.add(
+                "testbed",
+                silence.t,
+                silence.pod,
+                f"the simulated Jibri fell silent ({silence.kind}) with no fate asking for it",
+            )
+
     def leaks(self) -> int:
         leaked = 0
         for pod in self.h.end_pods:
@@ -626,6 +658,7 @@ def check(history: History) -> Report:
     checker.i4()
     i7 = checker.i7()
     leaked = checker.leaks()
+    checker.accidental_silences()
     recordings = sum(1 for p in checker.pods.values() if p.first("BUSY") is not None)
     figures = {
         "recordings": recordings,
@@ -635,6 +668,7 @@ def check(history: History) -> Report:
         "worst_seconds": {
             "expired_to_delete_replica_up": round(i2["up"], 2),
             "expired_to_delete_during_outage": round(i2["outage"], 2),
+            "expired_to_delete_resend_died": round(i2["resend_died"], 2),
             "busy_to_detach": round(i35["detach"], 2),
             "missed_busy_to_detach": round(i35["missed_busy_detach"], 2),
             "webhook_gap": round(i7["webhook_gap"], 2),
@@ -706,6 +740,8 @@ def history_from_json(data: Mapping[str, Any]) -> History:
         exits=rows("exits", Exit),
         sweeps=rows("sweeps", Sweep),
         lost_busy=frozenset(data.get("lost_busy") or ()),
+        resend_died=frozenset(data.get("resend_died") or ()),
+        silences=rows("silences", Silence),
         bystanders=frozenset(data.get("bystanders") or ()),
         end_pods=rows("end_pods", EndPod),
         replicas=list(data.get("replicas") or ()),

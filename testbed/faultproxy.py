@@ -13,9 +13,13 @@ identity it forwards as, and it connects upstream with that same client certific
 the controllers' kubeconfig carries: every replica shares the ServiceAccount identity). So the
 API server still sees the restricted identity, RBAC still applies, and the audit log still
 attributes every write to it. A client with any other identity gets 403 from the proxy and
-nothing is forwarded. Responses are streamed chunk by chunk, so watches pass through; a reset
-or an outage also cuts the watches that are open. Request bodies are read whole (they are small
-JSON patches and deletes).
+nothing is forwarded. Requests go upstream with the client's own headers and nothing more (an
+HTTP client library would add ``Accept-Encoding``, and kube-apiserver would then gzip large
+lists the client never asked to be compressed), and answers come back byte for byte, streamed
+chunk by chunk, so watches pass through; a reset or an outage also cuts the watches that are
+open. Request bodies are read whole (they are small JSON patches and deletes). Compression is
+a fault of its own (``COMPRESS``): an access proxy that asks for gzip on the client's behalf, as
+some gateways in front of kube-apiserver do.
 
 Faults apply to new requests with a probability (1.0 = every request); every injected fault is
 counted by kind. All randomness comes from the `random.Random` handed in, so a seeded run
@@ -36,7 +40,9 @@ import json
 import logging
 import random
 import ssl
+import zlib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -66,6 +72,8 @@ _HOP_BY_HOP: Final = frozenset(
         "content-length",
     }
 )
+_AUTO_HEADERS: Final = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+"""Headers aiohttp's client adds when the caller did not: the proxy adds none of them."""
 CONNECT_TIMEOUT_S: Final = 5.0
 
 
@@ -76,6 +84,9 @@ class FaultKind(enum.StrEnum):
     ERROR_503 = "error-503"
     RESET = "reset"
     BLACKHOLE = "blackhole"
+    COMPRESS = "compress"
+    """Forward with ``Accept-Encoding: gzip`` added: kube-apiserver then gzips answers over
+    128 KB, as it does behind an access proxy that asks for compression."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,22 @@ class Fault:
             raise ValueError(f"probability must be within [0, 1], got {self.probability}")
         if self.latency < 0 or self.retry_after < 0:
             raise ValueError("latency and retry_after must not be negative")
+
+
+@dataclass(frozen=True)
+class ListSize:
+    wire_bytes: int
+    json_bytes: int
+    pods: int
+    encoding: str
+    """The answer's Content-Encoding, empty when none."""
+
+
+def _is_pod_list(path: str, query: Mapping[str, str]) -> bool:
+    """A LIST of pods (not a watch, not one pod): ``/api/v1[/namespaces/<ns>]/pods``."""
+    parts = path.strip("/").split("/")
+    shape = parts[:2] == ["api", "v1"] and parts[-1] == "pods"
+    return shape and len(parts) in (3, 5) and query.get("watch") not in ("true", "1")
 
 
 def _status_body(code: int, reason: str, message: str) -> bytes:
@@ -172,6 +199,10 @@ class FaultProxy:
         """Faults injected so far, by kind (``outage`` counts the outages begun)."""
         self.forwarded = 0
         """Requests forwarded upstream."""
+        self.largest_list: ListSize | None = None
+        """The largest pod list (a page) answered through the proxy, by decoded size."""
+        self.lists: Counter[str] = Counter()
+        """Pod lists answered, by Content-Encoding (``identity`` when none)."""
 
     # -- construction
 
@@ -215,6 +246,8 @@ class FaultProxy:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
+            # Forward what the client sent, nothing of aiohttp's own.
+            skip_auto_headers=_AUTO_HEADERS,
         )
         self._server = web.Server(self._handle, handler_cancellation=True)
         await self._listen()
@@ -242,10 +275,12 @@ class FaultProxy:
     def set_fault(self, fault: Fault | None) -> None:
         """Apply ``fault`` to new requests from now on (None: forward faithfully).
 
-        A RESET fault also cuts every connection open now, watches included.
+        A RESET fault also cuts every connection open now, watches included; so does COMPRESS
+        (an access proxy that starts compressing after a reload drops its connections), so the
+        clients' next lists, not only their later ones, come compressed.
         """
         self._fault = fault
-        if fault is not None and fault.kind is FaultKind.RESET:
+        if fault is not None and fault.kind in (FaultKind.RESET, FaultKind.COMPRESS):
             self._abort_all()
 
     async def begin_outage(self) -> None:
@@ -289,6 +324,14 @@ class FaultProxy:
             transport.abort()
         self._streams.clear()
 
+    def _measure_list(self, raw: bytes, encoding: str) -> None:
+        body = zlib.decompress(raw, wbits=47) if encoding == "gzip" else raw
+        pods = len(json.loads(body).get("items") or ())
+        size = ListSize(wire_bytes=len(raw), json_bytes=len(body), pods=pods, encoding=encoding)
+        if self.largest_list is None or size.json_bytes > self.largest_list.json_bytes:
+            self.largest_list = size
+        self.lists[encoding or "identity"] += 1
+
     def _choose(self) -> Fault | None:
         fault = self._fault
         if fault is None or self._rng.random() >= fault.probability:
@@ -308,6 +351,8 @@ class FaultProxy:
         fault = self._choose()
         if fault is not None:
             self.injected[fault.kind.value] += 1
+            if fault.kind is FaultKind.COMPRESS:
+                return await self._forward(request, compress=True)
             answer = await self._inject(fault, request)
             if answer is not None:
                 return answer
@@ -344,10 +389,17 @@ class FaultProxy:
         await asyncio.get_running_loop().create_future()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _forward(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _forward(
+        self, request: web.BaseRequest, *, compress: bool = False
+    ) -> web.StreamResponse:
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        if compress:
+            headers = {k: v for k, v in headers.items() if k.lower() != "accept-encoding"}
+            headers["Accept-Encoding"] = "gzip"
         body = await request.read()
+        pod_list = request.method == "GET" and _is_pod_list(request.path, request.query)
+        kept: list[bytes] = []
         try:
             upstream = await self._session.request(
                 request.method,
@@ -375,8 +427,12 @@ class FaultProxy:
                 self._streams.add(transport)
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
+                if pod_list:
+                    kept.append(chunk)
                 await response.write(chunk)
             await response.write_eof()
+            if pod_list and upstream.status == 200:
+                self._measure_list(b"".join(kept), upstream.headers.get("Content-Encoding", ""))
             return response
         except (aiohttp.ClientError, OSError) as exc:
             # Upstream died mid-stream (an API server restart): cut the client off too.

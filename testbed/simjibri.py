@@ -1,19 +1,33 @@
 """A simulated Jibri in single-use mode, for end-to-end tests, the demo and benchmarks.
 
-It speaks the wire protocol of the real Jibri (docs: ``jibri-protocol.md``):
+It speaks the wire protocol of the real Jibri (``jibri-protocol.md``; what the project relies on,
+with the tests that show it, is in ``docs/protocol.md``):
 
-* the HTTP API on ``(host, port)``: ``GET /jibri/api/v1.0/health`` and the unauthenticated
-  control endpoints ``POST /jibri/api/v1.0/startService`` (IDLE -> BUSY, 412 when not idle) and
-  ``POST /jibri/api/v1.0/stopService`` (BUSY -> EXPIRED, single-use mode);
+* the HTTP API on ``(host, port)``: ``GET /jibri/api/v1.0/health`` (its JSON streamed as Ktor's
+  Jackson writes it: chunked over HTTP/1.1, close-delimited over HTTP/1.0) and the
+  unauthenticated control endpoints ``POST /jibri/api/v1.0/startService`` (IDLE -> BUSY, 412
+  when a service runs) and ``POST /jibri/api/v1.0/stopService`` (BUSY -> EXPIRED, single use);
+  answers carry the headers of Ktor's Jetty engine (no ``Date``, no ``Server``);
 * the status webhook ``POST {base}/v1/status`` to every subscriber, at start-up, on every change of
   ``busyStatus`` and every ``status_period`` seconds, and the session webhook
   ``POST {base}/v1/session/status`` when a recording starts (``ON``) and stops (``OFF``).
-  Like Jibri: 2 s client timeout, no retry, a non-200 answer is only logged. Webhooks leave from
-  the simulated pod's own address, because the controller compares it with the pod IP;
+  Like Jibri: 2 s client timeout, no retry, a non-200 answer is only logged, chunked bodies with
+  no Content-Length, ``User-Agent: ktor-client``. Webhooks leave from the simulated pod's own
+  address, because the controller compares it with the pod IP;
 * the webhook JWT exactly as Jibri signs it: RS256, header ``kid``, claims ``iss``, ``aud`` (a
   one-element array) and ``exp`` only, built once when the process starts and never refreshed.
   A key that is not a PKCS#1 PEM, or any other JWT configuration error, means no
-  ``Authorization`` header at all.
+  ``Authorization`` header at all;
+* Jibri's internal HTTP API on its own port (``jibri.api.http.internal-api-port``, 3333):
+  ``POST /jibri/api/internal/v1.0/gracefulShutdown`` (exit 255 once no session runs),
+  ``.../notifyConfigChanged`` (exit 0 once no session runs) and ``.../shutdown`` (stop the session
+  at once, exit 255). The exit is observable: :attr:`SimJibri.exited` resolves with the exit code
+  ``exit_delay`` seconds after the decision, the APIs having stopped accepting connections at once.
+
+The real Jibri's harmful behaviours (a periodic resend that dies, a BUSY stuck for good, no
+EXPIRED after a graceful shutdown, a start accepted when EXPIRED, a process left without API by a
+port clash) are each a switch of :class:`Fidelity`, off by default; ``Fidelity.real()`` (or
+``SIM_JIBRI_REAL_BEHAVIOURS=all``) turns them all on.
 
 Faults are injected through ``/_sim/...`` endpoints on the same port, which the real Jibri does
 not have, or through the matching Python methods: a crash and restart of the Jibri process,
@@ -21,7 +35,7 @@ misbehaving health answers (hang, garbage, huge, unknown status, black hole) and
 webhook channel.
 
 Thousands of instances can share one event loop (one per loopback address ``127.x.y.z``, all on
-the same port): each instance costs one listening socket and a low-level aiohttp server, and its
+the same ports): each instance costs two listening sockets and two aiohttp servers, and its
 webhook client session is created only when it first has something to send.
 """
 
@@ -29,13 +43,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import enum
 import functools
 import logging
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
@@ -49,6 +64,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 __all__ = [
     "BusyStatus",
+    "Fidelity",
     "HealthMode",
     "JwtSigning",
     "SimJibri",
@@ -66,17 +82,28 @@ HEALTH_PATH: Final = f"{API_PREFIX}/health"
 START_PATH: Final = f"{API_PREFIX}/startService"
 STOP_PATH: Final = f"{API_PREFIX}/stopService"
 DEFAULT_PORT: Final = 2222
+INTERNAL_PREFIX: Final = "/jibri/api/internal/v1.0"
+GRACEFUL_SHUTDOWN_PATH: Final = f"{INTERNAL_PREFIX}/gracefulShutdown"
+SHUTDOWN_PATH: Final = f"{INTERNAL_PREFIX}/shutdown"
+CONFIG_CHANGED_PATH: Final = f"{INTERNAL_PREFIX}/notifyConfigChanged"
+DEFAULT_INTERNAL_PORT: Final = 3333
+# From the exit decision to the end of the process, as observed on a real Jibri: its HTTP servers'
+# shutdown hooks (Ktor's default shutdown timeout) run before the JVM ends.
+DEFAULT_EXIT_DELAY: Final = 5.0
+EXIT_GRACEFUL: Final = 255
+"""Jibri's exit code for "do not restart me" (graceful shutdown and shutdown)."""
+EXIT_CONFIG_CHANGED: Final = 0
 DEFAULT_STATUS_PERIOD: Final = 60.0
 DEFAULT_JWT_TTL: Final = 24 * 3600
 # jicoco's JwtInfo raises any configured ttl below ten minutes to ten minutes.
 MIN_JWT_TTL: Final = 600
-DEFAULT_ENVIRONMENT: Final = "default"
 WEBHOOK_TIMEOUT: Final = 2.0
 HUGE_BODY_BYTES: Final = 8 * 1024 * 1024
 _SHUTDOWN_GRACE: Final = 0.5
 
 OnRestart = Callable[[int], Awaitable[None]]
 OnChange = Callable[[str, float], None]
+OnExit = Callable[[int], None]
 Clock = Callable[[], float]
 
 
@@ -111,6 +138,45 @@ class JwtSigning:
 
 
 @dataclass(frozen=True, slots=True)
+class Fidelity:
+    """Which of the real Jibri's harmful behaviours the simulator reproduces.
+
+    Each is off by default, so that the simulator keeps the lifecycle the tests, the demo, the
+    chaos run and the benchmarks were written against; :meth:`real` turns every one on.
+    """
+
+    resend_dies_when_unreachable: bool = False
+    """The periodic status resend stops for good after one tick at which a subscriber was
+    unreachable (any error but a timeout): the resend is a Java fixed-rate task, which a thrown
+    exception cancels silently. Events (BUSY, session ON/OFF, EXPIRED) still go out."""
+
+    busy_stuck_when_unreachable: bool = False
+    """A subscriber unreachable when Jibri goes BUSY: ``startService`` answers 500, no session
+    starts, and Jibri reports BUSY for good (``stopService``: "No service active"), until
+    another ``startService`` succeeds. Jibri sends the BUSY webhook synchronously, before it
+    records the new service, and the error escapes to the HTTP handler's catch-all."""
+
+    no_expired_after_graceful_shutdown: bool = False
+    """A graceful shutdown (or config change) pending when the session ends: the session OFF
+    webhook, then the exit, and no EXPIRED webhook (Jibri runs its idle hook before it publishes
+    EXPIRED, and the hook ends the process). Off: EXPIRED is sent, then the process exits."""
+
+    start_when_expired: bool = False
+    """An EXPIRED Jibri accepts ``startService`` and goes BUSY again (Jibri refuses a start only
+    while a service runs; single-use mode only stops it from reporting IDLE). Off: 412."""
+
+    survives_port_clash: bool = False
+    """A port already taken at start-up: the process stays, without the API that could not
+    bind (the internal one: without either, as Jibri binds it first), and keeps sending its
+    IDLE webhooks. Off: :meth:`SimJibri.start` raises the ``OSError``."""
+
+    @classmethod
+    def real(cls) -> Fidelity:
+        """As the real Jibri: every behaviour on."""
+        return cls(**{name: True for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True, slots=True)
 class SimJibriConfig:
     """What a pod's ``jibri.conf`` would say, reduced to what the controller can observe."""
 
@@ -121,10 +187,22 @@ class SimJibriConfig:
     webhook_subscribers: tuple[str, ...] = ()
     status_period: float = DEFAULT_STATUS_PERIOD
     jwt: JwtSigning | None = None
+    internal_port: int = DEFAULT_INTERNAL_PORT
+    internal_host: str | None = None
+    """``jibri.api.http.internal-api-host``. Jibri's default is 127.0.0.1, the pod's own
+    loopback; a simulated pod has none of its own, so ``None`` means the pod's address."""
+    exit_delay: float = DEFAULT_EXIT_DELAY
+    fidelity: Fidelity = Fidelity()
 
     def __post_init__(self) -> None:
         if not self.status_period > 0:
             raise ValueError(f"status_period must be positive, got {self.status_period}")
+        if not self.exit_delay >= 0:
+            raise ValueError(f"exit_delay must not be negative, got {self.exit_delay}")
+
+    @property
+    def effective_internal_host(self) -> str:
+        return self.internal_host if self.internal_host is not None else self.host
 
     @property
     def effective_jibri_id(self) -> str:
@@ -184,6 +262,19 @@ def _jwt_from_env(env: Mapping[str, str]) -> JwtSigning | None:
     )
 
 
+def _fidelity_from_names(raw: str, source: str) -> Fidelity:
+    """``all`` or a comma-separated list of :class:`Fidelity` fields (``-`` or ``_``)."""
+    names = [item.strip().replace("-", "_") for item in raw.split(",") if item.strip()]
+    if names == ["all"]:
+        return Fidelity.real()
+    known = set(Fidelity.__dataclass_fields__)
+    unknown = sorted(set(names) - known)
+    if unknown:
+        choices = ", ".join(["all", *sorted(known)])
+        raise ValueError(f"{source}: unknown behaviour {', '.join(unknown)} (known: {choices})")
+    return Fidelity(**dict.fromkeys(names, True))
+
+
 def config_from_env(pod_name: str, host: str, env: Mapping[str, str]) -> SimJibriConfig:
     """Build a configuration from a pod's container environment.
 
@@ -191,8 +282,12 @@ def config_from_env(pod_name: str, host: str, env: Mapping[str, str]) -> SimJibr
     ``SIM_JIBRI_WEBHOOK_SUBSCRIBERS`` (comma-separated base URLs), ``SIM_JIBRI_STATUS_PERIOD``
     (seconds, default 60), and for signed webhooks ``SIM_JIBRI_JWT_KEY_PATH``,
     ``SIM_JIBRI_JWT_KID``, ``SIM_JIBRI_JWT_ISSUER``, ``SIM_JIBRI_JWT_AUDIENCE`` and
-    ``SIM_JIBRI_JWT_TTL`` (seconds, default 86400). ``$POD_NAME`` in the id and the subscriber
-    URLs is replaced by the pod name. Raises ``ValueError`` on malformed values.
+    ``SIM_JIBRI_JWT_TTL`` (seconds, default 86400). The internal API:
+    ``SIM_JIBRI_INTERNAL_API_PORT`` (default 3333), ``SIM_JIBRI_INTERNAL_API_HOST`` (default: the
+    pod's address) and ``SIM_JIBRI_EXIT_DELAY`` (seconds from an exit decision to the process's
+    end, default 5). ``SIM_JIBRI_REAL_BEHAVIOURS``: ``all`` or a comma-separated list of
+    :class:`Fidelity` fields to turn on. ``$POD_NAME`` in the id and the subscriber URLs is
+    replaced by the pod name. Raises ``ValueError`` on malformed values.
     """
     raw_subscribers = env.get("SIM_JIBRI_WEBHOOK_SUBSCRIBERS", "")
     subscribers = tuple(
@@ -209,6 +304,12 @@ def config_from_env(pod_name: str, host: str, env: Mapping[str, str]) -> SimJibr
         webhook_subscribers=subscribers,
         status_period=_env_float(env, "SIM_JIBRI_STATUS_PERIOD", DEFAULT_STATUS_PERIOD),
         jwt=_jwt_from_env(env),
+        internal_port=_env_int(env, "SIM_JIBRI_INTERNAL_API_PORT", DEFAULT_INTERNAL_PORT),
+        internal_host=env.get("SIM_JIBRI_INTERNAL_API_HOST", "").strip() or None,
+        exit_delay=_env_float(env, "SIM_JIBRI_EXIT_DELAY", DEFAULT_EXIT_DELAY),
+        fidelity=_fidelity_from_names(
+            env.get("SIM_JIBRI_REAL_BEHAVIOURS", ""), "SIM_JIBRI_REAL_BEHAVIOURS"
+        ),
     )
 
 
@@ -264,15 +365,63 @@ def _huge_padding() -> bytes:
 _GARBAGE_BODY: Final = b'{"status": {"busyStatus": "EXPIRED", "health": {"healthSt\xff\xfe<html>'
 
 
+# Jetty's reason phrases where they differ from Python's.
+_JETTY_REASONS: Final = {500: "Server Error"}
+
+
 def _json_response(data: object, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
 
 
+def _status_response(status: int) -> web.Response:
+    """Ktor's ``call.respond(HttpStatusCode)``: the status, ``Content-Length: 0``, nothing else."""
+    return web.Response(status=status, reason=_JETTY_REASONS.get(status))
+
+
 def _text_response(text: str, status: int) -> web.Response:
-    return web.Response(status=status, text=text)
+    """Ktor's answer with a string: ``text/plain; charset=UTF-8`` and its length."""
+    return web.Response(
+        status=status,
+        reason=_JETTY_REASONS.get(status),
+        body=text.encode(),
+        headers={"Content-Type": "text/plain; charset=UTF-8"},
+    )
 
 
-async def _read_json_object(request: web.BaseRequest) -> dict[str, Any] | None:
+async def _as_jetty(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers as Ktor's Jetty engine sends them: no ``Date``, no ``Server`` (Ktor turns both
+    off), and the request's ``Connection: keep-alive`` echoed as Ktor does."""
+    response.headers.popall("Date", None)
+    response.headers.popall("Server", None)
+    if request.headers.get("Connection", "").lower() == "keep-alive":
+        response.headers["Connection"] = "keep-alive"
+
+
+def _api_runner(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.AppRunner:
+    """One HTTP server (Ktor's ``embeddedServer``) whose answers carry Jetty's headers."""
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", handler)
+    app.on_response_prepare.append(_as_jetty)
+    return web.AppRunner(app, handler_cancellation=True, access_log=None)
+
+
+# What Jibri's Ktor client sends besides the body: its User-Agent, the Accept its JSON content
+# negotiation adds, and the Accept-Charset of its plain-text plugin.
+_WEBHOOK_HEADERS: Final = {
+    "Content-Type": "application/json",
+    "User-Agent": "ktor-client",
+    "Accept": "application/json",
+    "Accept-Charset": "UTF-8",
+}
+
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    """A body of unknown length, so that it goes out chunked with no Content-Length, as Jibri's
+    streamed JSON does."""
+    yield data
+
+
+async def _read_json_object(request: web.Request) -> dict[str, Any] | None:
     """The request body as a JSON object, or ``None`` if it is anything else."""
     try:
         data = orjson.loads(await request.read())
@@ -312,6 +461,48 @@ class _Blackhole(asyncio.Protocol):
             self._sink.discard(self._transport)
 
 
+class _Outcome(enum.Enum):
+    """What one webhook request came to, as Jibri's client sees it."""
+
+    DELIVERED = "delivered"
+    REFUSED = "refused"
+    """Answered with a status other than 200 (logged by Jibri)."""
+    TIMED_OUT = "timed-out"
+    """No answer within the 2 s request timeout (caught and logged by Jibri)."""
+    UNREACHABLE = "unreachable"
+    """Any other error (connection refused, reset, no route): thrown by Jibri's client."""
+
+
+class _Start(enum.Enum):
+    STARTED = "started"
+    BUSY = "busy"
+    FAILED = "failed"
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def _let_accepts_settle() -> None:
+    """After closing a listener: a connection accepted just before the close has its transport
+    made in a task of the loop and its protocol told in a callback after that; let both run, so
+    that the server knows the connection and closes it (else its socket is left to the garbage
+    collector: a ResourceWarning in whichever test runs then)."""
+    for _ in range(2):
+        await asyncio.sleep(0)
+
+
+async def _drop_connections(runner: web.AppRunner | None) -> None:
+    """Close a server's HTTP connections; a request being answered gets a short grace period."""
+    server = runner.server if runner is not None else None
+    if server is not None:
+        server.pre_shutdown()
+        await server.shutdown(_SHUTDOWN_GRACE)
+
+
 # --------------------------------------------------------------------------- the simulator
 
 
@@ -319,7 +510,7 @@ class _Blackhole(asyncio.Protocol):
 class _Session:
     session_id: str
     sip_address: str | None
-    environment: str
+    environment: str | None
 
 
 class SimJibri:
@@ -331,8 +522,9 @@ class SimJibri:
     and signs a new token, as a real process start does.
 
     Ground truth: ``history`` lists every change of ``busyStatus`` as ``(wall time, status)``,
-    with ``"CRASH"`` for a crash (the status is IDLE after it); ``on_change(status, wall time)``
-    is called for each entry as it happens.
+    with ``"CRASH"`` for a crash (the status is IDLE after it) and ``"EXIT"`` when the process
+    ends by itself (see :attr:`exited`); ``on_change(status, wall time)`` is called for each entry
+    as it happens. ``on_exit(exit code)`` is called when the process ends.
     """
 
     def __init__(
@@ -343,9 +535,11 @@ class SimJibri:
         clock: Clock = time.time,
         refresh_token_on_restart: bool = True,
         on_change: OnChange | None = None,
+        on_exit: OnExit | None = None,
     ) -> None:
         self.config = config
         self._on_change = on_change
+        self._on_exit = on_exit
         self.history: list[tuple[float, str]] = []
         self._on_restart = on_restart
         self._clock = clock
@@ -356,21 +550,37 @@ class SimJibri:
         self._webhooks_sent = 0
         self._webhooks_failed = 0
         self._webhooks_enabled = True
+        self._silent_since: float | None = None
+        self._lose_status_webhooks = 0
+        self._webhooks_lost = 0
         self._health_mode = HealthMode.NORMAL
         self._authorization: str | None = None
         self._port = config.port
+        self._internal_port = config.internal_port
         self._started = False
         self._stopped = False
-        self._web_server: web.Server | None = None
+        self._api: web.AppRunner | None = None
+        self._internal_api: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
+        self._internal_listener: asyncio.Server | None = None
         self._blackhole_transports: set[asyncio.Transport] = set()
         self._hung: set[web.RequestHandler] = set()
         self._switch_lock = asyncio.Lock()
+        self._start_lock = asyncio.Lock()
+        """Jibri's manager lock: one startService at a time."""
         self._client: aiohttp.ClientSession | None = None
-        self._deliveries: set[asyncio.Task[None]] = set()
+        self._deliveries: set[asyncio.Task[_Outcome]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._tick_watch: asyncio.Task[None] | None = None
         self._next_tick = 0.0
+        self._resend_died = False
+        self._api_error: OSError | None = None
+        self._pending_exit: int | None = None
+        """The exit code Jibri's "execute when idle" hook will exit with (last request wins)."""
+        self._exiting = False
+        self._exit_code: int | None = None
+        self._exited: asyncio.Future[int] | None = None
 
     # ----------------------------------------------------------------- properties
 
@@ -397,6 +607,16 @@ class SimJibri:
         return self._webhooks_enabled
 
     @property
+    def silent_since(self) -> float | None:
+        """Wall time since which every webhook is silenced (None while they go out)."""
+        return self._silent_since
+
+    @property
+    def webhooks_lost(self) -> int:
+        """Status webhooks lost through :meth:`lose_next_status_webhook`."""
+        return self._webhooks_lost
+
+    @property
     def health_mode(self) -> HealthMode:
         return self._health_mode
 
@@ -414,9 +634,45 @@ class SimJibri:
         return self._port
 
     @property
+    def internal_port(self) -> int:
+        """The internal API's bound port (useful with ``internal_port=0``)."""
+        return self._internal_port
+
+    @property
     def base_url(self) -> str:
-        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
-        return f"http://{host}:{self._port}"
+        return _url(self.config.host, self._port)
+
+    @property
+    def internal_base_url(self) -> str:
+        return _url(self.config.effective_internal_host, self._internal_port)
+
+    @property
+    def resend_died(self) -> bool:
+        """The periodic resend has stopped for good (``resend_dies_when_unreachable``)."""
+        return self._resend_died
+
+    @property
+    def api_error(self) -> OSError | None:
+        """Why an API could not bind at start-up (``survives_port_clash``); None if both did."""
+        return self._api_error
+
+    @property
+    def exiting(self) -> bool:
+        """The process has decided to exit: its APIs are closed, no webhook goes out."""
+        return self._exiting
+
+    @property
+    def exit_code(self) -> int | None:
+        """The code the process exited with; ``None`` while it runs (or if it was stopped)."""
+        return self._exit_code
+
+    @property
+    def exited(self) -> asyncio.Future[int]:
+        """Resolves with the exit code when the process ends by itself (a graceful shutdown,
+        a shutdown, a config change). A container runtime restarts it, or not, from there."""
+        if self._exited is None:
+            self._exited = asyncio.get_running_loop().create_future()
+        return self._exited
 
     def state(self) -> dict[str, Any]:
         """What ``GET /_sim/state`` returns."""
@@ -430,33 +686,52 @@ class SimJibri:
             "webhooksFailed": self._webhooks_failed,
             "webhooksEnabled": self._webhooks_enabled,
             "healthMode": str(self._health_mode),
+            "exiting": self._exiting,
+            "exitCode": self._exit_code,
+            "resendDied": self._resend_died,
+            "silentSince": self._silent_since,
+            "webhooksLost": self._webhooks_lost,
         }
 
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Bind the HTTP API, then behave like a freshly started Jibri process."""
+        """Bind the internal API, then the HTTP API (Jibri's order), then behave like a freshly
+        started Jibri process."""
         if self._started:
             raise RuntimeError("SimJibri.start() called twice")
         self._started = True
-        self._web_server = web.Server(self._handle, handler_cancellation=True, access_log=None)
-        await self._listen_http()
+        self._internal_api = _api_runner(self._handle_internal)
+        self._api = _api_runner(self._handle)
+        await self._internal_api.setup()
+        await self._api.setup()
+        try:
+            await self._listen_internal()
+            await self._listen_http()
+        except OSError as exc:
+            if not self.config.fidelity.survives_port_clash:
+                await self._close_internal_listener()
+                raise
+            # Jibri's main thread dies on the bind error; its status task, already scheduled,
+            # keeps the JVM alive.
+            self._api_error = exc
+            log.error("%s: an API could not start, the process stays: %s", self.jibri_id, exc)
         self._boot(sign=True)
 
     async def stop(self) -> None:
-        """Stop timers, webhooks and the server. Idempotent."""
+        """Stop timers, webhooks and the servers (the container is gone). Idempotent."""
         if self._stopped or not self._started:
             self._stopped = True
             return
         self._stopped = True
         self._cancel_timer()
         await self._cancel_all(self._background)
-        async with self._switch_lock:
-            await self._close_listener()
+        await self._close_apis()
         await self._cancel_all(self._deliveries)
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await self._close_client()
+        for runner in (self._api, self._internal_api):
+            if runner is not None:
+                await runner.cleanup()
 
     async def __aenter__(self) -> SimJibri:
         await self.start()
@@ -474,32 +749,75 @@ class SimJibri:
         self._tick()
 
     def _tick(self) -> None:
-        self._send_status()
+        self._timer = None
+        deliveries = self._send_status()
+        if self.config.fidelity.resend_dies_when_unreachable and deliveries:
+            # Jibri's task waits for every subscriber's answer before its next run.
+            self._tick_watch = asyncio.get_running_loop().create_task(self._after_tick(deliveries))
+        else:
+            self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
         loop = asyncio.get_running_loop()
         self._next_tick = max(self._next_tick + self.config.status_period, loop.time())
         self._timer = loop.call_at(self._next_tick, self._tick)
+
+    async def _after_tick(self, deliveries: list[asyncio.Task[_Outcome]]) -> None:
+        outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+        self._tick_watch = None
+        if _Outcome.UNREACHABLE in outcomes:
+            self._resend_died = True
+            log.warning("%s: a subscriber was unreachable; the status resend stops", self.jibri_id)
+            return
+        if not (self._stopped or self._exiting):
+            self._schedule_tick()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._tick_watch is not None:
+            self._tick_watch.cancel()
+            self._tick_watch = None
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     @staticmethod
-    async def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
+    async def _cancel_all(tasks: set[asyncio.Task[None]] | set[asyncio.Task[_Outcome]]) -> None:
         pending = list(tasks)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         tasks.clear()
 
+    async def _close_client(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
     # ----------------------------------------------------------------- listeners
 
     async def _listen_http(self) -> None:
-        assert self._web_server is not None
+        assert self._api is not None
+        assert self._api.server is not None
         self._listener = await asyncio.get_running_loop().create_server(
-            self._web_server, self.config.host, self._port, reuse_address=True
+            self._api.server, self.config.host, self._port, reuse_address=True
         )
         self._port = self._listener.sockets[0].getsockname()[1]
+
+    async def _listen_internal(self) -> None:
+        assert self._internal_api is not None
+        assert self._internal_api.server is not None
+        self._internal_listener = await asyncio.get_running_loop().create_server(
+            self._internal_api.server,
+            self.config.effective_internal_host,
+            self._internal_port,
+            reuse_address=True,
+        )
+        self._internal_port = self._internal_listener.sockets[0].getsockname()[1]
 
     async def _listen_blackhole(self) -> None:
         sink = self._blackhole_transports
@@ -507,30 +825,38 @@ class SimJibri:
             lambda: _Blackhole(sink), self.config.host, self._port, reuse_address=True
         )
 
+    async def _close_apis(self) -> None:
+        """Both APIs stop accepting connections and drop the open ones."""
+        async with self._switch_lock:
+            await self._close_listener()
+        await self._close_internal_listener()
+
     async def _close_listener(self) -> None:
-        """Stop listening and drop every open connection."""
+        """Stop listening on the HTTP API's port and drop every open connection."""
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
-            # A connection accepted just before the close has its transport made in a task of
-            # the loop and its protocol told in a callback after that; let both run, so that the
-            # server below knows the connection and closes it (else its socket is left to the
-            # garbage collector: a ResourceWarning in whichever test runs then).
-            for _ in range(2):
-                await asyncio.sleep(0)
+            await _let_accepts_settle()
         self._drop_blackhole_connections()
         await self._drop_http_connections()
         if listener is not None:
             await listener.wait_closed()
+
+    async def _close_internal_listener(self) -> None:
+        listener, self._internal_listener = self._internal_listener, None
+        if listener is None:
+            return
+        listener.close()
+        await _let_accepts_settle()
+        await _drop_connections(self._internal_api)
+        await listener.wait_closed()
 
     async def _drop_http_connections(self) -> None:
         """Close HTTP connections; a request being answered gets a short grace period."""
         for protocol in list(self._hung):
             protocol.force_close()
         self._hung.clear()
-        if self._web_server is not None:
-            self._web_server.pre_shutdown()
-            await self._web_server.shutdown(_SHUTDOWN_GRACE)
+        await _drop_connections(self._api)
 
     def _drop_blackhole_connections(self) -> None:
         for transport in list(self._blackhole_transports):
@@ -540,7 +866,8 @@ class SimJibri:
     async def _switch_listener(self, blackhole: bool) -> None:
         """Swap the HTTP server and the black hole on the same address, without a gap."""
         async with self._switch_lock:
-            if self._stopped or (self._health_mode is HealthMode.BLACKHOLE) == blackhole:
+            closed = self._stopped or self._exiting
+            if closed or (self._health_mode is HealthMode.BLACKHOLE) == blackhole:
                 return
             old, self._listener = self._listener, None
             if old is not None:
@@ -561,30 +888,132 @@ class SimJibri:
         session_id: str | None = None,
         *,
         sip_address: str | None = None,
-        environment: str = DEFAULT_ENVIRONMENT,
+        environment: str | None = None,
     ) -> bool:
-        """``startService``: IDLE -> BUSY and session ON. False (412) when not idle."""
-        if self._busy_status is not BusyStatus.IDLE:
+        """``startService``: IDLE -> BUSY and session ON; False when it did not start (412 when
+        not idle, 500 when stuck). ``environment``: the environment context of a session
+        started over XMPP (reported by health while BUSY); sessions started over HTTP have
+        none."""
+        outcome = await self._start_service(session_id, sip_address, environment)
+        return outcome is _Start.STARTED
+
+    def _may_start(self) -> bool:
+        if self._exiting or self._session is not None:
             return False
-        self._session = _Session(session_id or uuid.uuid4().hex, sip_address, environment)
-        self._set_busy_status(BusyStatus.BUSY)
+        fidelity = self.config.fidelity
+        return (
+            self._busy_status is BusyStatus.IDLE
+            or (self._busy_status is BusyStatus.EXPIRED and fidelity.start_when_expired)
+            # stuck BUSY: Jibri has no service, so it takes the next one
+            or (self._busy_status is BusyStatus.BUSY and fidelity.busy_stuck_when_unreachable)
+        )
+
+    async def _start_service(
+        self, session_id: str | None, sip_address: str | None, environment: str | None
+    ) -> _Start:
+        async with self._start_lock:
+            return await self._start_service_locked(session_id, sip_address, environment)
+
+    async def _start_service_locked(
+        self, session_id: str | None, sip_address: str | None, environment: str | None
+    ) -> _Start:
+        if not self._may_start():
+            return _Start.BUSY
+        session = _Session(session_id or uuid.uuid4().hex, sip_address, environment)
+        if self.config.fidelity.busy_stuck_when_unreachable:
+            # Jibri publishes BUSY (and waits for the webhook) before it records the service.
+            deliveries = self._set_busy_status(BusyStatus.BUSY)
+            outcomes = await asyncio.gather(*deliveries, return_exceptions=True)
+            if _Outcome.UNREACHABLE in outcomes:
+                log.error("%s: BUSY webhook unreachable; startService fails", self.jibri_id)
+                return _Start.FAILED
+            if self._exiting:
+                return _Start.BUSY
+            self._session = session
+        else:
+            self._session = session
+            self._set_busy_status(BusyStatus.BUSY)
         self._send_session("ON")
-        return True
+        return _Start.STARTED
 
     async def stop_recording(self) -> bool:
-        """``stopService``: BUSY -> EXPIRED (single use) and session OFF. False if not busy."""
-        if self._busy_status is not BusyStatus.BUSY:
+        """``stopService``: the session ends (session OFF) and, single use, EXPIRED follows.
+        False when no session runs ("No service active")."""
+        if self._session is None:
             return False
         self._send_session("OFF")
         self._session = None
+        pending, self._pending_exit = self._pending_exit, None
+        if pending is not None and self.config.fidelity.no_expired_after_graceful_shutdown:
+            self._begin_exit(pending)
+            return True
         self._set_busy_status(BusyStatus.EXPIRED)
+        if pending is not None:
+            self._begin_exit(pending)
         return True
+
+    async def graceful_shutdown(self) -> None:
+        """The internal API's ``gracefulShutdown``: exit 255 now if no session runs, else when
+        it ends; the session goes on meanwhile."""
+        self._when_idle(EXIT_GRACEFUL)
+
+    async def notify_config_changed(self) -> None:
+        """The internal API's ``notifyConfigChanged``: exit 0 (to be restarted with the new
+        configuration) now if no session runs, else when it ends."""
+        self._when_idle(EXIT_CONFIG_CHANGED)
+
+    async def shutdown(self) -> None:
+        """The internal API's ``shutdown``: stop the session at once, then exit 255."""
+        if self._exiting:
+            return
+        await self.stop_recording()
+        self._begin_exit(EXIT_GRACEFUL)
+
+    def _when_idle(self, code: int) -> None:
+        """Jibri's ``executeWhenIdle``: at once when no service runs (IDLE, EXPIRED), else one
+        pending hook, replaced by a later request."""
+        if self._exiting:
+            return
+        if self._session is None:
+            self._begin_exit(code)
+        else:
+            self._pending_exit = code
+
+    def _begin_exit(self, code: int) -> None:
+        if self._exiting or self._stopped:
+            return
+        self._exiting = True
+        self._cancel_timer()
+        self._spawn(self._exit(code))
+
+    async def _exit(self, code: int) -> None:
+        """The process's end: the APIs close at once, the webhooks already sent complete, and
+        the process is gone ``exit_delay`` seconds after the decision."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.exit_delay
+        await self._close_apis()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await self.drain_webhooks()
+        await asyncio.sleep(max(0.0, deadline - loop.time()))
+        await self._cancel_all(self._deliveries)
+        await self._close_client()
+        self._exit_code = code
+        self._record("EXIT")
+        if not self.exited.done():
+            self.exited.set_result(code)
+        if self._on_exit is not None:
+            self._on_exit(code)
 
     async def crash(self) -> None:
         """The Jibri process dies and its container restarts: IDLE again, restart_count + 1."""
+        if self._exiting:
+            return
         self._cancel_timer()
         await self._cancel_all(self._deliveries)
         self._session = None
+        self._pending_exit = None
+        self._resend_died = False
         self._busy_status = BusyStatus.IDLE
         self._record("CRASH")
         self._restart_count += 1
@@ -602,19 +1031,37 @@ class SimJibri:
         self._health_mode = new_mode
 
     def set_webhooks_enabled(self, enabled: bool) -> None:
-        """Silence (or restore) every webhook; state transitions still happen."""
+        """Silence (or restore) every webhook, events and periodic resends alike, until told
+        otherwise; state transitions still happen. A Jibri left silenced never speaks again:
+        to lose one webhook, use :meth:`lose_next_status_webhook`."""
+        if enabled:
+            self._silent_since = None
+        elif self._webhooks_enabled:
+            self._silent_since = time.time()
         self._webhooks_enabled = enabled
+
+    def lose_next_status_webhook(self) -> None:
+        """The next status webhook (an event or a resend) is lost on its way, to every
+        subscriber; the ones after it go out as usual."""
+        self._lose_status_webhooks += 1
+
+    def kill_resend(self) -> None:
+        """What one periodic tick with an unreachable subscriber does to a real Jibri: the
+        periodic resend stops for good; events still go out."""
+        self._resend_died = True
+        self._cancel_timer()
 
     async def drain_webhooks(self) -> None:
         """Wait until every webhook request sent so far has finished."""
         while self._deliveries:
             await asyncio.gather(*list(self._deliveries), return_exceptions=True)
 
-    def _set_busy_status(self, status: BusyStatus) -> None:
-        if status is not self._busy_status:
-            self._busy_status = status
-            self._record(status.value)
-            self._send_status()
+    def _set_busy_status(self, status: BusyStatus) -> list[asyncio.Task[_Outcome]]:
+        if status is self._busy_status:
+            return []
+        self._busy_status = status
+        self._record(status.value)
+        return self._send_status()
 
     def _record(self, status: str) -> None:
         now = time.time()
@@ -631,9 +1078,9 @@ class SimJibri:
 
     # ----------------------------------------------------------------- webhooks
 
-    def _send_status(self) -> None:
+    def _send_status(self) -> list[asyncio.Task[_Outcome]]:
         body = {"jibriId": self.jibri_id, "status": _status(self._busy_status)}
-        self._send_webhook("/v1/status", body)
+        return self._send_webhook("/v1/status", body)
 
     def _send_session(self, status: str) -> None:
         assert self._session is not None
@@ -646,18 +1093,28 @@ class SimJibri:
         }
         self._send_webhook("/v1/session/status", {"jibriId": self.jibri_id, "session": session})
 
-    def _send_webhook(self, path: str, body: Mapping[str, Any]) -> None:
-        if not self._webhooks_enabled or self._stopped or not self.config.webhook_subscribers:
-            return
+    def _send_webhook(self, path: str, body: Mapping[str, Any]) -> list[asyncio.Task[_Outcome]]:
+        """Post to every subscriber; the requests, to wait for their outcomes."""
+        if self._stopped or self._exiting:
+            return []
+        if not self._webhooks_enabled or not self.config.webhook_subscribers:
+            return []
+        if path == "/v1/status" and self._lose_status_webhooks:
+            self._lose_status_webhooks -= 1
+            self._webhooks_lost += 1
+            return []
         data = orjson.dumps(body)
-        headers = {"Content-Type": "application/json"}
+        headers = dict(_WEBHOOK_HEADERS)
         if self._authorization is not None:
             headers["Authorization"] = self._authorization
+        tasks = []
         for base in self.config.webhook_subscribers:
             self._webhooks_sent += 1
             task = asyncio.get_running_loop().create_task(self._post(base + path, data, headers))
             self._deliveries.add(task)
             task.add_done_callback(self._deliveries.discard)
+            tasks.append(task)
+        return tasks
 
     def _client_session(self) -> aiohttp.ClientSession:
         if self._client is None:
@@ -666,32 +1123,61 @@ class SimJibri:
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT),
                 cookie_jar=aiohttp.DummyCookieJar(),
+                # Ktor's client asks for no compression.
+                skip_auto_headers=("Accept-Encoding",),
             )
         return self._client
 
-    async def _post(self, url: str, data: bytes, headers: Mapping[str, str]) -> None:
+    async def _post(self, url: str, data: bytes, headers: Mapping[str, str]) -> _Outcome:
         try:
-            async with self._client_session().post(url, data=data, headers=headers) as resp:
-                ok = resp.status == 200
-                if not ok:
+            async with self._client_session().post(
+                url, data=_one_chunk(data), headers=headers
+            ) as resp:
+                outcome = _Outcome.DELIVERED if resp.status == 200 else _Outcome.REFUSED
+                if outcome is _Outcome.REFUSED:
                     log.warning("%s: webhook %s answered %s", self.jibri_id, url, resp.status)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            ok = False
+        except TimeoutError as exc:
+            outcome = _Outcome.TIMED_OUT
+            log.warning("%s: webhook %s timed out: %s", self.jibri_id, url, exc)
+        except (aiohttp.ClientError, OSError) as exc:
+            outcome = _Outcome.UNREACHABLE
             log.warning("%s: webhook %s failed: %s %s", self.jibri_id, url, type(exc).__name__, exc)
-        if not ok:
+        if outcome is not _Outcome.DELIVERED:
             self._webhooks_failed += 1
+        return outcome
 
     # ----------------------------------------------------------------- HTTP API
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        route = _ROUTES.get((request.method, request.path))
-        if route is not None:
-            return await route(self, request)
-        if any(path == request.path for _, path in _ROUTES):
-            return _text_response("Method Not Allowed", 405)
-        return _text_response("Not Found", 404)
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        return await _dispatch(_ROUTES, self, request)
 
-    async def _health_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle_internal(self, request: web.Request) -> web.StreamResponse:
+        return await _dispatch(_INTERNAL_ROUTES, self, request)
+
+    async def _internal_endpoint(
+        self, request: web.Request, action: Callable[[], Coroutine[Any, Any, None]]
+    ) -> web.StreamResponse:
+        """Ktor's ``respondOkAndRun``: the 200 goes out first, then Jibri acts (an exit closes
+        the connection this request came on)."""
+        response = _status_response(200)
+        await response.prepare(request)
+        await response.write_eof()
+        self._spawn(action())
+        return response
+
+    async def _graceful_shutdown_endpoint(self, request: web.Request) -> web.StreamResponse:
+        log.info("%s: gracefully shutting down", self.jibri_id)
+        return await self._internal_endpoint(request, self.graceful_shutdown)
+
+    async def _shutdown_endpoint(self, request: web.Request) -> web.StreamResponse:
+        log.info("%s: forcefully shutting down", self.jibri_id)
+        return await self._internal_endpoint(request, self.shutdown)
+
+    async def _config_changed_endpoint(self, request: web.Request) -> web.StreamResponse:
+        log.info("%s: config file changed", self.jibri_id)
+        return await self._internal_endpoint(request, self.notify_config_changed)
+
+    async def _health_endpoint(self, request: web.Request) -> web.StreamResponse:
         mode = self._health_mode
         if mode is HealthMode.HANG:
             return await self._hang(request)
@@ -701,12 +1187,19 @@ class SimJibri:
             return self._huge_response()
         if mode is HealthMode.UNKNOWN_STATUS:
             return _json_response({"status": _status("SLEEPING")})
-        return _json_response(self._health_body())
+        # Jackson writes to the response stream: chunked over HTTP/1.1; over HTTP/1.0 no length
+        # and no chunking, the end of the body being the end of the connection.
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(orjson.dumps(self._health_body()))
+        await response.write_eof()
+        return response
 
     def _health_body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"status": _status(self._busy_status)}
-        if self._busy_status is BusyStatus.BUSY and self._session is not None:
-            body["environmentContext"] = {"name": self._session.environment}
+        session = self._session
+        if session is not None and session.environment is not None:
+            body["environmentContext"] = {"name": session.environment}
         return body
 
     def _huge_response(self) -> web.Response:
@@ -714,7 +1207,7 @@ class SimJibri:
         body = head + _huge_padding() + b'"}'
         return web.Response(body=body, content_type="application/json")
 
-    async def _hang(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _hang(self, request: web.Request) -> web.StreamResponse:
         """Keep the request open until the client gives up or the listener closes."""
         protocol = request.protocol
         self._hung.add(protocol)
@@ -724,28 +1217,32 @@ class SimJibri:
             self._hung.discard(protocol)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _start_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _start_endpoint(self, request: web.Request) -> web.StreamResponse:
         params = await _read_json_object(request)
         if params is None:
-            return _text_response("startService expects a JSON object", 400)
-        started = await self.start_recording(
+            # Jibri answers a body it cannot read with its catch-all: 500, empty.
+            return _status_response(500)
+        # Jibri's HTTP API starts every service with no environment context.
+        outcome = await self._start_service(
             _optional_str(params.get("sessionId")),
-            sip_address=_nested_str(params, "sipClientParams", "sipAddress"),
-            environment=_nested_str(params, "environmentContext", "name") or DEFAULT_ENVIRONMENT,
+            _nested_str(params, "sipClientParams", "sipAddress"),
+            None,
         )
-        if not started:
+        if outcome is _Start.BUSY:
             return _text_response("Jibri is currently busy", 412)
-        return web.Response(status=200)
+        if outcome is _Start.FAILED:
+            return _status_response(500)
+        return _status_response(200)
 
-    async def _stop_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _stop_endpoint(self, request: web.Request) -> web.StreamResponse:
         await self.stop_recording()
-        return web.Response(status=200)
+        return _status_response(200)
 
-    async def _crash_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _crash_endpoint(self, request: web.Request) -> web.StreamResponse:
         await self.crash()
         return _json_response(self.state())
 
-    async def _mode_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _mode_endpoint(self, request: web.Request) -> web.StreamResponse:
         params = await _read_json_object(request)
         raw_mode = params.get("health") if params else None
         try:
@@ -754,14 +1251,12 @@ class SimJibri:
             return _text_response(f"health must be one of {[m.value for m in HealthMode]}", 400)
         if mode is HealthMode.BLACKHOLE:
             # Answer this request first; the switch closes the connection it came on.
-            task = asyncio.get_running_loop().create_task(self.set_health_mode(mode))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(self.set_health_mode(mode))
         else:
             await self.set_health_mode(mode)
         return _json_response({"health": mode.value})
 
-    async def _webhooks_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _webhooks_endpoint(self, request: web.Request) -> web.StreamResponse:
         params = await _read_json_object(request)
         enabled = params.get("enabled") if params else None
         if not isinstance(enabled, bool):
@@ -769,11 +1264,11 @@ class SimJibri:
         self.set_webhooks_enabled(enabled)
         return _json_response({"enabled": enabled})
 
-    async def _state_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _state_endpoint(self, request: web.Request) -> web.StreamResponse:
         return _json_response(self.state())
 
 
-_Route = Callable[[SimJibri, web.BaseRequest], Awaitable[web.StreamResponse]]
+_Route = Callable[[SimJibri, web.Request], Awaitable[web.StreamResponse]]
 _ROUTES: Final[dict[tuple[str, str], _Route]] = {
     ("GET", HEALTH_PATH): SimJibri._health_endpoint,
     ("POST", START_PATH): SimJibri._start_endpoint,
@@ -783,6 +1278,23 @@ _ROUTES: Final[dict[tuple[str, str], _Route]] = {
     ("POST", "/_sim/webhooks"): SimJibri._webhooks_endpoint,
     ("GET", "/_sim/state"): SimJibri._state_endpoint,
 }
+_INTERNAL_ROUTES: Final[dict[tuple[str, str], _Route]] = {
+    ("POST", GRACEFUL_SHUTDOWN_PATH): SimJibri._graceful_shutdown_endpoint,
+    ("POST", SHUTDOWN_PATH): SimJibri._shutdown_endpoint,
+    ("POST", CONFIG_CHANGED_PATH): SimJibri._config_changed_endpoint,
+}
+
+
+async def _dispatch(
+    routes: Mapping[tuple[str, str], _Route], sim: SimJibri, request: web.Request
+) -> web.StreamResponse:
+    """Ktor's routing: the route's answer, else 405 for a known path, else 404 (both empty)."""
+    route = routes.get((request.method, request.path))
+    if route is not None:
+        return await route(sim, request)
+    if any(path == request.path for _, path in routes):
+        return _status_response(405)
+    return _status_response(404)
 
 
 # --------------------------------------------------------------------------- command line
@@ -803,6 +1315,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jwt-issuer", default="")
     parser.add_argument("--jwt-audience", default="")
     parser.add_argument("--jwt-ttl", type=int, default=DEFAULT_JWT_TTL)
+    parser.add_argument("--internal-port", type=int, default=DEFAULT_INTERNAL_PORT)
+    parser.add_argument("--internal-host", default=None, help="default: --host")
+    parser.add_argument("--exit-delay", type=float, default=DEFAULT_EXIT_DELAY)
+    parser.add_argument(
+        "--real-behaviours", default="", help="'all' or a comma-separated list of Fidelity fields"
+    )
     return parser.parse_args(argv)
 
 
@@ -824,6 +1342,10 @@ def parse_cli(argv: Sequence[str] | None = None) -> SimJibriConfig:
         ),
         status_period=args.status_period,
         jwt=signing,
+        internal_port=args.internal_port,
+        internal_host=args.internal_host,
+        exit_delay=args.exit_delay,
+        fidelity=_fidelity_from_names(args.real_behaviours, "--real-behaviours"),
     )
 
 
@@ -833,8 +1355,17 @@ async def _serve(config: SimJibriConfig) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     async with SimJibri(config) as sim:
-        log.info("simulated Jibri %s listening on %s", sim.jibri_id, sim.base_url)
+        log.info(
+            "simulated Jibri %s listening on %s (internal API %s)",
+            sim.jibri_id,
+            sim.base_url,
+            sim.internal_base_url,
+        )
+        exited = sim.exited
+        exited.add_done_callback(lambda _: stopping.set())
         await stopping.wait()
+    if exited.done():
+        raise SystemExit(exited.result())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

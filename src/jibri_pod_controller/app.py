@@ -31,7 +31,7 @@ import uvloop
 from aiohttp import web
 
 from jibri_pod_controller.adapters import credentials, logs
-from jibri_pod_controller.adapters.credentials import CredentialsError
+from jibri_pod_controller.adapters.credentials import CredentialsError, Location
 from jibri_pod_controller.adapters.heap import TRIM_PERIOD, Heap
 from jibri_pod_controller.adapters.kube import (
     Cluster,
@@ -131,6 +131,7 @@ class Controller:
             busy_labels=settings.busy_labels,
             dry_run=settings.dry_run,
             replica_sets=replica_sets,
+            watch_sessions=settings.stuck_busy_seconds > 0,
         )
         self._replica_sets = replica_sets
         self.elector = Elector(
@@ -180,10 +181,13 @@ class Controller:
                 finished=settings.finished_policy,
                 max_busy_seconds=settings.max_busy_seconds,
                 unresponsive_seconds=settings.unresponsive_busy_seconds,
+                stuck_seconds=settings.stuck_busy_seconds,
+                stuck=settings.stuck_policy,
             ),
             page_size=settings.list_page_size,
             snapshot=self.cache.snapshot if self.cache is not None else None,
             workers=settings.probe_concurrency,
+            on_incomplete=self._sweeps_incomplete,
         )
         handler = WebhookHandler(
             settings=settings,
@@ -230,12 +234,59 @@ class Controller:
             self._pool_task = self._spawn("pools", self.pools.run)
 
     def _sweeper_failed(self, failures: int) -> None:
-        if failures >= SWEEPER_FAILURES_BEFORE_RESIGNING and self.elector.leading.is_set():
-            log.error(
-                "the sweeper keeps failing; giving up the Lease so that a standby sweeps",
-                extra={"failures": failures, "lease": self.settings.lease_name},
+        if failures >= SWEEPER_FAILURES_BEFORE_RESIGNING:
+            self._resign(
+                "sweeper-failing",
+                f"the sweeper failed {failures} times in a row",
+                failures=failures,
             )
-            self.elector.resign()
+
+    def _sweeps_incomplete(self, in_a_row: int) -> None:
+        if in_a_row >= SWEEPER_FAILURES_BEFORE_RESIGNING:
+            self._resign(
+                "sweep-incomplete",
+                f"{in_a_row} sweeps in a row could not list the Jibri pods",
+                failures=in_a_row,
+            )
+
+    def _resign(self, reason: str, why: str, *, failures: int) -> None:
+        """Give the Lease up (a standby sweeps), say so in the log, a metric and an Event.
+
+        Readiness is left alone: this replica may still answer webhooks (from its cache and
+        single GETs); taking it out of the Service would not give the sweep back, the Lease does.
+        """
+        if not self.elector.leading.is_set():
+            return
+        lease = self.settings.lease_name
+        log.error(
+            "%s; giving up the Lease so that a standby sweeps",
+            why,
+            extra={"failures": failures, "lease": lease, "reason": reason},
+        )
+        self.metrics.lease_resignations.labels(reason=reason).inc()
+        self.elector.resign()
+        if self.actuator.events and not self.settings.dry_run:
+            self._spawn_once(
+                self._lease_event(
+                    reason="SweeperResigned", message=f"{self.settings.pod_name}: {why}"
+                )
+            )
+
+    def _spawn_once(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a one-off task in the lifecycle's TaskGroup (it must not raise)."""
+        if self._group is None:
+            work.close()
+            return
+        self._group.create_task(work)
+
+    async def _lease_event(self, *, reason: str, message: str) -> None:
+        try:
+            await self.cluster.record_lease_event(
+                name=self.settings.lease_name, reason=reason, message=message
+            )
+        except Exception as exc:  # an Event is a courtesy: never the TaskGroup's end
+            self.metrics.events_failed.inc()
+            log.warning("event not recorded", extra={"reason": reason, "error": repr(exc)})
 
     def _stop_sweeping(self) -> None:
         if self._sweep_task is not None:
@@ -511,9 +562,21 @@ def replica_set_reader(cluster: JsonRequests, namespace: str) -> ReplicaSetSelec
 
 
 async def _serve(
-    settings: Settings, verifier: Verifier | None, env: Mapping[str, str], heap: Heap
+    settings: Settings,
+    verifier: Verifier | None,
+    credentials_at: Location,
+    env: Mapping[str, str],
+    heap: Heap,
 ) -> None:
-    api = await load_api_client(env.get("KUBECONFIG") or None, env)
+    api = await load_api_client(credentials_at, env)
+    if api.endpoint.namespace and api.endpoint.namespace != settings.namespace:
+        log.info(
+            "NAMESPACE differs from the credentials' namespace; the controller uses NAMESPACE",
+            extra={
+                "namespace": settings.namespace,
+                "credentials_namespace": api.endpoint.namespace,
+            },
+        )
     cluster = KubeCluster(api, namespace=settings.namespace)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -548,7 +611,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         except KeyLoadError as exc:
             return _fail(f"{exc.setting}: {exc}")
     try:
-        credentials.locate(environment.get("KUBECONFIG") or None, environment)
+        credentials_at = credentials.locate(environment.get("KUBECONFIG") or None, environment)
     except CredentialsError as exc:
         return _fail(str(exc))
     logs.setup(settings.log_level, settings.log_format)
@@ -567,7 +630,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             # uvloop: half the CPU per probe and per webhook of asyncio's own loop.
             asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
         ):
-            runner.run(_serve(settings, verifier, environment, heap))
+            runner.run(_serve(settings, verifier, credentials_at, environment, heap))
     except CredentialsError as exc:
         return _fail(str(exc))
     except StartupError as exc:

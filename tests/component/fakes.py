@@ -317,6 +317,10 @@ class FakeCluster:
         await self._call("record_event")
         self.events.append(RecordedEvent(pod.name, pod.uid, reason, message, warning))
 
+    async def record_lease_event(self, *, name: str, reason: str, message: str) -> None:
+        await self._call("record_lease_event")
+        self.events.append(RecordedEvent(f"lease/{name}", "", reason, message, True))
+
     async def can_i(self, *, verb: str, resource: str, group: str = "", name: str = "") -> bool:
         await self._call("can_i")
         if self.allowed is None:

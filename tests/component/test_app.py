@@ -324,6 +324,61 @@ async def test_a_sweeper_that_keeps_failing_gives_the_lease_up(
         await task
 
 
+async def test_a_leader_whose_sweeps_cannot_list_gives_the_lease_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from jibri_pod_controller.adapters.kube import KubeError
+    from testbed.cluster import wait_until
+    from testbed.ports import listen_port
+
+    settings = make_settings(
+        PORT=str(listen_port()),  # the app binds every address: not an ephemeral port
+        SWEEP_INTERVAL="1",
+        LEASE_DURATION="3",
+        LEASE_RENEW_DEADLINE="2",
+        LEASE_RETRY_PERIOD="0.5",
+        SHUTDOWN_DRAIN_SECONDS="0",
+    )
+    cluster = FakeCluster()
+    cluster.add_pod("jibri-a", labels={"app": "jibri", "state": "idle"})
+    # Every list fails as an unreadable answer would (the leader still renews its Lease fine).
+    blind = KubeError("list pods: an answer in an unknown Content-Encoding 'zstd'")
+    cluster.fail_next("list_pods", *[blind] * 50)
+    controller = Controller(settings, cluster, None)
+    stop = asyncio.Event()
+    task = asyncio.create_task(controller.run(stop))
+    sample = controller.metrics.registry.get_sample_value
+    try:
+
+        async def resigned() -> bool:
+            return (
+                sample(
+                    "jibri_pod_controller_lease_resignations_total",
+                    {"reason": "sweep-incomplete"},
+                )
+                == 1
+                and cluster.leases[settings.lease_name].record.holder == ""
+                and any(e.reason == "SweeperResigned" for e in cluster.events)
+            )
+
+        with caplog.at_level(logging.ERROR):
+            await wait_until(resigned, timeout=30, interval=0.05, what="the Lease given up")
+        assert not controller.elector.leading.is_set()
+        (event,) = [e for e in cluster.events if e.reason == "SweeperResigned"]
+        assert event.pod == f"lease/{settings.lease_name}"
+        assert "3 sweeps in a row could not list the Jibri pods" in event.message
+        assert event.warning
+        assert any("giving up the Lease" in r.getMessage() for r in caplog.records)
+        assert sample("jibri_pod_controller_sweeps_total", {"result": "failed"}) == 3
+        assert (sample("jibri_pod_controller_sweeps_total", {"result": "ok"}) or 0) == 0
+        assert not cluster.pod_writes()  # a blind leader acts on nothing
+        assert not task.done()  # the replica itself keeps running (and serving)
+        assert controller.health.ready
+    finally:
+        stop.set()
+        await task
+
+
 async def test_a_replica_sets_selector_is_read_once() -> None:
     from jibri_pod_controller.adapters.kube import NotFound
     from jibri_pod_controller.app import replica_set_reader

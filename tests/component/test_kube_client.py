@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import gzip
 import json
+import re
 import ssl
 import subprocess
 import sys
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +28,12 @@ import pytest
 from aiohttp import web
 
 from jibri_pod_controller.adapters import credentials
-from jibri_pod_controller.adapters.credentials import CredentialsError, FileToken
+from jibri_pod_controller.adapters.credentials import (
+    CredentialsError,
+    ExecPlugin,
+    FileCertificate,
+    FileToken,
+)
 from jibri_pod_controller.adapters.kube import (
     ApiClient,
     Conflict,
@@ -31,11 +41,18 @@ from jibri_pod_controller.adapters.kube import (
     Gone,
     KubeCluster,
     Unavailable,
+    Undecodable,
 )
+from jibri_pod_controller.adapters.metrics import Metrics
 from jibri_pod_controller.app import main
+from jibri_pod_controller.loops.watching import PodCache
 from testbed.controlplane import _issue, _KeyPair, _new_ca
+from tests.component.fakes import pod_json
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+API_NAME = "api.jpc.test"
+"""A name for the local API server that is not loopback (loopback never goes through a proxy);
+only the test proxy knows where it is."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +68,7 @@ def pki() -> Pki:
     ca = _new_ca("test-ca")
     return Pki(
         ca=ca,
-        server=_issue(ca, common_name="api", server_names=["127.0.0.1"]),
+        server=_issue(ca, common_name="api", server_names=["127.0.0.1", API_NAME]),
         client=_issue(ca, common_name="jibri-controller", organizations=["ops"]),
         other_ca=_new_ca("someone-else"),
     )
@@ -65,6 +82,8 @@ class Seen:
     client_cn: str | None
     body: bytes
     query: dict[str, str]
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    connection: asyncio.BaseTransport | None = None
 
 
 @dataclass
@@ -102,7 +121,16 @@ async def api(pki: Pki, tmp_path: Path) -> AsyncIterator[ApiServer]:
                     if key == "commonName":
                         cn = value
         server.seen.append(
-            Seen(request.path, request.method, token, cn, await request.read(), dict(request.query))
+            Seen(
+                request.path,
+                request.method,
+                token,
+                cn,
+                await request.read(),
+                dict(request.query),
+                list(request.headers.items()),
+                request.transport,
+            )
         )
         if server.accepted_tokens is not None and token not in server.accepted_tokens:
             return web.json_response({"kind": "Status", "message": "Unauthorized"}, status=401)
@@ -216,10 +244,19 @@ def test_in_cluster_credentials_import_no_yaml_parser(pki: Pki, tmp_path: Path) 
     assert done.stdout.split() == ["https://127.0.0.1:443", "False"]
 
 
-async def test_in_cluster_without_the_service_host_names_it(pki: Pki, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("env", "missing"),
+    [
+        ({}, "KUBERNETES_SERVICE_HOST"),
+        ({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, "KUBERNETES_SERVICE_PORT"),
+    ],
+)
+async def test_in_cluster_without_the_service_address_names_what_is_missing(
+    pki: Pki, tmp_path: Path, env: dict[str, str], missing: str
+) -> None:
     directory = service_account(tmp_path, pki, "t")
-    with pytest.raises(CredentialsError, match="KUBERNETES_SERVICE_HOST is not set"):
-        await credentials.load(None, {}, in_cluster_dir=directory)
+    with pytest.raises(CredentialsError, match=f"{missing} is not set"):
+        await credentials.load(None, env, in_cluster_dir=directory)
 
 
 # -- kubeconfig ------------------------------------------------------------------------------
@@ -269,6 +306,78 @@ async def test_kubeconfig_token_and_token_file(api: ApiServer, pki: Pki, tmp_pat
     finally:
         await client.close()
     assert [s.token for s in api.seen] == ["static", "from-file-1", "from-file-1", "from-file-2"]
+
+
+async def test_impersonation_is_sent_with_every_request(
+    api: ApiServer, pki: Pki, tmp_path: Path
+) -> None:
+    """``as``, ``as-uid``, ``as-groups``, ``as-user-extra``: client-go's headers, extra keys
+    percent-encoded where a header name cannot hold them."""
+    user = {
+        "token": "admin",
+        "as": "system:serviceaccount:jibri:jibri-pod-controller",
+        "as-uid": "1234",
+        "as-groups": ["system:serviceaccounts", "ops"],
+        "as-user-extra": {"reason": ["audit"], "example.com/scopes": ["a", "b"]},
+    }
+    ca = {"certificate-authority-data": _b64(pki.ca.cert_pem)}
+    client = await load(kubeconfig(tmp_path, api.url, user, **ca))
+    try:
+        await get(client)
+    finally:
+        await client.close()
+    sent = [(k, v) for k, v in api.seen[0].headers if k.lower().startswith("impersonate-")]
+    assert sent == [
+        ("Impersonate-User", "system:serviceaccount:jibri:jibri-pod-controller"),
+        ("Impersonate-Uid", "1234"),
+        ("Impersonate-Group", "system:serviceaccounts"),
+        ("Impersonate-Group", "ops"),
+        ("Impersonate-Extra-reason", "audit"),
+        ("Impersonate-Extra-example.com%2Fscopes", "a"),
+        ("Impersonate-Extra-example.com%2Fscopes", "b"),
+    ]
+    assert api.seen[0].token == "admin"
+
+
+async def test_username_and_password_are_sent_as_basic_auth(
+    api: ApiServer, pki: Pki, tmp_path: Path
+) -> None:
+    ca = {"certificate-authority-data": _b64(pki.ca.cert_pem)}
+    user = {"username": "admin", "password": "s3cret"}
+    client = await load(kubeconfig(tmp_path, api.url, user, **ca))
+    try:
+        await get(client)
+    finally:
+        await client.close()
+    authorization = dict(api.seen[0].headers)["Authorization"]
+    assert authorization == "Basic " + _b64(b"admin:s3cret")
+
+
+async def test_a_plain_http_server_is_sent_no_credentials(tmp_path: Path) -> None:
+    """client-go sends no token over plain HTTP (``kubectl proxy`` needs none)."""
+    seen: list[str | None] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"kind": "Status"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        client = await load(kubeconfig(tmp_path, f"http://127.0.0.1:{port}", {"token": "t"}))
+        try:
+            await get(client)
+        finally:
+            await client.close()
+    finally:
+        await runner.cleanup()
+    assert seen == [None]
+    assert "plain http:// server: no credentials are sent" in client.endpoint.notes
 
 
 def exec_plugin(tmp_path: Path, *, expires: str | None, cert: _KeyPair | None = None) -> Path:
@@ -350,13 +459,137 @@ async def test_exec_plugin_client_certificate(api: ApiServer, pki: Pki, tmp_path
     assert [(s.client_cn, s.token) for s in api.seen] == [("jibri-controller", None)]
 
 
+async def until(check: Callable[[], bool], *, within: float = 5.0) -> None:
+    """Poll ``check``: a transport's closing has no event to wait on."""
+    async with asyncio.timeout(within):
+        while not check():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def until_closed(request: web.Request, *, within: float) -> None:
+    """Hold a response open, sending nothing, until the client closes the connection."""
+    transport = request.transport
+    with contextlib.suppress(TimeoutError):
+        await until(lambda: transport is None or transport.is_closing(), within=within)
+
+
+ROTATION_EPOCH = datetime(2030, 1, 1, tzinfo=UTC).timestamp()
+
+
+def rotating_plugin(tmp_path: Path, pki: Pki, count: int) -> Path:
+    """A plugin that hands out certificate n (CN plugin-<n>) on its n-th run, each with an
+    expirationTimestamp a minute after the previous one, and counts its runs in ``runs``."""
+    for n in range(1, count + 1):
+        pair = _issue(pki.ca, common_name=f"plugin-{n}")
+        (tmp_path / f"cert-{n}.pem").write_bytes(pair.cert_pem)
+        (tmp_path / f"key-{n}.pem").write_bytes(pair.key_pem)
+    script = tmp_path / "rotating.py"
+    script.write_text(
+        "import json, os, pathlib, datetime\n"
+        f"here = pathlib.Path({str(tmp_path)!r})\n"
+        "runs = here / 'runs'\n"
+        "n = int(runs.read_text()) + 1 if runs.exists() else 1\n"
+        "runs.write_text(str(n))\n"
+        f"expires = datetime.datetime.fromtimestamp({ROTATION_EPOCH} + 60 * n, datetime.UTC)\n"
+        "status = {\n"
+        "    'clientCertificateData': (here / f'cert-{n}.pem').read_text(),\n"
+        "    'clientKeyData': (here / f'key-{n}.pem').read_text(),\n"
+        "    'expirationTimestamp': expires.strftime('%Y-%m-%dT%H:%M:%SZ'),\n"
+        "}\n"
+        "print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1',"
+        " 'kind': 'ExecCredential', 'status': status}))\n"
+    )
+    return script
+
+
+async def test_an_exec_certificate_is_kept_until_it_expires_then_rotated_on_new_connections(
+    api: ApiServer, pki: Pki, tmp_path: Path
+) -> None:
+    """A plugin returning a short-lived client certificate runs once per certificate, not once
+    per request; each new certificate is presented on new connections, and the connections that
+    presented the previous one are closed."""
+    script = rotating_plugin(tmp_path, pki, 3)
+    ca = {"certificate-authority-data": _b64(pki.ca.cert_pem)}
+    client = await load(kubeconfig(tmp_path, api.url, exec_user(script, token=False), **ca))
+    plugin = client.endpoint.token
+    assert isinstance(plugin, ExecPlugin)
+    now = [ROTATION_EPOCH + 1]
+    plugin.clock = lambda: now[0]
+    try:
+        for _ in range(3):
+            await get(client)
+        first = {s.connection for s in api.seen}
+        assert len(first) == 1  # one pooled connection, kept alive
+        now[0] = ROTATION_EPOCH + 61  # the first certificate expired a second ago
+        for _ in range(3):
+            await get(client)
+        await until(lambda: all(c is not None and c.is_closing() for c in first))
+        now[0] = ROTATION_EPOCH + 121
+        await get(client)
+        second = {s.connection for s in api.seen[3:6]}
+        await until(lambda: all(c is not None and c.is_closing() for c in second))
+    finally:
+        await client.close()
+    assert [s.client_cn for s in api.seen] == ["plugin-1"] * 3 + ["plugin-2"] * 3 + ["plugin-3"]
+    assert (tmp_path / "runs").read_text() == "3"  # at start-up, then once per expiry
+    assert client.rotations == 2
+
+
+async def test_a_rotation_closes_a_watch_on_the_old_certificate(
+    api: ApiServer, pki: Pki, tmp_path: Path
+) -> None:
+    """A connection in use (a watch) presenting the old certificate is closed too, as client-go
+    closes it: the watcher sees its watch end with an error and starts another."""
+    script = rotating_plugin(tmp_path, pki, 2)
+    ca = {"certificate-authority-data": _b64(pki.ca.cert_pem)}
+    client = await load(kubeconfig(tmp_path, api.url, exec_user(script, token=False), **ca))
+    plugin = client.endpoint.token
+    assert isinstance(plugin, ExecPlugin)
+    now = [ROTATION_EPOCH + 1]
+    plugin.clock = lambda: now[0]
+    started = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") != "true":
+            return web.json_response({"kind": "Status"})
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b'{"type": "BOOKMARK", "object": {"metadata": {}}}\n')
+        started.set()
+        await until_closed(request, within=10)  # a quiet watch, until the client goes
+        return response
+
+    api.handler = handler
+    cluster = KubeCluster(client, namespace="ns")
+
+    async def watch() -> list[str]:
+        kinds = []
+        async for event in cluster.watch_json(
+            "/api/v1/namespaces/ns/pods", query={}, timeout_seconds=60
+        ):
+            kinds.append(event.kind)
+        return kinds
+
+    watching = asyncio.create_task(watch())
+    try:
+        await asyncio.wait_for(started.wait(), 5)
+        now[0] = ROTATION_EPOCH + 61
+        await get(client)
+        with pytest.raises(Unavailable):
+            await asyncio.wait_for(watching, 5)
+    finally:
+        watching.cancel()
+        await cluster.close()
+    assert [s.client_cn for s in api.seen] == ["plugin-1", "plugin-2"]
+
+
 async def test_a_failing_exec_plugin_stops_start_up_with_its_message(
     api: ApiServer, tmp_path: Path
 ) -> None:
     script = tmp_path / "fail.py"
     script.write_text("import sys\nprint('login required', file=sys.stderr)\nsys.exit(3)\n")
     path = kubeconfig(tmp_path, api.url, exec_user(script))
-    with pytest.raises(CredentialsError, match="exited 3: login required"):
+    with pytest.raises(CredentialsError, match="failed with exit code 3: login required"):
         await credentials.load(str(path), {})
 
 
@@ -385,6 +618,205 @@ async def test_insecure_skip_tls_verify_is_honoured(api: ApiServer, tmp_path: Pa
     finally:
         await client.close()
     assert [s.token for s in api.seen] == ["t"]
+
+
+async def test_insecure_skip_tls_verify_still_presents_the_client_certificate(
+    api: ApiServer, pki: Pki, tmp_path: Path
+) -> None:
+    """kubectl skips verifying the server and still authenticates with its certificate."""
+    user = {
+        "client-certificate-data": _b64(pki.client.cert_pem),
+        "client-key-data": _b64(pki.client.key_pem),
+    }
+    insecure = {"insecure-skip-tls-verify": True}
+    client = await load(kubeconfig(tmp_path, api.url, user, **insecure))
+    try:
+        await get(client)
+    finally:
+        await client.close()
+    assert [(s.client_cn, s.token) for s in api.seen] == [("jibri-controller", None)]
+
+
+async def test_client_certificate_files_replaced_on_disk_are_presented_on_new_connections(
+    api: ApiServer, pki: Pki, tmp_path: Path
+) -> None:
+    """client-go reads certificate and key files again for new connections (ReloadTLSFiles)."""
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_bytes(pki.client.cert_pem)
+    key.write_bytes(pki.client.key_pem)
+    user = {"client-certificate": str(cert), "client-key": str(key)}
+    ca = {"certificate-authority-data": _b64(pki.ca.cert_pem)}
+    client = await load(kubeconfig(tmp_path, api.url, user, **ca))
+    files = client.endpoint.certificate
+    assert isinstance(files, FileCertificate)
+    now = [0.0]
+    files.clock = lambda: now[0]
+    renewed = _issue(pki.ca, common_name="renewed")
+    try:
+        await get(client)
+        cert.write_bytes(renewed.cert_pem)  # half-way through a renewal: the pair disagrees
+        now[0] += 2
+        await get(client)
+        key.write_bytes(renewed.key_pem)
+        await get(client)  # looked at again at most once a second
+        now[0] += 2
+        await get(client)
+    finally:
+        await client.close()
+    assert [s.client_cn for s in api.seen] == ["jibri-controller"] * 3 + ["renewed"]
+    assert client.rotations == 1
+
+
+def exec_info_plugin(tmp_path: Path, *, answer: dict[str, Any] | None = None) -> Path:
+    """A plugin that records the KUBERNETES_EXEC_INFO it was given in ``info.json`` and
+    answers ``answer`` (default: a token)."""
+    script = tmp_path / "info.py"
+    script.write_text(
+        "import json, os, pathlib\n"
+        f"info = pathlib.Path({str(tmp_path / 'info.json')!r})\n"
+        "info.write_text(os.environ['KUBERNETES_EXEC_INFO'])\n"
+        f"answer = {answer!r}\n"
+        "print(json.dumps(answer or {'apiVersion': 'client.authentication.k8s.io/v1',"
+        " 'kind': 'ExecCredential', 'status': {'token': 'from-plugin'}}))\n"
+    )
+    return script
+
+
+async def test_provide_cluster_info_gives_the_plugin_the_cluster(
+    api: ApiServer, pki: Pki, tmp_path: Path
+) -> None:
+    script = exec_info_plugin(tmp_path)
+    user = exec_user(script)
+    user["exec"]["provideClusterInfo"] = True
+    cluster = {
+        "certificate-authority-data": _b64(pki.ca.cert_pem),
+        "tls-server-name": "127.0.0.1",
+        "extensions": [
+            {"name": "client.authentication.k8s.io/exec", "extension": {"audience": "jpc"}},
+            {"name": "something-else", "extension": {"x": 1}},
+        ],
+    }
+    client = await load(kubeconfig(tmp_path, api.url, user, **cluster))
+    try:
+        await get(client)
+    finally:
+        await client.close()
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info == {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "kind": "ExecCredential",
+        "spec": {
+            "interactive": False,
+            "cluster": {
+                "server": api.url,
+                "tls-server-name": "127.0.0.1",
+                "certificate-authority-data": _b64(pki.ca.cert_pem),
+                "config": {"audience": "jpc"},
+            },
+        },
+    }
+    assert [s.token for s in api.seen] == ["from-plugin"]
+
+
+async def test_without_provide_cluster_info_the_plugin_gets_no_cluster(
+    api: ApiServer, pki: Pki, tmp_path: Path
+) -> None:
+    script = exec_info_plugin(tmp_path)
+    ca = {"certificate-authority-data": _b64(pki.ca.cert_pem)}
+    client = await load(kubeconfig(tmp_path, api.url, exec_user(script), **ca))
+    await client.close()
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["spec"] == {"interactive": False}
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (
+            {
+                "apiVersion": "client.authentication.k8s.io/v1beta1",
+                "kind": "ExecCredential",
+                "status": {"token": "t"},
+            },
+            "configured for client.authentication.k8s.io/v1, the plugin returned apiVersion "
+            "'client.authentication.k8s.io/v1beta1'",
+        ),
+        (
+            {
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "kind": "Secret",
+                "status": {"token": "t"},
+            },
+            "returned kind 'Secret', not ExecCredential",
+        ),
+        (
+            {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential"},
+            "returned no status",
+        ),
+        (
+            {
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "kind": "ExecCredential",
+                "status": {"clientCertificateData": "x"},
+            },
+            "a certificate or a key, not both",
+        ),
+        (
+            {
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "kind": "ExecCredential",
+                "status": {"expirationTimestamp": "2999-01-01T00:00:00Z"},
+            },
+            "neither a token nor a certificate",
+        ),
+    ],
+)
+async def test_what_a_plugin_returns_is_checked(
+    api: ApiServer, tmp_path: Path, answer: dict[str, Any], message: str
+) -> None:
+    path = kubeconfig(tmp_path, api.url, exec_user(exec_info_plugin(tmp_path, answer=answer)))
+    with pytest.raises(CredentialsError, match=re.escape(message)):
+        await credentials.load(str(path), {})
+
+
+async def test_an_always_interactive_plugin_is_refused_before_it_runs(
+    api: ApiServer, tmp_path: Path
+) -> None:
+    script = exec_info_plugin(tmp_path)
+    user = exec_user(script)
+    user["exec"]["interactiveMode"] = "Always"
+    path = kubeconfig(tmp_path, api.url, user)
+    with pytest.raises(CredentialsError, match="interactiveMode Always needs a terminal"):
+        await credentials.load(str(path), {})
+    assert not (tmp_path / "info.json").exists()
+
+
+async def test_a_missing_plugin_names_its_install_hint(api: ApiServer, tmp_path: Path) -> None:
+    user = exec_user(tmp_path / "nowhere")
+    user["exec"]["command"] = "jpc-no-such-plugin"
+    user["exec"]["installHint"] = "Install it with:\n  brew install jpc-plugin"
+    path = kubeconfig(tmp_path, api.url, user)
+    with pytest.raises(CredentialsError) as caught:
+        await credentials.load(str(path), {"PATH": str(tmp_path)})
+    assert str(caught.value) == (
+        "exec plugin: executable jpc-no-such-plugin not found "
+        "(Install it with: brew install jpc-plugin)"
+    )
+
+
+async def test_a_token_or_certificate_beside_an_exec_plugin_wins_and_the_plugin_never_runs(
+    api: ApiServer, pki: Pki, tmp_path: Path
+) -> None:
+    script = exec_info_plugin(tmp_path)
+    user = {**exec_user(script), "token": "static"}
+    ca = {"certificate-authority-data": _b64(pki.ca.cert_pem)}
+    client = await load(kubeconfig(tmp_path, api.url, user, **ca))
+    try:
+        await get(client)
+    finally:
+        await client.close()
+    assert [s.token for s in api.seen] == ["static"]
+    assert not (tmp_path / "info.json").exists()
 
 
 # -- proxies ---------------------------------------------------------------------------------
@@ -420,6 +852,7 @@ async def proxy() -> AsyncIterator[Proxy]:
             return
         record.tunnels.append(target)
         host, port = target.rsplit(":", 1)
+        host = "127.0.0.1" if host == API_NAME else host
         up_reader, up_writer = await asyncio.open_connection(host, int(port))
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
@@ -432,12 +865,14 @@ async def proxy() -> AsyncIterator[Proxy]:
 
 
 @pytest.mark.parametrize(
-    ("env", "through_proxy"),
+    ("server", "env", "through_proxy"),
     [
-        ({}, False),
-        ({"HTTPS_PROXY": "{proxy}"}, True),
-        ({"https_proxy": "{proxy}", "NO_PROXY": "example.com,127.0.0.0/8"}, False),
-        ({"HTTP_PROXY": "{proxy}"}, False),  # for http:// servers only
+        (API_NAME, {}, False),
+        (API_NAME, {"HTTPS_PROXY": "{proxy}"}, True),
+        (API_NAME, {"https_proxy": "{proxy}", "ALL_PROXY": "http://127.0.0.1:9"}, True),
+        # Go's rules: loopback never goes through a proxy, whatever NO_PROXY says.
+        ("127.0.0.1", {"HTTPS_PROXY": "{proxy}"}, False),
+        ("127.0.0.1", {"HTTPS_PROXY": "{proxy}", "NO_PROXY": "example.com"}, False),
     ],
 )
 async def test_a_proxy_is_used_only_when_configured(
@@ -445,47 +880,36 @@ async def test_a_proxy_is_used_only_when_configured(
     pki: Pki,
     proxy: Proxy,
     tmp_path: Path,
+    server: str,
     env: dict[str, str],
     through_proxy: bool,
 ) -> None:
     ca = {"certificate-authority-data": _b64(pki.ca.cert_pem)}
-    path = kubeconfig(tmp_path, api.url, {"token": "t"}, **ca)
+    path = kubeconfig(tmp_path, f"https://{server}:{api.port}", {"token": "t"}, **ca)
     client = await load(path, {k: v.format(proxy=proxy.url) for k, v in env.items()})
     try:
-        await get(client)
+        if server == API_NAME and not through_proxy:
+            with pytest.raises(Unavailable):  # only the proxy knows the name
+                await get(client)
+        else:
+            await get(client)
     finally:
         await client.close()
-    assert len(api.seen) == 1
-    assert proxy.tunnels == ([f"127.0.0.1:{api.port}"] if through_proxy else [])
+    assert len(api.seen) == (1 if server != API_NAME or through_proxy else 0)
+    assert proxy.tunnels == ([f"{server}:{api.port}"] if through_proxy else [])
 
 
 async def test_the_kubeconfig_proxy_url(
     api: ApiServer, pki: Pki, proxy: Proxy, tmp_path: Path
 ) -> None:
     cluster = {"certificate-authority-data": _b64(pki.ca.cert_pem), "proxy-url": proxy.url}
-    client = await load(kubeconfig(tmp_path, api.url, {"token": "t"}, **cluster))
+    server = f"https://{API_NAME}:{api.port}"
+    client = await load(kubeconfig(tmp_path, server, {"token": "t"}, **cluster))
     try:
         await get(client)
     finally:
         await client.close()
-    assert proxy.tunnels == [f"127.0.0.1:{api.port}"]
-
-
-@pytest.mark.parametrize(
-    ("host", "no_proxy", "bypass"),
-    [
-        ("10.0.0.1", "10.0.0.0/8", True),
-        ("10.0.0.1", "192.168.0.0/16", False),
-        ("api.example.com", ".example.com", True),
-        ("api.example.com", "example.com", True),
-        ("example.com.evil", "example.com", False),
-        ("kubernetes.default.svc", "*", True),
-        ("[fd00::1]", "fd00::/8", True),
-        ("api.example.com", "api.example.com:6443", True),
-    ],
-)
-def test_no_proxy_matching(host: str, no_proxy: str, bypass: bool) -> None:
-    assert credentials.bypasses_proxy(host, no_proxy) is bypass
+    assert proxy.tunnels == [f"{API_NAME}:{api.port}"]
 
 
 # -- missing or broken credentials -----------------------------------------------------------
@@ -526,12 +950,12 @@ def test_a_missing_kubeconfig_file_exits_2(
     [
         (lambda d: d.pop("current-context"), "no current-context"),
         (lambda d: d.update({"current-context": "x"}), "context 'x' not found"),
-        (lambda d: d["users"][0].update({"user": {}}), "user 'u' has no credentials"),
+        (lambda d: d["users"][0].update({"user": {}}), "user 'u': no credentials"),
         (
             lambda d: d["users"][0].update({"user": {"auth-provider": {"name": "gcp"}}}),
-            "auth-provider is not supported",
+            "auth-provider 'gcp' is not supported",
         ),
-        (lambda d: d["clusters"][0]["cluster"].pop("server"), "has no server URL"),
+        (lambda d: d["clusters"][0]["cluster"].pop("server"), "cluster 'c': no server"),
         (
             lambda d: d["users"][0].update({"user": {"client-certificate-data": "%%"}}),
             "client-certificate-data is not base64",
@@ -646,3 +1070,209 @@ async def test_an_unreachable_server_is_unavailable(pki: Pki, tmp_path: Path) ->
             await get(client)
     finally:
         await client.close()
+
+
+# -- bodies as the server encoded them --------------------------------------------------------
+
+
+def pod_list(count: int, *, rv: str = "77") -> bytes:
+    """A pod list the size of a real one: kube-apiserver compresses answers above 128 KB."""
+    items = [
+        pod_json(
+            f"jibri-{n}",
+            uid=f"uid-{n}",
+            annotations={"kubectl.kubernetes.io/last-applied-configuration": "x" * 3000},
+        )
+        for n in range(count)
+    ]
+    return json.dumps(
+        {"kind": "PodList", "metadata": {"resourceVersion": rv}, "items": items}
+    ).encode()
+
+
+def encode(body: bytes, coding: str) -> bytes:
+    if coding in ("gzip", "x-gzip"):
+        return gzip.compress(body)
+    if coding == "deflate":
+        return zlib.compress(body)
+    if coding == "raw-deflate":
+        deflater = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        return deflater.compress(body) + deflater.flush()
+    return body
+
+
+@pytest.mark.parametrize("coding", ["gzip", "x-gzip", "deflate", "raw-deflate", "identity"])
+async def test_a_list_the_server_compressed_is_decoded(
+    api: ApiServer, pki: Pki, tmp_path: Path, coding: str
+) -> None:
+    body = pod_list(60)
+    assert len(body) > 128 * 1024
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        header = "deflate" if coding == "raw-deflate" else coding
+        return web.Response(
+            body=encode(body, coding),
+            headers={"Content-Type": "application/json", "Content-Encoding": header},
+        )
+
+    api.handler = handler
+    cluster = await cluster_for(api, pki, tmp_path)
+    try:
+        pods, version = await cluster.list_pods_snapshot(selector="app=jibri", page_size=500)
+    finally:
+        await cluster.close()
+    assert (len(pods), version) == (60, "77")
+    assert dict(api.seen[0].headers)["Accept-Encoding"] == "identity"
+
+
+async def test_a_watch_the_server_compressed_is_decoded_event_by_event(
+    api: ApiServer, pki: Pki, tmp_path: Path
+) -> None:
+    """Each event is flushed by the compressor as it is written (as Go's gzip writer does on
+    Flush), and must reach the watcher before the next is sent."""
+    seen_first = asyncio.Event()
+    events = [
+        {"type": "ADDED", "object": pod_json("a", uid="ua", resource_version="6")},
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "7"}}},
+        {"type": "DELETED", "object": pod_json("a", uid="ua", resource_version="8")},
+    ]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Encoding": "gzip"})
+        await response.prepare(request)
+        compressor = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+        for n, event in enumerate(events):
+            line = json.dumps(event).encode() + b"\n"
+            await response.write(compressor.compress(line) + compressor.flush(zlib.Z_SYNC_FLUSH))
+            if n == 0:
+                await asyncio.wait_for(seen_first.wait(), 5)
+        await response.write(compressor.flush())
+        await response.write_eof()
+        return response
+
+    api.handler = handler
+    cluster = await cluster_for(api, pki, tmp_path)
+    seen: list[str] = []
+    try:
+        async for event in cluster.watch_json(
+            "/api/v1/namespaces/ns/pods", query={"resourceVersion": "5"}, timeout_seconds=60
+        ):
+            seen.append(f"{event.kind} {event.raw['metadata'].get('resourceVersion')}")
+            seen_first.set()
+    finally:
+        await cluster.close()
+    assert seen == ["ADDED 6", "BOOKMARK 7", "DELETED 8"]
+
+
+@pytest.mark.parametrize("coding", ["zstd", "br", "compress", "gzip, gzip"])
+async def test_an_encoding_this_client_cannot_decode_is_refused_by_name(
+    api: ApiServer, pki: Pki, tmp_path: Path, coding: str
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=b"\x28\xb5\x2f\xfd not json at all",
+            headers={"Content-Type": "application/json", "Content-Encoding": coding},
+        )
+
+    api.handler = handler
+    cluster = await cluster_for(api, pki, tmp_path)
+    try:
+        with pytest.raises(Undecodable, match=re.escape(f"Content-Encoding {coding!r}")):
+            await cluster.list_pods_snapshot(selector="app=jibri", page_size=500)
+        with pytest.raises(Undecodable, match=re.escape(f"Content-Encoding {coding!r}")):
+            async for _ in cluster.watch_json(
+                "/api/v1/namespaces/ns/pods", query={}, timeout_seconds=60
+            ):
+                pass
+    finally:
+        await cluster.close()
+
+
+async def test_a_truncated_compressed_body_is_refused(
+    api: ApiServer, pki: Pki, tmp_path: Path
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=gzip.compress(pod_list(3))[:-20],
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+
+    api.handler = handler
+    cluster = await cluster_for(api, pki, tmp_path)
+    try:
+        with pytest.raises(Undecodable, match="truncated gzip"):
+            await cluster.list_pods_snapshot(selector="app=jibri", page_size=500)
+    finally:
+        await cluster.close()
+
+
+async def test_a_compressed_error_answer_is_read_for_its_message(
+    api: ApiServer, pki: Pki, tmp_path: Path
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        status = {"kind": "Status", "code": 409, "message": "the object has been modified"}
+        return web.Response(
+            status=409,
+            body=gzip.compress(json.dumps(status).encode()),
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+
+    api.handler = handler
+    cluster = await cluster_for(api, pki, tmp_path)
+    try:
+        with pytest.raises(Conflict, match="the object has been modified"):
+            await cluster.patch_pod(name="p", uid="u", patch={"metadata": {}})
+    finally:
+        await cluster.close()
+
+
+# -- a watch that goes silent -----------------------------------------------------------------
+
+
+async def test_a_silent_watch_is_taken_for_dead_and_the_pod_cache_lists_again(
+    api: ApiServer, pki: Pki, tmp_path: Path
+) -> None:
+    """A watch whose connection stays open but carries nothing (no event, no bookmark) is
+    given up after the silence allowed; the cache goes unsynced at once and lists again."""
+    silence = 1.0
+    watches: list[float] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") != "true":
+            items = [pod_json(f"jibri-{n}", uid=f"u{n}", labels={"app": "jibri"}) for n in (1, 2)]
+            return web.json_response(
+                {"kind": "PodList", "metadata": {"resourceVersion": "10"}, "items": items}
+            )
+        response = web.StreamResponse()
+        await response.prepare(request)
+        event = {"type": "ADDED", "object": pod_json("jibri-3", uid="u3", labels={"app": "jibri"})}
+        await response.write(json.dumps(event).encode() + b"\n")
+        watches.append(asyncio.get_running_loop().time())
+        await until_closed(request, within=20)  # then nothing, on an open connection
+        return response
+
+    api.handler = handler
+    ca = {"certificate-authority-data": _b64(pki.ca.cert_pem)}
+    client = await load(kubeconfig(tmp_path, api.url, {"token": "t"}, **ca))
+    cluster = KubeCluster(client, namespace="ns", watch_silence=silence)
+    metrics = Metrics()
+    cache = PodCache(stream=cluster, selector="app=jibri", metrics=metrics, jitter=lambda: 0.0)
+    running = asyncio.create_task(cache.run())
+    loop = asyncio.get_running_loop()
+    try:
+        await until(lambda: len(watches) == 1 and len(cache) == 3)
+        assert cache.synced.is_set()
+        await until(lambda: not cache.synced.is_set(), within=silence + 2)
+        detected_after = loop.time() - watches[0]
+        await until(lambda: len(watches) == 2 and cache.synced.is_set(), within=5)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await cluster.close()
+    assert silence <= detected_after < silence + 0.5
+    assert [s.query.get("watch") for s in api.seen] == [None, "true", None, "true"]
+    errors = metrics.registry.get_sample_value(
+        "jibri_pod_controller_api_errors_total", {"operation": "watch", "kind": "silent"}
+    )
+    assert errors == 1

@@ -25,6 +25,8 @@ from jibri_pod_controller.core.pods import (
     ANNOTATION_BUSY_SINCE,
     ANNOTATION_RESTARTS_AT_BUSY,
     ANNOTATION_SAFE_TO_EVICT,
+    ANNOTATION_SESSION_ON,
+    ANNOTATION_SESSIONS_WATCHED,
 )
 from jibri_pod_controller.loops.acting import Actuator
 from jibri_pod_controller.loops.serving import Health, WebhookHandler, build_app
@@ -54,15 +56,16 @@ def status_body(busy: str, jibri_id: str = POD) -> dict[str, Any]:
     }
 
 
-def session_body(jibri_id: str = POD) -> dict[str, Any]:
+def session_body(jibri_id: str = POD, status: str = "OFF") -> dict[str, Any]:
+    failure = {"reason": "ERROR", "error": {}} if status == "OFF" else None
     return {
         "jibriId": jibri_id,
         "session": {
             "sessionId": "s-1",
-            "status": "OFF",
+            "status": status,
             "sipAddress": None,
-            "failure": {"reason": "ERROR", "error": {}},
-            "shouldRetry": False,
+            "failure": failure,
+            "shouldRetry": False if status == "OFF" else None,
         },
     }
 
@@ -115,6 +118,7 @@ async def start() -> AsyncIterator[Start]:
             busy_labels=settings.busy_labels,
             dry_run=settings.dry_run,
             wall_clock=lambda: NOW,
+            watch_sessions=settings.stuck_busy_seconds > 0,
         )
         handler = WebhookHandler(
             settings=settings,
@@ -737,3 +741,80 @@ async def test_the_same_expired_twice_at_once_deletes_once(
     assert sorted(r[1]["result"] for r in results) == ["done", "gone"]
     assert [r[0] for r in results] == [200, 200]
     assert cluster.pods == {}
+
+
+# -- stuck-BUSY detection: the first session ON is written down on the pod ---------------------
+
+
+async def session(server: Server, status: str) -> tuple[int, dict[str, Any]]:
+    response = await server.client.post(
+        f"/webhook/{POD}/v1/session/status", json=session_body(status=status)
+    )
+    return response.status, await response.json()
+
+
+async def test_without_detection_a_session_on_writes_nothing(
+    start: Start, cluster: FakeCluster
+) -> None:
+    cluster.add_pod(POD, ips=LOCAL)
+    server = await start(cluster)
+    assert await session(server, "ON") == (200, {"result": "accepted"})
+    assert cluster.writes == []
+
+
+async def test_with_detection_the_first_session_on_is_one_write_and_the_detach_marks_the_pod(
+    start: Start, cluster: FakeCluster
+) -> None:
+    pod = cluster.add_pod(POD, ips=LOCAL)
+    server = await start(cluster, STUCK_BUSY_SECONDS="300")
+    assert (await server.status(status_body("BUSY")))[0] == 200
+    assert await session(server, "ON") == (200, {"result": "done"})
+    assert await session(server, "ON") == (200, {"result": "accepted"})  # written once
+    assert await session(server, "OFF") == (200, {"result": "accepted"})
+    detach, mark = cluster.writes
+    assert detach.body["metadata"]["annotations"][ANNOTATION_SESSIONS_WATCHED] == "true"
+    assert mark == Write(
+        "patch_pod",
+        POD,
+        {
+            "metadata": {
+                "annotations": {ANNOTATION_SESSION_ON: "2025-06-01T12:00:00+00:00"},
+                "uid": pod.uid,
+            }
+        },
+    )
+    after = cluster.pod(POD)
+    assert after is not None
+    assert after.annotations[ANNOTATION_SESSION_ON] == "2025-06-01T12:00:00+00:00"
+    assert after.labels == BUSY_LABELS
+    assert (
+        server.sample(
+            "jibri_pod_controller_actions_total",
+            action="annotate",
+            reason="session-on",
+            source="webhook",
+            result="done",
+        )
+        == 1
+    )
+
+
+async def test_a_session_on_from_another_address_writes_nothing(
+    start: Start, cluster: FakeCluster
+) -> None:
+    cluster.add_pod(POD, ips=["10.9.9.9"])
+    server = await start(cluster, STUCK_BUSY_SECONDS="300")
+    code, body = await session(server, "ON")
+    assert (code, body["error"]) == (403, "wrong-source-address")
+    assert cluster.writes == []
+
+
+async def test_a_session_on_whose_write_fails_is_a_503(start: Start, cluster: FakeCluster) -> None:
+    cluster.add_pod(POD, ips=LOCAL)
+    server = await start(cluster, STUCK_BUSY_SECONDS="300")
+    cluster.fail_next("patch_pod", kube.Unavailable("patch pod: HTTP 503"))
+    code, body = await session(server, "ON")
+    assert (code, body["error"]) == (503, "api-unavailable")
+    after = cluster.pod(POD)
+    assert after is not None
+    assert ANNOTATION_SESSION_ON not in after.annotations

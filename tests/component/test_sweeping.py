@@ -24,6 +24,8 @@ from jibri_pod_controller.core.jibri import BusyStatus
 from jibri_pod_controller.core.pods import (
     ANNOTATION_BUSY_SINCE,
     ANNOTATION_RESTARTS_AT_BUSY,
+    ANNOTATION_SESSION_ON,
+    ANNOTATION_SESSIONS_WATCHED,
     PodFacts,
 )
 from jibri_pod_controller.loops.acting import Actuator
@@ -181,6 +183,7 @@ def sweeper(
     snapshot: Callable[[], list[PodFacts] | None] | None = None,
     monotonic: Callable[[], float] | None = None,
     workers: int = 100,
+    on_incomplete: Callable[[int], None] | None = None,
 ) -> Rig:
     metrics = Metrics()
     pauses = slept if slept is not None else []
@@ -209,6 +212,7 @@ def sweeper(
         snapshot=snapshot,
         workers=workers,
         wall_clock=lambda: NOW,
+        on_incomplete=on_incomplete,
         **({"monotonic": monotonic} if monotonic is not None else {}),
     )
     return Rig(swept, metrics)
@@ -827,3 +831,89 @@ async def test_the_next_sweep_asks_the_silent_pods_first(jibris: FakeJibris) -> 
         assert jibris.order == [addresses[4], *addresses[:4], addresses[5]]
     finally:
         await probe.close()
+
+
+async def test_incomplete_sweeps_are_counted_in_a_row_and_a_complete_one_resets_the_count(
+    prober: Prober,
+) -> None:
+    cluster = FakeCluster()
+    cluster.add_pod("jibri-a", labels={"app": "jibri", "state": "idle"}, ips=())
+    unavailable = kube.Unavailable("list pods: HTTP 503")
+    # Lists 1, 2 fail; 3 works; 4, 5, 6 fail; the run is stopped after the sixth sweep.
+    cluster.fail_next("list_pods", unavailable, unavailable)
+    heard: list[int] = []
+    gauge: list[float] = []
+    done = asyncio.Event()
+
+    def on_incomplete(in_a_row: int) -> None:
+        heard.append(in_a_row)
+        gauge.append(rig.sample("jibri_pod_controller_sweeps_incomplete_in_a_row"))
+        if len(heard) == 2:  # the third list works, the next three fail again
+            cluster.before_next("list_pods", lambda: None)
+            cluster.before_next(
+                "list_pods", lambda: cluster.fail_next("list_pods", *[unavailable] * 3)
+            )
+        if len(heard) == 5:
+            done.set()
+
+    rig = sweeper(cluster, prober, on_incomplete=on_incomplete)
+    task = asyncio.create_task(rig.sweeper.run(0.0))
+    try:
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert heard == [1, 2, 1, 2, 3]  # the complete third sweep started the count again
+    assert gauge == [1, 2, 1, 2, 3]
+    assert rig.sample("jibri_pod_controller_sweeps_total", result="failed") == 5
+    assert rig.sample("jibri_pod_controller_sweeps_total", result="ok") == 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "deleted"),
+    [(ReapPolicy.KEEP, False), (ReapPolicy.DELETE, True)],
+    ids=["keep", "delete"],
+)
+async def test_stuck_busy_pods_are_counted_and_deleted_only_by_policy(
+    jibris: FakeJibris, prober: Prober, policy: ReapPolicy, deleted: bool
+) -> None:
+    cluster = FakeCluster()
+    stuck_ip, recording_ip, early_ip = _addresses(3)
+    for address in (stuck_ip, recording_ip, early_ip):
+        jibris.behaviours[address] = "BUSY"
+    long_ago = busy_notes(since=NOW - timedelta(minutes=10))
+    watched = {ANNOTATION_SESSIONS_WATCHED: "true"}
+    stuck = cluster.add_pod(
+        "stuck", ips=[stuck_ip], labels=BUSY_LABELS, annotations={**long_ago, **watched}
+    )
+    cluster.add_pod(
+        "recording",
+        ips=[recording_ip],
+        labels=BUSY_LABELS,
+        annotations={**long_ago, **watched, ANNOTATION_SESSION_ON: "2025-06-01T11:50:20+00:00"},
+    )
+    cluster.add_pod(
+        "early",
+        ips=[early_ip],
+        labels=BUSY_LABELS,
+        annotations={**busy_notes(since=NOW - timedelta(minutes=2)), **watched},
+    )
+    s = sweeper(cluster, prober, policy=Policy(stuck_seconds=300, stuck=policy))
+    report = await s.sweep_once()
+    if deleted:
+        assert [(w.method, w.name) for w in cluster.pod_writes()] == [("delete_pod", stuck.name)]
+        assert (report.stuck, s.sample("jibri_pod_controller_stuck_busy_pods")) == (0, 0)
+        assert (
+            s.sample(
+                "jibri_pod_controller_actions_total",
+                action="delete",
+                reason="stuck-busy",
+                source="sweep",
+                result="done",
+            )
+            == 1
+        )
+    else:
+        assert cluster.pod_writes() == []
+        assert (report.stuck, s.sample("jibri_pod_controller_stuck_busy_pods")) == (1, 1)

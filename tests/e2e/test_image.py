@@ -28,6 +28,7 @@ from testbed.kubelet import KubeletThread
 from testbed.tools import image
 from tests.e2e.conftest import AUDIENCE, ISSUER, Keys
 from tests.e2e.test_packaging import record_once
+from tests.static.test_release import package_version
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -46,6 +47,19 @@ def readable_copy(source: Path, target: Path) -> Path:
         shutil.copy(source, target)
         target.chmod(0o644)
     return target
+
+
+def test_image_carries_the_package_version() -> None:
+    built = image()
+    label = '{{index .Labels "org.opencontainers.image.version"}}'
+    inspected = subprocess.run(
+        built.podman("image", "inspect", "--format", label, built.name),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert inspected.stdout.strip() == package_version()
+    assert built.name.endswith(f":{package_version()}")
 
 
 async def test_image_runs_as_a_controller_replica(

@@ -572,6 +572,8 @@ def sample_value(name: str, default: str | None) -> Any:
         "PROBE_MAX_BYTES": 1048576,
         "RESTARTED_BUSY_POD_POLICY": "keep",
         "FINISHED_BUSY_POD_POLICY": "keep",
+        "STUCK_BUSY_SECONDS": 300,
+        "STUCK_BUSY_POD_POLICY": "delete",
         "LOG_LEVEL": "debug",
         "LOG_FORMAT": "text",
         "WEBHOOK_AUTH": "jwt",

@@ -17,6 +17,7 @@ from testbed.chaoscheck import (
     History,
     Limits,
     Probe,
+    Silence,
     Sweep,
     Window,
     Write,
@@ -68,7 +69,7 @@ def test_a_clean_history_passes_and_reports_its_figures() -> None:
     assert report.figures["worst_seconds"]["expired_to_delete_replica_up"] == 1.0
     assert report.figures["worst_seconds"]["busy_to_detach"] == 1.0
     assert report.per_invariant() == dict.fromkeys(
-        ("I1", "I2", "I3", "I4", "I5", "I6", "I7", "leaks"), 0
+        ("I1", "I2", "I3", "I4", "I5", "I6", "I7", "leaks", "testbed"), 0
     )
 
 
@@ -218,6 +219,38 @@ def test_i7_two_replicas_sweeping_together_beyond_the_renew_deadline() -> None:
 def test_leaks_a_busy_pod_left_at_the_end() -> None:
     history = replace(clean(), end_pods=[*clean().end_pods, EndPod("p9", BUSY, "EXPIRED")])
     assert invariants(history) == ["leaks"]
+
+
+def test_a_jibri_silenced_with_no_fate_asking_is_a_testbed_failure() -> None:
+    history = replace(clean(), silences=[Silence(25, "p1", "silenced")])
+    report = check(history)
+    assert invariants(history) == ["testbed"]
+    (violation,) = report.violations
+    assert (violation.pod, violation.t) == ("p1", 25)
+    assert "no fate asking for it" in violation.message
+    # A resend that died by accident is one too; the same death asked for by a fate is not.
+    died = replace(clean(), silences=[Silence(40, "p1", "resend-died")])
+    assert invariants(died) == ["testbed"]
+    assert invariants(replace(died, resend_died=frozenset({"p1"}))) == []
+
+
+def test_a_jibri_whose_resend_died_is_held_to_the_sweepers_bound() -> None:
+    on_purpose = {"resend_died": frozenset({"p1"}), "silences": [Silence(40, "p1", "resend-died")]}
+    # Deleted 4 s after EXPIRED: within the bound, and reported as its own worst time.
+    late = replace(clean(), writes=[Write(11, "patch", "p1", 200), Write(34, "delete", "p1", 200)])
+    report = check(replace(late, **on_purpose))
+    assert report.ok, report.violations
+    assert report.figures["worst_seconds"]["expired_to_delete_resend_died"] == 4.0
+    # Never deleted (its pod still there at the end): I2 and a leak, whatever its fate.
+    facts = [f for f in clean().facts if f.event != "stopped"]
+    never = replace(
+        clean(),
+        facts=facts,
+        writes=[Write(11, "patch", "p1", 200)],
+        end_pods=[*clean().end_pods, EndPod("p1", BUSY, "EXPIRED")],
+        **on_purpose,
+    )
+    assert invariants(never) == ["I2", "leaks"]
 
 
 def test_events_around_show_the_pod_and_the_faults() -> None:

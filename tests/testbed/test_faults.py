@@ -10,6 +10,7 @@ import json
 import random
 import ssl
 import uuid
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,62 @@ async def test_a_probability_applies_to_a_share_of_requests(
     ]
     assert set(codes) == {200, 503}
     assert codes.count(503) == running.injected["error-503"]
+
+
+async def _raw_list(
+    url: str, context: ssl.SSLContext, *, accept_encoding: str | None
+) -> tuple[dict[str, str], bytes]:
+    """A pod list as sent on the wire: no decompression, only the headers given."""
+    connector = aiohttp.TCPConnector(ssl=context, force_close=True)
+    headers = {"Accept-Encoding": accept_encoding} if accept_encoding else {}
+    async with (
+        aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, skip_auto_headers=("Accept-Encoding",)
+        ) as session,
+        session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as response,
+    ):
+        assert response.status == 200
+        return dict(response.headers), await response.read()
+
+
+async def test_what_the_client_asks_for_is_what_it_gets_compressed_or_not(
+    plane: ControlPlane, namespace: str, proxy: tuple[FaultProxy, ssl.SSLContext]
+) -> None:
+    """kube-apiserver gzips an answer over 128 KB when asked to: the proxy neither asks on the
+    client's behalf nor changes the answer, except as its COMPRESS fault."""
+    running, context = proxy
+    admin = await new_api_client(plane.admin_kubeconfig)
+    try:
+        core = k8s.CoreV1Api(admin)
+        for i in range(60):  # with a 3 KB annotation each, the list is well over 128 KB
+            pod: Any = {
+                "metadata": {"name": f"big-{i}", "annotations": {"filler": "x" * 3000}},
+                "spec": {"containers": [{"name": "c", "image": "x"}]},
+            }
+            await core.create_namespaced_pod(namespace, pod)
+    finally:
+        await admin.close()
+    url = f"{running.url}/api/v1/namespaces/{namespace}/pods"
+
+    headers, plain = await _raw_list(url, context, accept_encoding=None)
+    assert "Content-Encoding" not in headers
+    assert len(json.loads(plain)["items"]) == 60
+    assert len(plain) > 180_000
+
+    headers, packed = await _raw_list(url, context, accept_encoding="gzip")
+    assert headers["Content-Encoding"] == "gzip"
+    assert len(packed) < len(plain) // 4
+    assert len(json.loads(zlib.decompress(packed, wbits=47))["items"]) == 60
+
+    assert running.largest_list is not None
+    assert (running.largest_list.pods, running.largest_list.json_bytes) == (60, len(plain))
+    assert running.lists == {"identity": 1, "gzip": 1}
+
+    running.set_fault(Fault(FaultKind.COMPRESS))
+    headers, packed = await _raw_list(url, context, accept_encoding=None)
+    assert headers["Content-Encoding"] == "gzip"  # asked for on the client's behalf
+    assert len(json.loads(zlib.decompress(packed, wbits=47))["items"]) == 60
+    assert running.injected["compress"] == 1
 
 
 async def test_reset_and_blackhole_and_outage_as_a_client_sees_them(

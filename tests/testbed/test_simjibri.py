@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from itertools import count
@@ -19,8 +20,10 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from testbed.ports import listen_port
 from testbed.simjibri import (
     BusyStatus,
+    Fidelity,
     HealthMode,
     JwtSigning,
     SimJibri,
@@ -79,10 +82,7 @@ class Receiver:
         return False
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver(base="")
-
+def _receiver_app(rec: Receiver) -> web.AppRunner:
     async def handle(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
         await rec.queue.put(Webhook(request.path, dict(request.headers), body, request.remote))
@@ -90,7 +90,13 @@ async def receiver() -> AsyncIterator[Receiver]:
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
+    return web.AppRunner(app)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver(base="")
+    runner = _receiver_app(rec)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -98,6 +104,23 @@ async def receiver() -> AsyncIterator[Receiver]:
     rec.base = f"http://127.0.0.1:{port}/webhook/pod-a"
     yield rec
     await runner.cleanup()
+
+
+@asynccontextmanager
+async def late_receiver() -> AsyncIterator[tuple[Receiver, Callable[[], Awaitable[None]]]]:
+    """A subscriber whose address is known (and refuses connections) until ``open()``."""
+    host, port = next_host(), listen_port()
+    rec = Receiver(base=f"http://{host}:{port}/webhook/pod-a")
+    runner = _receiver_app(rec)
+    await runner.setup()
+
+    async def open_() -> None:
+        await web.TCPSite(runner, host, port).start()
+
+    try:
+        yield rec, open_
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture
@@ -112,9 +135,10 @@ async def running(
 ) -> AsyncIterator[SimJibri]:
     options = {
         k: kwargs.pop(k)
-        for k in ("on_restart", "clock", "refresh_token_on_restart", "on_change")
+        for k in ("on_restart", "clock", "refresh_token_on_restart", "on_change", "on_exit")
         if k in kwargs
     }
+    kwargs.setdefault("internal_port", 0)
     config = SimJibriConfig(
         pod_name="pod-a",
         host=host or next_host(),
@@ -182,10 +206,8 @@ async def test_health_shape_follows_the_lifecycle(http: aiohttp.ClientSession) -
         assert sim.busy_status is BusyStatus.BUSY
         assert sim.session_id == "rec-1"
         _, _, body = await get_json(http, health)
-        assert body == {
-            "status": {"busyStatus": "BUSY", "health": HEALTHY},
-            "environmentContext": {"name": "default"},
-        }
+        # Jibri's HTTP API starts its services with no environment context
+        assert body == {"status": {"busyStatus": "BUSY", "health": HEALTHY}}
 
         assert await post(http, sim.base_url + STOP) == 200
         _, _, body = await get_json(http, health)
@@ -207,9 +229,10 @@ async def test_start_is_refused_unless_idle(http: aiohttp.ClientSession) -> None
 
 async def test_bad_requests(http: aiohttp.ClientSession) -> None:
     async with running() as sim:
+        # Jibri's catch-all answers a body it cannot read: 500, empty
         async with http.post(sim.base_url + START, data=b"{nope") as resp:
-            assert resp.status == 400
-        assert await post(http, sim.base_url + START, ["not", "an", "object"]) == 400
+            assert (resp.status, resp.reason, await resp.read()) == (500, "Server Error", b"")
+        assert await post(http, sim.base_url + START, ["not", "an", "object"]) == 500
         assert await post(http, sim.base_url + HEALTH) == 405
         async with http.get(sim.base_url + "/elsewhere") as resp:
             assert resp.status == 404
@@ -218,7 +241,7 @@ async def test_bad_requests(http: aiohttp.ClientSession) -> None:
         assert sim.busy_status is BusyStatus.IDLE
 
 
-async def test_environment_context_and_sip_address_come_from_the_request(
+async def test_sip_address_comes_from_the_request_and_no_environment_context(
     http: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
     async with running(receiver.base) as sim:
@@ -230,9 +253,18 @@ async def test_environment_context_and_sip_address_come_from_the_request(
         }
         assert await post(http, sim.base_url + START, body) == 200
         _, _, health = await get_json(http, sim.base_url + HEALTH)
-        assert health["environmentContext"] == {"name": "prod"}
+        assert "environmentContext" not in health
         hook = await receiver.next("/v1/session/status")
         assert hook.body["session"]["sipAddress"] == "sip:room@example"
+
+
+async def test_a_session_started_over_xmpp_reports_its_environment(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with running() as sim:
+        assert await sim.start_recording("s", environment="prod")
+        _, _, health = await get_json(http, sim.base_url + HEALTH)
+        assert health["environmentContext"] == {"name": "prod"}
 
 
 # --------------------------------------------------------------------------- webhooks
@@ -422,6 +454,11 @@ async def test_state_endpoint(http: aiohttp.ClientSession) -> None:
             "webhooksFailed": 0,
             "webhooksEnabled": True,
             "healthMode": "normal",
+            "exiting": False,
+            "exitCode": None,
+            "resendDied": False,
+            "silentSince": None,
+            "webhooksLost": 0,
         }
 
 
@@ -497,6 +534,515 @@ async def test_blackhole_mode_and_the_way_back(http: aiohttp.ClientSession) -> N
         assert body["status"]["busyStatus"] == "IDLE"
 
 
+# --------------------------------------------------------------------------- internal API
+
+GRACEFUL = "/jibri/api/internal/v1.0/gracefulShutdown"
+SHUTDOWN = "/jibri/api/internal/v1.0/shutdown"
+CONFIG_CHANGED = "/jibri/api/internal/v1.0/notifyConfigChanged"
+REAL = Fidelity.real()
+
+
+async def raw_exchange(host: str, port: int, request: bytes) -> bytes:
+    """Send raw bytes, read the answer until the server closes the connection."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        return await asyncio.wait_for(reader.read(), 2.0)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def refuses_connections(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    await writer.wait_closed()
+    return False
+
+
+async def apis_refuse_within(sim: SimJibri, seconds: float) -> bool:
+    """Both APIs refuse connections, at the latest ``seconds`` from now."""
+    addresses = [
+        (sim.config.host, sim.port),
+        (sim.config.effective_internal_host, sim.internal_port),
+    ]
+    deadline = time.monotonic() + seconds
+    for host, port in addresses:
+        while not await refuses_connections(host, port):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+    return True
+
+
+async def test_internal_api_answers_like_ktor_on_jetty() -> None:
+    async with running() as sim:
+        assert await sim.start_recording("s")  # busy: the config change waits, nothing exits
+        host, port = sim.config.host, sim.internal_port
+        close = b"Host: jibri\r\nConnection: close\r\n"
+        ok = await raw_exchange(
+            host, port, b"POST " + CONFIG_CHANGED.encode() + b" HTTP/1.1\r\n" + close + b"\r\n"
+        )
+        assert ok == b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        wrong_method = await raw_exchange(
+            host, port, b"GET " + GRACEFUL.encode() + b" HTTP/1.1\r\n" + close + b"\r\n"
+        )
+        assert wrong_method == (
+            b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        unknown = await raw_exchange(
+            host, port, b"POST /jibri/api/v1.0/health HTTP/1.1\r\n" + close + b"\r\n"
+        )
+        assert (
+            unknown == b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        # the external API does not serve the internal one
+        async with aiohttp.ClientSession() as http:
+            assert await post(http, sim.base_url + GRACEFUL) == 404
+        assert sim.busy_status is BusyStatus.BUSY
+        assert not sim.exiting
+
+
+async def test_internal_api_listens_on_its_own_host_and_port() -> None:
+    host = next_host()
+    async with running(host=host, internal_host="127.0.0.1") as sim:
+        assert sim.internal_port not in (0, sim.port)
+        assert sim.internal_base_url == f"http://127.0.0.1:{sim.internal_port}"
+        assert await refuses_connections(host, sim.internal_port)
+        assert not await refuses_connections("127.0.0.1", sim.internal_port)
+
+
+async def test_graceful_shutdown_when_idle_exits_255_without_a_webhook(
+    http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    codes: list[int] = []
+    async with running(
+        receiver.base, status_period=0.2, exit_delay=0.6, on_exit=codes.append
+    ) as sim:
+        await receiver.next()
+        asked = time.monotonic()
+        assert await post(http, sim.internal_base_url + GRACEFUL) == 200
+        assert await apis_refuse_within(sim, 0.2)
+        assert sim.exiting
+        assert not sim.exited.done()
+        assert await asyncio.wait_for(sim.exited, 2.0) == 255
+        assert 0.5 <= time.monotonic() - asked < 1.5
+        assert sim.exit_code == 255
+        assert codes == [255]
+        assert [status for _, status in sim.history] == ["EXIT"]
+        # no webhook at all: no status change, and the periodic resend is gone
+        assert await receiver.nothing_within(0.5)
+        assert sim.busy_status is BusyStatus.IDLE
+
+
+async def test_graceful_shutdown_when_expired_exits_at_once(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with running(exit_delay=0.1) as sim:
+        assert await sim.start_recording("s")
+        assert await sim.stop_recording()
+        assert await post(http, sim.internal_base_url + GRACEFUL) == 200
+        assert await asyncio.wait_for(sim.exited, 2.0) == 255
+        assert [status for _, status in sim.history] == ["BUSY", "EXPIRED", "EXIT"]
+
+
+@pytest.mark.parametrize("fidelity", [Fidelity(), REAL], ids=["default", "real"])
+async def test_graceful_shutdown_when_busy_exits_after_the_session(
+    http: aiohttp.ClientSession, receiver: Receiver, fidelity: Fidelity
+) -> None:
+    async with running(receiver.base, status_period=0.2, exit_delay=0.3, fidelity=fidelity) as sim:
+        assert await sim.start_recording("rec-1")
+        assert await post(http, sim.internal_base_url + GRACEFUL) == 200
+        # the recording goes on: busy, its API up, its status still resent
+        await asyncio.sleep(0.3)
+        assert not sim.exiting
+        assert sim.busy_status is BusyStatus.BUSY
+        _, _, health = await get_json(http, sim.base_url + HEALTH)
+        assert health["status"]["busyStatus"] == "BUSY"
+        assert await post(http, sim.base_url + START, {"sessionId": "other"}) == 412
+        await sim.drain_webhooks()
+        while not receiver.queue.empty():
+            receiver.queue.get_nowait()
+
+        assert await post(http, sim.base_url + STOP) == 200
+        assert await asyncio.wait_for(sim.exited, 2.0) == 255
+        hooks = []
+        while not receiver.queue.empty():
+            hooks.append(receiver.queue.get_nowait())
+        sent = [(h.path.rsplit("/v1/", 1)[1], h.body) for h in hooks]
+        off = (
+            "session/status",
+            {
+                "jibriId": "pod-a",
+                "session": {
+                    "sessionId": "rec-1",
+                    "status": "OFF",
+                    "sipAddress": None,
+                    "failure": None,
+                    "shouldRetry": None,
+                },
+            },
+        )
+        expired = (
+            "status",
+            {
+                "jibriId": "pod-a",
+                "status": {
+                    "busyStatus": "EXPIRED",
+                    "health": HEALTHY,
+                },
+            },
+        )
+        if fidelity.no_expired_after_graceful_shutdown:
+            # Jibri runs the exit before it publishes EXPIRED
+            assert sent == [off]
+            assert [s for _, s in sim.history] == ["BUSY", "EXIT"]
+        else:
+            assert sent == [off, expired]
+            assert [s for _, s in sim.history] == ["BUSY", "EXPIRED", "EXIT"]
+
+
+async def test_shutdown_stops_the_session_at_once(
+    http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    async with running(receiver.base, exit_delay=0.2) as sim:
+        assert await sim.start_recording("rec-1")
+        await receiver.next("/v1/session/status")
+        assert await post(http, sim.internal_base_url + SHUTDOWN) == 200
+        off = await receiver.next("/v1/session/status")
+        assert off.body["session"]["status"] == "OFF"
+        assert (await receiver.next("/v1/status")).body["status"]["busyStatus"] == "EXPIRED"
+        assert await apis_refuse_within(sim, 0.2)
+        assert await asyncio.wait_for(sim.exited, 2.0) == 255
+
+
+async def test_config_change_exits_0_when_idle_and_the_last_request_wins(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with running(exit_delay=0) as sim:
+        assert await post(http, sim.internal_base_url + CONFIG_CHANGED) == 200
+        assert await asyncio.wait_for(sim.exited, 2.0) == 0
+    async with running(exit_delay=0) as sim:
+        assert await sim.start_recording("s")
+        assert await post(http, sim.internal_base_url + GRACEFUL) == 200
+        assert await post(http, sim.internal_base_url + CONFIG_CHANGED) == 200
+        assert await sim.stop_recording()
+        assert await asyncio.wait_for(sim.exited, 2.0) == 0
+
+
+async def test_an_exiting_jibri_takes_no_recording_and_does_not_crash() -> None:
+    async with running(exit_delay=0.3) as sim:
+        await sim.graceful_shutdown()
+        assert sim.exiting
+        assert not await sim.start_recording("late")
+        await sim.crash()
+        assert sim.restart_count == 0
+        assert await asyncio.wait_for(sim.exited, 2.0) == 255
+
+
+async def test_stop_during_the_exit_leaves_it_unresolved() -> None:
+    async with running(exit_delay=5) as sim:
+        await sim.graceful_shutdown()
+        exited = sim.exited
+    assert not exited.done()
+    assert sim.exit_code is None
+
+
+async def test_an_internal_port_clash_fails_the_start() -> None:
+    host = next_host()
+    async with running(host=host) as first:
+        clash = SimJibri(
+            SimJibriConfig(pod_name="pod-b", host=host, port=0, internal_port=first.internal_port)
+        )
+        with pytest.raises(OSError, match="address already in use") as caught:
+            await clash.start()
+        assert caught.value.errno == errno.EADDRINUSE
+        await clash.stop()
+
+
+# --------------------------------------------------------------------------- the real Jibri's ways
+
+
+def test_the_real_preset_turns_every_behaviour_on() -> None:
+    assert all(getattr(REAL, name) for name in Fidelity.__dataclass_fields__)
+    assert not any(getattr(Fidelity(), name) for name in Fidelity.__dataclass_fields__)
+
+
+async def test_webhooks_go_chunked_with_ktor_headers(receiver: Receiver) -> None:
+    async with running(receiver.base):
+        hook = await receiver.next()
+    assert hook.headers["Transfer-Encoding"] == "chunked"
+    assert "Content-Length" not in hook.headers
+    assert "Accept-Encoding" not in hook.headers
+    assert hook.headers["User-Agent"] == "ktor-client"
+    assert hook.headers["Content-Type"] == "application/json"
+    assert (hook.headers["Accept"], hook.headers["Accept-Charset"]) == ("application/json", "UTF-8")
+
+
+async def test_health_over_http_1_0_has_no_length_and_closes() -> None:
+    async with running() as sim:
+        answer = await raw_exchange(
+            sim.config.host, sim.port, b"GET /jibri/api/v1.0/health HTTP/1.0\r\n\r\n"
+        )
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head == b"HTTP/1.0 200 OK\r\nContent-Type: application/json"
+    assert orjson.loads(body) == {"status": {"busyStatus": "IDLE", "health": HEALTHY}}
+
+
+async def test_health_over_http_1_1_is_chunked() -> None:
+    async with running() as sim:
+        answer = await raw_exchange(
+            sim.config.host,
+            sim.port,
+            b"GET /jibri/api/v1.0/health HTTP/1.1\r\nHost: j\r\nConnection: close\r\n\r\n",
+        )
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head == (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close"
+    )
+    size, rest = body.split(b"\r\n", 1)
+    assert orjson.loads(rest[: int(size, 16)])["status"]["busyStatus"] == "IDLE"
+    assert rest[int(size, 16) :] == b"\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize("fidelity", [Fidelity(), REAL], ids=["default", "real"])
+async def test_the_resend_dies_after_one_unreachable_tick(fidelity: Fidelity) -> None:
+    async with (
+        late_receiver() as (rec, open_),
+        running(rec.base, status_period=0.2, fidelity=fidelity) as sim,
+    ):
+        await sim.drain_webhooks()  # the first tick: connection refused
+        await open_()
+        if fidelity.resend_dies_when_unreachable:
+            assert await rec.nothing_within(0.6)
+            assert sim.resend_died
+            # events still go out
+            assert await sim.start_recording("s")
+            assert (await rec.next("/v1/status")).body["status"]["busyStatus"] == "BUSY"
+            assert (await rec.next("/v1/session/status")).body["session"]["status"] == "ON"
+            assert await rec.nothing_within(0.6)
+        else:
+            hook = await rec.next("/v1/status", within=1.0)
+            assert hook.body["status"]["busyStatus"] == "IDLE"
+            assert not sim.resend_died
+
+
+async def test_a_timed_out_tick_does_not_stop_the_resend() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+    second_tick = asyncio.Event()
+
+    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        if len(accepted) >= 2:
+            second_tick.set()
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        async with running(
+            f"http://127.0.0.1:{port}/webhook/pod-a", status_period=0.5, fidelity=REAL
+        ) as sim:
+            await sim.drain_webhooks()  # 2 s: Jibri's client timeout
+            await asyncio.wait_for(second_tick.wait(), 1.0)
+            assert not sim.resend_died
+    finally:
+        for writer in accepted:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
+
+
+async def test_busy_is_stuck_when_the_subscriber_was_unreachable(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with late_receiver() as (rec, open_), running(rec.base, fidelity=REAL) as sim:
+        async with http.post(sim.base_url + START, json=START_BODY) as resp:
+            assert (resp.status, await resp.read()) == (500, b"")
+        assert sim.busy_status is BusyStatus.BUSY
+        assert sim.session_id is None
+        _, _, health = await get_json(http, sim.base_url + HEALTH)
+        assert health == {"status": {"busyStatus": "BUSY", "health": HEALTHY}}
+        # "No service active": stopService changes nothing, no EXPIRED
+        assert await post(http, sim.base_url + STOP) == 200
+        assert sim.busy_status is BusyStatus.BUSY
+        assert [s for _, s in sim.history] == ["BUSY"]
+        # a later start finds no service either, and takes the session
+        await open_()
+        assert await post(http, sim.base_url + START, {"sessionId": "again"}) == 200
+        on = await rec.next("/v1/session/status")
+        assert on.body["session"]["sessionId"] == "again"
+        assert sim.busy_status is BusyStatus.BUSY  # no change, so no BUSY webhook
+        assert await post(http, sim.base_url + STOP) == 200
+        expired = await rec.next("/v1/status")
+        assert expired.body["status"]["busyStatus"] == "EXPIRED"
+
+
+async def test_without_the_switch_an_unreachable_subscriber_does_not_stop_a_start(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with late_receiver() as (rec, _), running(rec.base) as sim:
+        assert await post(http, sim.base_url + START, START_BODY) == 200
+        assert sim.session_id == "rec-1"
+
+
+async def test_a_stuck_busy_jibri_exits_at_once_on_graceful_shutdown() -> None:
+    async with (
+        late_receiver() as (rec, _),
+        running(rec.base, fidelity=REAL, exit_delay=0) as sim,
+    ):
+        assert not await sim.start_recording("s")
+        assert sim.busy_status is BusyStatus.BUSY
+        await sim.graceful_shutdown()
+        assert await asyncio.wait_for(sim.exited, 2.0) == 255
+
+
+@pytest.mark.parametrize("fidelity", [Fidelity(), REAL], ids=["default", "real"])
+async def test_start_when_expired(
+    http: aiohttp.ClientSession, receiver: Receiver, fidelity: Fidelity
+) -> None:
+    async with running(receiver.base, fidelity=fidelity) as sim:
+        assert await post(http, sim.base_url + START, {"sessionId": "a"}) == 200
+        assert await post(http, sim.base_url + STOP) == 200
+        assert sim.busy_status is BusyStatus.EXPIRED
+        code = await post(http, sim.base_url + START, {"sessionId": "b"})
+        if fidelity.start_when_expired:
+            assert code == 200
+            assert (sim.busy_status, sim.session_id) == (BusyStatus.BUSY, "b")
+            assert [s for _, s in sim.history] == ["BUSY", "EXPIRED", "BUSY"]
+        else:
+            assert code == 412
+            assert sim.busy_status is BusyStatus.EXPIRED
+
+
+async def test_a_port_clash_leaves_a_process_without_api_that_keeps_reporting_idle(
+    receiver: Receiver,
+) -> None:
+    host = next_host()
+    async with running(host=host) as first:
+        # the internal port is taken: Jibri binds it first, so neither API comes up
+        clash = SimJibri(
+            SimJibriConfig(
+                pod_name="pod-a",
+                host=host,
+                port=first.port,
+                internal_port=first.internal_port,
+                webhook_subscribers=(receiver.base,),
+                status_period=0.2,
+                fidelity=REAL,
+            )
+        )
+        await clash.start()
+        try:
+            assert isinstance(clash.api_error, OSError)
+            assert clash.api_error.errno == errno.EADDRINUSE
+            for _ in range(3):
+                hook = await receiver.next("/v1/status", within=1.0)
+                assert hook.body["status"]["busyStatus"] == "IDLE"
+            assert hook.remote == host
+        finally:
+            await clash.stop()
+
+
+async def test_a_clash_on_the_http_port_keeps_the_internal_api() -> None:
+    host = next_host()
+    async with running(host=host) as first:
+        clash = SimJibri(
+            SimJibriConfig(
+                pod_name="pod-b",
+                host=host,
+                port=first.port,
+                internal_port=0,
+                exit_delay=0,
+                fidelity=REAL,
+            )
+        )
+        await clash.start()
+        try:
+            assert clash.api_error is not None
+            async with aiohttp.ClientSession() as http:
+                assert await post(http, clash.internal_base_url + CONFIG_CHANGED) == 200
+            assert await asyncio.wait_for(clash.exited, 2.0) == 0
+        finally:
+            await clash.stop()
+
+
+# --------------------------------------------------------------------------- silence
+
+
+async def test_health_faults_leave_the_status_resend_and_its_session_alone(
+    receiver: Receiver,
+) -> None:
+    """A health fault never silences a Jibri: every mode, the black hole and back included,
+    leaves the periodic resend running on the same client session."""
+    async with running(receiver.base, status_period=0.15) as sim:
+        await receiver.next()
+        assert await sim.start_recording("s")
+        for mode in [*HealthMode, HealthMode.NORMAL]:
+            await sim.set_health_mode(mode)
+            await asyncio.sleep(0.05)
+        assert await sim.stop_recording()
+        await sim.drain_webhooks()
+        while not receiver.queue.empty():
+            receiver.queue.get_nowait()
+        for _ in range(3):
+            hook = await receiver.next("/v1/status", within=1.0)
+            assert hook.body["status"]["busyStatus"] == "EXPIRED"
+
+
+async def test_the_chaos_health_fate_silences_a_jibri_for_good(receiver: Receiver) -> None:
+    """The chaos run's health fates lose the EXPIRED webhook half the time by silencing the
+    Jibri, and never restore it: the Jibri then never speaks again, resends included."""
+    async with running(receiver.base, status_period=0.15) as sim:
+        assert await sim.start_recording("s")
+        await sim.set_health_mode(HealthMode.HANG)
+        sim.set_webhooks_enabled(False)  # "the EXPIRED webhook lost half the time"
+        assert await sim.stop_recording()
+        await sim.set_health_mode(HealthMode.NORMAL)  # the fault ends; webhooks stay off
+        await sim.drain_webhooks()
+        while not receiver.queue.empty():
+            receiver.queue.get_nowait()
+        assert await receiver.nothing_within(0.6)  # four periods: silent for good
+        assert sim.silent_since is not None
+        assert sim.state()["silentSince"] == sim.silent_since
+
+
+async def test_one_lost_status_webhook_is_followed_by_the_resend(receiver: Receiver) -> None:
+    async with running(receiver.base, status_period=0.3) as sim:
+        await receiver.next()
+        assert await sim.start_recording("s")
+        await sim.drain_webhooks()
+        while not receiver.queue.empty():
+            receiver.queue.get_nowait()
+        sim.lose_next_status_webhook()
+        assert await sim.stop_recording()
+        off = await receiver.next()
+        assert off.path.endswith("/v1/session/status")  # the session webhook still goes
+        expired = await receiver.next("/v1/status", within=1.0)  # the next tick's resend
+        assert expired.body["status"]["busyStatus"] == "EXPIRED"
+        assert (sim.webhooks_lost, sim.silent_since) == (1, None)
+
+
+async def test_kill_resend_stops_the_periodic_webhook_but_not_the_events(
+    receiver: Receiver,
+) -> None:
+    async with running(receiver.base, status_period=0.15) as sim:
+        await receiver.next()
+        sim.kill_resend()
+        assert sim.resend_died
+        assert await receiver.nothing_within(0.5)
+        assert await sim.start_recording("s")
+        assert (await receiver.next("/v1/status")).body["status"]["busyStatus"] == "BUSY"
+        await sim.crash()  # a new process: its resend runs again
+        assert not sim.resend_died
+        for _ in range(2):
+            hook = await receiver.next("/v1/status", within=1.0)
+            assert hook.body["status"]["busyStatus"] == "IDLE"
+
+
 # --------------------------------------------------------------------------- JWT
 
 
@@ -505,8 +1051,12 @@ async def test_jwt_is_signed_like_jibri(
 ) -> None:
     key_path = write_key(tmp_path / "key.pem", rsa_key)
     issued = time.time()
-    async with running(receiver.base, jwt=signing(key_path, ttl=3600), status_period=0.1):
+    now = [issued]
+    async with running(
+        receiver.base, jwt=signing(key_path, ttl=3600), status_period=0.1, clock=lambda: now[0]
+    ):
         first = await receiver.next()
+        now[0] += 7200  # past the token's expiry: Jibri never signs another
         second = await receiver.next()
     scheme, token = first.headers["Authorization"].split(" ")
     assert scheme == "Bearer"
@@ -641,6 +1191,10 @@ def test_config_from_env_substitutes_the_pod_name(tmp_path: Path) -> None:
         "SIM_JIBRI_JWT_ISSUER": "jibri",
         "SIM_JIBRI_JWT_AUDIENCE": "jibri-pod-controller",
         "SIM_JIBRI_JWT_TTL": "7200",
+        "SIM_JIBRI_INTERNAL_API_PORT": "3400",
+        "SIM_JIBRI_INTERNAL_API_HOST": "127.0.0.1",
+        "SIM_JIBRI_EXIT_DELAY": "0.5",
+        "SIM_JIBRI_REAL_BEHAVIOURS": "resend-dies-when-unreachable, start_when_expired",
     }
     config = config_from_env("jibri-abc", "10.0.0.5", env)
     assert config == SimJibriConfig(
@@ -654,6 +1208,10 @@ def test_config_from_env_substitutes_the_pod_name(tmp_path: Path) -> None:
         ),
         status_period=0.5,
         jwt=JwtSigning(tmp_path / "k.pem", "kid-1", "jibri", "jibri-pod-controller", 7200),
+        internal_port=3400,
+        internal_host="127.0.0.1",
+        exit_delay=0.5,
+        fidelity=Fidelity(resend_dies_when_unreachable=True, start_when_expired=True),
     )
     assert SimJibriConfig.from_env("jibri-abc", "10.0.0.5", env) == config
 
@@ -663,6 +1221,9 @@ def test_config_from_env_defaults() -> None:
     assert config == SimJibriConfig(pod_name="jibri-abc", host="10.0.0.5")
     assert (config.port, config.status_period, config.jwt) == (2222, 60.0, None)
     assert config.effective_jibri_id == "jibri-abc"
+    assert (config.internal_port, config.effective_internal_host) == (3333, "10.0.0.5")
+    assert (config.exit_delay, config.fidelity) == (5.0, Fidelity())
+    assert config_from_env("j", "10.0.0.5", {"SIM_JIBRI_REAL_BEHAVIOURS": "all"}).fidelity == REAL
 
 
 @pytest.mark.parametrize(
@@ -672,6 +1233,9 @@ def test_config_from_env_defaults() -> None:
         ({"SIM_JIBRI_STATUS_PERIOD": "soon"}, "SIM_JIBRI_STATUS_PERIOD"),
         ({"SIM_JIBRI_STATUS_PERIOD": "0"}, "status_period"),
         ({"SIM_JIBRI_JWT_KEY_PATH": "/k.pem", "SIM_JIBRI_JWT_KID": "k"}, "SIM_JIBRI_JWT_AUDIENCE"),
+        ({"SIM_JIBRI_INTERNAL_API_PORT": "3333x"}, "SIM_JIBRI_INTERNAL_API_PORT"),
+        ({"SIM_JIBRI_EXIT_DELAY": "-1"}, "exit_delay"),
+        ({"SIM_JIBRI_REAL_BEHAVIOURS": "all,stuck"}, "SIM_JIBRI_REAL_BEHAVIOURS: unknown"),
     ],
 )
 def test_config_from_env_rejects_malformed_values(env: dict[str, str], complaint: str) -> None:
@@ -686,3 +1250,7 @@ def test_command_line() -> None:
     assert config == SimJibriConfig(
         pod_name="x", host="127.0.0.9", webhook_subscribers=("http://c/webhook/x",)
     )
+    config = parse_cli(
+        ["--pod-name", "x", "--internal-port", "0", "--exit-delay", "1", "--real-behaviours", "all"]
+    )
+    assert (config.internal_port, config.exit_delay, config.fidelity) == (0, 1.0, REAL)

@@ -60,6 +60,7 @@ def test_defaults() -> None:
     assert s.shutdown_timeout == 10
     assert s.unresponsive_busy_seconds == 0
     assert s.accept_any_source_unauthenticated is False
+    assert (s.stuck_busy_seconds, s.stuck_policy) == (0, ReapPolicy.KEEP)
 
 
 def test_blank_values_mean_the_default() -> None:
@@ -85,6 +86,8 @@ def test_values_are_parsed() -> None:
             "WEBHOOK_ACCEPT_ANY_SOURCE_UNAUTHENTICATED": "true",
             "WEBHOOK_CHECK_JIBRI_ID": "0",
             "WEBHOOK_RATE_LIMIT": "0",
+            "STUCK_BUSY_SECONDS": "300",
+            "STUCK_BUSY_POD_POLICY": "Delete",
         }
     )
     assert s.port == 9000
@@ -99,6 +102,7 @@ def test_values_are_parsed() -> None:
     assert s.log_format is LogFormat.JSON
     assert (s.check_source_ip, s.check_jibri_id) == (False, False)
     assert s.rate_limit == 0
+    assert (s.stuck_busy_seconds, s.stuck_policy) == (300, ReapPolicy.DELETE)
 
 
 def test_pod_name_falls_back_to_the_host_name() -> None:
@@ -158,6 +162,9 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("SHUTDOWN_TIMEOUT", "301"),
     ("POOL_RECONCILE_PERIOD", "0.1"),
     ("UNRESPONSIVE_BUSY_POD_SECONDS", "soon"),
+    ("STUCK_BUSY_SECONDS", "30"),
+    ("STUCK_BUSY_SECONDS", "-1"),
+    ("STUCK_BUSY_POD_POLICY", "reap"),
 ]
 
 

@@ -25,15 +25,19 @@ from jibri_pod_controller.core.decisions import (
     busy_since,
     decide_on_report,
     decide_on_sweep,
+    is_stuck_busy,
     is_unresponsive,
     probe_order,
+    records_session_on,
     restarted_since_detach,
     started_before_detach,
 )
-from jibri_pod_controller.core.jibri import BusyStatus
+from jibri_pod_controller.core.jibri import BusyStatus, SessionState
 from jibri_pod_controller.core.pods import (
     ANNOTATION_BUSY_SINCE,
     ANNOTATION_RESTARTS_AT_BUSY,
+    ANNOTATION_SESSION_ON,
+    ANNOTATION_SESSIONS_WATCHED,
     Phase,
     PodFacts,
     has_labels,
@@ -343,8 +347,16 @@ def pods(draw: st.DrawFn) -> PodFacts:
     )
     annotations = draw(
         st.dictionaries(
-            st.sampled_from([ANNOTATION_BUSY_SINCE, ANNOTATION_RESTARTS_AT_BUSY, "other"]),
-            _annotation_values,
+            st.sampled_from(
+                [
+                    ANNOTATION_BUSY_SINCE,
+                    ANNOTATION_RESTARTS_AT_BUSY,
+                    ANNOTATION_SESSIONS_WATCHED,
+                    ANNOTATION_SESSION_ON,
+                    "other",
+                ]
+            ),
+            st.one_of(_annotation_values, st.just("true")),
         )
     )
     return PodFacts(
@@ -368,6 +380,8 @@ policies = st.builds(
     restarted=st.sampled_from(list(ReapPolicy)),
     finished=st.sampled_from(list(ReapPolicy)),
     max_busy_seconds=st.sampled_from([0.0, 60.0, 3600.0, 86400.0 * 400]),
+    stuck_seconds=st.sampled_from([0.0, 60.0, 3600.0]),
+    stuck=st.sampled_from(list(ReapPolicy)),
 )
 failures = st.one_of(st.none(), st.builds(Failed, st.sampled_from(list(ProbeFailure))))
 probes = st.one_of(failures, st.builds(Reported, st.sampled_from(list(BusyStatus))))
@@ -394,6 +408,7 @@ def test_no_answer_never_deletes_on_its_own(
         finished_rule = detached and subject.finished and policy.finished is ReapPolicy.DELETE
         assert not subject.deleting
         assert finished_rule or (detached and _fired_too_long(subject, policy))
+        # and never the stuck-BUSY rule: it needs Jibri to answer BUSY
         assert action.reason in (Reason.FINISHED_WHILE_BUSY, Reason.BUSY_TOO_LONG)
 
 
@@ -424,6 +439,12 @@ def test_every_sweep_delete_has_a_cause(
             and policy.restarted is ReapPolicy.DELETE,
             Reason.BUSY_TOO_LONG: detached and _fired_too_long(subject, policy),
             Reason.UNRESPONSIVE_WHILE_BUSY: False,  # never without time spent unresponsive
+            Reason.STUCK_BUSY: detached
+            and probe == Reported(BUSY_STATUS)
+            and subject.annotations.get(ANNOTATION_SESSIONS_WATCHED) == "true"
+            and ANNOTATION_SESSION_ON not in subject.annotations
+            and policy.stuck is ReapPolicy.DELETE
+            and policy.stuck_seconds > 0,
         }
         assert causes[action.reason]
 
@@ -527,3 +548,109 @@ def test_pods_silent_last_time_are_probed_first_and_the_rest_keep_their_order() 
         "jibri-5",
     ]
     assert probe_order(listed, set()) == listed
+
+
+# -- stuck BUSY ---------------------------------------------------------------------------------
+
+STUCK_KEEP = Policy(stuck_seconds=300)
+STUCK_DELETE = Policy(stuck_seconds=300, stuck=ReapPolicy.DELETE)
+WATCHED = {ANNOTATION_SESSIONS_WATCHED: "true"}
+SESSION_ON = {**WATCHED, ANNOTATION_SESSION_ON: "2025-06-01T11:30:05+00:00"}
+
+
+def busy_for(minutes: float, annotations: Mapping[str, str] = WATCHED) -> PodFacts:
+    detached = NOW - timedelta(minutes=minutes)
+    return pod(
+        busy=True,
+        annotations={**annotations, ANNOTATION_BUSY_SINCE: detached.isoformat(timespec="seconds")},
+    )
+
+
+@pytest.mark.parametrize(
+    ("subject", "probe", "policy", "stuck", "expected"),
+    [
+        # Detection off (the default): never stuck, whatever the pod says.
+        (busy_for(600), Reported(BUSY_STATUS), DEFAULT, False, Nothing(Reason.RECORDING)),
+        # BUSY, no session ON, past the bound: stuck; kept (and counted) or deleted.
+        (
+            busy_for(6),
+            Reported(BUSY_STATUS),
+            STUCK_KEEP,
+            True,
+            Nothing(Reason.POLICY_KEEP, attention=True),
+        ),
+        (busy_for(6), Reported(BUSY_STATUS), STUCK_DELETE, True, Delete(Reason.STUCK_BUSY)),
+        # Within the bound: not yet.
+        (busy_for(4), Reported(BUSY_STATUS), STUCK_DELETE, False, Nothing(Reason.RECORDING)),
+        # A session turned ON: a recording, however long.
+        (
+            busy_for(600, SESSION_ON),
+            Reported(BUSY_STATUS),
+            STUCK_DELETE,
+            False,
+            Nothing(Reason.RECORDING),
+        ),
+        # Detached before detection was on: a missing session ON proves nothing.
+        (busy_for(600, {}), Reported(BUSY_STATUS), STUCK_DELETE, False, Nothing(Reason.RECORDING)),
+        # Jibri says something else, or nothing: other rules (or none) apply.
+        (
+            busy_for(600),
+            Failed(ProbeFailure.TIMEOUT),
+            STUCK_DELETE,
+            False,
+            Nothing(Reason.NO_ANSWER),
+        ),
+        (busy_for(600), Reported(EXPIRED), STUCK_DELETE, False, Delete(Reason.EXPIRED_REPORTED)),
+        # A spare reporting BUSY is detached first, whatever its annotations.
+        (
+            pod(annotations=WATCHED),
+            Reported(BUSY_STATUS),
+            STUCK_DELETE,
+            False,
+            Detach(Reason.MISSED_BUSY),
+        ),
+        # Terminating: nothing.
+        (
+            replace(busy_for(600), deleting=True),
+            Reported(BUSY_STATUS),
+            STUCK_DELETE,
+            False,
+            Nothing(Reason.TERMINATING),
+        ),
+        # MAX_BUSY_SECONDS fires first when both do.
+        (
+            busy_for(600),
+            Reported(BUSY_STATUS),
+            replace(STUCK_KEEP, max_busy_seconds=3600),
+            True,
+            Delete(Reason.BUSY_TOO_LONG),
+        ),
+    ],
+)
+def test_the_stuck_busy_rule(
+    subject: PodFacts, probe: ProbeResult, policy: Policy, stuck: bool, expected: Action
+) -> None:
+    found = is_stuck_busy(
+        pod=subject, probe=probe, busy_labels=BUSY, stuck_seconds=policy.stuck_seconds, now=NOW
+    )
+    assert found is stuck
+    action = decide_on_sweep(pod=subject, probe=probe, busy_labels=BUSY, policy=policy, now=NOW)
+    assert action == expected
+
+
+@pytest.mark.parametrize(
+    ("state", "subject", "stuck_seconds", "expected"),
+    [
+        (SessionState.ON, busy_for(1), 300, True),
+        (SessionState.ON, pod(), 300, True),  # ON may reach us before the detach lands
+        (SessionState.ON, busy_for(1), 0, False),  # detection off: no write, ever
+        (SessionState.ON, busy_for(1, SESSION_ON), 300, False),  # written once
+        (SessionState.OFF, busy_for(1), 300, False),
+        (SessionState.PENDING, busy_for(1), 300, False),
+        (SessionState.ON, replace(busy_for(1), deleting=True), 300, False),
+    ],
+)
+def test_records_session_on(
+    state: SessionState, subject: PodFacts, stuck_seconds: float, expected: bool
+) -> None:
+    assert records_session_on(state=state, pod=subject, stuck_seconds=stuck_seconds) is expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -9,13 +10,17 @@ from pathlib import Path
 
 import jwt
 import pytest
+from Crypto.PublicKey import RSA
+from Crypto.Util.number import getPrime
 
 from jibri_pod_controller.adapters.tokens import (
     Claims,
+    KeyFormatError,
     KeyLoadError,
     TokenError,
     Verifier,
     load_keys,
+    public_key_from_jwk,
     public_key_from_pem,
 )
 from jibri_pod_controller.core.config import JwtSettings
@@ -525,3 +530,82 @@ def test_a_jwks_of_only_unusable_keys_says_why(tmp_path: Path) -> None:
     jwks.write_text(json.dumps({"keys": [{"kty": "EC", "kid": "ec"}]}))
     with pytest.raises(KeyLoadError, match=r"not a usable JWKS \(not an RSA key \(kty 'EC'\)\)"):
         load_keys(jwt_settings(jwks_file=jwks))
+
+
+# -- key strength -----------------------------------------------------------------------------
+
+
+def rsa_public_key(bits: int) -> RSA.RsaKey:
+    """An RSA public key of exactly ``bits`` bits (the libraries refuse to generate small ones,
+    so the modulus is built from two primes)."""
+    while True:
+        p, q = getPrime(bits // 2), getPrime(bits - bits // 2)
+        if (p * q).bit_length() == bits and p != q:
+            return RSA.construct((p * q, 65537))
+
+
+def jwk_of(key: RSA.RsaKey, kid: str) -> dict[str, str]:
+    def b64(number: int) -> str:
+        raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    return {"kty": "RSA", "kid": kid, "use": "sig", "n": b64(key.n), "e": b64(key.e)}
+
+
+@pytest.fixture(scope="module")
+def sized_keys() -> dict[int, RSA.RsaKey]:
+    return {bits: rsa_public_key(bits) for bits in (512, 1024, 2047)}
+
+
+@pytest.mark.parametrize("bits", [512, 1024, 2047])
+def test_an_rsa_key_under_2048_bits_is_refused_from_pem(
+    sized_keys: dict[int, RSA.RsaKey], bits: int
+) -> None:
+    with pytest.raises(KeyFormatError, match=f"an RSA key of {bits} bits; RS256 needs at least"):
+        public_key_from_pem(sized_keys[bits].export_key("PEM"))
+
+
+@pytest.mark.parametrize("bits", [512, 1024, 2047])
+def test_an_rsa_key_under_2048_bits_is_refused_from_a_jwk(
+    sized_keys: dict[int, RSA.RsaKey], bits: int
+) -> None:
+    with pytest.raises(KeyFormatError, match=f"an RSA key of {bits} bits"):
+        public_key_from_jwk(jwk_of(sized_keys[bits], "k"))
+
+
+def test_a_2048_bit_key_is_accepted_from_pem_and_jwk(signer: JibriSigner) -> None:
+    key = public_key_from_pem(signer.public_pem())
+    assert key.size_in_bits() == 2048
+    assert public_key_from_jwk(signer.public_jwk()).n == key.n
+
+
+def test_a_weak_key_in_a_keys_dir_refuses_the_set_naming_the_file(
+    tmp_path: Path, signer: JibriSigner, sized_keys: dict[int, RSA.RsaKey]
+) -> None:
+    (tmp_path / "good.pem").write_bytes(signer.public_pem())
+    (tmp_path / "weak.pem").write_bytes(sized_keys[512].export_key("PEM"))
+    with pytest.raises(KeyLoadError) as caught:
+        load_keys(jwt_settings(keys_dir=tmp_path))
+    assert caught.value.path == tmp_path / "weak.pem"
+    assert str(caught.value).startswith(f"{tmp_path / 'weak.pem'}: an RSA key of 512 bits")
+
+
+def test_a_weak_key_in_a_jwks_refuses_the_file_even_beside_good_keys(
+    tmp_path: Path, signer: JibriSigner, sized_keys: dict[int, RSA.RsaKey]
+) -> None:
+    jwks = tmp_path / "jwks.json"
+    keys = [signer.public_jwk(), jwk_of(sized_keys[1024], "old-1024")]
+    jwks.write_text(json.dumps({"keys": keys}))
+    with pytest.raises(KeyLoadError, match="kid 'old-1024': an RSA key of 1024 bits") as caught:
+        load_keys(jwt_settings(jwks_file=jwks))
+    assert caught.value.path == jwks
+    assert caught.value.setting == "JWT_JWKS_FILE"
+
+
+def test_a_token_signed_by_a_weak_key_cannot_be_verified_because_the_key_never_loads(
+    tmp_path: Path, sized_keys: dict[int, RSA.RsaKey]
+) -> None:
+    """Before: a 512-bit key loaded silently and its tokens verified."""
+    (tmp_path / "weak.pem").write_bytes(sized_keys[512].export_key("PEM"))
+    with pytest.raises(KeyLoadError, match="512 bits"):
+        Verifier(jwt_settings(keys_dir=tmp_path))

@@ -1,17 +1,26 @@
-"""Where the controller's Kubernetes credentials come from, read once at start-up.
+"""Where the controller's Kubernetes credentials come from, and how they stay current.
 
-In a cluster: the Pod's projected ServiceAccount token and CA, and the API server's address from
-``KUBERNETES_SERVICE_HOST``/``_PORT``. Outside one: a kubeconfig (``KUBECONFIG``, one or more
-paths, else ``~/.kube/config``) with a CA bundle (file or data, or the system's), client
-certificates (file or data), a static token, a token file, or an exec plugin
-(``client.authentication.k8s.io`` ExecCredential). A proxy is used only when one is configured:
-the cluster's ``proxy-url``, else ``HTTPS_PROXY``/``HTTP_PROXY`` (and ``NO_PROXY``), looked up
-once here rather than on every request.
+Found once at start-up (`locate`, then `read`), the way client-go finds them for a controller:
+``KUBECONFIG`` when set (one or more files), else the Pod's ServiceAccount, else
+``~/.kube/config``. A kubeconfig is read by clientcmd's rules (`kubeconfig.py`): what kubectl
+refuses is refused here with one line, and what kubectl accepts works, or is refused with one line
+saying what is not supported. docs/credentials.md is the full account, with every difference.
 
-Tokens that change are re-read rather than cached forever: a bound ServiceAccount token (the
-kubelet rotates it; it expires within the hour) and a token file are read again at most a
-minute after the last read (client-go's period), and at once after a 401; an exec plugin's
-token is kept until shortly before its ``expirationTimestamp``, and refreshed after a 401.
+Credentials that change are followed rather than fixed at start-up:
+
+- a token file (the kubelet's projected ServiceAccount token, a kubeconfig ``tokenFile``) is read
+  again a minute after the last read, and at once after a 401;
+- client certificate files are looked at again at most once a second, and a changed pair is
+  presented on new connections (client-go's ``ReloadTLSFiles``);
+- an exec plugin's credential (a token, a client certificate, or both) is kept until its
+  ``expirationTimestamp`` and refreshed after a 401; the plugin runs again only then.
+
+A new client certificate cannot be put into an existing ``ssl.SSLContext`` for the next handshake
+only (Python's ssl has no per-handshake certificate callback, which Go's client-go uses), so the
+API client (`kube.ApiClient`) builds a new context and connection pool when the certificate
+changes and closes the old pool, as client-go closes its connections when an exec plugin rotates
+its certificate. Each `ClientCertificate` carries a serial number so that a request that fetched
+the certificate before a rotation can never bring the old one back.
 
 Anything missing or malformed raises `CredentialsError`, whose message is one line naming it.
 """
@@ -19,15 +28,14 @@ Anything missing or malformed raises `CredentialsError`, whose message is one li
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import ipaddress
+import itertools
+import logging
 import os
 import ssl
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,14 +44,219 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from jibri_pod_controller.core.proxies import ProxyEnvironment, ProxyError, proxy_for
+
+log = logging.getLogger("jibri_pod_controller.credentials")
+
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_REREAD_SECONDS = 60.0
+"""client-go's period for re-reading a token file."""
+CERTIFICATE_RECHECK_SECONDS = 1.0
+"""client-go's period for looking at client certificate files again."""
 EXEC_EXPIRY_MARGIN_SECONDS = 10.0
 EXEC_TIMEOUT_SECONDS = 30.0
+EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
 
 
 class CredentialsError(Exception):
     """No usable Kubernetes credentials; ``str()`` is one line naming what is missing."""
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    return " ".join(text.split())[:limit]
+
+
+# -- client certificates ----------------------------------------------------------------------
+
+_serials = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    """A PEM certificate chain and its private key, as presented in the TLS handshake."""
+
+    cert_pem: bytes = field(repr=False)
+    key_pem: bytes = field(repr=False)
+    serial: int = field(default_factory=lambda: next(_serials), compare=False)
+    """Increases with every certificate obtained: a rotation only ever goes forward."""
+
+
+def _no_passphrase() -> bytes:
+    raise CredentialsError("an encrypted private key (a passphrase cannot be given)")
+
+
+@contextlib.contextmanager
+def _pem_files(certificate: ClientCertificate) -> Iterator[tuple[str, str]]:
+    """The pair as two private files (Python's ssl loads a key from a file only), removed on
+    exit."""
+    with tempfile.TemporaryDirectory(prefix="jpc-") as directory:
+        cert_path, key_path = Path(directory, "tls.crt"), Path(directory, "tls.key")
+        cert_path.write_bytes(certificate.cert_pem)
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(certificate.key_pem)
+        yield str(cert_path), str(key_path)
+
+
+def _load_pair(context: ssl.SSLContext, certificate: ClientCertificate, what: str) -> None:
+    with _pem_files(certificate) as (cert_path, key_path):
+        try:
+            context.load_cert_chain(cert_path, key_path, password=_no_passphrase)
+        except CredentialsError as exc:
+            raise CredentialsError(f"{what}: {exc}") from None
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise CredentialsError(f"{what}: not a usable certificate and key ({exc})") from None
+
+
+def checked_certificate(cert_pem: bytes, key_pem: bytes, what: str) -> ClientCertificate:
+    """The pair, once OpenSSL has accepted it (PEM, key matching the certificate)."""
+    certificate = ClientCertificate(cert_pem=cert_pem, key_pem=key_pem)
+    _load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), certificate, what)
+    return certificate
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """How the API server is verified: its CA bundle (PEM; None for the system's) or no
+    verification at all (``insecure-skip-tls-verify``). The client certificate comes apart,
+    as it may change during the run."""
+
+    ca_pem: bytes | None = field(default=None, repr=False)
+    verify: bool = True
+
+    def context(self, certificate: ClientCertificate | None) -> ssl.SSLContext:
+        """A new client context presenting ``certificate`` (2 ms with a CA bundle; 50 ms with
+        the system's, which are read again: once per certificate rotation at most)."""
+        if not self.verify:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            try:
+                context = ssl.create_default_context(
+                    cadata=self.ca_pem.decode("ascii", "replace") if self.ca_pem else None
+                )
+            except (ssl.SSLError, ValueError) as exc:
+                raise CredentialsError(f"certificate authority: not usable ({exc})") from None
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if certificate is not None:
+            _load_pair(context, certificate, "client certificate")
+        return context
+
+
+class CertificateSource(Protocol):
+    async def certificate(self) -> ClientCertificate | None:
+        """The certificate to present on new connections now (refreshed when due)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StaticCertificate:
+    """A client certificate given as data (or read once from files mixed with data)."""
+
+    value: ClientCertificate
+
+    async def certificate(self) -> ClientCertificate | None:
+        return self.value
+
+
+@dataclass(frozen=True)
+class _PairOnDisk:
+    """What the certificate files held when read (``stamp``: inode, mtime, size of each)."""
+
+    stamp: tuple[Any, ...]
+    certificate: ClientCertificate | None
+    problem: str = ""
+
+
+def _file_stamp(*paths: Path) -> tuple[Any, ...]:
+    stats = [os.stat(path) for path in paths]
+    return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in stats)
+
+
+def _read_pair(cert_path: Path, key_path: Path, known: ClientCertificate | None) -> _PairOnDisk:
+    """Read and check the pair (blocking; touches no shared state). ``known`` is returned as
+    it is when the files still hold it, so that nothing rotates."""
+    try:
+        stamp = _file_stamp(cert_path, key_path)
+        cert_pem, key_pem = cert_path.read_bytes(), key_path.read_bytes()
+    except OSError as exc:
+        name = exc.filename or cert_path
+        raise CredentialsError(f"client certificate {name}: {exc.strerror}") from None
+    if known is not None and (cert_pem, key_pem) == (known.cert_pem, known.key_pem):
+        return _PairOnDisk(stamp=stamp, certificate=known)
+    certificate = checked_certificate(cert_pem, key_pem, f"client certificate {cert_path}")
+    return _PairOnDisk(stamp=stamp, certificate=certificate)
+
+
+def _reread_pair(
+    cert_path: Path, key_path: Path, known: ClientCertificate | None, stamp: tuple[Any, ...]
+) -> _PairOnDisk | None:
+    """The pair again if either file changed since ``stamp`` (None if not), or the problem
+    with it (blocking; touches no shared state)."""
+    try:
+        if _file_stamp(cert_path, key_path) == stamp:
+            return None
+        return _read_pair(cert_path, key_path, known)
+    except (CredentialsError, OSError) as exc:
+        return _PairOnDisk(stamp=stamp, certificate=None, problem=str(exc))
+
+
+@dataclass
+class FileCertificate:
+    """Client certificate and key files, looked at again at most once a second: a pair
+    replaced on disk (by cert-manager, by a sidecar) is presented on new connections. A pair
+    caught half-written is ignored until both files agree.
+
+    The files are read in a worker thread; what was read is installed here, on the loop.
+    """
+
+    cert_path: Path
+    key_path: Path
+    recheck_seconds: float = CERTIFICATE_RECHECK_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    _current: ClientCertificate | None = None
+    _stamp: tuple[Any, ...] = ()
+    _checked_at: float | None = None
+    _problem: str = ""
+
+    def read_now(self) -> ClientCertificate:
+        """Read, check and install the pair (blocking: at start-up); raises
+        `CredentialsError` naming the file."""
+        found = _read_pair(self.cert_path, self.key_path, self._current)
+        assert found.certificate is not None
+        self._current, self._stamp = found.certificate, found.stamp
+        return found.certificate
+
+    def _install(self, found: _PairOnDisk | None) -> None:
+        if found is None:
+            return
+        if found.certificate is None:
+            if found.problem != self._problem:  # said once per distinct problem
+                self._problem = found.problem
+                log.warning(
+                    "client certificate files not reloaded; presenting the previous pair",
+                    extra={"error": found.problem},
+                )
+            return
+        self._current, self._stamp, self._problem = found.certificate, found.stamp, ""
+
+    async def certificate(self) -> ClientCertificate | None:
+        now = self.clock()
+        if self._current is None:
+            self._checked_at = now
+            found = await asyncio.to_thread(_read_pair, self.cert_path, self.key_path, None)
+            self._install(found)
+        elif self._checked_at is None or now - self._checked_at >= self.recheck_seconds:
+            self._checked_at = now
+            self._install(
+                await asyncio.to_thread(
+                    _reread_pair, self.cert_path, self.key_path, self._current, self._stamp
+                )
+            )
+        return self._current
+
+
+# -- tokens -----------------------------------------------------------------------------------
 
 
 class TokenSource(Protocol):
@@ -73,79 +286,132 @@ class StaticToken:
 
 @dataclass
 class FileToken:
-    """A token file (a projected ServiceAccount token, a kubeconfig ``tokenFile``)."""
+    """A token file (a projected ServiceAccount token, a kubeconfig ``tokenFile``).
+
+    ``fallback`` is a kubeconfig's ``token`` given beside its ``tokenFile``: client-go sends the
+    file's token whenever the file can be read, and that one otherwise.
+    """
 
     path: Path
     reread_seconds: float = TOKEN_REREAD_SECONDS
     clock: Callable[[], float] = time.monotonic
     refreshable: bool = True
+    fallback: str = ""
     _value: str = ""
     _read_at: float | None = None
 
-    def read_now(self) -> str:
+    def _read(self) -> str:
+        """The file's token (blocking; touches no shared state)."""
         try:
             value = self.path.read_text().strip()
         except OSError as exc:
             raise CredentialsError(f"cannot read token file {self.path}: {exc.strerror}") from exc
         if not value:
             raise CredentialsError(f"token file {self.path} is empty")
-        self._value, self._read_at = value, self.clock()
         return value
+
+    def read_now(self) -> str:
+        """Read and keep the token (blocking: at start-up)."""
+        self._value, self._read_at = self._read(), self.clock()
+        return self._value
 
     async def token(self) -> str:
         if self._read_at is None or self.clock() - self._read_at >= self.reread_seconds:
             try:
-                await asyncio.to_thread(self.read_now)
+                value = await asyncio.to_thread(self._read)
             except CredentialsError:
-                if not self._value:
+                if not self._value and not self.fallback:
                     raise
-                # A rotation in progress (the kubelet swaps a symlink): keep the last token.
-        return self._value
+                # A rotation in progress (the kubelet swaps a symlink), or a file that is gone
+                # with a token beside it: keep what there is, and look again later.
+            else:
+                self._value = value
+            self._read_at = self.clock()
+        return self._value or self.fallback
 
     def invalidate(self) -> None:
         self._read_at = None
 
 
+# -- exec plugins -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExecCredential:
+    """What an exec plugin returned: a token, a client certificate, or both."""
+
+    token: str
+    certificate: ClientCertificate | None
+    expires_at: float | None
+    """Seconds since the epoch (``expirationTimestamp``); None: valid until refused."""
+
+
 @dataclass
-class ExecToken:
-    """A kubeconfig exec plugin: runs the command, keeps its token until shortly before expiry."""
+class ExecPlugin:
+    """A kubeconfig exec plugin (``client.authentication.k8s.io`` ExecCredential).
+
+    Runs the command, and keeps what it returned until shortly before its
+    ``expirationTimestamp`` (a tenth of its remaining life, at most 10 s, so that a request is
+    not refused on the boundary), or until the API server refuses it (401). Never interactive:
+    the controller has no terminal, and its stdin is closed.
+    """
 
     command: str
     args: Sequence[str]
     env: Mapping[str, str]
     api_version: str
     base_dir: Path
+    install_hint: str = ""
+    cluster: Mapping[str, Any] | None = None
+    """``spec.cluster`` of the ExecCredential, when the kubeconfig asks ``provideClusterInfo``."""
+    environ: Mapping[str, str] = field(default_factory=dict)
+    """The controller's environment (the plugin sees it, then ``env`` on top)."""
     clock: Callable[[], float] = time.time
     refreshable: bool = True
-    _value: str = ""
-    _expires_at: float | None = None
+    _current: ExecCredential | None = None
+    _refresh_at: float | None = None
+    _stale: bool = False
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    client_cert: tuple[bytes, bytes] | None = None
-    """The plugin's clientCertificateData and clientKeyData, if it returned them."""
 
     def _fresh(self) -> bool:
-        if not self._value:
+        if self._current is None or self._stale:
             return False
-        return self._expires_at is None or self.clock() < self._expires_at
+        return self._refresh_at is None or self.clock() < self._refresh_at
+
+    async def credential(self) -> ExecCredential:
+        if not self._fresh():
+            async with self._lock:
+                if not self._fresh():
+                    await self.run()
+        assert self._current is not None
+        return self._current
 
     async def token(self) -> str:
-        if self._fresh():
-            return self._value
-        async with self._lock:
-            if not self._fresh():
-                await self.run()
-        return self._value
+        return (await self.credential()).token
+
+    async def certificate(self) -> ClientCertificate | None:
+        """The certificate of the current credential. Refreshing is `token`'s part (the API
+        client asks for the token first, for every request), so that one request never runs
+        the plugin twice."""
+        if self._current is None:
+            return (await self.credential()).certificate
+        return self._current.certificate
 
     def invalidate(self) -> None:
-        self._value = ""
+        self._stale = True
+
+    def exec_info(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"interactive": False}
+        if self.cluster is not None:
+            spec["cluster"] = dict(self.cluster)
+        return {"apiVersion": self.api_version, "kind": "ExecCredential", "spec": spec}
 
     async def run(self) -> None:
-        info = {
-            "apiVersion": self.api_version,
-            "kind": "ExecCredential",
-            "spec": {"interactive": False},
+        env = {
+            **self.environ,
+            **self.env,
+            "KUBERNETES_EXEC_INFO": orjson.dumps(self.exec_info()).decode(),
         }
-        env = {**os.environ, **self.env, "KUBERNETES_EXEC_INFO": orjson.dumps(info).decode()}
         command = self.command
         if os.sep in command and not os.path.isabs(command):
             command = str(self.base_dir / command)
@@ -158,6 +424,11 @@ class ExecToken:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
+        except FileNotFoundError:
+            hint = f" ({one_line(self.install_hint)})" if self.install_hint.strip() else ""
+            raise CredentialsError(
+                f"exec plugin: executable {self.command} not found{hint}"
+            ) from None
         except OSError as exc:
             raise CredentialsError(f"exec plugin {self.command}: {exc.strerror}") from exc
         try:
@@ -170,32 +441,75 @@ class ExecToken:
         if process.returncode != 0:
             last = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
             raise CredentialsError(
-                f"exec plugin {self.command} exited {process.returncode}: {last[0][:200]}"
+                f"exec plugin {self.command} failed with exit code {process.returncode}: "
+                f"{one_line(last[0], 200)}"
             )
-        self._accept(out)
+        previous = self._current.certificate if self._current is not None else None
+        what = f"exec plugin {self.command}"
+        # Parsed, and its certificate checked (files written and read), in a worker thread;
+        # installed here, on the loop.
+        credential = await asyncio.to_thread(
+            parse_exec_output, out, api_version=self.api_version, what=what, previous=previous
+        )
+        now = self.clock()
+        self._current, self._stale = credential, False
+        expires_at = credential.expires_at
+        self._refresh_at = (
+            None
+            if expires_at is None
+            else expires_at - min(EXEC_EXPIRY_MARGIN_SECONDS, max(0.0, expires_at - now) / 10)
+        )
 
-    def _accept(self, out: bytes) -> None:
+
+def parse_exec_output(
+    out: bytes, *, api_version: str, what: str, previous: ClientCertificate | None
+) -> ExecCredential:
+    """An exec plugin's ExecCredential, checked as client-go checks it. ``previous`` is kept
+    (no rotation) when the plugin returned the same certificate and key again."""
+    try:
+        document = orjson.loads(out)
+    except orjson.JSONDecodeError:
+        raise CredentialsError(f"{what}: its output is not an ExecCredential") from None
+    if not isinstance(document, dict):
+        raise CredentialsError(f"{what}: its output is not an ExecCredential")
+    version, kind = document.get("apiVersion"), document.get("kind")
+    if version != api_version:
+        raise CredentialsError(
+            f"{what}: configured for {api_version}, the plugin returned "
+            f"apiVersion {str(version)[:80]!r}"
+        )
+    if kind != "ExecCredential":
+        raise CredentialsError(f"{what}: returned kind {str(kind)[:80]!r}, not ExecCredential")
+    status = document.get("status")
+    if not isinstance(status, dict):
+        raise CredentialsError(f"{what}: returned no status")
+    token, cert, key = (
+        status.get(k) or "" for k in ("token", "clientCertificateData", "clientKeyData")
+    )
+    if not all(isinstance(v, str) for v in (token, cert, key)):
+        raise CredentialsError(f"{what}: token and certificate data must be strings")
+    if not token and not cert and not key:
+        raise CredentialsError(f"{what}: returned neither a token nor a certificate and key")
+    if bool(cert) != bool(key):
+        raise CredentialsError(f"{what}: returned a certificate or a key, not both")
+    expires_at: float | None = None
+    if status.get("expirationTimestamp"):
+        stamp = str(status["expirationTimestamp"])
         try:
-            status = orjson.loads(out).get("status") or {}
-        except (orjson.JSONDecodeError, AttributeError) as exc:
-            raise CredentialsError(f"exec plugin {self.command}: not an ExecCredential") from exc
-        token = str(status.get("token") or "")
-        cert, key = status.get("clientCertificateData"), status.get("clientKeyData")
-        if cert and key:
-            self.client_cert = (str(cert).encode(), str(key).encode())
-        if not token and self.client_cert is None:
-            raise CredentialsError(f"exec plugin {self.command}: no token and no certificate")
-        expires = status.get("expirationTimestamp")
-        self._expires_at = None
-        if expires:
-            try:
-                at = datetime.fromisoformat(str(expires)).astimezone(UTC).timestamp()
-            except ValueError as exc:
-                raise CredentialsError(
-                    f"exec plugin {self.command}: bad expirationTimestamp {expires!r}"
-                ) from exc
-            self._expires_at = at - EXEC_EXPIRY_MARGIN_SECONDS
-        self._value = token
+            expires_at = datetime.fromisoformat(stamp).astimezone(UTC).timestamp()
+        except ValueError:
+            raise CredentialsError(f"{what}: bad expirationTimestamp {stamp[:40]!r}") from None
+    certificate: ClientCertificate | None = None
+    if cert:
+        pair = (cert.encode(), key.encode())
+        if previous is not None and pair == (previous.cert_pem, previous.key_pem):
+            certificate = previous
+        else:
+            certificate = checked_certificate(*pair, what)
+    return ExecCredential(token=token, certificate=certificate, expires_at=expires_at)
+
+
+# -- the endpoint -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -203,298 +517,123 @@ class Endpoint:
     """Everything needed to reach and authenticate to one API server."""
 
     server: str
-    """``https://host:port`` (no trailing slash)."""
-    ssl: ssl.SSLContext | bool
-    """The TLS context (CA bundle, client certificate); False skips verification (as
-    ``insecure-skip-tls-verify`` asks); True is plain HTTP's placeholder."""
+    """``https://host:port`` and any path prefix (no trailing slash)."""
+    tls: TlsSettings | None = None
+    """None for a plain ``http://`` server."""
     token: TokenSource | None = None
+    certificate: CertificateSource | None = None
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    headers: tuple[tuple[str, str], ...] = ()
+    """Sent with every request (impersonation: ``Impersonate-User`` and its kin)."""
     proxy: str | None = None
     server_name: str | None = None
     """``tls-server-name``: the name the server's certificate is checked against."""
+    namespace: str | None = None
+    """The kubeconfig context's namespace, or the ServiceAccount's (never used to choose
+    the controller's namespace, which is its NAMESPACE setting; reported when they differ)."""
     source: str = ""
     """Where these came from, for the start-up log line (never a secret)."""
+    notes: tuple[str, ...] = ()
+    """What was read but is not used, for the start-up log line."""
 
 
-def _tls_context(
-    *,
-    ca_file: str | None = None,
-    ca_data: bytes | None = None,
-    cert: tuple[bytes, bytes] | None = None,
-    cert_files: tuple[str, str] | None = None,
-) -> ssl.SSLContext:
-    """A verifying client context: only the given CA when there is one, else the system's."""
+def env_proxy(server: str, env: Mapping[str, str]) -> str | None:
+    """The proxy from ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, by Go's rules, checked."""
     try:
-        if ca_file or ca_data:
-            context = ssl.create_default_context(
-                cafile=ca_file, cadata=ca_data.decode() if ca_data else None
-            )
-        else:
-            context = ssl.create_default_context()
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        raise CredentialsError(f"certificate authority {ca_file or '(data)'}: {exc}") from exc
-    if cert_files is not None:
-        try:
-            context.load_cert_chain(cert_files[0], cert_files[1])
-        except (ssl.SSLError, OSError) as exc:
-            raise CredentialsError(f"client certificate {cert_files[0]}: {exc}") from exc
-    elif cert is not None:
-        # The ssl module loads a certificate only from a file: a private, short-lived one.
-        with tempfile.TemporaryDirectory(prefix="jpc-") as directory:
-            cert_path, key_path = Path(directory, "tls.crt"), Path(directory, "tls.key")
-            cert_path.write_bytes(cert[0])
-            key_path.touch(mode=0o600)
-            key_path.write_bytes(cert[1])
-            try:
-                context.load_cert_chain(str(cert_path), str(key_path))
-            except ssl.SSLError as exc:
-                raise CredentialsError(f"client certificate data: {exc}") from exc
-    return context
-
-
-def bypasses_proxy(host: str, no_proxy: str) -> bool:
-    """Whether ``NO_PROXY`` (names, ``.suffixes``, ``*``, addresses, CIDRs) covers ``host``."""
-    host = host.strip("[]").lower()
-    try:
-        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
-    for entry in (e.strip().lower() for e in no_proxy.split(",")):
-        name = entry.rsplit(":", 1)[0] if entry.count(":") == 1 else entry
-        if not name:
-            continue
-        if name == "*":
-            return True
-        if address is not None:
-            with contextlib.suppress(ValueError):
-                if address in ipaddress.ip_network(name.strip("[]"), strict=False):
-                    return True
-            continue
-        suffix = name.lstrip(".")
-        if host == suffix or host.endswith("." + suffix):
-            return True
-    return False
-
-
-def _proxy_from_env(server: str, env: Mapping[str, str]) -> str | None:
-    scheme, host = urlsplit(server).scheme, urlsplit(server).hostname or ""
-    names = ("HTTPS_PROXY", "https_proxy") if scheme == "https" else ("HTTP_PROXY", "http_proxy")
-    proxy = next((env[n] for n in (*names, "ALL_PROXY", "all_proxy") if env.get(n)), None)
+        proxy = proxy_for(server, ProxyEnvironment.read(env))
+    except ProxyError as exc:
+        raise CredentialsError(str(exc)) from None
     if proxy is None:
         return None
-    no_proxy = env.get("NO_PROXY") or env.get("no_proxy") or ""
-    if no_proxy and bypasses_proxy(host, no_proxy):
-        return None
-    return _checked_proxy(proxy, "HTTPS_PROXY" if scheme == "https" else "HTTP_PROXY")
+    setting = "HTTPS_PROXY" if server.startswith("https:") else "HTTP_PROXY"
+    return checked_proxy(proxy, setting)
 
 
-def _checked_proxy(proxy: str, setting: str) -> str:
-    if "://" not in proxy:
-        proxy = f"http://{proxy}"
-    if urlsplit(proxy).scheme != "http":
-        raise CredentialsError(f"{setting}: only http:// proxies are supported, not {proxy!r}")
+def checked_proxy(proxy: str, setting: str) -> str:
+    """The proxy URL if this client can use it: an ``http://`` proxy (aiohttp's CONNECT)."""
+    parts = urlsplit(proxy)
+    if parts.scheme != "http":
+        raise CredentialsError(
+            f"{setting}: only http:// proxies are supported, not {parts.scheme}:// "
+            f"({proxy.rpartition('@')[2][:100]!r})"
+        )
+    if not parts.hostname:
+        raise CredentialsError(f"{setting}: no proxy host in {proxy.rpartition('@')[2][:100]!r}")
     return proxy
 
 
+# -- in a cluster -----------------------------------------------------------------------------
+
+
 def in_cluster(env: Mapping[str, str], directory: Path = SERVICE_ACCOUNT_DIR) -> Endpoint:
-    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT") or "443"
-    if not host:
-        raise CredentialsError(
-            f"in-cluster token {directory / 'token'} found but KUBERNETES_SERVICE_HOST is not set"
-        )
+    """client-go's ``InClusterConfig``: the ServiceAccount's token and CA, the API server at
+    ``KUBERNETES_SERVICE_HOST``:``KUBERNETES_SERVICE_PORT``."""
+    host = env.get("KUBERNETES_SERVICE_HOST") or ""
+    port = env.get("KUBERNETES_SERVICE_PORT") or ""
+    for name, value in (("KUBERNETES_SERVICE_HOST", host), ("KUBERNETES_SERVICE_PORT", port)):
+        if not value:
+            raise CredentialsError(
+                f"in-cluster token {directory / 'token'} found but {name} is not set"
+            )
     if ":" in host:
         host = f"[{host}]"
     server = f"https://{host}:{port}"
     token = FileToken(directory / "token")
     token.read_now()
-    ca = directory / "ca.crt"
+    ca_path = directory / "ca.crt"
+    ca_pem: bytes | None = None
+    if ca_path.exists():
+        try:
+            ca_pem = ca_path.read_bytes()
+        except OSError as exc:
+            raise CredentialsError(f"in-cluster CA {ca_path}: {exc.strerror}") from None
+    tls = TlsSettings(ca_pem=ca_pem)
+    tls.context(None)  # a CA bundle that cannot be used stops start-up here
+    namespace: str | None = None
+    with contextlib.suppress(OSError):
+        namespace = (directory / "namespace").read_text().strip() or None
     return Endpoint(
         server=server,
-        ssl=_tls_context(ca_file=str(ca) if ca.exists() else None),
+        tls=tls,
         token=token,
-        proxy=_proxy_from_env(server, env),
+        proxy=env_proxy(server, env),
+        namespace=namespace,
         source="in-cluster service account",
     )
 
 
-def _data(value: Any, what: str) -> bytes:
-    try:
-        return base64.b64decode(str(value), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise CredentialsError(f"kubeconfig: {what} is not base64") from exc
+# -- finding them -----------------------------------------------------------------------------
 
 
-def _named(doc: Mapping[str, Any], key: str, inner: str) -> dict[str, tuple[dict[str, Any], Path]]:
-    base = Path(str(doc["__file__"])).parent
-    out: dict[str, tuple[dict[str, Any], Path]] = {}
-    for entry in doc.get(key) or ():
-        if isinstance(entry, Mapping) and entry.get("name") is not None:
-            out[str(entry["name"])] = (dict(entry.get(inner) or {}), base)
-    return out
+@dataclass(frozen=True)
+class Location:
+    """Where the credentials are: kubeconfig files, or (none given) the ServiceAccount."""
 
-
-def _read_kubeconfigs(paths: Sequence[Path]) -> list[dict[str, Any]]:
-    # Imported here, not at the top: in a cluster (the ServiceAccount, no kubeconfig) the YAML
-    # parser is never needed, and importing it costs 0.8 MiB of resident memory (18 modules).
-    import yaml
-
-    docs: list[dict[str, Any]] = []
-    for path in paths:
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise CredentialsError(f"kubeconfig {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            problem = type(exc).__name__
-            raise CredentialsError(f"kubeconfig {path}: not YAML ({problem})") from exc
-        if loaded is None:
-            continue
-        if not isinstance(loaded, dict):
-            raise CredentialsError(f"kubeconfig {path}: not a mapping")
-        docs.append({**loaded, "__file__": str(path)})
-    if not docs:
-        raise CredentialsError(f"kubeconfig {':'.join(map(str, paths))}: empty")
-    return docs
-
-
-async def from_kubeconfig(paths: Sequence[Path], env: Mapping[str, str]) -> Endpoint:
-    """The current context of the merged kubeconfig files (the first to set a name wins)."""
-    docs = _read_kubeconfigs(paths)
-    clusters: dict[str, tuple[dict[str, Any], Path]] = {}
-    users: dict[str, tuple[dict[str, Any], Path]] = {}
-    contexts: dict[str, tuple[dict[str, Any], Path]] = {}
-    current = ""
-    for doc in docs:
-        for name, value in _named(doc, "clusters", "cluster").items():
-            clusters.setdefault(name, value)
-        for name, value in _named(doc, "users", "user").items():
-            users.setdefault(name, value)
-        for name, value in _named(doc, "contexts", "context").items():
-            contexts.setdefault(name, value)
-        current = current or str(doc.get("current-context") or "")
-    where = ":".join(map(str, paths))
-    if not current:
-        raise CredentialsError(f"kubeconfig {where}: no current-context")
-    if current not in contexts:
-        raise CredentialsError(f"kubeconfig {where}: context {current!r} not found")
-    context = contexts[current][0]
-    cluster_name, user_name = str(context.get("cluster") or ""), str(context.get("user") or "")
-    if cluster_name not in clusters:
-        raise CredentialsError(f"kubeconfig {where}: cluster {cluster_name!r} not found")
-    cluster, cluster_dir = clusters[cluster_name]
-    user, user_dir = users.get(user_name, ({}, cluster_dir))
-    server = str(cluster.get("server") or "").rstrip("/")
-    if urlsplit(server).scheme not in ("https", "http") or not urlsplit(server).hostname:
-        raise CredentialsError(f"kubeconfig {where}: cluster {cluster_name!r} has no server URL")
-
-    def path(value: Any, base: Path) -> str:
-        return str(base / os.path.expanduser(str(value)))
-
-    token: TokenSource | None = None
-    cert: tuple[bytes, bytes] | None = None
-    cert_files: tuple[str, str] | None = None
-    if user.get("client-certificate-data") or user.get("client-key-data"):
-        cert = (
-            _data(user.get("client-certificate-data"), "client-certificate-data"),
-            _data(user.get("client-key-data"), "client-key-data"),
-        )
-    elif user.get("client-certificate") or user.get("client-key"):
-        if not (user.get("client-certificate") and user.get("client-key")):
-            raise CredentialsError(
-                f"kubeconfig {where}: user {user_name!r} needs both "
-                "client-certificate and client-key"
-            )
-        cert_files = (
-            path(user["client-certificate"], user_dir),
-            path(user["client-key"], user_dir),
-        )
-    if user.get("token"):
-        token = StaticToken(str(user["token"]))
-    elif user.get("tokenFile"):
-        file_token = FileToken(Path(path(user["tokenFile"], user_dir)))
-        file_token.read_now()
-        token = file_token
-    elif user.get("exec"):
-        spec = user["exec"]
-        if not isinstance(spec, Mapping) or not spec.get("command"):
-            raise CredentialsError(f"kubeconfig {where}: user {user_name!r}: exec needs a command")
-        plugin = ExecToken(
-            command=str(spec["command"]),
-            args=[str(a) for a in spec.get("args") or ()],
-            env={
-                str(e.get("name")): str(e.get("value", ""))
-                for e in spec.get("env") or ()
-                if isinstance(e, Mapping)
-            },
-            api_version=str(spec.get("apiVersion") or "client.authentication.k8s.io/v1"),
-            base_dir=user_dir,
-        )
-        # Run once now: a broken plugin stops start-up, and a certificate it returns goes into
-        # the TLS context (a token is refreshed later; a certificate is kept for the run).
-        await plugin.run()
-        if plugin.client_cert is not None and cert is None and cert_files is None:
-            cert = plugin.client_cert
-        token = plugin
-    elif user.get("auth-provider") or user.get("username"):
-        kind = "auth-provider" if user.get("auth-provider") else "username/password"
-        raise CredentialsError(
-            f"kubeconfig {where}: user {user_name!r}: {kind} is not supported "
-            "(use a token, a token file, a client certificate or an exec plugin)"
-        )
-    elif cert is None and cert_files is None:
-        raise CredentialsError(f"kubeconfig {where}: user {user_name!r} has no credentials")
-
-    ca_file = (
-        path(cluster["certificate-authority"], cluster_dir)
-        if cluster.get("certificate-authority")
-        else None
-    )
-    ca_data = (
-        _data(cluster["certificate-authority-data"], "certificate-authority-data")
-        if cluster.get("certificate-authority-data")
-        else None
-    )
-    tls: ssl.SSLContext | bool = True
-    if server.startswith("https"):
-        pinned = ca_file or ca_data or cert or cert_files
-        if cluster.get("insecure-skip-tls-verify") and not pinned:
-            tls = False
-        else:
-            tls = _tls_context(ca_file=ca_file, ca_data=ca_data, cert=cert, cert_files=cert_files)
-    proxy = (
-        _checked_proxy(str(cluster["proxy-url"]), f"kubeconfig cluster {cluster_name!r} proxy-url")
-        if cluster.get("proxy-url")
-        else _proxy_from_env(server, env)
-    )
-    return Endpoint(
-        server=server,
-        ssl=tls,
-        token=token,
-        proxy=proxy,
-        server_name=str(cluster["tls-server-name"]) if cluster.get("tls-server-name") else None,
-        source=f"kubeconfig {where} (context {current})",
-    )
+    kubeconfigs: tuple[Path, ...]
+    in_cluster_dir: Path = SERVICE_ACCOUNT_DIR
 
 
 def locate(
     kubeconfig: str | None, env: Mapping[str, str], *, in_cluster_dir: Path = SERVICE_ACCOUNT_DIR
-) -> list[Path] | None:
-    """The kubeconfig files to read, or None for the in-cluster service account.
+) -> Location:
+    """Where to read the credentials from; nothing is read yet.
 
-    ``KUBECONFIG`` when set, else the service account's token, else ``~/.kube/config``; raises
-    `CredentialsError` naming all three when there is none.
+    ``KUBECONFIG`` when set (its files that exist; none existing is an error here, where
+    client-go would go on to the in-cluster account), else the ServiceAccount's token, else
+    ``~/.kube/config``; raises `CredentialsError` naming all three when there is none.
     """
     if kubeconfig:
-        paths = [Path(p) for p in kubeconfig.split(os.pathsep) if p]
-        existing = [p for p in paths if p.exists()]
+        paths = list(dict.fromkeys(Path(p) for p in kubeconfig.split(os.pathsep) if p))
+        existing = tuple(p for p in paths if p.exists())
         if not existing:
             raise CredentialsError(f"KUBECONFIG: no such file: {kubeconfig}")
-        return existing
+        return Location(kubeconfigs=existing, in_cluster_dir=in_cluster_dir)
     if (in_cluster_dir / "token").exists():
-        return None
+        return Location(kubeconfigs=(), in_cluster_dir=in_cluster_dir)
     home = env.get("HOME")
     default = Path(home, ".kube", "config") if home else None
     if default is not None and default.exists():
-        return [default]
+        return Location(kubeconfigs=(default,), in_cluster_dir=in_cluster_dir)
     raise CredentialsError(
         "no Kubernetes credentials: no in-cluster service account token "
         f"({in_cluster_dir / 'token'}), KUBECONFIG is not set and "
@@ -502,11 +641,17 @@ def locate(
     )
 
 
+async def read(location: Location, env: Mapping[str, str]) -> Endpoint:
+    """The endpoint at ``location``, read and checked (an exec plugin is run once)."""
+    if not location.kubeconfigs:
+        return in_cluster(env, location.in_cluster_dir)
+    from jibri_pod_controller.adapters import kubeconfig  # the YAML parser, kubeconfigs only
+
+    return await kubeconfig.endpoint(location.kubeconfigs, env)
+
+
 async def load(
     kubeconfig: str | None, env: Mapping[str, str], *, in_cluster_dir: Path = SERVICE_ACCOUNT_DIR
 ) -> Endpoint:
-    """The endpoint `locate` points at, read and checked (an exec plugin is run once)."""
-    paths = locate(kubeconfig, env, in_cluster_dir=in_cluster_dir)
-    if paths is None:
-        return in_cluster(env, in_cluster_dir)
-    return await from_kubeconfig(paths, env)
+    """`locate` then `read`."""
+    return await read(locate(kubeconfig, env, in_cluster_dir=in_cluster_dir), env)

@@ -9,22 +9,39 @@ three of which bypassed its models already.) Where the credentials come from is 
 Errors are mapped once, here, to a small hierarchy: 404 becomes `NotFound`, 409 (and a failed
 precondition) `Conflict`, 401/403 `Forbidden`, and everything transient (timeouts, connection
 errors, 429, 5xx) `Unavailable`, which carries Retry-After when the server sent one.
+
+Bodies are decoded as the server encoded them. This client asks for none
+(``Accept-Encoding: identity``), but a proxy in front of kube-apiserver may ask for gzip on its
+behalf, and kube-apiserver then compresses answers above 128 KB: ``gzip`` and ``deflate`` are
+decoded (streamed, for watches), and any other ``Content-Encoding`` is refused by name
+(`Undecodable`) before a byte of it is parsed.
+
+A watch that goes silent without closing (a half-open connection, a proxy that stopped
+forwarding) is noticed: kube-apiserver sends a BOOKMARK on a quiet watch about once a minute
+(`BOOKMARK_INTERVAL_SECONDS`), so a watch that has sent nothing at all for longer than that plus
+a margin (`watch_silence`) is given up (`Silent`) and the caller lists again. client-go relies
+on HTTP/2 pings for this; this client speaks HTTP/1.1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+import logging
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict
 
 from jibri_pod_controller.adapters import credentials
-from jibri_pod_controller.adapters.credentials import Endpoint
+from jibri_pod_controller.adapters.credentials import ClientCertificate, Endpoint, Location
 from jibri_pod_controller.core.leasing import LeaseRecord
 from jibri_pod_controller.core.pods import PodFacts, PodParseError, parse_pod
 
@@ -35,6 +52,25 @@ CONNECTIONS = 64
 opening one per request. Each TLS connection holds its buffers; with 16, a 200-webhook burst
 waited for connections whenever the API server was slow (each of its answers holds one)."""
 WATCH_LINE_MAX = 16 * 1024 * 1024
+BOOKMARK_INTERVAL_SECONDS = 60.0
+"""kube-apiserver sends a BOOKMARK on a quiet watch (when asked: ``allowWatchBookmarks``) a
+minute after the previous one, and one 2 s before the watch's ``timeoutSeconds`` runs out.
+Measured on v1.36.3 (bench/watch_bookmarks.py, docs/credentials.md): gaps of 57.7 to 60.8 s; a
+watch of 60 s or less may get none before the server ends it."""
+WATCH_SILENCE_MARGIN_SECONDS = 15.0
+
+
+def watch_silence(timeout_seconds: float) -> float:
+    """How long a live watch can send nothing at all: the next bookmark, or the server's end
+    of the watch, whichever comes first, plus a margin for a busy server. A longer silence is
+    a dead connection (75 s for the 300 s watches the controller asks for)."""
+    return min(timeout_seconds, BOOKMARK_INTERVAL_SECONDS) + WATCH_SILENCE_MARGIN_SECONDS
+
+
+DECODED_PIECE = 1024 * 1024
+"""Decompressed output is produced in pieces of at most this size, whatever the input holds."""
+
+log = logging.getLogger("jibri_pod_controller.kube")
 
 
 class KubeError(Exception):
@@ -73,6 +109,18 @@ class Unavailable(KubeError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Silent(Unavailable):
+    """A watch sent nothing, not even a BOOKMARK, for longer than a live one ever does."""
+
+    kind = "silent"
+
+
+class Undecodable(KubeError):
+    """The answer came in a Content-Encoding this client does not decode (or a broken one)."""
+
+    kind = "undecodable"
 
 
 @dataclass(frozen=True)
@@ -121,6 +169,10 @@ class Cluster(Protocol):
 
     async def can_i(self, *, verb: str, resource: str, group: str = "", name: str = "") -> bool: ...
 
+    async def record_lease_event(self, *, name: str, reason: str, message: str) -> None:
+        """A Warning Event about this namespace's Lease ``name`` (the leader's own troubles)."""
+        ...
+
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
     value = headers.get("Retry-After")
@@ -159,6 +211,103 @@ def translate(exc: BaseException, what: str) -> KubeError:
     return KubeError(f"{what}: {type(exc).__name__}: {exc}")
 
 
+def content_coding(headers: Mapping[str, str], what: str) -> str:
+    """The response's content coding: "" (none), "gzip" or "deflate"; `Undecodable` for any
+    other, named (br, zstd, compress, or a stack of several)."""
+    value = headers.get("Content-Encoding", "")
+    coding = value.strip().lower()
+    if coding in ("", "identity"):
+        return ""
+    if coding in ("gzip", "x-gzip"):
+        return "gzip"
+    if coding == "deflate":
+        return "deflate"
+    raise Undecodable(
+        f"{what}: the answer is in Content-Encoding {value[:60]!r}, which this client does not "
+        "decode (only gzip and deflate); is a proxy asking for it?"
+    )
+
+
+class BodyDecoder:
+    """Streaming gzip or deflate decoding: feed the bytes as they arrive, in any pieces.
+
+    gzip may hold several members one after the other; deflate is the zlib format HTTP names,
+    or raw deflate, which some servers send instead (told apart by the zlib header). An empty
+    body is an empty body, whatever its coding.
+    """
+
+    def __init__(self, coding: str, what: str) -> None:
+        self._coding = coding
+        self._what = what
+        self._pending = b""
+        self._inflater: Any = None
+        self._ended = False
+        """The current stream (gzip member, deflate stream) is complete."""
+        self._fed = False
+
+    def _start(self) -> bool:
+        if self._coding == "gzip":
+            self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            return True
+        if len(self._pending) < 2:
+            return False
+        first, second = self._pending[0], self._pending[1]
+        zlib_header = first & 0x0F == 8 and (first << 8 | second) % 31 == 0
+        self._inflater = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
+        return True
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if not data:
+            return
+        self._fed = True
+        if self._inflater is None:
+            self._pending += data
+            if not self._start():
+                return
+            data, self._pending = self._pending, b""
+        try:
+            while data:
+                if self._ended:
+                    if self._coding != "gzip":
+                        return  # bytes after the end of a deflate stream mean nothing
+                    self._start()  # the next gzip member
+                    self._ended = False
+                out = self._inflater.decompress(data, DECODED_PIECE)
+                if out:
+                    yield out
+                while len(out) == DECODED_PIECE and not self._inflater.unconsumed_tail:
+                    out = self._inflater.decompress(b"", DECODED_PIECE)
+                    if out:
+                        yield out
+                if self._inflater.eof:
+                    self._ended = True
+                    data = self._inflater.unused_data
+                else:
+                    data = self._inflater.unconsumed_tail
+        except zlib.error as exc:
+            raise Undecodable(f"{self._what}: a broken {self._coding} body ({exc})") from None
+
+    def finish(self) -> None:
+        """The body ended: it must have ended where the compressed stream ends."""
+        if self._fed and not self._ended:
+            raise Undecodable(f"{self._what}: a truncated {self._coding} body")
+
+
+def decode_body(raw: bytes, coding: str, what: str) -> bytes:
+    if not coding:
+        return raw
+    decoder = BodyDecoder(coding, what)
+    out = b"".join(decoder.feed(raw))
+    decoder.finish()
+    return out
+
+
+async def read_body(response: aiohttp.ClientResponse, what: str) -> bytes:
+    """The whole body of ``response``, decoded."""
+    raw = await response.read()
+    return decode_body(raw, content_coding(response.headers, what), what)
+
+
 def _status_error(status: int, body: bytes, headers: Mapping[str, str], what: str) -> KubeError:
     message = ""
     with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
@@ -172,34 +321,105 @@ class ApiClient:
     """HTTP/1.1 to one API server: a pooled aiohttp session, the credentials, nothing else.
 
     No proxy or netrc lookups per request (aiohttp's ``trust_env``): the proxy, if any, was
-    settled once from the configuration. No compression: on a cluster network gzip costs the
-    API server and this process more CPU than it saves. A 401 with a token that can change (a
-    rotated ServiceAccount token, a token file, an exec plugin) re-reads it and retries once.
+    settled once from the configuration. No compression asked for: on a cluster network gzip
+    costs the API server and this process more CPU than it saves (what comes compressed anyway
+    is decoded). A 401 with a credential that can change (a rotated ServiceAccount token, a token
+    file, an exec plugin) gets a fresh one and is retried once.
+
+    The client certificate is asked of the endpoint before each request (a cached value, but for
+    an exec plugin whose credential expired, or certificate files looked at again once a
+    second). When it changed, a new TLS context and connection pool present it from then on,
+    and the previous pool is closed with its connections, those in use included (client-go
+    closes them too when an exec plugin rotates its certificate): a watch on one is cut and
+    listed again.
     """
 
     def __init__(self, endpoint: Endpoint, *, connections: int = CONNECTIONS) -> None:
         self.endpoint = endpoint
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._presented: ClientCertificate | None = None
+        self._rotating = asyncio.Lock()
+        self._in_use: dict[aiohttp.ClientSession, set[aiohttp.ClientResponse]] = {}
+        """The responses being read, by pool: closing a pool does not tell their readers."""
+        self.rotations = 0
+        """How many times the client certificate changed during the run."""
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._connections, ssl=self.endpoint.ssl, enable_cleanup_closed=False
+    def _new_session(self, context: ssl.SSLContext | bool) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self._connections, ssl=context, enable_cleanup_closed=False
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            trust_env=False,
+            auto_decompress=False,
+            headers={
+                "Accept": "application/json",
+                "Accept-Encoding": "identity",
+                "User-Agent": COMPONENT,
+            },
+        )
+
+    def _replaces(self, certificate: ClientCertificate | None) -> bool:
+        """Whether ``certificate`` is a newer one than the pool presents."""
+        if certificate == self._presented:
+            return False
+        # Never back: a request that fetched the certificate before a rotation is late.
+        return (
+            certificate is None
+            or self._presented is None
+            or (certificate.serial > self._presented.serial)
+        )
+
+    async def session(self) -> aiohttp.ClientSession:
+        """The pool that presents the current client certificate (a new one if it changed)."""
+        source = self.endpoint.certificate
+        certificate = await source.certificate() if source is not None else None
+        if self._session is not None and not self._replaces(certificate):
+            return self._session
+        async with self._rotating:
+            if self._session is not None and not self._replaces(certificate):
+                return self._session  # another request put it in place meanwhile
+            tls = self.endpoint.tls
+            # Building the context reads the CA bundle and the key pair from files: in a
+            # worker thread (2 ms with a CA bundle, 50 ms with the system's).
+            context: ssl.SSLContext | bool = (
+                await asyncio.to_thread(tls.context, certificate) if tls is not None else True
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                trust_env=False,
-                auto_decompress=False,
-                skip_auto_headers=("Accept-Encoding",),
-                headers={"Accept": "application/json", "User-Agent": COMPONENT},
+            old, self._session = self._session, self._new_session(context)
+            self._presented = certificate
+        if old is not None:
+            self.rotations += 1
+            log.info(
+                "client certificate changed: new connections present it, the previous ones "
+                "are closed",
+                extra={"rotations": self.rotations},
             )
+            # aiohttp closes a pool's connections without waking whoever reads a response on
+            # one (a watch would wait for its read timeout): close those responses first.
+            for response in self._in_use.pop(old, set()):
+                response.close()
+            await old.close()
         return self._session
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def _headers(self, body: bytes | None, content_type: str) -> CIMultiDict[str]:
+        headers: CIMultiDict[str] = CIMultiDict(self.endpoint.headers)
+        if body is not None:
+            headers["Content-Type"] = content_type
+        source = self.endpoint.token
+        token = await source.token() if source is not None else ""
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        elif self.endpoint.basic_auth is not None:
+            user, password = self.endpoint.basic_auth
+            encoded = base64.b64encode(f"{user}:{password}".encode()).decode()
+            headers["Authorization"] = f"Basic {encoded}"
+        return headers
 
     @contextlib.asynccontextmanager
     async def open(
@@ -212,18 +432,17 @@ class ApiClient:
         content_type: str = "application/json",
         limits: aiohttp.ClientTimeout,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The response to one request, released on exit; errors are the caller's to map."""
-        session = self._open()
+        """The response to one request, released on exit; errors are the caller's to map.
+
+        An answer in a Content-Encoding this client cannot decode raises `Undecodable` here,
+        before any of it is read.
+        """
         source = self.endpoint.token
         url = self.endpoint.server + path
         for attempt in (1, 2):
-            headers: dict[str, str] = {}
-            if body is not None:
-                headers["Content-Type"] = content_type
-            if source is not None:
-                token = await source.token()
-                if token:
-                    headers["Authorization"] = f"Bearer {token}"
+            # The token first: it refreshes an expired credential, certificate included.
+            headers = await self._headers(body, content_type)
+            session = await self.session()
             response = await session.request(
                 method,
                 url,
@@ -239,9 +458,15 @@ class ApiClient:
                 response.release()
                 source.invalidate()
                 continue
+            in_use = self._in_use.setdefault(session, set())
+            in_use.add(response)
             try:
+                content_coding(response.headers, f"{method.lower()} {path}")
                 yield response
             finally:
+                in_use.discard(response)
+                if not in_use and self._in_use.get(session) is in_use:
+                    del self._in_use[session]
                 response.release()
             return
 
@@ -256,8 +481,8 @@ class ApiClient:
         content_type: str = "application/json",
         seconds: float,
     ) -> bytes:
-        """The body of a successful answer; an error status or a transport failure raises the
-        matching `KubeError`."""
+        """The body of a successful answer (decoded); an error status or a transport failure
+        raises the matching `KubeError`."""
         try:
             async with self.open(
                 method,
@@ -267,7 +492,7 @@ class ApiClient:
                 content_type=content_type,
                 limits=aiohttp.ClientTimeout(total=seconds),
             ) as response:
-                raw = await response.read()
+                raw = await read_body(response, what)
                 if response.status >= 400:
                     raise _status_error(response.status, raw, response.headers, what)
                 return raw
@@ -275,27 +500,46 @@ class ApiClient:
             raise translate(exc, what) from exc
 
 
-async def _lines(response: aiohttp.ClientResponse, what: str) -> AsyncIterator[bytes]:
-    """The newline-delimited lines of a streamed body, however the chunks fall."""
+async def _lines(
+    response: aiohttp.ClientResponse, what: str, *, silence: float | None = None
+) -> AsyncIterator[bytes]:
+    """The newline-delimited lines of a streamed body (decoded), however the chunks fall.
+
+    With ``silence``, the read timeout of the request: nothing received for that long raises
+    `Silent`.
+    """
+    coding = content_coding(response.headers, what)
+    decoder = BodyDecoder(coding, what) if coding else None
     pending = b""
     while True:
         try:
             chunk = await response.content.readany()
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            if silence is None:
+                raise translate(exc, what) from exc
+            raise Silent(
+                f"{what}: nothing received for {silence:g} s, not even a bookmark: the "
+                "connection is taken for dead"
+            ) from exc
         except Exception as exc:
             raise translate(exc, what) from exc
         if not chunk:
+            if decoder is not None:
+                decoder.finish()
             if pending.strip():
                 yield pending
             return
-        pending += chunk
-        if b"\n" not in chunk:
-            if len(pending) > WATCH_LINE_MAX:
-                raise KubeError(f"{what}: an event over {WATCH_LINE_MAX} bytes")
-            continue
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            if line.strip():
-                yield line
+        pieces = decoder.feed(chunk) if decoder is not None else (chunk,)
+        for piece in pieces:
+            pending += piece
+            if b"\n" not in piece:
+                if len(pending) > WATCH_LINE_MAX:
+                    raise KubeError(f"{what}: an event over {WATCH_LINE_MAX} bytes")
+                continue
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                if line.strip():
+                    yield line
 
 
 def _lease_from(obj: Mapping[str, Any]) -> StoredLease:
@@ -369,21 +613,34 @@ def _lease_body(name: str, record: LeaseRecord, resource_version: str | None) ->
     }
 
 
-async def load_api_client(kubeconfig: str | None, env: Mapping[str, str]) -> ApiClient:
-    """KUBECONFIG when set, else the in-cluster service account, else ~/.kube/config.
+async def load_api_client(location: Location, env: Mapping[str, str]) -> ApiClient:
+    """A client for the credentials at ``location`` (`credentials.locate`), read now.
 
-    Raises `credentials.CredentialsError` (one line) when there are none or they are broken.
+    Raises `credentials.CredentialsError` (one line) when they are broken.
     """
-    return ApiClient(await credentials.load(kubeconfig, env))
+    endpoint = await credentials.read(location, env)
+    log.info(
+        "Kubernetes API",
+        extra={"server": endpoint.server, "credentials": endpoint.source, "notes": endpoint.notes},
+    )
+    return ApiClient(endpoint)
 
 
 class KubeCluster:
     """`Cluster` over `ApiClient`, for one namespace."""
 
-    def __init__(self, api: ApiClient, *, namespace: str, request_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        api: ApiClient,
+        *,
+        namespace: str,
+        request_timeout: float = 10.0,
+        watch_silence: float | None = None,
+    ) -> None:
         self._api = api
         self._ns = namespace
         self._timeout = request_timeout
+        self._watch_silence = watch_silence
         self._pods = f"/api/v1/namespaces/{namespace}/pods"
         self._leases = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 
@@ -448,11 +705,10 @@ class KubeCluster:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
-        # The server ends the watch after timeoutSeconds; the read timeout only catches a
-        # connection that went silent (bookmarks arrive about once a minute).
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=self._timeout, sock_read=timeout_seconds + 30
-        )
+        # The server ends the watch after timeoutSeconds. The read timeout is the silence
+        # allowed: a live watch sends a bookmark at least every minute or so.
+        silence = self._watch_silence or watch_silence(timeout_seconds)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self._timeout, sock_read=silence)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 try:
@@ -460,11 +716,11 @@ class KubeCluster:
                         self._api.open("GET", path, query=params, limits=timeout)
                     )
                     if response.status >= 400:
-                        raw = await response.read()
+                        raw = await read_body(response, what)
                         raise _status_error(response.status, raw, response.headers, what)
                 except Exception as exc:
                     raise translate(exc, what) from exc
-                async for line in _lines(response, what):
+                async for line in _lines(response, what, silence=silence):
                     event = orjson.loads(line)
                     kind, obj = event.get("type"), event.get("object") or {}
                     if kind == "ERROR":
@@ -583,6 +839,14 @@ class KubeCluster:
         )
         path = f"/api/v1/namespaces/{self._ns}/events"
         await self._call("POST", path, f"create event for {pod.name}", body=event)
+
+    async def record_lease_event(self, *, name: str, reason: str, message: str) -> None:
+        involved = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "name": name}
+        event = event_body(
+            namespace=self._ns, involved=involved, reason=reason, message=message, warning=True
+        )
+        path = f"/api/v1/namespaces/{self._ns}/events"
+        await self._call("POST", path, f"create event for lease {name}", body=event)
 
     async def can_i(self, *, verb: str, resource: str, group: str = "", name: str = "") -> bool:
         attributes = {"namespace": self._ns, "verb": verb, "resource": resource, "group": group}

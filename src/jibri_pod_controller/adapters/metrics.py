@@ -80,6 +80,20 @@ class Metrics:
             ["direction"],
             registry=r,
         )
+        self.lease_resignations = Counter(
+            PREFIX + "lease_resignations_total",
+            "Times this replica gave the Lease up because it could not do the leader's work, by "
+            "reason (sweeper-failing: the sweep loop kept crashing; sweep-incomplete: its sweeps "
+            "kept failing to list the Jibri pods).",
+            ["reason"],
+            registry=r,
+        )
+        self.sweeps_incomplete_in_a_row = Gauge(
+            PREFIX + "sweeps_incomplete_in_a_row",
+            "Sweeps of this leader in a row that could not list every Jibri pod (0 after a "
+            "complete one).",
+            registry=r,
+        )
         self.jibri_pods = Gauge(
             PREFIX + "jibri_pods",
             "Jibri pods seen by the last sweep, by role (spare, busy) and reported status.",
@@ -130,6 +144,12 @@ class Metrics:
             PREFIX + "unresponsive_busy_pods",
             "Busy-labelled pods that are not Ready and whose Jibri does not answer, at the "
             "last sweep (see UNRESPONSIVE_BUSY_POD_SECONDS).",
+            registry=r,
+        )
+        self.stuck_busy_pods = Gauge(
+            PREFIX + "stuck_busy_pods",
+            "Busy-labelled pods whose Jibri reports BUSY with no session ever ON for longer than "
+            "STUCK_BUSY_SECONDS, at the last sweep (0 while detection is off).",
             registry=r,
         )
         self.pod_cache_synced = Gauge(

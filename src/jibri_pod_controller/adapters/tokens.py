@@ -13,9 +13,9 @@ bring costs 9 MiB of resident memory, a seventh of the controller's (docs/perfor
 
 Keys come from PEM files in a directory (``<kid>.pem``; a mounted Secret or ConfigMap) and/or a
 JWKS file. They are re-read when the files change, so rotating a key needs no restart. A file
-that cannot be used (not PEM, or a key of another type, such as SM2 or EC) is refused with
-the file's name: at start-up that stops the process with one line, at run time the previous
-keys stay in force.
+that cannot be used (not PEM, a key of another type, such as SM2 or EC, or an RSA key under
+2048 bits, which RS256 forbids: RFC 7518 section 3.3) is refused with the file's name: at
+start-up that stops the process with one line, at run time the previous keys stay in force.
 
 The reload is split in two on purpose: `Verifier.read_if_changed` does the blocking file reads
 and may run in a thread; `Verifier.apply` swaps the key set *and* clears the table of verified
@@ -48,6 +48,8 @@ from jibri_pod_controller.core.config import JwtSettings
 log = logging.getLogger("jibri_pod_controller.adapters.tokens")
 
 MAX_TOKEN_LENGTH = 8192
+MIN_RSA_BITS = 2048
+"""RS256 keys must have at least 2048 bits (RFC 7518 section 3.3)."""
 
 
 class TokenError(Exception):
@@ -73,6 +75,19 @@ _PEM_LABELS = ("PUBLIC KEY", "RSA PUBLIC KEY")  # SubjectPublicKeyInfo, PKCS#1
 
 class KeyFormatError(ValueError):
     """Not a usable RSA public key; ``str()`` says why."""
+
+
+class WeakKeyError(KeyFormatError):
+    """An RSA key too short for RS256."""
+
+
+def _strong_enough(key: RSAPublicKey) -> RSAPublicKey:
+    bits = key.size_in_bits()
+    if bits < MIN_RSA_BITS:
+        raise WeakKeyError(
+            f"an RSA key of {bits} bits; RS256 needs at least {MIN_RSA_BITS} (RFC 7518 3.3)"
+        )
+    return key
 
 
 def _algorithm_of(der: bytes) -> str:
@@ -106,7 +121,7 @@ def public_key_from_pem(data: bytes) -> RSAPublicKey:
         raise KeyFormatError(f"not a PEM public key of a supported type ({exc})") from None
     if key.has_private():  # a private key's DER under a public key's label
         raise KeyFormatError("a private key, not a public one")
-    return key
+    return _strong_enough(key)
 
 
 def public_key_from_jwk(jwk: Mapping[str, Any]) -> RSAPublicKey:
@@ -117,9 +132,10 @@ def public_key_from_jwk(jwk: Mapping[str, Any]) -> RSAPublicKey:
     if not isinstance(n, str) or not isinstance(e, str):
         raise KeyFormatError("an RSA JWK needs the strings n and e")
     try:
-        return RSA.construct((from_base64url_uint(n), from_base64url_uint(e)))
+        key = RSA.construct((from_base64url_uint(n), from_base64url_uint(e)))
     except (ValueError, TypeError) as exc:
         raise KeyFormatError(f"not a valid RSA public key ({exc})") from None
+    return _strong_enough(key)
 
 
 def signature_is_valid(token: str, key: RSAPublicKey) -> bool:
@@ -176,6 +192,9 @@ def _load_jwks(path: Path) -> dict[str, RSAPublicKey]:
         kid = entry.get("kid")
         try:
             key = public_key_from_jwk(entry)
+        except WeakKeyError as exc:
+            # Not a key of another type to pass over: a signing key that must not be trusted.
+            raise refused(f"kid {str(kid)[:40]!r}: {exc}") from None
         except KeyFormatError as exc:
             problems.append(str(exc))
             continue

@@ -231,6 +231,19 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("SHUTDOWN_TIMEOUT", "10", "Seconds to finish in-flight requests on SIGTERM."),
     Setting(
+        "STUCK_BUSY_SECONDS",
+        "0",
+        "If > 0 (at least 60), a busy-labelled pod whose Jibri reports BUSY with no session ever "
+        "ON for longer than this since its detach is stuck: counted in `stuck_busy_pods`, and "
+        "deleted if `STUCK_BUSY_POD_POLICY=delete`. Costs one pod write per recording (the "
+        "first session ON, recorded as an annotation); 0 (default): no detection, no write.",
+    ),
+    Setting(
+        "STUCK_BUSY_POD_POLICY",
+        "keep",
+        "`delete` or `keep`: a stuck busy pod (see `STUCK_BUSY_SECONDS`).",
+    ),
+    Setting(
         "UNRESPONSIVE_BUSY_POD_SECONDS",
         "0",
         "If > 0, delete a busy-labelled pod that has been not Ready and unreachable (its Jibri "
@@ -245,6 +258,7 @@ SETTINGS: tuple[Setting, ...] = (
 
 RATE_LIMIT_BURST = 4
 """The rate limiter's bucket holds this many seconds' worth of webhooks."""
+MIN_STUCK_BUSY_SECONDS = 60
 
 # Settings not listed here are free text (names, selectors, paths), checked only at start-up.
 VALUE_RULES: Mapping[str, ValueRule] = {
@@ -278,6 +292,12 @@ VALUE_RULES: Mapping[str, ValueRule] = {
     "SHUTDOWN_DRAIN_SECONDS": _number(0, 300),
     "SHUTDOWN_TIMEOUT": _number(0, 300),
     "UNRESPONSIVE_BUSY_POD_SECONDS": _number(0, 30 * 86400),
+    # 0 is off; above 0 at least a minute: a healthy session is ON within Jibri's 30 s join
+    # timeout, or the session fails and Jibri reports EXPIRED.
+    "STUCK_BUSY_SECONDS": ValueRule(
+        Kind.NUMBER, minimum=MIN_STUCK_BUSY_SECONDS, maximum=30 * 86400, or_zero=True
+    ),
+    "STUCK_BUSY_POD_POLICY": _choice("delete", "keep"),
     "POOL_RECONCILE_PERIOD": _number(0.5, 3600),
 }
 
@@ -351,6 +371,9 @@ class Settings:
     shutdown_timeout: float
     unresponsive_busy_seconds: float
     accept_any_source_unauthenticated: bool = False
+    stuck_busy_seconds: float = 0.0
+    """0: no stuck-BUSY detection (and no session-ON annotation written)."""
+    stuck_policy: ReapPolicy = ReapPolicy.KEEP
     pool_period: float = 5.0
 
 
@@ -502,6 +525,18 @@ def _rate_limit(reader: _Reader) -> float:
     return rate
 
 
+def _stuck_busy_seconds(reader: _Reader) -> float:
+    seconds = reader.number("STUCK_BUSY_SECONDS", minimum=0, maximum=30 * 86400)
+    if 0 < seconds < MIN_STUCK_BUSY_SECONDS:
+        raise ConfigError(
+            "STUCK_BUSY_SECONDS",
+            f"{seconds:g} is below {MIN_STUCK_BUSY_SECONDS}: a healthy session may take that "
+            "long to turn ON; use 0 (off) or at least "
+            f"{MIN_STUCK_BUSY_SECONDS}",
+        )
+    return seconds
+
+
 def load_settings(env: Mapping[str, str], *, hostname: str | None = None) -> Settings:
     """Build `Settings` from an environment mapping.
 
@@ -609,6 +644,8 @@ def load_settings(env: Mapping[str, str], *, hostname: str | None = None) -> Set
         "unresponsive_busy_seconds",
         lambda: r.number("UNRESPONSIVE_BUSY_POD_SECONDS", minimum=0, maximum=30 * 86400),
     )
+    read("stuck_busy_seconds", lambda: _stuck_busy_seconds(r))
+    read("stuck_policy", lambda: r.choice("STUCK_BUSY_POD_POLICY", ReapPolicy))
     read("pool_period", lambda: r.number("POOL_RECONCILE_PERIOD", minimum=0.5, maximum=3600))
     if errors:
         raise errors[0] if len(errors) == 1 else ConfigErrors(errors)

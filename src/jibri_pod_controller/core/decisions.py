@@ -9,6 +9,12 @@ These functions are pure: plain values in, a frozen action out. They encode the 
   busy labels needs no write (Jibri resends its status every minute); anything for a pod that is
   already terminating is a no-op.
 
+A stuck BUSY is the one state Jibri never leaves by itself: when its webhook subscriber is
+unreachable at the moment it goes BUSY, startService fails but Jibri keeps reporting BUSY, with no
+session ever ON. Only the session webhooks tell it from a recording, and they reach whichever
+replica the Service picks while the sweeper runs on the Lease holder; so the first session ON is
+recorded on the pod itself (`records_session_on`), and the sweeper reads it (`is_stuck_busy`).
+
 A subtle point: a busy-labelled pod whose Jibri reports IDLE is not a stale report in
 single-use mode. Jibri never returns from BUSY to IDLE; the container restarted, so the
 recording it held is already lost. The reaping rule for it requires the restart to be
@@ -24,10 +30,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from jibri_pod_controller.core.config import ReapPolicy
-from jibri_pod_controller.core.jibri import BusyStatus
+from jibri_pod_controller.core.jibri import BusyStatus, SessionState
 from jibri_pod_controller.core.pods import (
     ANNOTATION_BUSY_SINCE,
     ANNOTATION_RESTARTS_AT_BUSY,
+    ANNOTATION_SESSION_ON,
+    ANNOTATION_SESSIONS_WATCHED,
     PodFacts,
     has_labels,
 )
@@ -43,6 +51,7 @@ class Reason(StrEnum):
     FINISHED_WHILE_BUSY = "finished-while-busy"
     BUSY_TOO_LONG = "busy-too-long"
     UNRESPONSIVE_WHILE_BUSY = "unresponsive-while-busy"
+    STUCK_BUSY = "stuck-busy"
     # No write.
     ALREADY_DETACHED = "already-detached"
     TERMINATING = "terminating"
@@ -100,6 +109,9 @@ class Policy:
     max_busy_seconds: float = 0.0
     unresponsive_seconds: float = 0.0
     """If > 0: delete a busy-labelled pod unresponsive (see `is_unresponsive`) for this long."""
+    stuck_seconds: float = 0.0
+    """If > 0: a pod BUSY with no session ON for this long is stuck (see `is_stuck_busy`)."""
+    stuck: ReapPolicy = ReapPolicy.KEEP
 
 
 class ProbeFailure(StrEnum):
@@ -199,6 +211,43 @@ def is_unresponsive(
     )
 
 
+def records_session_on(*, state: SessionState, pod: PodFacts, stuck_seconds: float) -> bool:
+    """Whether a session webhook is written down on its pod: the first session ON, when
+    stuck-BUSY detection is on (``stuck_seconds`` > 0) and the pod is not on its way out."""
+    return (
+        stuck_seconds > 0
+        and state is SessionState.ON
+        and not pod.deleting
+        and ANNOTATION_SESSION_ON not in pod.annotations
+    )
+
+
+def is_stuck_busy(
+    *,
+    pod: PodFacts,
+    probe: ProbeResult | None,
+    busy_labels: Mapping[str, str],
+    stuck_seconds: float,
+    now: datetime,
+) -> bool:
+    """A busy-labelled pod whose Jibri reports BUSY with no session ever ON, for longer than
+    ``stuck_seconds`` since its detach.
+
+    Only pods detached while detection was on (they carry ``sessions-watched``) are judged: on a
+    pod detached before, a missing session ON proves nothing.
+    """
+    if stuck_seconds <= 0 or not has_labels(pod.labels, busy_labels) or pod.deleting:
+        return False
+    if pod.annotations.get(ANNOTATION_SESSIONS_WATCHED) != "true":
+        return False
+    if ANNOTATION_SESSION_ON in pod.annotations:
+        return False
+    if probe != Reported(BusyStatus.BUSY):
+        return False
+    since = busy_since(pod)
+    return since is not None and (now - since).total_seconds() > stuck_seconds
+
+
 def probe_order(pods: Sequence[PodFacts], silent: Set[str]) -> list[PodFacts]:
     """The order of a sweep's probes: pods whose last probe failed (uids in ``silent``) first.
 
@@ -250,6 +299,10 @@ def decide_on_sweep(
         and is_unresponsive(pod=pod, probe=probe, busy_labels=busy_labels)
     ):
         return Delete(Reason.UNRESPONSIVE_WHILE_BUSY)
+    if is_stuck_busy(
+        pod=pod, probe=probe, busy_labels=busy_labels, stuck_seconds=policy.stuck_seconds, now=now
+    ):
+        return _apply(policy.stuck, Reason.STUCK_BUSY)
     if isinstance(probe, Reported):
         return Nothing(Reason.RECORDING)
     if probe is None:

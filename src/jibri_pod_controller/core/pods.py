@@ -30,6 +30,11 @@ _DNS1123_SUBDOMAIN = re.compile(
 ANNOTATION_SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 ANNOTATION_BUSY_SINCE = "jibri-pod-controller/busy-since"
 ANNOTATION_RESTARTS_AT_BUSY = "jibri-pod-controller/restarts-at-busy"
+ANNOTATION_SESSIONS_WATCHED = "jibri-pod-controller/sessions-watched"
+"""Set by the detach when stuck-BUSY detection is on: the pod's session webhooks are recorded
+from then on, so a missing session ON means something (see `is_stuck_busy`)."""
+ANNOTATION_SESSION_ON = "jibri-pod-controller/session-on"
+"""When Jibri first reported a session ON for this pod (written once, by the webhook)."""
 
 
 class PodParseError(ValueError):

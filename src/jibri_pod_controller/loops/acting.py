@@ -46,6 +46,8 @@ from jibri_pod_controller.core.pods import (
     ANNOTATION_BUSY_SINCE,
     ANNOTATION_RESTARTS_AT_BUSY,
     ANNOTATION_SAFE_TO_EVICT,
+    ANNOTATION_SESSION_ON,
+    ANNOTATION_SESSIONS_WATCHED,
     PodFacts,
     label_selector_matches,
 )
@@ -77,11 +79,14 @@ def detach_patch(
     restart_count: int,
     now: datetime,
     detached_from: str | None = None,
+    watch_sessions: bool = False,
 ) -> dict[str, Any]:
     """The merge patch that takes a pod out of its Deployment and protects it.
 
     ``detached_from`` (the Deployment, when the pod has one) keeps the busy pod counted for
     that Deployment's JibriPool once its labels no longer match the selector.
+    ``watch_sessions`` (stuck-BUSY detection on) marks the pod as one whose session ON is
+    recorded, in the same write.
     """
     annotations = {
         ANNOTATION_SAFE_TO_EVICT: "false",
@@ -90,6 +95,8 @@ def detach_patch(
     }
     if detached_from is not None:
         annotations[ANNOTATION_DETACHED_FROM] = detached_from
+    if watch_sessions:
+        annotations[ANNOTATION_SESSIONS_WATCHED] = "true"
     return {"metadata": {"labels": dict(busy_labels), "annotations": annotations}}
 
 
@@ -121,6 +128,8 @@ class Actuator:
     replica_sets: ReplicaSetSelectors | None = None
     """Reads a ReplicaSet's selector, for the check that a detach took the pod out of it."""
     owner_check_timeout: float = 0.5
+    watch_sessions: bool = False
+    """Stuck-BUSY detection is on: detaches mark the pod, and session ONs are recorded."""
 
     event_concurrency: int = 4
     """Events are recorded in the background, a few at a time, so that a burst of detaches
@@ -195,6 +204,65 @@ class Actuator:
             )
         return result
 
+    async def record_session_on(self, pod: PodFacts, *, started: float) -> Result:
+        """Write down the first session ON on ``pod``: one merge patch of one annotation,
+        uid-preconditioned and without a resourceVersion (a concurrent detach is no conflict).
+        Raises `KubeError` when the write failed."""
+        reason = "session-on"
+        if self.dry_run:
+            result = Result.DRY_RUN
+        else:
+            patch = {
+                "metadata": {
+                    "annotations": {
+                        ANNOTATION_SESSION_ON: self.wall_clock()
+                        .astimezone(UTC)
+                        .isoformat(timespec="seconds")
+                    }
+                }
+            }
+            try:
+                await self.cluster.patch_pod(name=pod.name, uid=pod.uid, patch=patch)
+                result = Result.DONE
+            except NotFound:
+                result = Result.GONE
+            except Invalid as exc:
+                if "metadata.uid" not in str(exc):
+                    self._session_write_failed(pod, exc)
+                    raise
+                result = Result.GONE
+            except KubeError as exc:
+                self._session_write_failed(pod, exc)
+                raise
+        self._count("annotate", reason, Source.WEBHOOK, result)
+        log.info(
+            "annotate %s",
+            pod.name,
+            extra={
+                "pod": pod.name,
+                "uid": pod.uid,
+                "action": "annotate",
+                "reason": reason,
+                "source": Source.WEBHOOK,
+                "result": result,
+                "ms": round((time.monotonic() - started) * 1000, 1),
+            },
+        )
+        return result
+
+    def _session_write_failed(self, pod: PodFacts, exc: KubeError) -> None:
+        self.metrics.api_errors.labels(operation="annotate", kind=exc.kind).inc()
+        self._count("annotate", "session-on", Source.WEBHOOK, Result.FAILED)
+        log.error(
+            "annotate failed",
+            extra={
+                "pod": pod.name,
+                "action": "annotate",
+                "reason": "session-on",
+                "error": str(exc),
+            },
+        )
+
     async def left_its_replica_set(self, pod: PodFacts, *, where: str) -> bool:
         """False when ``pod`` (busy-labelled) is still selected by its owning ReplicaSet.
 
@@ -254,6 +322,7 @@ class Actuator:
                 restart_count=pod.restart_count,
                 now=self.wall_clock(),
                 detached_from=deployment_of(pod),
+                watch_sessions=self.watch_sessions,
             )
             try:
                 patched = await self.cluster.patch_pod(

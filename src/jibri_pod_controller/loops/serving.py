@@ -9,6 +9,10 @@ schema, 5. ``jibriId`` equals the pod name, 6. the pod itself (from the watch-fe
 one GET): it exists, is a Jibri pod, is not terminating, and the request comes from one of its
 ``status.podIPs``, 7. the decision, and at most one write.
 
+A session webhook writes nothing, except with stuck-BUSY detection on (``STUCK_BUSY_SECONDS``):
+then the first session ON of a pod is written down on it (one annotation, one write), after the
+same checks of the pod as a status webhook's.
+
 Any refusal is an answer with a short reason and no write. Jibri waits 2 s and does not retry,
 but resends its status every minute; so when the API server is slow or down we answer 503
 within the budget and let the next resend try again.
@@ -31,10 +35,11 @@ from jibri_pod_controller.adapters.kube import Cluster, Conflict, KubeError, Una
 from jibri_pod_controller.adapters.metrics import Metrics
 from jibri_pod_controller.adapters.tokens import TokenError, Verifier
 from jibri_pod_controller.core.config import Settings
-from jibri_pod_controller.core.decisions import Action, decide_on_report
+from jibri_pod_controller.core.decisions import Action, decide_on_report, records_session_on
 from jibri_pod_controller.core.jibri import (
     BusyStatus,
     InvalidMessage,
+    SessionState,
     parse_session_report,
     parse_status_report,
 )
@@ -180,11 +185,37 @@ class WebhookHandler:
             raise Refusal(400, "bad-body", str(exc)) from None
         request.fields["status"] = report.state.value
         self._check_jibri_id(request.pod, report.jibri_id)
-        return {
+        outcome = {
             "session": report.session_id[:64],
             "failure": report.failure_reason or "",
             "result": "accepted",
         }
+        if self._s.stuck_busy_seconds > 0 and report.state is SessionState.ON:
+            outcome.update(await self._record_session_on(request))
+        return outcome
+
+    async def _record_session_on(self, request: Report) -> dict[str, Any]:
+        budget = self._s.api_timeout - (time.monotonic() - request.started)
+        try:
+            async with asyncio.timeout(max(0.05, budget)):
+                pod = await self._checked_pod(
+                    request.pod, BusyStatus.BUSY, request.source, request.started, fresh=False
+                )
+                if pod is None:
+                    raise Refusal(404, "pod-not-found")
+                if not records_session_on(
+                    state=SessionState.ON, pod=pod, stuck_seconds=self._s.stuck_busy_seconds
+                ):
+                    return {"action": "none"}
+                result = await self._actuator.record_session_on(pod, started=request.started)
+        except TimeoutError:
+            self._metrics.api_errors.labels(operation="webhook", kind="timeout").inc()
+            raise Refusal(503, "api-timeout") from None
+        except Unavailable as exc:
+            raise Refusal(503, "api-unavailable", str(exc)) from None
+        except KubeError as exc:
+            raise Refusal(503, "api-error", str(exc)) from None
+        return {"action": "annotate", "result": result.value}
 
     async def _on_status(self, request: Report) -> dict[str, Any]:
         try:

@@ -8,13 +8,21 @@ at the next interval. Nothing here can crash the process.
 A sweep counts as successful (``last_successful_sweep_timestamp_seconds``) only when it saw
 every Jibri pod fresh: from the watch-fed cache while its watch is live, else from a complete
 list. A cache whose watch broke is not synced and is never walked, so a frozen view of the
-pods cannot pass for a healthy sweep.
+pods cannot pass for a healthy sweep. A leader whose sweeps keep coming back incomplete is
+blind (its lists fail: a broken connection, a proxy that mangles answers) while it still
+renews the Lease, so after each sweep ``on_incomplete`` hears how many sweeps of this term in a
+row were incomplete, and the owner gives the Lease up (app.py): a standby whose connection
+works then sweeps.
 
 Unresponsive busy pods (not Ready, Jibri silent: a crash-looping container or a lost node)
 are timed here, from the first sweep of this leader that saw them so, without a break, and
 counted in ``unresponsive_busy_pods``. Only when UNRESPONSIVE_BUSY_POD_SECONDS is set does
 the decision delete one that stayed so for that long. A new leader starts the clocks again:
 conservative, never early.
+
+Stuck busy pods (BUSY with no session ever ON, see `is_stuck_busy`) need no clock here: the
+pod's own annotations say when it was detached and whether a session turned ON, whichever
+replica received the session webhook. They are counted in ``stuck_busy_pods``.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from jibri_pod_controller.adapters.kube import Cluster, KubeError
 from jibri_pod_controller.adapters.metrics import Metrics
@@ -40,6 +49,7 @@ from jibri_pod_controller.core.decisions import (
     Reason,
     Reported,
     decide_on_sweep,
+    is_stuck_busy,
     is_unresponsive,
     probe_order,
 )
@@ -60,6 +70,18 @@ class SweepReport:
     listed_all: bool
     seconds: float
     unresponsive: int = 0
+    stuck: int = 0
+
+
+class _Handled(NamedTuple):
+    """What one pod's handling came to, for the sweep's report."""
+
+    role: str
+    reported: str
+    action: str
+    probe_failed: bool
+    unresponsive: bool
+    stuck: bool
 
 
 class Sweeper:
@@ -76,6 +98,7 @@ class Sweeper:
         page_size: int,
         snapshot: Callable[[], list[PodFacts] | None] | None = None,
         workers: int = 100,
+        on_incomplete: Callable[[int], None] | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -95,18 +118,27 @@ class Sweeper:
         """Pod uid -> when this sweeper first saw it unresponsive (without a break since)."""
         self._silent: set[str] = set()
         """Uids of the pods whose last probe failed: the next sweep probes them first."""
+        self._on_incomplete = on_incomplete
+        self._incomplete = 0
+        """Sweeps of this run (this leader's term) in a row that could not list every pod."""
 
     async def run(self, interval: float) -> None:
-        """Sweep now, then every ``interval`` seconds, until cancelled."""
+        """Sweep now, then every ``interval`` seconds, until cancelled (one leader's term)."""
+        self._incomplete = 0
+        self._metrics.sweeps_incomplete_in_a_row.set(0)
         while True:
             started = time.monotonic()
-            await self.sweep_once()
+            report = await self.sweep_once()
+            self._incomplete = 0 if report.listed_all else self._incomplete + 1
+            self._metrics.sweeps_incomplete_in_a_row.set(self._incomplete)
+            if self._incomplete and self._on_incomplete is not None:
+                self._on_incomplete(self._incomplete)
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def sweep_once(self) -> SweepReport:
         started = time.monotonic()
         pods, listed_all = await self._collect()
-        results: list[tuple[str, str, str, bool, bool] | BaseException] = []
+        results: list[_Handled | BaseException] = []
         queue = iter(probe_order(pods, self._silent))
 
         async def worker() -> None:
@@ -151,8 +183,8 @@ class Sweeper:
             return pods, False
         return pods, True
 
-    async def _handle(self, pod: PodFacts) -> tuple[str, str, str, bool, bool]:
-        """Probe and reconcile one pod. Returns (role, reported, action, probe failed)."""
+    async def _handle(self, pod: PodFacts) -> _Handled:
+        """Probe and reconcile one pod."""
         role = "busy" if has_labels(pod.labels, self._busy_labels) else "spare"
         probe: ProbeResult | None = None
         if pod.phase is Phase.RUNNING and pod.pod_ips and not pod.deleting:
@@ -175,12 +207,20 @@ class Sweeper:
             unresponsive_for = now - self._unresponsive_since.setdefault(pod.uid, now)
         else:
             self._unresponsive_since.pop(pod.uid, None)
+        wall_now = self._wall_clock()
+        stuck = is_stuck_busy(
+            pod=pod,
+            probe=probe,
+            busy_labels=self._busy_labels,
+            stuck_seconds=self._policy.stuck_seconds,
+            now=wall_now,
+        )
         action = decide_on_sweep(
             pod=pod,
             probe=probe,
             busy_labels=self._busy_labels,
             policy=self._policy,
-            now=self._wall_clock(),
+            now=wall_now,
             unresponsive_for=unresponsive_for,
         )
         if isinstance(action, Delete) and action.reason in (
@@ -211,30 +251,32 @@ class Sweeper:
                     "reason": action.reason,
                     "detail": probe.detail if isinstance(probe, Failed) else "",
                     "unresponsive_seconds": round(unresponsive_for, 1) if unresponsive else None,
+                    "stuck_busy": stuck or None,
                 },
             )
         # A failed write is logged and counted by the actuator; the next sweep retries.
         with contextlib.suppress(KubeError):
             await self._actuator.apply(action, pod, source=Source.SWEEP)
         kind = type(action).__name__.lower()
-        return role, reported, kind, isinstance(probe, Failed), unresponsive
+        return _Handled(role, reported, kind, isinstance(probe, Failed), unresponsive, stuck)
 
     def _report(
         self,
-        results: list[tuple[str, str, str, bool, bool] | BaseException],
+        results: list[_Handled | BaseException],
         listed_all: bool,
         seconds: float,
     ) -> SweepReport:
         seen: Tally[tuple[str, str]] = Tally()
         actions: Tally[str] = Tally()
-        errors = failures = probed = unresponsive_pods = 0
+        errors = failures = probed = unresponsive_pods = stuck_pods = 0
         for result in results:
             if isinstance(result, BaseException):
                 errors += 1
                 log.error("sweep task failed", exc_info=result)
                 continue
-            role, reported, kind, failed, unresponsive = result
+            role, reported, kind, failed, unresponsive, stuck = result
             unresponsive_pods += unresponsive and kind != "delete"
+            stuck_pods += stuck and kind != "delete"
             seen[(role, reported)] += 1
             actions[kind] += 1
             probed += reported != "not-probed"
@@ -244,6 +286,7 @@ class Sweeper:
         if listed_all:
             self._metrics.last_sweep.set(time.time())
             self._metrics.unresponsive_busy_pods.set(unresponsive_pods)
+            self._metrics.stuck_busy_pods.set(stuck_pods)
             self._metrics.jibri_pods.clear()
             for (role, reported), count in seen.items():
                 self._metrics.jibri_pods.labels(role=role, reported=reported).set(count)
@@ -256,6 +299,7 @@ class Sweeper:
             listed_all=listed_all,
             seconds=seconds,
             unresponsive=unresponsive_pods,
+            stuck=stuck_pods,
         )
         log.info(
             "sweep done",
@@ -267,6 +311,7 @@ class Sweeper:
                 "deleted": actions["delete"],
                 "errors": errors,
                 "unresponsive": unresponsive_pods,
+                "stuck_busy": stuck_pods,
                 "complete": listed_all,
                 "ms": round(seconds * 1000, 1),
             },

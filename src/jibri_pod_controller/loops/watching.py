@@ -9,7 +9,10 @@ costs at most one 409 and a fresh GET, never a wrong write. A pod the cache does
 
 The loop is the usual informer: list (paginated, raw JSON), then watch from the list's
 resourceVersion with bookmarks; on 410 Gone or any error, list again after a short backoff; and
-list again every ``resync_period`` anyway. The sweeper walks this cache instead of listing
+list again every ``resync_period`` anyway. A watch whose connection went silent (no event, not
+even the bookmark the API server sends every minute) is such an error: `kube.Silent`, raised
+after `kube.watch_silence` (75 s for the 300 s watch asked here), not after the watch's own
+300 s. The sweeper walks this cache instead of listing
 every Jibri pod on every sweep (it lists when the cache is not synced).
 
 The pool loop is told of each change it applies (`listeners`), so it reconciles from the same
