@@ -51,6 +51,7 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -127,7 +128,7 @@ CHROME_FLAGS: Final = (
 JVM_OPTIONS: Final = ("-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
 
 _NAME_RE = re.compile(r"^jpc-(\d+)-\d+$")
-_BRIDGE_RE = re.compile(r"^jpcb([0-9a-f]+)$")
+_BRIDGE_RE = re.compile(r"^jpcb([0-9a-f]+)n[0-9a-f]+$")
 _REFERENCE = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 
 
@@ -631,8 +632,19 @@ def sweep_stale() -> list[str]:
     return removed
 
 
+_names = itertools.count(1)
+_names_lock = threading.Lock()
+
+
+def _next_number() -> int:
+    """A number for a bridge or namespace name, unique in this process (names also carry the
+    pid, so that a process that died can be told by them: `sweep_stale`)."""
+    with _names_lock:
+        return next(_names)
+
+
 class PodNetwork:
-    """One host bridge and a /24 of 198.18.0.0/15 for this process; one namespace per pod.
+    """One host bridge and a /24 of 198.18.0.0/15; one namespace per pod.
 
     Addresses are handed out once (.2 to .254) and never reused, like the kubelet's loopback
     ones: a stale address can never reach a newer pod. Thread-safe (a test thread asks for the
@@ -640,13 +652,12 @@ class PodNetwork:
     """
 
     def __init__(self) -> None:
-        self.bridge = f"jpcb{os.getpid():x}"
+        self.bridge = f"jpcb{os.getpid():x}n{_next_number():x}"  # at most 15 characters
         self._lock = threading.Lock()
         self._subnet: ipaddress.IPv4Network | None = None
         self._next_host = 2
         self._namespaces: dict[str, str] = {}
         """namespace name -> its address."""
-        self._count = 0
 
     def up(self) -> str:
         """Create the bridge (once); return the host's address on it (the pods' gateway)."""
@@ -704,9 +715,7 @@ class PodNetwork:
         """A new namespace holding ``address`` on its eth0, wired into the bridge; its name."""
         gateway = self.up()
         assert self._subnet is not None
-        with self._lock:
-            self._count += 1
-            n = self._count
+        n = _next_number()
         name = f"jpc-{os.getpid()}-{n}"
         host_end = f"jpv{os.getpid():x}x{n:x}"
         with self._lock:

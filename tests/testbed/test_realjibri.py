@@ -292,7 +292,7 @@ def test_leftovers_of_a_process_that_is_gone_are_removed() -> None:
     # A pid that is not running: the highest possible one is practically never in use.
     dead = int(Path("/proc/sys/kernel/pid_max").read_text()) - 1
     assert not Path(f"/proc/{dead}").exists()
-    name, bridge = f"jpc-{dead}-1", f"jpcb{dead:x}"
+    name, bridge = f"jpc-{dead}-1", f"jpcb{dead:x}n1"
     subprocess.run(["ip", "netns", "add", name], check=True)
     subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
     mine = f"jpc-{os.getpid()}-999"
