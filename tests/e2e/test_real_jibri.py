@@ -324,8 +324,9 @@ async def test_a_real_recording_detaches_then_deletes_its_pod_as_a_simulated_one
     """A recording on a real Jibri: BUSY detaches its pod with one PATCH, EXPIRED deletes it
     with one DELETE, both from the webhooks (the sweeper runs every 30 s, so it does not
     race them), every webhook authenticated by Jibri's own token and sent from the pod's
-    address. The same scenario against a simulated Jibri, at the same time in a namespace of
-    its own, must look the same to the controller."""
+    address. The same scenario against the simulated Jibri with every real behaviour switched
+    on, at the same time in a namespace of its own, must look the same to the controller:
+    webhooks by kind and status, the actions and their sources, the pod writes."""
     controller = real.controller(SWEEP_INTERVAL="30")
     controller.start()
     await controller.wait_ready()
@@ -336,17 +337,16 @@ async def test_a_real_recording_detaches_then_deletes_its_pod_as_a_simulated_one
     sim_controller = real.controller("controller-sim", namespace=sim_namespace, SWEEP_INTERVAL="30")
     sim_controller.start()
     await sim_controller.wait_ready()
-    await apply(
-        real.e2e.admin,
-        [
-            jibri_deployment(
-                namespace=sim_namespace,
-                replicas=1,
-                subscribers=[sim_controller.webhook_base()],
-                jwt=real.keys.jibri,
-            )
-        ],
+    sim = jibri_deployment(
+        namespace=sim_namespace,
+        replicas=1,
+        subscribers=[sim_controller.webhook_base()],
+        jwt=real.keys.jibri,
     )
+    # The simulator "as the real Jibri": every real behaviour switched on (testbed/simjibri.py).
+    sim_env = sim["spec"]["template"]["spec"]["containers"][0]["env"]
+    sim_env.append({"name": "SIM_JIBRI_REAL_BEHAVIOURS", "value": "all"})
+    await apply(real.e2e.admin, [sim])
     (sim_pod,) = await wait_spares(real.e2e.admin, sim_namespace, 1)
     sim_ip: str = sim_pod.status.pod_ip
 
