@@ -998,9 +998,11 @@ class RealJibri:
             await process.wait()
             return -9
 
-    async def block_webhooks(self, host: str, port: int) -> None:
-        """Drop (silently) every packet from the pod to ``host:port``: a controller that the
-        pod's network cannot reach. Jibri's requests then end in its 2 s client timeout."""
+    async def block_webhooks(self, host: str, port: int, *, refuse: bool = False) -> None:
+        """Cut the pod's network to ``host:port`` (a controller): its packets are dropped
+        silently (Jibri's requests end in its 2 s client timeout, which it survives), or, with
+        ``refuse``, answered with a TCP reset (the connection is refused at once: an error
+        that escapes Jibri's webhook client)."""
         await self._nft("add", "table", "inet", "jpc_block")
         await self._nft(
             "add",
@@ -1010,7 +1012,8 @@ class RealJibri:
             "out",
             "{ type filter hook output priority 0 ; policy accept ; }",
         )
-        rule = ("ip", "daddr", host, "tcp", "dport", str(port), "drop")
+        verdict = ("reject", "with", "tcp", "reset") if refuse else ("drop",)
+        rule = ("ip", "daddr", host, "tcp", "dport", str(port), *verdict)
         await self._nft("add", "rule", "inet", "jpc_block", "out", *rule)
 
     async def unblock_webhooks(self) -> None:
