@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -492,3 +493,37 @@ async def test_a_jibri_that_could_not_report_busy_stays_busy_and_the_sweeper_det
     seen = webhooks(controller, pod)
     assert {h.status for h in seen if h.kind == "status"} <= {"IDLE", "-"}  # never BUSY
     assert [h for h in seen if h.kind == "session"] == []
+
+
+async def test_a_graceful_shutdown_from_inside_the_pod_ends_an_idle_jibri(real: Real) -> None:
+    """What a preStop exec hook does, through the runner: a command inside the pod's network
+    namespace asks Jibri's internal API (0.0.0.0:3333 there, not reachable from the host's
+    side) for a graceful shutdown. Idle, Jibri exits with 255 within seconds and sends no
+    webhook; the controller writes nothing."""
+    controller = real.controller(SWEEP_INTERVAL="2")
+    controller.start()
+    await controller.wait_ready()
+    pod = await real.deploy(controller)
+    jibri = real.jibri(pod)
+
+    async def first_tick() -> bool:
+        return any(h.kind == "status" for h in webhooks(controller, pod))
+
+    await wait_until(first_tick, timeout=30, what=f"the first status webhook from {pod}")
+    before = webhooks(controller, pod)
+    request = (
+        "import urllib.request as u; r = u.Request("
+        f"'http://127.0.0.1:{realjibri.INTERNAL_PORT}/jibri/api/internal/v1.0/gracefulShutdown',"
+        " method='POST'); u.urlopen(r, timeout=5)"
+    )
+    code = await asyncio.to_thread(
+        real.e2e.kubelet.call, jibri.exec([sys.executable, "-c", request], timeout=20), 30
+    )
+    assert code == 0
+    exit_code = await asyncio.to_thread(
+        real.e2e.kubelet.call, asyncio.wait_for(asyncio.shield(jibri.exited), 20), 30
+    )
+    assert exit_code == 255
+    await asyncio.sleep(1.0)  # anything still in flight arrives
+    assert webhooks(controller, pod) == before
+    assert pod_writes(real, real.e2e.namespace, pod) == []
