@@ -287,8 +287,14 @@ def jibri_deployment(
     name: str = "jibri",
     status_period: float = 60.0,
     jwt: JibriJwt | None = None,
+    pre_stop: bool = False,
+    grace_seconds: int = 5,
 ) -> dict[str, Any]:
-    """A Deployment of simulated Jibris with the seed's label scheme (idle spares)."""
+    """A Deployment of simulated Jibris with the seed's label scheme (idle spares).
+
+    ``pre_stop``: with deploy/jibri's preStop hook (Jibri's graceful shutdown, then a wait
+    until it has exited), which the fake kubelet runs in the pod's context.
+    """
     env = [
         {"name": "SIM_JIBRI", "value": "true"},
         {"name": "SIM_JIBRI_PORT", "value": str(JIBRI_PORT)},
@@ -313,19 +319,28 @@ def jibri_deployment(
             "template": {
                 "metadata": {"labels": dict(IDLE_LABELS)},
                 "spec": {
-                    "terminationGracePeriodSeconds": 5,
+                    "terminationGracePeriodSeconds": grace_seconds,
                     "containers": [
                         {
                             "name": "jibri",
                             "image": "simulated-jibri",
                             "ports": [{"containerPort": JIBRI_PORT, "name": "api"}],
                             "env": env,
+                            **({"lifecycle": jibri_lifecycle()} if pre_stop else {}),
                         }
                     ],
                 },
             },
         },
     }
+
+
+def jibri_lifecycle() -> dict[str, Any]:
+    """The Jibri container's ``lifecycle`` (its preStop hook) as deploy/jibri ships it."""
+    with (DEPLOY / "jibri" / "deployment.yaml").open() as f:
+        doc = yaml.safe_load(f)
+    lifecycle: dict[str, Any] = doc["spec"]["template"]["spec"]["containers"][0]["lifecycle"]
+    return lifecycle
 
 
 async def jibri_call(

@@ -7,11 +7,29 @@ real kubelet reports the address before the containers are up), then starts a si
 bound to it if the pod's first container sets `SIM_JIBRI=true`, and reports the pod Ready. A
 pod whose first container sets `SIM_READY_DELAY_SECONDS` (or any pod, with the kubelet's
 `ready_delay`) stays not Ready, its Jibri not started, for that many seconds (plus up to
-`SIM_READY_JITTER_SECONDS`, uniformly): a Jibri whose Chrome takes its time. When a pod is
-deleted (or gets a deletionTimestamp) its Jibri is stopped, and a pod still terminating is then
-removed with grace period 0, as a kubelet does once its containers are gone. A pod annotated
-`testbed.jibri-pod-controller.io/real-jibri: "true"` runs a real Jibri instead, on an address of
-its own network namespace (`testbed.realjibri`).
+`SIM_READY_JITTER_SECONDS`, uniformly): a Jibri whose Chrome takes its time. A pod annotated
+`testbed.jibri-pod-controller.io/real-jibri: "true"` runs a real Jibri instead (a `RealJibri`
+runner), on an address of its own network namespace (`testbed.realjibri`).
+
+A pod's Jibri is run as a container's process (a `JibriRunner`: start, signal, an exit code to
+await, a command to exec in its context). When its process ends by itself (a Jibri that shut
+down gracefully exits 255), the pod turns not Ready at once and, under restartPolicy Always (a
+Deployment's pods), the container is restarted after the kubelet's back-off (10 s, doubling to
+5 min, reset after 10 min of running) with its restartCount one higher and a fresh Jibri that
+reports IDLE; ``lastState.terminated`` shows the exit code.
+
+When a pod is deleted (it gets a deletionTimestamp), its container is ended as a kubelet does:
+the first container's preStop exec hook runs, for at most the grace period (the deletion's
+``deletionGracePeriodSeconds``, else the pod's ``terminationGracePeriodSeconds``); then SIGTERM,
+and SIGKILL once the grace period is over (SIGTERM gets at least 2 s after a hook that used it
+all); a pod removed from the API meanwhile is killed at once. Then the pod is removed with grace
+period 0, as a kubelet does once its containers are gone.
+
+Simulated Jibris share this host's loopback, one address each; a pod has no 127.0.0.1 of its
+own. So a hook that speaks to ``127.0.0.1`` or ``localhost`` (deploy/jibri's preStop calls
+Jibri's internal API there) is run on this host with those names replaced by the pod's own
+address, where its Jibri listens (`in_pod`); the rest of the command runs as written (``sh``,
+``curl``, ``sleep`` from this host).
 
 Pods are tracked by uid, never by name: a ReplicaSet or a test may reuse a name, and a Jibri must
 never outlive the pod it belongs to. Addresses are unique within the process and never reused,
@@ -32,6 +50,7 @@ import logging
 import math
 import os
 import random
+import re
 import signal
 import sys
 import threading
@@ -41,7 +60,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import aiohttp
 import orjson
@@ -50,10 +69,19 @@ from kubernetes_asyncio.client import ApiClient, CoreV1Api, V1DeleteOptions, V1P
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from testbed.kube import abort_stream, api_status, new_api_client
-from testbed.realjibri import HEALTH_PORT, RealJibri, RealJibris, wants_real_jibri
-from testbed.simjibri import SimJibri, config_from_env
+from testbed.realjibri import HEALTH_PORT, RealJibris, wants_real_jibri
+from testbed.simjibri import SimJibri, SimJibriConfig, config_from_env
 
-__all__ = ["FakeKubelet", "KubeletThread", "allocate_ip", "main", "run_in_thread"]
+__all__ = [
+    "FakeKubelet",
+    "JibriRunner",
+    "KubeletThread",
+    "SimRunner",
+    "allocate_ip",
+    "in_pod",
+    "main",
+    "run_in_thread",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +91,8 @@ SIM_JIBRI_ENV = "SIM_JIBRI"
 READY_DELAY_ENV = "SIM_READY_DELAY_SECONDS"
 READY_JITTER_ENV = "SIM_READY_JITTER_SECONDS"
 HOST_IP = "127.0.0.1"
+NODE_NAME = "fake-kubelet"
+"""The node the pods with a preStop hook are bound to (see `FakeKubelet._bind`)."""
 WATCH_TIMEOUT_S = 240
 CALL_TIMEOUT_S = 30.0
 PATCH_ATTEMPTS = 5
@@ -100,6 +130,154 @@ def _now() -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# A container's process
+
+DEFAULT_GRACE_S = 30.0
+"""``terminationGracePeriodSeconds`` when the pod does not set it (the API server's default)."""
+MIN_GRACE_AFTER_HOOK_S = 2.0
+"""The kubelet gives SIGTERM at least this long, even when the preStop hook took the whole
+grace period (``minimumGracePeriodInSeconds``)."""
+BACK_OFF_S = 10.0
+"""The first wait before a restart of an exited container; it doubles with each exit..."""
+BACK_OFF_MAX_S = 300.0
+"""...up to this..."""
+BACK_OFF_RESET_S = 600.0
+"""...and starts over once a container ran this long."""
+_LOOPBACK = re.compile(r"\b(127\.0\.0\.1|localhost)\b")
+
+
+class JibriRunner(Protocol):
+    """A pod's Jibri as the kubelet runs its container: started, signalled, its exit code
+    awaited, and a command run in its context (an exec hook). `SimRunner` runs a simulated
+    Jibri in this process; a real Jibri process is another runner of the same shape."""
+
+    async def start(self) -> None:
+        """Start the process; raise if it cannot (an address already in use, say)."""
+
+    def signal(self, signum: int) -> None:
+        """Send SIGTERM or SIGKILL (the exit is then seen in `exited`)."""
+
+    @property
+    def exited(self) -> asyncio.Future[int]:
+        """Resolves with the exit code when the process ends, by itself or by a signal."""
+        raise NotImplementedError
+
+    async def exec(self, command: Sequence[str], *, timeout: float) -> int:
+        """Run ``command`` in the container's context; its exit code (137 when it was killed:
+        the timeout passed, or the container's process ended and took it along)."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release what the process left (after its exit, or to stop it for good)."""
+
+
+def in_pod(argument: str, address: str) -> str:
+    """An exec argument as seen from inside a simulated pod: its loopback is its address."""
+    return _LOOPBACK.sub(address, argument)
+
+
+class SimRunner:
+    """A simulated Jibri as a container's process.
+
+    The simulated Jibris of all pods share this host's loopback, one address each, and a
+    pod has no loopback of its own. So an exec command that speaks to ``127.0.0.1`` or
+    ``localhost`` (a preStop hook calling Jibri's internal API, as deploy/jibri's does) is run
+    on this host with those names replaced by the pod's address, where its Jibri listens
+    (`in_pod`); anything else in the command runs as written. SIGTERM and SIGKILL both end
+    the simulated process at once: a JVM's shutdown hooks save no recording either.
+    """
+
+    def __init__(
+        self,
+        config: SimJibriConfig,
+        *,
+        on_restart: Callable[[int], Awaitable[None]],
+        on_change: Callable[[str, float], None],
+    ) -> None:
+        self.address = config.host
+        self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.jibri = SimJibri(
+            config, on_restart=on_restart, on_change=on_change, on_exit=self._ended
+        )
+        self._signalled: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.jibri.start()
+
+    @property
+    def exited(self) -> asyncio.Future[int]:
+        return self._exited
+
+    def _ended(self, code: int) -> None:
+        if not self._exited.done():
+            self._exited.set_result(code)
+
+    def signal(self, signum: int) -> None:
+        if self._exited.done() or self._signalled is not None:
+            return
+
+        async def end() -> None:
+            await self.jibri.stop()
+            self._ended(128 + signum)
+
+        self._signalled = asyncio.get_running_loop().create_task(end())
+
+    async def exec(self, command: Sequence[str], *, timeout: float) -> int:
+        argv = [in_pod(argument, self.address) for argument in command]
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        output = asyncio.ensure_future(process.communicate())
+        either: set[asyncio.Future[Any]] = {output, self._exited}
+        try:
+            await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Out of time, the container's process gone (it takes its execs along), or the
+            # pod removed meanwhile (cancelled): the command goes with it.
+            if not output.done():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+            out, _ = await output
+        code = process.returncode if process.returncode is not None else 137
+        tail = out.decode(errors="replace").strip()[-300:]
+        log.info("exec in %s: %s -> %d %s", self.address, argv[:1], code, tail)
+        return 137 if code < 0 else code
+
+    async def close(self) -> None:
+        await self.jibri.stop()
+        if self._signalled is not None:
+            await self._signalled
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What the kubelet takes from a pod's spec to run and end its container."""
+
+    pre_stop: tuple[str, ...] | None = None
+    """The first container's ``lifecycle.preStop.exec.command``."""
+    grace: float = DEFAULT_GRACE_S
+    """``terminationGracePeriodSeconds``."""
+    restart_policy: str = "Always"
+
+    @classmethod
+    def of(cls, pod: Mapping[str, Any]) -> _Spec:
+        spec = pod.get("spec") or {}
+        first = (spec.get("containers") or [{}])[0]
+        hook = ((first.get("lifecycle") or {}).get("preStop") or {}).get("exec") or {}
+        command = hook.get("command")
+        grace = spec.get("terminationGracePeriodSeconds")
+        return cls(
+            pre_stop=tuple(str(a) for a in command) if command else None,
+            grace=float(grace) if isinstance(grace, int | float) else DEFAULT_GRACE_S,
+            restart_policy=str(spec.get("restartPolicy") or "Always"),
+        )
+
+
+# --------------------------------------------------------------------------------------------
 # One pod
 
 
@@ -107,6 +285,15 @@ def _now() -> str:
 class _Container:
     name: str
     image: str
+
+
+@dataclass
+class _Exit:
+    """A container's last termination, as ``lastState.terminated`` shows it."""
+
+    code: int
+    started_at: str
+    finished_at: str
 
 
 @dataclass
@@ -118,10 +305,15 @@ class _Pod:
     containers: list[_Container]
     env: dict[str, str]
     started_at: str = field(default_factory=_now)
-    jibri: SimJibri | None = None
+    runner: JibriRunner | None = None
     restart_count: int = 0
-    last_restart_at: str | None = None
-    previous_started_at: str | None = None
+    running_since: str | None = None
+    """When the current container started; None while none runs (not started, or waiting)."""
+    last_exit: _Exit | None = None
+    waiting: str | None = None
+    """Why no container runs: ``CrashLoopBackOff`` between an exit and the restart."""
+    finished: str | None = None
+    """``Succeeded`` or ``Failed`` once a container that is not restarted exited."""
     terminating: bool = False
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     status_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -130,46 +322,58 @@ class _Pod:
     start_error: Exception | None = None
     labels: dict[str, str] = field(default_factory=dict)
     ready_since: str | None = None
-    """When the pod turned Ready; None while it is starting."""
+    """When the pod turned Ready; None while it is not."""
+    not_ready_since: str | None = None
     gone: asyncio.Event = field(default_factory=asyncio.Event)
+    spec: _Spec = field(default_factory=lambda: _Spec())
+    grace: float | None = None
+    """The grace period of the deletion (``deletionGracePeriodSeconds``), once deleted."""
+    killed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the pod is gone from the API while still terminating: no grace is left."""
+    crash_loop: bool = False
+    """Its container dies as soon as it is restarted (see `FakeKubelet.crash_loop`)."""
     manifest: dict[str, Any] | None = None
     """The pod as listed, if it asks for a real Jibri (`testbed.realjibri`)."""
-    real: RealJibri | None = None
 
     @property
     def simulated(self) -> bool:
         return self.env.get(SIM_JIBRI_ENV, "").lower() == "true"
 
+    @property
+    def jibri(self) -> SimJibri | None:
+        return self.runner.jibri if isinstance(self.runner, SimRunner) else None
+
     def status(self) -> dict[str, Any]:
         """The whole status this kubelet reports (sent as a strategic merge patch)."""
         statuses = []
         for index, container in enumerate(self.containers):
-            restarts = self.restart_count if index == 0 else 0
-            running_since = self.started_at
+            first = index == 0
             status: dict[str, Any] = {
                 "name": container.name,
                 "image": container.image,
                 "imageID": f"sim://{container.image}",
                 "containerID": f"sim://{self.uid}/{container.name}",
                 "ready": self.ready_since is not None,
-                "started": True,
-                "restartCount": restarts,
-                "state": {"running": {"startedAt": running_since}},
+                "started": not first or self.running_since is not None,
+                "restartCount": self.restart_count if first else 0,
+                "state": {"running": {"startedAt": self.running_since or self.started_at}},
             }
-            if restarts and self.last_restart_at is not None:
-                status["state"] = {"running": {"startedAt": self.last_restart_at}}
-                status["lastState"] = {
-                    "terminated": {
-                        "exitCode": 1,
-                        "reason": "Error",
-                        "startedAt": self.previous_started_at or self.started_at,
-                        "finishedAt": self.last_restart_at,
-                        "containerID": f"sim://{self.uid}/{container.name}",
-                    }
+            if first and self.waiting is not None:
+                status["state"] = {"waiting": {"reason": self.waiting}}
+            if first and self.last_exit is not None:
+                terminated = {
+                    "exitCode": self.last_exit.code,
+                    "reason": "Completed" if self.last_exit.code == 0 else "Error",
+                    "startedAt": self.last_exit.started_at,
+                    "finishedAt": self.last_exit.finished_at,
+                    "containerID": f"sim://{self.uid}/{container.name}",
                 }
+                status["lastState"] = {"terminated": terminated}
+                if self.finished is not None:
+                    status["state"] = {"terminated": terminated}
             statuses.append(status)
         return {
-            "phase": "Running",
+            "phase": self.finished or "Running",
             "hostIP": HOST_IP,
             "hostIPs": [{"ip": HOST_IP}],
             "podIP": self.ip,
@@ -182,7 +386,8 @@ class _Pod:
     def _condition(self, kind: str) -> dict[str, str]:
         if kind in ("ContainersReady", "Ready"):
             if self.ready_since is None:
-                return {"type": kind, "status": "False", "lastTransitionTime": self.started_at}
+                since = self.not_ready_since or self.started_at
+                return {"type": kind, "status": "False", "lastTransitionTime": since}
             return {"type": kind, "status": "True", "lastTransitionTime": self.ready_since}
         return {"type": kind, "status": "True", "lastTransitionTime": self.started_at}
 
@@ -204,6 +409,11 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name}={raw!r}: expected seconds, a number >= 0")
     return value
+
+
+def _seconds_between(start: str, end: str) -> float:
+    parse = datetime.datetime.fromisoformat
+    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
 
 
 def _plain_env(pod: Mapping[str, Any]) -> dict[str, str]:
@@ -231,8 +441,10 @@ class FakeKubelet:
     `ground_truth`, if given, receives one dict per fact, as it happens: ``{"t": wall time,
     "event": ..., "pod", "uid", "namespace"}`` with event ``started`` (plus ``ip``,
     ``labels``), ``labels`` (a change seen by the watch, plus ``labels``), ``status`` (a change
-    of the Jibri's busyStatus, plus ``status``: IDLE, BUSY, EXPIRED or CRASH) and ``stopped``
-    (plus ``status``: the Jibri's busyStatus when it was stopped).
+    of the Jibri's busyStatus, plus ``status``: IDLE, BUSY, EXPIRED, CRASH, EXIT when the process
+    ended by itself, and IDLE again when an exited container was restarted) and ``stopped``
+    (plus ``status``: the Jibri's busyStatus when it was stopped, or EXIT when it had exited by
+    itself before).
     """
 
     def __init__(
@@ -330,10 +542,19 @@ class FakeKubelet:
         pod = self._pod(name, namespace)
         if pod.jibri is not None:
             return pod.ip, pod.jibri.port
-        if pod.real is not None:
+        if pod.manifest is not None:
             return pod.ip, HEALTH_PORT
         port = pod.env.get(self.health_port_env, "").strip()
         return pod.ip, int(port) if port.isdigit() else None
+
+    def crash_loop(self, name: str, namespace: str | None = None) -> None:
+        """Make pod `name`'s container crash now and at every restart (a Jibri that cannot
+        start): Running, not Ready, its API refusing connections, restarted after ever longer
+        back-offs, its restartCount rising. KeyError if there is no such pod."""
+        pod = self._pod(name, namespace)
+        pod.crash_loop = True
+        if pod.runner is not None and not pod.runner.exited.done():
+            pod.runner.signal(signal.SIGKILL)
 
     def running(self) -> dict[str, str]:
         """Name -> address of every pod this kubelet runs now (and has not yet stopped)."""
@@ -463,7 +684,12 @@ class FakeKubelet:
         known = self._pods.get(uid)
         if deleted or meta.get("deletionTimestamp"):
             if known is not None:
-                self._on_gone(known, still_exists=not deleted)
+                grace = meta.get("deletionGracePeriodSeconds")
+                self._on_gone(
+                    known,
+                    still_exists=not deleted,
+                    grace=float(grace) if isinstance(grace, int | float) else None,
+                )
             elif not deleted and not obj.get("status", {}).get("podIP"):
                 # Terminating before it ever ran here: nothing to stop, just finalize it.
                 self._spawn(self._finalize(meta["namespace"], meta["name"], uid))
@@ -488,17 +714,24 @@ class FakeKubelet:
             containers=containers,
             env=_plain_env(obj),
             labels=dict(meta.get("labels") or {}),
+            spec=_Spec.of(obj),
             manifest=dict(obj) if wants_real_jibri(obj) else None,
         )
         self._pods[uid] = pod
         self._by_name[(pod.namespace, pod.name)] = uid
         pod.start_task = self._spawn(self._run(pod))
 
-    def _on_gone(self, pod: _Pod, *, still_exists: bool) -> None:
+    def _on_gone(self, pod: _Pod, *, still_exists: bool, grace: float | None = None) -> None:
+        if grace is not None:
+            pod.grace = grace if pod.grace is None else min(pod.grace, grace)
         if pod.terminating:
+            if not still_exists:
+                pod.killed.set()  # removed from the API: no grace left to give
             return
         pod.terminating = True
         pod.gone.set()
+        if not still_exists:
+            pod.killed.set()
         self._spawn(self._terminate(pod, still_exists=still_exists))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -512,6 +745,8 @@ class FakeKubelet:
             if pod.manifest is not None:
                 pod.ip = self.real_jibris.allocate()  # on the pods' network, not loopback
             delay = pod.ready_delay(self.ready_delay)
+            if pod.spec.pre_stop:
+                await self._bind(pod)
             # Running with an address, not Ready, before the Jibri starts: a real kubelet
             # reports the pod's address once its sandbox has one, and a real Jibri (a JVM,
             # Chrome) takes seconds before it can send its first webhook.
@@ -528,37 +763,92 @@ class FakeKubelet:
                     await asyncio.wait_for(pod.gone.wait(), delay)
                 if pod.terminating:
                     return
-            if pod.simulated:
+            if pod.simulated or pod.manifest is not None:
                 await self._start_jibri(pod)
-            elif pod.manifest is not None:
-                pod.real = await self.real_jibris.start(
-                    pod.manifest, address=pod.ip, core=self._core
-                )
-            pod.ready_since = _now()
+            pod.running_since = pod.ready_since = _now()
             await self._report(pod)
             pod.reported = True
             self._emit(pod, "started", ip=pod.ip, labels=dict(pod.labels))
             log.info("pod %s/%s runs on %s", pod.namespace, pod.name, pod.ip)
+            if pod.runner is not None:
+                self._spawn(self._watch_exit(pod, pod.runner))
         except Exception as exc:
             pod.start_error = exc
             log.exception("cannot start pod %s/%s", pod.namespace, pod.name)
 
+    async def _watch_exit(self, pod: _Pod, runner: JibriRunner) -> None:
+        """A container whose process ended by itself (a Jibri that shut down gracefully):
+        not Ready at once, then, under restartPolicy Always (a Deployment's pods), restarted
+        after the kubelet's back-off (10 s, doubling to 5 min, reset after 10 min of running),
+        its restart count one higher, with a fresh Jibri that reports IDLE."""
+        quick_exits = 0
+        while True:
+            code = await runner.exited
+            if pod.terminating:
+                return  # the termination sequence owns the rest
+            ended = _now()
+            ran = _seconds_between(pod.running_since or pod.started_at, ended)
+            quick_exits = 0 if ran >= BACK_OFF_RESET_S else quick_exits + 1
+            pod.last_exit = _Exit(code, pod.running_since or pod.started_at, ended)
+            pod.running_since = pod.ready_since = None
+            pod.not_ready_since = ended
+            await runner.close()
+            policy = pod.spec.restart_policy
+            if policy == "Never" or (policy == "OnFailure" and code == 0):
+                pod.finished = "Succeeded" if code == 0 else "Failed"
+                await self._report(pod)
+                log.info("pod %s/%s: its container exited %d", pod.namespace, pod.name, code)
+                return
+            pod.waiting = "CrashLoopBackOff"
+            while True:
+                await self._report(pod)
+                back_off = min(BACK_OFF_MAX_S, BACK_OFF_S * 2 ** (quick_exits - 1))
+                log.info(
+                    "pod %s/%s: its container exited %d; restarting in %g s",
+                    pod.namespace,
+                    pod.name,
+                    pod.last_exit.code,
+                    back_off,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pod.gone.wait(), back_off)
+                if pod.gone.is_set():
+                    return
+                pod.restart_count += 1
+                if not pod.crash_loop:
+                    break
+                now = _now()  # the restarted container dies at once
+                pod.last_exit = _Exit(1, now, now)
+                quick_exits += 1
+            pod.waiting = None
+            await self._start_jibri(pod)
+            pod.running_since = pod.ready_since = _now()
+            await self._report(pod)
+            self._emit(pod, "status", status="IDLE")  # a new process
+            assert pod.runner is not None
+            runner = pod.runner
+
     async def _start_jibri(self, pod: _Pod) -> None:
+        if pod.manifest is not None:
+            real = await self.real_jibris.runner(pod.manifest, address=pod.ip, core=self._core)
+            pod.runner = real
+            await real.start()
+            return
         for attempt in range(1, BIND_ATTEMPTS + 1):
             config = config_from_env(pod.name, pod.ip, pod.env)
             # Known before it starts, so that a stop during start-up closes it too.
-            pod.jibri = SimJibri(
+            pod.runner = SimRunner(
                 config,
                 on_restart=self._restart_hook(pod),
                 on_change=self._status_hook(pod),
             )
             try:
-                await pod.jibri.start()
+                await pod.runner.start()
                 return
             except OSError as exc:
-                if exc.errno != errno.EADDRINUSE or attempt == BIND_ATTEMPTS:
+                if exc.errno != errno.EADDRINUSE or attempt == BIND_ATTEMPTS or pod.reported:
                     raise
-                await pod.jibri.stop()
+                await pod.runner.close()
                 log.info(
                     "%s:%d is taken (by another process?); trying another address",
                     pod.ip,
@@ -587,18 +877,53 @@ class FakeKubelet:
 
     def _restart_hook(self, pod: _Pod) -> Callable[[int], Awaitable[None]]:
         async def on_restart(restart_count: int) -> None:
-            # A restart keeps the pod (and its address); only the container status changes.
-            # Awaited before the restarted Jibri reports again, so the API shows the restart
-            # first, as with a real kubelet.
-            pod.previous_started_at = pod.last_restart_at or pod.started_at
-            pod.last_restart_at = _now()
-            pod.restart_count = max(pod.restart_count, restart_count)
+            # A crash and a quick restart keep the pod (and its address); only the container
+            # status changes. Awaited before the restarted Jibri reports again, so the API
+            # shows the restart first, as with a real kubelet.
+            now = _now()
+            pod.last_exit = _Exit(1, pod.running_since or pod.started_at, now)
+            pod.running_since = now
+            pod.restart_count += 1
             try:
                 await self._report(pod)
             except (ApiException, aiohttp.ClientError, TimeoutError):
                 log.exception("reporting the restart of pod %s/%s failed", pod.namespace, pod.name)
 
         return on_restart
+
+    async def _bind(self, pod: _Pod) -> None:
+        """Assign the pod to this kubelet's node, as a scheduler does. The API server deletes
+        an unscheduled pod at once, with no grace period; a scheduled one only gets its
+        deletionTimestamp, and the kubelet ends its containers (preStop hook, SIGTERM, SIGKILL)
+        before it removes the pod. Done for pods with a preStop hook, the ones that need the
+        grace period; the others are removed at once, as before, for the same cost."""
+        binding = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": pod.name, "uid": pod.uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME},
+        }
+        for attempt in range(1, PATCH_ATTEMPTS + 1):
+            try:
+                # Raw: the client cannot read the Status this call answers with as a Binding.
+                core: Any = self._core
+                response = await core.create_namespaced_pod_binding(
+                    pod.name,
+                    pod.namespace,
+                    binding,
+                    _preload_content=False,
+                    _request_timeout=CALL_TIMEOUT_S,
+                )
+                async with response:
+                    body = await response.read()
+                if response.status in (201, 200, 409):  # 409: bound already
+                    return
+                if response.status == 404 or attempt == PATCH_ATTEMPTS:
+                    raise ApiException(status=response.status, reason=body[:300].decode())
+            except (aiohttp.ClientError, TimeoutError):
+                if attempt == PATCH_ATTEMPTS:
+                    raise
+            await asyncio.sleep(0.1 * 2**attempt)
 
     async def _report(self, pod: _Pod) -> None:
         """Patch the pod's status with what this kubelet knows now (serialized per pod)."""
@@ -623,12 +948,37 @@ class FakeKubelet:
                     await asyncio.sleep(0.1 * 2**attempt)
 
     async def _terminate(self, pod: _Pod, *, still_exists: bool) -> None:
+        """The kubelet's termination: the preStop hook, then SIGTERM, then SIGKILL when the
+        grace period (the deletion's, else ``terminationGracePeriodSeconds``) is over; the
+        hook has the whole period, SIGTERM what is left of it but at least 2 s. Then the pod
+        is removed (grace period 0), as a kubelet does once its containers are gone."""
         if pod.start_task is not None and not pod.start_task.done():
             # Let a start in progress finish, so that the Jibri it starts is stopped too.
             with contextlib.suppress(Exception):
                 await asyncio.shield(pod.start_task)
+        runner = pod.runner
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (pod.grace if pod.grace is not None else pod.spec.grace)
+        if runner is not None and not runner.exited.done() and not pod.killed.is_set():
+            if pod.spec.pre_stop:
+                log.info("pod %s/%s: preStop hook", pod.namespace, pod.name)
+                hook = asyncio.ensure_future(
+                    runner.exec(pod.spec.pre_stop, timeout=max(0.0, deadline - loop.time()))
+                )
+                await self._until(hook, pod, deadline)
+                if not hook.done():
+                    hook.cancel()
+                deadline = max(deadline, loop.time() + MIN_GRACE_AFTER_HOOK_S)
+            if not runner.exited.done():
+                runner.signal(signal.SIGTERM)
+                await self._until(runner.exited, pod, deadline)
+        if runner is not None and not runner.exited.done():
+            runner.signal(signal.SIGKILL)
+            await runner.exited
         if pod.reported:
             status = pod.jibri.busy_status.value if pod.jibri is not None else None
+            if runner is not None and runner.exited.done() and runner.exited.result() == 255:
+                status = "EXIT"  # it ended by itself (a graceful shutdown)
             self._emit(pod, "stopped", status=status)
         await self._stop_jibri(pod)
         self._pods.pop(pod.uid, None)
@@ -638,14 +988,27 @@ class FakeKubelet:
         if still_exists:
             await self._finalize(pod.namespace, pod.name, pod.uid)
 
+    @staticmethod
+    async def _until(step: asyncio.Future[Any], pod: _Pod, deadline: float) -> None:
+        """Wait for ``step`` until ``deadline``, or until the pod is gone from the API."""
+        killed = asyncio.ensure_future(pod.killed.wait())
+        try:
+            await asyncio.wait(
+                {step, killed},
+                timeout=max(0.0, deadline - asyncio.get_running_loop().time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            killed.cancel()
+
     async def _stop_jibri(self, pod: _Pod) -> None:
-        if pod.real is not None and not pod.stopped.is_set():
-            await self.real_jibris.stop(pod.real)
-        if pod.jibri is not None and not pod.stopped.is_set():
+        if pod.runner is not None and not pod.stopped.is_set():
             try:
-                await pod.jibri.stop()
+                await pod.runner.close()
             except Exception:
                 log.exception("stopping the Jibri of pod %s/%s failed", pod.namespace, pod.name)
+        if pod.manifest is not None and not pod.stopped.is_set():
+            await self.real_jibris.release(pod.uid)  # its network namespace
         pod.stopped.set()
 
     async def _finalize(self, namespace: str, name: str, uid: str) -> None:
@@ -737,6 +1100,9 @@ class KubeletThread:
 
     def running(self) -> dict[str, str]:
         return self.call(_const(self.kubelet.running))
+
+    def crash_loop(self, name: str, namespace: str | None = None) -> None:
+        self.call(_const(lambda: self.kubelet.crash_loop(name, namespace)))
 
     def wait_running(self, name: str, namespace: str | None = None, *, timeout: float = 30) -> str:
         return self.call(

@@ -779,34 +779,43 @@ class _Files:
 
 
 class RealJibri:
-    """A real Jibri running for one pod, in the pod's own network namespace."""
+    """A real Jibri as one pod's container: started in the pod's network namespace (its
+    sandbox, which outlives a restart of the container), signalled, its exit awaited, a command
+    exec'd beside it. The fake kubelet's `JibriRunner`."""
 
     def __init__(
         self,
         *,
         pod: Mapping[str, Any],
         address: str,
-        network: PodNetwork,
+        netns: str,
         files: _Files,
         directory: Path,
+        core: Any,
+        start_lock: asyncio.Lock,
     ) -> None:
         meta = pod.get("metadata") or {}
         self.namespace = str(meta.get("namespace", ""))
         self.name = str(meta.get("name", ""))
         self.uid = str(meta.get("uid", ""))
         self.address = address
+        self.netns = netns
         self.directory = directory
         self.log_path = directory / "jibri.log"
-        self.netns: str | None = None
         self.env = container_env(pod, pod_ip=address)
-        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        """The JVM's exit code, once it has exited."""
+        self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pod = pod
-        self._network = network
         self._files = files
+        self._core = core
+        self._start_lock = start_lock
         self._process: asyncio.subprocess.Process | None = None
         self._waiter: asyncio.Task[None] | None = None
         self._closed = False
+
+    @property
+    def exited(self) -> asyncio.Future[int]:
+        """The JVM's exit code, once it has exited (by itself or by a signal)."""
+        return self._exited
 
     @property
     def url(self) -> str:
@@ -825,29 +834,31 @@ class RealJibri:
 
     # -- start
 
-    async def start(self, core: Any, *, ready_timeout: float = READY_TIMEOUT) -> None:
-        """Set up the pod's files and namespace, launch the JVM and wait for its health API.
+    async def start(self, *, ready_timeout: float = READY_TIMEOUT) -> None:
+        """Write the pod's files, launch the JVM and wait for its health API; raise if it
+        exits or does not answer in time (after killing what it started). Starts of all pods
+        wait for one another: each holds the turn until it answers, and `STAGGER_SECONDS`
+        more."""
+        async with self._start_lock:
+            try:
+                config = await self._write_files()
+                await self._launch(config)
+                await self._wait_ready(ready_timeout)
+            except BaseException:
+                await self.close()
+                raise
+            await asyncio.sleep(STAGGER_SECONDS)
 
-        ``core`` is a kubernetes_asyncio ``CoreV1Api`` (the pod's ConfigMap and Secret volumes
-        are read through it). On failure everything set up so far is removed, then it raises.
-        """
-        try:
-            config = await self._write_files(core)
-            self.netns = await self._network.attach(self.address)
-            await self._launch(config)
-            await self._wait_ready(ready_timeout)
-        except BaseException:
-            await self.close()
-            raise
-
-    async def _write_files(self, core: Any) -> Path:
+    async def _write_files(self) -> Path:
         root = self.directory / "rootfs"
         files, mounts = mounted_files(self._pod)
         contents: dict[tuple[str, str], dict[str, bytes]] = {}
         for item in files:
             key = (item.kind, item.source)
             if key not in contents:
-                contents[key] = await _volume_data(core, item.kind, item.source, self.namespace)
+                contents[key] = await _volume_data(
+                    self._core, item.kind, item.source, self.namespace
+                )
         mounted_config: Path | None = None
         for item in files:
             data = contents[(item.kind, item.source)]
@@ -886,7 +897,6 @@ class RealJibri:
         return config
 
     async def _launch(self, config: Path) -> None:
-        assert self.netns is not None
         env = {
             **self.env,
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -934,17 +944,18 @@ class RealJibri:
     async def _wait_exit(self, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
         log.info("pod %s/%s: Jibri exited with code %d", self.namespace, self.name, code)
-        if not self.exited.done():
-            self.exited.set_result(code)
+        if not self._exited.done():
+            # A signal's death as a container runtime reports it: 128 + the signal.
+            self._exited.set_result(128 - code if code < 0 else code)
 
     async def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while True:
-                if self.exited.done():
+                if self._exited.done():
                     raise RealJibriError(
                         f"Jibri of pod {self.namespace}/{self.name} exited with code "
-                        f"{self.exited.result()} before its health API answered:\n"
+                        f"{self._exited.result()} before its health API answered:\n"
                         + self.log_text()[-3000:]
                     )
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
@@ -960,43 +971,47 @@ class RealJibri:
 
     # -- while it runs
 
-    def signal(self, sig: signal.Signals) -> None:
-        """SIGKILL: every process in the pod's namespace (a container runtime kills the whole
-        container); any other signal: the JVM only (the container's main process)."""
-        if sig == signal.SIGKILL:
-            if self.netns is not None:
-                _kill_netns(self.netns)
+    def signal(self, signum: int) -> None:
+        """SIGKILL: every process in the pod's namespace (a runtime kills the whole container);
+        any other signal: the JVM only (the container's main process)."""
+        if signum == signal.SIGKILL:
+            _kill_netns(self.netns)
             return
         if self._process is not None and self._process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self._process.pid, sig)
+                os.kill(self._process.pid, signum)
 
-    async def exec(
-        self, argv: Sequence[str], *, timeout: float = 30.0, env: Mapping[str, str] | None = None
-    ) -> int:
-        """Run ``argv`` inside the pod's namespace with the container's environment (a preStop
-        exec hook, ``kubectl exec``); its exit code, or -9 if it was killed at ``timeout``."""
-        if self.netns is None:
-            raise RealJibriError(f"pod {self.namespace}/{self.name} has no namespace (not started)")
+    async def exec(self, command: Sequence[str], *, timeout: float) -> int:
+        """Run ``command`` inside the pod's namespace with the container's environment (a
+        preStop hook, ``kubectl exec``); its exit code, or 137 when it was killed: at
+        ``timeout``, or because the container's process ended and took it along."""
         process = await asyncio.create_subprocess_exec(
             "ip",
             "netns",
             "exec",
             self.netns,
-            *argv,
+            *command,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            env={**self.env, "PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**self.env, "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
             start_new_session=True,
         )
+        output = asyncio.ensure_future(process.communicate())
+        either: set[asyncio.Future[Any]] = {output, self._exited}
         try:
-            return await asyncio.wait_for(process.wait(), timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-            return -9
+            await asyncio.wait(either, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not output.done():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+            out, _ = await output
+        code = process.returncode if process.returncode is not None else 137
+        tail = out.decode(errors="replace").strip()[-300:]
+        log.info(
+            "exec in pod %s/%s: %s -> %d %s", self.namespace, self.name, command[:1], code, tail
+        )
+        return 137 if code < 0 else code
 
     async def block_webhooks(self, host: str, port: int, *, refuse: bool = False) -> None:
         """Cut the pod's network to ``host:port`` (a controller): its packets are dropped
@@ -1020,31 +1035,25 @@ class RealJibri:
         await self._nft("delete", "table", "inet", "jpc_block")
 
     async def _nft(self, *args: str) -> None:
-        if self.netns is None:
-            raise RealJibriError(f"pod {self.namespace}/{self.name} has no namespace")
         nft = _require("nft", "nftables")
         await _aip("netns", "exec", self.netns, nft, *args)
 
-    # -- stop
+    # -- after it
 
-    async def close(self, *, grace: float = 2.0) -> None:
-        """Stop the Jibri (SIGTERM, then after ``grace`` seconds SIGKILL to everything in the
-        pod's namespace) and remove the namespace. The pod's log files are kept (the runtime
-        removes its directory at its own end); its browser profile and recordings are not."""
+    async def close(self) -> None:
+        """Release what the container left: every process still in the pod's namespace is
+        killed (Chromium and ffmpeg outlive a JVM that exits), and the scratch files go. The
+        namespace stays, for a restart, until the pod ends (`RealJibris.release`); the logs
+        stay until the runtime ends."""
         if self._closed:
             return
         self._closed = True
-        if self._process is not None and self._process.returncode is None:
-            self.signal(signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.exited), grace)
-        if self.netns is not None:
-            await self._network.detach(self.netns)  # kills whatever is left in it
+        await asyncio.to_thread(_kill_netns, self.netns)
         if self._waiter is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._waiter, 10)
+                await asyncio.wait_for(asyncio.shield(self._waiter), 10)
         for scratch in ("tmp", "recordings", "rootfs"):
-            shutil.rmtree(self.directory / scratch, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, self.directory / scratch, True)
 
 
 async def _volume_data(core: Any, kind: str, name: str, namespace: str) -> dict[str, bytes]:
@@ -1072,11 +1081,13 @@ class RealJibris:
         self._files: _Files | None = None
         self._files_lock = threading.Lock()
         self._root = Path(tempfile.mkdtemp(prefix="jpc-rj-"))
-        self._started = 0
+        self._containers = 0
         self._start_lock: asyncio.Lock | None = None
-        self._running: dict[tuple[str, str], RealJibri] = {}
-        self.logs: dict[tuple[str, str], Path] = {}
-        """(namespace, pod name) -> the log of every Jibri started, running or not."""
+        self._sandboxes: dict[str, str] = {}
+        """pod uid -> its network namespace."""
+        self._current: dict[tuple[str, str], RealJibri] = {}
+        self.logs: dict[tuple[str, str], list[Path]] = {}
+        """(namespace, pod name) -> the log of each container it ran, oldest first."""
 
     @property
     def meeting_root(self) -> Path:
@@ -1087,12 +1098,14 @@ class RealJibris:
         """The host's address on the pods' network: where a Jibri reaches the controller."""
         return self.network.up()
 
-    def get(self, namespace: str, name: str) -> RealJibri:
-        """The running real Jibri of pod ``namespace/name``; KeyError if there is none."""
-        return self._running[(namespace, name)]
-
     def allocate(self) -> str:
+        """An address for a new pod."""
         return self.network.allocate()
+
+    def get(self, namespace: str, name: str) -> RealJibri:
+        """The latest Jibri of pod ``namespace/name`` that has not been released; KeyError if
+        there is none."""
+        return self._current[(namespace, name)]
 
     def _shared(self) -> _Files:
         with self._files_lock:
@@ -1114,41 +1127,52 @@ class RealJibris:
                 self._files = _Files(jar, java, chromedriver, self._root, ffmpeg, finalize, meeting)
             return self._files
 
-    async def start(self, pod: Mapping[str, Any], *, address: str, core: Any) -> RealJibri:
-        """Start a real Jibri for ``pod`` on ``address`` (from `allocate`); return it once its
-        health API answers. Starts wait for one another (see the module's docstring)."""
+    async def runner(self, pod: Mapping[str, Any], *, address: str, core: Any) -> RealJibri:
+        """A Jibri container for ``pod`` on ``address`` (from `allocate`), not started. The
+        pod's namespace is made with its first container and kept for the next ones.
+        ``core`` is a kubernetes_asyncio ``CoreV1Api`` (the pod's ConfigMap and Secret volumes
+        are read through it)."""
         files = await asyncio.to_thread(self._shared)
         meta = pod.get("metadata") or {}
+        uid = str(meta.get("uid", ""))
         key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
+        if uid not in self._sandboxes:
+            self._sandboxes[uid] = await self.network.attach(address)
         # Short: Chromium's profile (under TMPDIR, in here) holds a Unix socket, whose path may
         # not exceed 107 bytes, or Chromium exits at once.
-        self._started += 1
-        directory = self._root / "pods" / str(self._started)
+        self._containers += 1
+        directory = self._root / "pods" / str(self._containers)
         directory.mkdir(parents=True)
-        jibri = RealJibri(
-            pod=pod, address=address, network=self.network, files=files, directory=directory
-        )
-        self.logs[key] = jibri.log_path
         if self._start_lock is None:
             self._start_lock = asyncio.Lock()
-        async with self._start_lock:
-            await jibri.start(core)
-            self._running[key] = jibri
-            await asyncio.sleep(STAGGER_SECONDS)
+        jibri = RealJibri(
+            pod=pod,
+            address=address,
+            netns=self._sandboxes[uid],
+            files=files,
+            directory=directory,
+            core=core,
+            start_lock=self._start_lock,
+        )
+        self._current[key] = jibri
+        self.logs.setdefault(key, []).append(jibri.log_path)
         return jibri
 
-    async def stop(self, jibri: RealJibri, *, grace: float = 2.0) -> None:
-        """Stop one Jibri and remove its namespace."""
-        if self._running.get((jibri.namespace, jibri.name)) is jibri:
-            del self._running[(jibri.namespace, jibri.name)]
-        await jibri.close(grace=grace)
+    async def release(self, pod_uid: str) -> None:
+        """The pod is gone: kill what is left in its namespace and remove it."""
+        netns = self._sandboxes.pop(pod_uid, None)
+        for key, jibri in list(self._current.items()):
+            if jibri.uid == pod_uid:
+                del self._current[key]
+                await jibri.close()
+        if netns is not None:
+            await self.network.detach(netns)
 
-    async def close(self, *, keep_logs_in: Path | None = None) -> None:
-        """Stop every Jibri, remove the network and this runtime's files (copying the pods'
-        logs to ``keep_logs_in`` first, if given)."""
-        for jibri in list(self._running.values()):
-            await self.stop(jibri)
+    async def close(self) -> None:
+        """Release every pod, remove the network and this runtime's files."""
+        for uid in list(self._sandboxes):
+            await self.release(uid)
+        for jibri in list(self._current.values()):
+            await jibri.close()
         await asyncio.to_thread(self.network.down)
-        if keep_logs_in is not None and (self._root / "pods").is_dir():
-            shutil.copytree(self._root / "pods", keep_logs_in, dirs_exist_ok=True)
-        shutil.rmtree(self._root, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, self._root, True)

@@ -41,7 +41,7 @@ from jibri_pod_controller.adapters.kube import (
     load_api_client,
 )
 from jibri_pod_controller.adapters.metrics import Metrics
-from jibri_pod_controller.adapters.pools import JsonApi
+from jibri_pod_controller.adapters.pools import InternalApi, JsonApi
 from jibri_pod_controller.adapters.probing import Prober
 from jibri_pod_controller.adapters.tokens import KeyLoadError, Verifier
 from jibri_pod_controller.core.config import (
@@ -79,6 +79,9 @@ READINESS_PERIOD = 5.0
 PERMISSION_PERIOD = 60.0
 KEY_RELOAD_PERIOD = 30.0
 SWEEPER_FAILURES_BEFORE_RESIGNING = 3
+RELEASE_TIMEOUT = 2.0
+"""Seconds a shutting-down leader spends giving the Lease up. It only spares a standby the wait
+for the Lease to expire, so an API server that does not answer at once costs no more."""
 
 
 POOL_PERMISSIONS = tuple(o.permission for o in OPTIONAL_PERMISSIONS if o.feature is Feature.POOLS)
@@ -151,6 +154,11 @@ class Controller:
             if stream is not None
             else None
         )
+        self.internal_api = (
+            InternalApi(port=settings.internal_api_port, timeout=settings.probe_timeout)
+            if settings.internal_api_port
+            else None
+        )
         self.pools = (
             PoolReconciler(
                 api=pools_api,
@@ -163,6 +171,7 @@ class Controller:
                 dry_run=settings.dry_run,
                 cache=self.cache,
                 jibri_selector=settings.jibri_selector,
+                internal_api=self.internal_api,
             )
             if pools_api is not None
             else None
@@ -211,6 +220,7 @@ class Controller:
         self._sweep_task: asyncio.Task[None] | None = None
         self._pool_task: asyncio.Task[None] | None = None
         self._cache_task: asyncio.Task[None] | None = None
+        self._one_off: set[asyncio.Task[None]] = set()
 
     def _spawn(
         self,
@@ -273,11 +283,14 @@ class Controller:
             )
 
     def _spawn_once(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run a one-off task in the lifecycle's TaskGroup (it must not raise)."""
+        """Run a one-off task in the lifecycle's TaskGroup (it must not raise); a shutdown
+        cancels it rather than wait for it."""
         if self._group is None:
             work.close()
             return
-        self._group.create_task(work)
+        task = self._group.create_task(work)
+        self._one_off.add(task)
+        task.add_done_callback(self._one_off.discard)
 
     async def _lease_event(self, *, reason: str, message: str) -> None:
         try:
@@ -469,6 +482,8 @@ class Controller:
                 "webhook_auth": "jwt" if self.verifier else "none",
             },
         )
+        if self.pools is not None:
+            log.info("pool scale-downs: %s", self.pools.describe_scale_down())
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
@@ -495,10 +510,10 @@ class Controller:
                 with contextlib.suppress(asyncio.CancelledError):
                     await elector
                 self._stop_sweeping()
-                await self.elector.release()
+                await self._release_lease()
                 # Endpoints take a few seconds to drop this replica: keep answering webhooks.
                 await asyncio.sleep(self.settings.shutdown_drain)
-                for task in background:
+                for task in [*background, *self._one_off]:
                     task.cancel()
                 if self._cache_task is not None:
                     self._cache_task.cancel()
@@ -506,11 +521,30 @@ class Controller:
         finally:
             self._stop_sweeping()
             self._group = None
+            started = asyncio.get_running_loop().time()
             await runner.cleanup()  # stop listening, then finish requests in flight
-            await self.elector.release()
-            await self.actuator.drain()
+            await self._release_lease()
+            # Events still being written share what is left of SHUTDOWN_TIMEOUT: a shutdown
+            # while the API server hangs takes SHUTDOWN_DRAIN_SECONDS + SHUTDOWN_TIMEOUT +
+            # RELEASE_TIMEOUT at most, inside the pod's termination grace period.
+            left = self.settings.shutdown_timeout - (asyncio.get_running_loop().time() - started)
+            try:
+                await asyncio.wait_for(self.actuator.drain(), max(0.1, left))
+            except TimeoutError:
+                log.warning("shutting down with Events still unwritten")
             await self.prober.close()
+            if self.internal_api is not None:
+                await self.internal_api.close()
             log.info("stopped")
+
+    async def _release_lease(self) -> None:
+        try:
+            await asyncio.wait_for(self.elector.release(), RELEASE_TIMEOUT)
+        except TimeoutError:
+            log.warning(
+                "could not give the Lease up in time; a standby takes it once it expires",
+                extra={"lease": self.settings.lease_name},
+            )
 
 
 def _fail(*messages: str) -> int:

@@ -144,6 +144,20 @@ async def test_missing_pool_permissions_are_optional() -> None:
     assert not [p for p in verdict.lost if "jibripools" in p or "deployments" in p]
 
 
+@pytest.mark.parametrize(
+    ("port", "said"),
+    [("3333", "through Jibri's graceful shutdown (internal API port 3333)"), ("0", "=0")],
+)
+async def test_the_scale_down_method_follows_the_internal_api_port(port: str, said: str) -> None:
+    settings = make_settings(JIBRI_INTERNAL_API_PORT=port)
+    controller = Controller(settings, FakeCluster(), None, pools_api=FakePoolsApi())
+    assert controller.pools is not None
+    assert said in controller.pools.describe_scale_down()
+    assert (controller.internal_api is None) is (port == "0")
+    if controller.internal_api is not None:
+        await controller.internal_api.close()
+
+
 class FakePoolsApi:
     """Never called by the permission check; stands for the JSON API seam."""
 
@@ -377,6 +391,45 @@ async def test_a_leader_whose_sweeps_cannot_list_gives_the_lease_up(
     finally:
         stop.set()
         await task
+
+
+async def test_a_shutdown_while_the_api_server_hangs_is_bounded() -> None:
+    """SIGTERM with an API server that accepts requests and never answers: the replica still
+    stops within SHUTDOWN_DRAIN_SECONDS + SHUTDOWN_TIMEOUT + RELEASE_TIMEOUT (a kubelet would
+    otherwise kill it at the end of its grace period)."""
+    from jibri_pod_controller.app import RELEASE_TIMEOUT
+    from jibri_pod_controller.core.decisions import Detach, Reason
+    from jibri_pod_controller.loops.acting import Source
+    from testbed.ports import listen_port
+
+    settings = make_settings(
+        PORT=str(listen_port()),
+        LEASE_DURATION="3",
+        LEASE_RENEW_DEADLINE="2",
+        LEASE_RETRY_PERIOD="0.5",
+        SHUTDOWN_DRAIN_SECONDS="0.5",
+        SHUTDOWN_TIMEOUT="1",
+    )
+    cluster = FakeCluster()
+    controller = Controller(settings, cluster, None)
+    stop = asyncio.Event()
+    task = asyncio.create_task(controller.run(stop))
+    try:
+        await asyncio.wait_for(controller.elector.leading.wait(), 30)
+        # A detach whose Event the API server then never answers, and a Lease it never writes.
+        pod = cluster.add_pod("jibri-a", labels={"app": "jibri", "state": "idle"})
+        cluster.delays.update({"update_lease": 60.0, "record_event": 60.0, "get_lease": 60.0})
+        await controller.actuator.apply(Detach(Reason.BUSY_REPORTED), pod, source=Source.WEBHOOK)
+        assert [w.method for w in cluster.pod_writes()] == ["patch_pod"]
+        started = asyncio.get_running_loop().time()
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        stop.set()
+        if not task.done():
+            task.cancel()
+    assert took < 0.5 + 1 + RELEASE_TIMEOUT + 1.0, took
 
 
 async def test_a_replica_sets_selector_is_read_once() -> None:

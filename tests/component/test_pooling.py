@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import copy
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,9 +17,10 @@ import pytest
 
 from jibri_pod_controller.adapters import kube
 from jibri_pod_controller.adapters.metrics import Metrics
-from jibri_pod_controller.core.decisions import Reported
+from jibri_pod_controller.core.decisions import Failed, ProbeFailure, ProbeResult, Reported
 from jibri_pod_controller.core.jibri import BusyStatus
 from jibri_pod_controller.core.pods import PodFacts, parse_pod, parse_selector
+from jibri_pod_controller.core.scaledown import ShutdownOutcome
 from jibri_pod_controller.loops.pooling import PoolReconciler
 from jibri_pod_controller.loops.watching import PodCache
 
@@ -215,13 +216,35 @@ class FakeApi:
 
 
 class Probes:
-    def __init__(self, answers: Mapping[str, BusyStatus] | None = None) -> None:
-        self.answers = dict(answers or {})
+    """Health answers by address (IDLE unless told otherwise)."""
+
+    def __init__(self, answers: Mapping[str, BusyStatus | ProbeResult] | None = None) -> None:
+        self.answers: dict[str, BusyStatus | ProbeResult] = dict(answers or {})
         self.asked: list[str] = []
 
-    async def probe(self, ip: str) -> Reported:
+    async def probe(self, ip: str) -> ProbeResult:
         self.asked.append(ip)
-        return Reported(self.answers.get(ip, BusyStatus.IDLE))
+        answer = self.answers.get(ip, BusyStatus.IDLE)
+        return Reported(answer) if isinstance(answer, BusyStatus) else answer
+
+
+class Jibris:
+    """Jibri's internal API on every address: a graceful shutdown makes an idle Jibri exit
+    (its health API then refuses connections) and leaves a busy one recording."""
+
+    def __init__(self, probes: Probes, outcome: ShutdownOutcome = ShutdownOutcome.ACCEPTED) -> None:
+        self.probes = probes
+        self.outcome = outcome
+        self.asked: list[str] = []
+        self.port = 3333
+
+    async def graceful_shutdown(self, ip: str) -> tuple[ShutdownOutcome, str]:
+        self.asked.append(ip)
+        if self.outcome is not ShutdownOutcome.ACCEPTED:
+            return self.outcome, "ClientConnectorError"
+        if self.probes.answers.get(ip, BusyStatus.IDLE) is not BusyStatus.BUSY:
+            self.probes.answers[ip] = Failed(ProbeFailure.CONNECT, "ConnectionRefusedError")
+        return ShutdownOutcome.ACCEPTED, ""
 
 
 class Detaches:
@@ -235,25 +258,28 @@ class Detaches:
 def reconciler(
     api: FakeApi,
     *,
-    now: datetime = NOW,
+    now: datetime | Callable[[], datetime] = NOW,
     dry_run: bool = False,
     probes: Probes | None = None,
     cache: PodCache | None = None,
     jibri_selector: str = "app=jibri",
     period: float = 5,
+    jibris: Jibris | None = None,
+    actuator: Detaches | None = None,
 ) -> PoolReconciler:
     return PoolReconciler(
         api=api,
         namespace=NS,
         prober=probes or Probes(),  # type: ignore[arg-type]
-        actuator=Detaches(),  # type: ignore[arg-type]
+        actuator=actuator or Detaches(),  # type: ignore[arg-type]
         metrics=Metrics(),
         busy_labels=BUSY,
         period=period,
         dry_run=dry_run,
         cache=cache,
         jibri_selector=parse_selector(jibri_selector),
-        wall_clock=lambda: now,
+        internal_api=jibris,  # type: ignore[arg-type]
+        wall_clock=now if callable(now) else lambda: now,
     )
 
 
@@ -317,6 +343,18 @@ async def test_nothing_written_while_nothing_changes() -> None:
     for _ in range(3):
         await loop.reconcile_all()
     assert api.writes == []
+
+
+async def test_a_scale_to_zero_is_shown_in_the_status_at_once() -> None:
+    api = FakeApi(replicas=1)
+    api.add_pool(
+        "jibri",
+        {"deploymentName": "jibri", "minSpare": 0, "maxSpare": 5, "scaleDownDelaySeconds": 0},
+    )
+    [result] = await reconciler(api).reconcile_all()
+    assert (result.written, api.replicas) == (0, 0)
+    assert api.pools["jibri"]["status"]["replicas"] == 0
+    assert "lastScaleTime" in api.pools["jibri"]["status"]
 
 
 async def test_dry_run_writes_nothing() -> None:
@@ -560,3 +598,277 @@ async def test_a_change_to_a_busy_pod_in_the_cache_starts_a_round() -> None:
             await task
     assert PODS not in [path for path, _ in api.reads]
     assert api.pools["jibri"]["status"]["busy"] == 2
+
+
+# -- scale-down through graceful shutdown -------------------------------------------------------
+
+
+def scale_down_pool(api: FakeApi, *names: str, min_spare: int = 1, delay: int = 0) -> None:
+    api.add_pool(
+        "jibri",
+        {
+            "deploymentName": "jibri",
+            "minSpare": min_spare,
+            "maxSpare": 5,
+            "scaleDownDelaySeconds": delay,
+        },
+    )
+    for age, name in enumerate(names):
+        api.add_pod(pod(name, created=NOW - timedelta(hours=1 + age)))
+
+
+def marked(api: FakeApi) -> list[str]:
+    return sorted(
+        name
+        for name, raw in api.pods.items()
+        if raw["metadata"]["annotations"].get("controller.kubernetes.io/pod-deletion-cost")
+        == "-100"
+    )
+
+
+def ip(api: FakeApi, name: str) -> str:
+    address: str = api.pods[name]["status"]["podIP"]
+    return address
+
+
+async def test_a_scale_down_asks_spares_to_shut_down_then_scales_once() -> None:
+    api = FakeApi(replicas=3)
+    scale_down_pool(api, "young", "middle", "old")
+    probes = Probes()
+    jibris = Jibris(probes)
+    loop = reconciler(api, probes=probes, jibris=jibris)
+    [asking] = await loop.reconcile_all()
+    # The two the ReplicaSet would prefer (the youngest) are asked; nothing written yet.
+    assert sorted(jibris.asked) == sorted([ip(api, "young"), ip(api, "middle")])
+    assert asking.asked == {"young": "accepted", "middle": "accepted"}
+    assert api.kinds() == ["status"]
+    assert asking.plan is not None
+    assert asking.plan.recheck_in == 0.25
+    [scaled] = await loop.reconcile_all()
+    assert scaled.written == 1
+    assert api.replicas == 1
+    assert marked(api) == ["middle", "young"]
+    assert api.kinds().index("pod") < api.kinds().index("scale")
+    status = api.pools["jibri"]["status"]
+    assert (status["spare"], status["leaving"], status["replicas"]) == (1, 2, 1)
+    graceful = next(c for c in status["conditions"] if c["type"] == "GracefulScaleDown")
+    assert (graceful["status"], graceful["reason"]) == ("True", "InternalApi")
+    assert len(jibris.asked) == 2  # nobody asked twice
+
+
+async def test_a_spare_that_starts_recording_before_the_request_is_kept() -> None:
+    """Jicofo hands one of the chosen spares a recording after the probe and before the
+    graceful shutdown: Jibri keeps it (its manager defers the exit), the pool finds it BUSY,
+    detaches it and counts it out; only the other spare goes."""
+    api = FakeApi(replicas=3)
+    scale_down_pool(api, "young", "middle", "old")
+    probes = Probes()
+    jibris = Jibris(probes)
+
+    class StartsRecording(Jibris):
+        async def graceful_shutdown(self, ip: str) -> tuple[ShutdownOutcome, str]:
+            if ip == address:
+                probes.answers[ip] = BusyStatus.BUSY  # the recording began just now
+            return await super().graceful_shutdown(ip)
+
+    address = ip(api, "young")
+    jibris = StartsRecording(probes)
+    actuator = Relabels(api)
+    loop = reconciler(api, probes=probes, jibris=jibris, actuator=actuator)
+    await loop.reconcile_all()
+    [found] = await loop.reconcile_all()
+    assert found.detached == 1
+    assert actuator.detached == ["young"]
+    assert "scale" not in api.kinds()
+    # The detach landed; its replacement is pending. The next round lowers, never taking
+    # the recording pod.
+    replacement = pod("fresh")
+    replacement["status"] = {"phase": "Pending"}
+    api.add_pod(replacement)
+    await loop.reconcile_all()
+    [done] = await loop.reconcile_all()
+    assert api.replicas == 1
+    assert "young" not in marked(api)
+    assert api.pools["jibri"]["status"]["busy"] == 1
+    assert done.plan is not None
+    assert "young" not in done.plan.picks
+
+
+async def test_an_unreachable_internal_api_falls_back_and_says_so_once() -> None:
+    api = FakeApi(replicas=2)
+    scale_down_pool(api, "a", "b")
+    probes = Probes()
+    jibris = Jibris(probes, outcome=ShutdownOutcome.UNREACHABLE)
+    loop = reconciler(api, probes=probes, jibris=jibris)
+    await loop.reconcile_all()
+    [fallback] = await loop.reconcile_all()
+    assert fallback.written == 1  # today's method: probed IDLE, marked, lowered
+    status = api.pools["jibri"]["status"]
+    graceful = next(c for c in status["conditions"] if c["type"] == "GracefulScaleDown")
+    assert (graceful["status"], graceful["reason"]) == ("False", "InternalApiUnreachable")
+    assert "ClientConnectorError" in graceful["message"]
+    await loop.reconcile_all()
+    events = [body["reason"] for method, path, body in api.writes if path.endswith("/events")]
+    assert events.count("GracefulShutdownUnavailable") == 1
+
+
+async def test_dry_run_asks_no_jibri_to_shut_down() -> None:
+    api = FakeApi(replicas=2)
+    scale_down_pool(api, "a", "b")
+    probes = Probes()
+    jibris = Jibris(probes)
+    loop = reconciler(api, probes=probes, jibris=jibris, dry_run=True)
+    for _ in range(3):
+        await loop.reconcile_all()
+    assert (jibris.asked, api.writes) == ([], [])
+
+
+class Relabels(Detaches):
+    """A detach as the API server and the ReplicaSet make it: busy labels, no owner."""
+
+    def __init__(self, api: FakeApi) -> None:
+        super().__init__()
+        self.api = api
+
+    async def apply(self, action: Any, pod: Any, *, source: Any) -> None:
+        await super().apply(action, pod, source=source)
+        meta = self.api.pods[pod.name]["metadata"]
+        meta["labels"] = {**meta["labels"], **BUSY}
+        meta["annotations"]["jibri-pod-controller/detached-from"] = "jibri"
+        meta["ownerReferences"] = []
+
+
+# -- blocked, without a spin -----------------------------------------------------------------
+
+
+def crash_looping(name: str) -> dict[str, Any]:
+    raw = pod(name)
+    raw["status"]["conditions"][0]["status"] = "False"
+    raw["status"]["containerStatuses"] = [{"name": "jibri", "restartCount": 7}]
+    return raw
+
+
+async def test_a_blocked_scale_down_waits_for_the_period_with_its_condition() -> None:
+    """A crash-looping spare (Running, not Ready, never answering) is the ReplicaSet's first
+    pick: the scale-down waits, says why once, and costs one round per period, not a spin."""
+    api = FakeApi(replicas=3)
+    scale_down_pool(api, "a", "b")
+    api.add_pod(crash_looping("looping"))
+    probes = Probes({ip(api, "looping"): Failed(ProbeFailure.CONNECT, "ConnectionRefusedError")})
+    jibris = Jibris(probes)
+    clock = lambda: datetime.now(UTC)  # noqa: E731 - the wait must last a period to be said
+    loop = reconciler(api, probes=probes, jibris=jibris, period=0.3, now=clock)
+    task = asyncio.create_task(loop.run())
+    await asyncio.sleep(1.0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    rounds = [path for path, _ in api.reads].count(POOLS)
+    assert 2 <= rounds <= 5, rounds  # one per period (0.3 s), where 0.05 s retries made ~20
+    assert api.replicas == 3
+    assert jibris.asked == []  # nothing is asked while the first pick cannot be judged
+    status = api.pools["jibri"]["status"]
+    blocked = next(c for c in status["conditions"] if c["type"] == "ScaleDownBlocked")
+    assert (blocked["status"], blocked["reason"]) == ("True", "SpareNotAnswering")
+    assert "looping" in blocked["message"]
+    events = [body["reason"] for _, path, body in api.writes if path.endswith("/events")]
+    assert events == ["ScaleDownBlocked"]
+    # The pool's first status, then the condition once the wait has lasted a period.
+    assert [kind for kind in api.kinds() if kind != "event"] == ["status", "status"]
+    gauge = loop.pool_metrics.scale_down_blocked.labels("jibri", "SpareNotAnswering")
+    assert gauge._value.get() == 0  # forgotten when the loop stopped leading
+
+
+async def test_a_failed_mark_stops_the_scale_write() -> None:
+    class NoMarks(FakeApi):
+        async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+            if method == "PATCH" and "/pods/" in path:
+                raise kube.Unavailable("pods: HTTP 503")
+            return await super().request_json(method, path, **kwargs)
+
+    api = NoMarks(replicas=2)
+    scale_down_pool(api, "a", "b")
+    assert await reconciler(api).reconcile_all() == []  # the pool's round failed: logged
+    assert "scale" not in api.kinds()
+    assert api.replicas == 2
+
+
+async def test_marks_left_by_a_refused_scale_write_are_checked_again_or_cleared() -> None:
+    api = FakeApi(replicas=3, conflict_next_scale=True)
+    scale_down_pool(api, "a", "b", "c")
+    loop = reconciler(api)  # today's method: probe and mark
+    [refused] = await loop.reconcile_all()
+    assert refused.written is None
+    assert marked(api) == ["a", "b"]
+    # The scale-down is no longer wanted when the loop decides again: the marks go.
+    api.pools["jibri"]["spec"]["minSpare"] = 3
+    await loop.reconcile_all()
+    assert marked(api) == []
+    assert api.replicas == 3
+
+
+# -- a new Lease term starts from the API ---------------------------------------------------
+
+
+async def test_each_lease_term_starts_from_the_pools_status() -> None:
+    """Term 1 holds a scale-down (the delay has begun). Between terms another leader's
+    status says the wish went back up (no belowSince). Term 2 must start its hold afresh,
+    not resume term 1's clock and lower at once."""
+    api = FakeApi(replicas=3)
+    scale_down_pool(api, "a", "b", "c", delay=300)
+    clock = [NOW]
+    probes = Probes()
+    loop = reconciler(api, probes=probes, now=lambda: clock[0], period=3600)
+
+    async def term() -> None:
+        """One Lease term: `run`, whose first round is at once, stopped after a while."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(loop.run(), timeout=0.5)
+
+    await term()
+    assert api.pools["jibri"]["status"]["belowSince"] == stamp(NOW)
+    api.pools["jibri"]["status"].pop("belowSince")  # what the other leader left
+    api.pools["jibri"]["status"]["desiredSpare"] = 3
+    clock[0] = NOW + timedelta(seconds=400)  # term 1's hold would be due now
+    await term()
+    assert api.replicas == 3
+    assert "scale" not in api.kinds()
+    assert api.pools["jibri"]["status"]["belowSince"] == stamp(clock[0])
+
+
+async def test_a_release_the_scale_down_waits_for_starts_a_round() -> None:
+    """A detached pod its ReplicaSet still owns holds the scale-down; the moment the cache
+    sees the release, a round starts (not a period later)."""
+
+    class Rounds(FakeApi):
+        started: asyncio.Queue[None]
+
+        async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+            if method == "GET" and path == POOLS:
+                self.started.put_nowait(None)
+            return await super().request_json(method, path, **kwargs)
+
+    api = Rounds(replicas=2)
+    api.started = asyncio.Queue()
+    scale_down_pool(api, "a")
+    unreleased = pod("b", busy=True)
+    unreleased["metadata"]["ownerReferences"] = [
+        {"kind": "ReplicaSet", "name": "jibri-abc", "controller": True}
+    ]
+    api.add_pod(unreleased)
+    async with synced_cache(api) as (cache, stream):
+        loop = reconciler(api, cache=cache, period=3600)
+        task = asyncio.create_task(loop.run())
+        await api.started.get()
+        await asyncio.sleep(0.2)
+        assert api.replicas == 2  # held: the ReplicaSet has not seen the detach
+        released = copy.deepcopy(unreleased)
+        released["metadata"]["ownerReferences"] = []
+        api.pods["b"] = released
+        await stream.events.put(kube.WatchEvent(kind="MODIFIED", raw=released))
+        await asyncio.wait_for(api.started.get(), 5)  # at once, not an hour later
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert api.replicas == 1

@@ -801,6 +801,36 @@ async def test_the_unresponsive_rule_deletes_only_after_its_period_without_a_bre
     )
 
 
+async def test_each_lease_term_starts_the_unresponsive_clocks_again(
+    jibris: FakeJibris, prober: Prober
+) -> None:
+    """A replica that loses the Lease and wins it back does not resume the clocks of its
+    earlier term: it saw nothing in between, so it starts from the sweeps of the new one."""
+    cluster = FakeCluster()
+    address = _addresses(1)[0]
+    cluster.add_pod(
+        "sick", ips=[address], labels=BUSY_LABELS, annotations=busy_notes(), ready=False
+    )
+    jibris.behaviours[address] = "500"
+    now = [0.0]
+    s = sweeper(cluster, prober, policy=Policy(unresponsive_seconds=600), monotonic=lambda: now[0])
+
+    async def term() -> None:
+        """One Lease term: `run`, which sweeps at once, then sleeps until it is stopped."""
+        before = s.sample("jibri_pod_controller_sweeps_total", result="ok")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(s.sweeper.run(3600), timeout=2)
+        assert s.sample("jibri_pod_controller_sweeps_total", result="ok") == before + 1
+
+    await term()  # first seen unresponsive at t=0, in the first term
+    now[0] = 700  # the Lease was lost meanwhile, and won back
+    await term()
+    assert cluster.pod_writes() == []  # 700 s since the first term's sight: not a reason
+    now[0] = 1300  # 600 s of this term's own sightings
+    await s.sweep_once()
+    assert [(w.method, w.name) for w in cluster.pod_writes()] == [("delete_pod", "sick")]
+
+
 async def test_the_next_sweep_asks_the_silent_pods_first(jibris: FakeJibris) -> None:
     # One probe at a time, so the order of the requests is the order of the sweep.
     probe = Prober(port=jibris.port, timeout=PROBE_TIMEOUT, max_bytes=MAX_BYTES, concurrency=1)

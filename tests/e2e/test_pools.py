@@ -210,7 +210,7 @@ async def test_pool_raises_and_lowers_with_one_scale_write_per_change(pools: E2E
     await patch_pool(pools, "rec", {"minSpare": 1})
     await wait_replicas(pools, "rec", 1)
     await wait_ready_spares(pools, "rec", 1)
-    await wait_status(pools, "rec", spare=1, starting=0, desiredSpare=1)
+    await wait_status(pools, "rec", spare=1, starting=0, leaving=0, desiredSpare=1)
     writes = scale_writes(pools)
     assert len(writes) == 2, [e["verb"] for e in writes]
     # Several reconcile periods with nothing changing: no further write of any kind.

@@ -180,9 +180,11 @@ async def real(
             for controller in setup.controllers:
                 if controller.log_path.exists():
                     shutil.copy(controller.log_path, target / controller.log_path.name)
-            for (namespace, pod), log in setup.runtime.logs.items():
-                if namespace == e2e.namespace and log.exists():
-                    shutil.copytree(log.parent, target / f"jibri-{pod}", dirs_exist_ok=True)
+            for (namespace, pod), logs in setup.runtime.logs.items():
+                for n, log in enumerate(logs):
+                    if namespace == e2e.namespace and log.exists():
+                        copy = target / f"jibri-{pod}-{n}"
+                        shutil.copytree(log.parent, copy, dirs_exist_ok=True)
         for namespace in setup.namespaces:
             await delete_namespace(e2e.admin, namespace)
 
@@ -499,7 +501,8 @@ async def test_a_graceful_shutdown_from_inside_the_pod_ends_an_idle_jibri(real: 
     """What a preStop exec hook does, through the runner: a command inside the pod's network
     namespace asks Jibri's internal API (0.0.0.0:3333 there, not reachable from the host's
     side) for a graceful shutdown. Idle, Jibri exits with 255 within seconds and sends no
-    webhook; the controller writes nothing."""
+    webhook; the kubelet restarts the container in the same sandbox, whose new Jibri reports
+    IDLE; the controller writes nothing."""
     controller = real.controller(SWEEP_INTERVAL="2")
     controller.start()
     await controller.wait_ready()
@@ -526,4 +529,21 @@ async def test_a_graceful_shutdown_from_inside_the_pod_ends_an_idle_jibri(real: 
     assert exit_code == 255
     await asyncio.sleep(1.0)  # anything still in flight arrives
     assert webhooks(controller, pod) == before
+
+    # A Deployment's pod: the kubelet restarts the container after its back-off, in the same
+    # sandbox (the pod's network namespace and address); the new Jibri reports IDLE.
+    async def restarted() -> RealJibri | None:
+        current = await get_pod(real.e2e.admin, real.e2e.namespace, pod)
+        statuses = (current.status.container_statuses or []) if current is not None else []
+        fresh = real.jibri(pod)
+        return fresh if statuses and statuses[0].restart_count == 1 and fresh is not jibri else None
+
+    fresh = await wait_until(restarted, timeout=60, what=f"{pod}'s container restarted")
+    assert fresh.address == jibri.address
+
+    async def idle_again() -> bool:
+        return len(webhooks(controller, pod)) > len(before)
+
+    await wait_until(idle_again, timeout=30, what=f"a webhook from {pod}'s new Jibri")
+    assert {h.status for h in webhooks(controller, pod)[len(before) :]} <= {"IDLE", "-"}
     assert pod_writes(real, real.e2e.namespace, pod) == []

@@ -759,6 +759,12 @@ def test_example_jibri_deployment_fits_the_controller() -> None:
     service = one(base_documents(), "Service")["metadata"]["name"]
     assert subscriber == f"http://{service}.$(NAMESPACE).svc.cluster.local/webhook/$(POD_NAME)"
     assert container["ports"][0]["containerPort"] == int(env["JIBRI_HEALTH_PORT"])
+    assert container["ports"][1]["containerPort"] == int(env["JIBRI_INTERNAL_API_PORT"])
+    # The preStop hook speaks to the same two ports, inside the pod.
+    [hook] = container["lifecycle"]["preStop"]["exec"]["command"][2:]
+    assert f"127.0.0.1:{env['JIBRI_INTERNAL_API_PORT']}/jibri/api/internal/v1.0/graceful" in hook
+    assert f"127.0.0.1:{env['JIBRI_HEALTH_PORT']}/jibri/api/v1.0/health" in hook
+    assert "/shutdown" not in hook
 
 
 def test_example_jibri_conf_fits_the_controller() -> None:
@@ -771,6 +777,10 @@ def test_example_jibri_conf_fits_the_controller() -> None:
     port = re.search(r"external-api-port\s*=\s*(\d+)", conf)
     assert port
     assert port.group(1) == env["JIBRI_HEALTH_PORT"]
+    assert re.search(r'internal-api-host\s*=\s*"0\.0\.0\.0"', code)
+    internal = re.search(r"internal-api-port\s*=\s*(\d+)", code)
+    assert internal
+    assert internal.group(1) == env["JIBRI_INTERNAL_API_PORT"]
     assert re.search(r"subscribers\s*=\s*\[\s*\$\{JIBRI_WEBHOOK_SUBSCRIBER\}\s*\]", code)
     issuer = re.search(r'issuer\s*=\s*"([^"]+)"', conf)
     audience = re.search(r'audience\s*=\s*"([^"]+)"', conf)
@@ -800,7 +810,10 @@ def test_network_policies_open_only_the_needed_ports() -> None:
     assert jibri["spec"]["podSelector"] == {"matchLabels": {"app": "jibri"}}
     [rule] = jibri["spec"]["ingress"]
     assert rule["from"] == [{"podSelector": {"matchLabels": CONTROLLER_SELECTOR}}]
-    assert rule["ports"] == [{"protocol": "TCP", "port": int(env["JIBRI_HEALTH_PORT"])}]
+    assert rule["ports"] == [
+        {"protocol": "TCP", "port": int(env["JIBRI_HEALTH_PORT"])},
+        {"protocol": "TCP", "port": int(env["JIBRI_INTERNAL_API_PORT"])},
+    ]
 
 
 # ------------------------------------------------------------------------------------------

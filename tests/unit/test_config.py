@@ -161,6 +161,8 @@ BAD_VALUES: list[tuple[str, str]] = [
     ("SHUTDOWN_DRAIN_SECONDS", "-1"),
     ("SHUTDOWN_TIMEOUT", "301"),
     ("POOL_RECONCILE_PERIOD", "0.1"),
+    ("JIBRI_INTERNAL_API_PORT", "65536"),
+    ("JIBRI_INTERNAL_API_PORT", "-1"),
     ("UNRESPONSIVE_BUSY_POD_SECONDS", "soon"),
     ("STUCK_BUSY_SECONDS", "30"),
     ("STUCK_BUSY_SECONDS", "-1"),

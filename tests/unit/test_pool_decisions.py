@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jibri_pod_controller.core.pods import Phase, PodFacts, parse_selector
+from jibri_pod_controller.core.poolplan import Problem, pool_conditions
 from jibri_pod_controller.core.pools import (
     ANNOTATION_DETACHED_FROM,
     Blocked,
@@ -22,14 +23,12 @@ from jibri_pod_controller.core.pools import (
     PoolObservation,
     PoolSpec,
     PoolSpecError,
-    Problem,
     ScheduleWindow,
     SelectorError,
     decide_pool,
     deployment_of,
     measured_lead_time,
     parse_pool_spec,
-    pool_conditions,
     selector_implies,
     selector_matches,
     selector_query,
@@ -646,8 +645,8 @@ def test_sort_pool_pods_and_lead_time() -> None:
 
 def test_conditions_for_a_decision_and_a_problem() -> None:
     decision = decide(observed=seen(busy=50, ready=0, replicas=0))
-    ready, budget, spare = pool_conditions(decision, problem=None, detail="ok", spec=SPEC)
-    assert (ready.status, budget.status, spare.status) == (True, True, True)
+    ready, budget, spare, blocked = pool_conditions(decision, problem=None, detail="ok", spec=SPEC)
+    assert (ready.status, budget.status, spare.status, blocked.status) == (True, True, True, False)
     assert "maxTotal 50" in budget.message
-    (blocked,) = pool_conditions(None, problem=Problem.HPA_CONFLICT, detail="an HPA", spec=SPEC)
-    assert (blocked.type, blocked.status, blocked.reason) == ("Ready", False, "ReplicasOwnedByHPA")
+    (refused,) = pool_conditions(None, problem=Problem.HPA_CONFLICT, detail="an HPA", spec=SPEC)
+    assert (refused.type, refused.status, refused.reason) == ("Ready", False, "ReplicasOwnedByHPA")

@@ -1,4 +1,5 @@
-"""The API calls of spare pools: JibriPools, Deployments and their scale, HPAs, pool pods.
+"""The calls of spare pools: JibriPools, Deployments and their scale, HPAs, pool pods, and
+Jibri's internal API (graceful shutdown).
 
 Built only on the generic `JsonApi` seam (``request_json`` / ``watch_json``), so it depends on
 no client library. Raw objects are parsed here into small frozen values; the loop above never
@@ -11,16 +12,24 @@ Deployment (a rollout, a human) gives 409 and the loop decides again from a fres
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+import aiohttp
 from prometheus_client import Counter, Gauge, Histogram
 
 from jibri_pod_controller.adapters.kube import MERGE_PATCH, NotFound, WatchEvent, event_body
 from jibri_pod_controller.adapters.metrics import PREFIX, Metrics
 from jibri_pod_controller.core.pods import PodFacts, PodParseError, parse_pod
+from jibri_pod_controller.core.pools import DeploymentFacts
+from jibri_pod_controller.core.scaledown import ShutdownOutcome
+
+GRACEFUL_SHUTDOWN_PATH = "/jibri/api/internal/v1.0/gracefulShutdown"
+"""Jibri's internal API: exit once idle. (``shutdown`` beside it stops a recording at once: it
+is never called.)"""
 
 GROUP = "jibri-pod-controller.io"
 VERSION = "v1alpha1"
@@ -51,16 +60,6 @@ class StoredPool:
     generation: int
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class DeploymentFacts:
-    name: str
-    uid: str
-    replicas: int
-    resource_version: str
-    selector: Mapping[str, Any]
-    template_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -224,6 +223,53 @@ class PoolApi:
         await self._api.request_json("POST", f"/api/v1/namespaces/{self._ns}/events", body=event)
 
 
+class InternalApi:
+    """Jibri's internal HTTP API (``jibri.api.http.internal-api-port``): only
+    ``gracefulShutdown``.
+
+    Jibri binds it to 127.0.0.1 unless ``internal-api-host = "0.0.0.0"``, so a Jibri set up
+    without it answers with a refused connection: that is `ShutdownOutcome.UNREACHABLE`, and
+    the pool falls back to today's method for that spare.
+    """
+
+    def __init__(self, *, port: int, timeout: float, concurrency: int = 16) -> None:
+        self._port = port
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._limit = asyncio.Semaphore(concurrency)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    async def graceful_shutdown(self, ip: str) -> tuple[ShutdownOutcome, str]:
+        """Ask the Jibri at ``ip`` to exit once idle; the outcome and a short detail."""
+        host = f"[{ip}]" if ":" in ip else ip
+        url = f"http://{host}:{self._port}{GRACEFUL_SHUTDOWN_PATH}"
+        if self._session is None:
+            # No pooling: each call goes to another Jibri, which closes its API right after.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        async with self._limit:
+            try:
+                async with self._session.post(url, timeout=self._timeout) as response:
+                    await response.read()
+                    if response.status == 200:
+                        return ShutdownOutcome.ACCEPTED, ""
+                    return ShutdownOutcome.REFUSED, f"HTTP {response.status}"
+            except TimeoutError:
+                return ShutdownOutcome.UNREACHABLE, "timeout"
+            except (aiohttp.ClientError, OSError) as exc:
+                return ShutdownOutcome.UNREACHABLE, type(exc).__name__
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 class PoolMetrics:
     """Per-pool metrics, each with a ``pool`` label, in the application's registry."""
 
@@ -231,7 +277,8 @@ class PoolMetrics:
         r = metrics.registry
         self.pods = Gauge(
             PREFIX + "pool_pods",
-            "Pods of a JibriPool by role: spare (Ready), starting, busy.",
+            "Pods of a JibriPool by role: spare (Ready), starting, busy, leaving (asked to shut "
+            "down on a scale-down).",
             ["pool", "role"],
             registry=r,
         )
@@ -299,6 +346,25 @@ class PoolMetrics:
             PREFIX + "pool_exhausted",
             "1 while a pool's condition SpareExhausted or BudgetExhausted is True.",
             ["pool", "condition"],
+            registry=r,
+        )
+        self.scale_down_blocked = Gauge(
+            PREFIX + "pool_scale_down_blocked",
+            "1 while a pool's scale-down waits (its condition ScaleDownBlocked), by reason.",
+            ["pool", "reason"],
+            registry=r,
+        )
+        self.graceful_shutdowns = Counter(
+            PREFIX + "pool_graceful_shutdowns_total",
+            "Graceful shutdowns asked of spares on a scale-down, by result (accepted, "
+            "unreachable, refused, dry-run).",
+            ["pool", "result"],
+            registry=r,
+        )
+        self.busy_found = Counter(
+            PREFIX + "pool_spares_found_busy_total",
+            "Spares found BUSY on the way to a scale-down: detached, and kept recording.",
+            ["pool"],
             registry=r,
         )
 

@@ -138,6 +138,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Label selector every Jibri pod matches, idle or busy; no other pod is ever touched.",
     ),
     Setting("JIBRI_HEALTH_PORT", "2222", "Port of Jibri's HTTP API (`external-api-port`)."),
+    Setting(
+        "JIBRI_INTERNAL_API_PORT",
+        "3333",
+        "Port of Jibri's internal HTTP API (`internal-api-port`): a JibriPool's scale-down "
+        "asks the spares that go to shut down gracefully there (Jibri must set "
+        '`internal-api-host = "0.0.0.0"`); 0: do not use it (probe and deletion cost only).',
+    ),
     Setting("SWEEP_INTERVAL", "60", "Seconds between two sweeps of the elected replica."),
     Setting("LEASE_NAME", "jibri-pod-controller-lease", "Name of the coordination.k8s.io Lease."),
     Setting(
@@ -264,6 +271,7 @@ MIN_STUCK_BUSY_SECONDS = 60
 VALUE_RULES: Mapping[str, ValueRule] = {
     "PORT": _integer(1, 65535),
     "JIBRI_HEALTH_PORT": _integer(1, 65535),
+    "JIBRI_INTERNAL_API_PORT": _integer(0, 65535),  # 0: not used
     "SWEEP_INTERVAL": _number(1, 86400),
     "LEASE_DURATION": _integer(1, 3600),  # whole seconds: the Lease record stores no fraction
     "LEASE_RENEW_DEADLINE": _number(0.5, 3600),
@@ -375,6 +383,8 @@ class Settings:
     """0: no stuck-BUSY detection (and no session-ON annotation written)."""
     stuck_policy: ReapPolicy = ReapPolicy.KEEP
     pool_period: float = 5.0
+    internal_api_port: int = 3333
+    """0: a pool's scale-down does not use Jibri's internal API."""
 
 
 class _Reader:
@@ -594,6 +604,10 @@ def load_settings(env: Mapping[str, str], *, hostname: str | None = None) -> Set
     read("lease_name", lease_name)
     read("port", lambda: r.integer("PORT", minimum=1, maximum=65535))
     read("health_port", lambda: r.integer("JIBRI_HEALTH_PORT", minimum=1, maximum=65535))
+    read(
+        "internal_api_port",
+        lambda: r.integer("JIBRI_INTERNAL_API_PORT", minimum=0, maximum=65535),
+    )
     read("sweep_interval", lambda: r.number("SWEEP_INTERVAL", minimum=1, maximum=86400))
     read("lease", lambda: _lease(r))
     read("probe_concurrency", lambda: r.integer("PROBE_CONCURRENCY", minimum=1, maximum=10000))

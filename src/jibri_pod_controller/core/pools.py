@@ -39,8 +39,6 @@ ANNOTATION_DETACHED_FROM = "jibri-pod-controller/detached-from"
 """The Deployment a pod was detached from, recorded with the detach, so a busy pod is still
 counted for the pool of that Deployment once its labels no longer match the selector."""
 
-ANNOTATION_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
-
 
 class PoolSpecError(ValueError):
     """A JibriPool spec that the schema let through but that cannot be used (a cron expression
@@ -101,6 +99,18 @@ class PoolSpec:
     scale_down_delay_seconds: float
     schedule: tuple[ScheduleWindow, ...] = ()
     demand: DemandSpec | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentFacts:
+    """What a pool needs of its Deployment."""
+
+    name: str
+    uid: str
+    replicas: int
+    resource_version: str
+    selector: Mapping[str, Any]
+    template_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -474,58 +484,3 @@ def measured_lead_time(pods: PoolPods, *, quantile: float = 0.9) -> float | None
         if p.ready_since is not None and p.created is not None
     ]
     return lead_time(durations, quantile=quantile)
-
-
-class ConditionType(StrEnum):
-    READY = "Ready"
-    BUDGET_EXHAUSTED = "BudgetExhausted"
-    SPARE_EXHAUSTED = "SpareExhausted"
-
-
-class Problem(StrEnum):
-    """Why a pool cannot be reconciled: the Ready condition's reason; nothing is written."""
-
-    INVALID_SPEC = "InvalidSpec"
-    DEPLOYMENT_MISSING = "DeploymentMissing"
-    SELECTOR_MATCHES_BUSY = "SelectorMatchesBusyLabels"
-    HPA_CONFLICT = "ReplicasOwnedByHPA"
-
-
-@dataclass(frozen=True)
-class Condition:
-    type: ConditionType
-    status: bool
-    reason: str
-    message: str
-
-
-def pool_conditions(
-    decision: PoolDecision | None, *, problem: Problem | None, detail: str, spec: PoolSpec | None
-) -> tuple[Condition, ...]:
-    """The pool's three conditions for a decision (or for a problem that stopped one)."""
-    if problem is not None:
-        ready = Condition(ConditionType.READY, False, problem.value, detail)
-    else:
-        ready = Condition(ConditionType.READY, True, "Reconciled", detail)
-    if decision is None:
-        return (ready,)
-    if decision.budget_exhausted and spec is not None:
-        budget = Condition(
-            ConditionType.BUDGET_EXHAUSTED,
-            True,
-            "MaxTotalReached",
-            f"busy + desired spares would exceed maxTotal {spec.max_total}: "
-            f"{decision.wanted} spares allowed",
-        )
-    else:
-        budget = Condition(ConditionType.BUDGET_EXHAUSTED, False, "WithinBudget", "")
-    if decision.spare_exhausted:
-        spare = Condition(
-            ConditionType.SPARE_EXHAUSTED,
-            True,
-            "NoReadySpare",
-            "no Ready spare: a recording start now finds none",
-        )
-    else:
-        spare = Condition(ConditionType.SPARE_EXHAUSTED, False, "SpareReady", "")
-    return (ready, budget, spare)

@@ -17,8 +17,9 @@ works then sweeps.
 Unresponsive busy pods (not Ready, Jibri silent: a crash-looping container or a lost node)
 are timed here, from the first sweep of this leader that saw them so, without a break, and
 counted in ``unresponsive_busy_pods``. Only when UNRESPONSIVE_BUSY_POD_SECONDS is set does
-the decision delete one that stayed so for that long. A new leader starts the clocks again:
-conservative, never early.
+the decision delete one that stayed so for that long. Each Lease term starts the clocks
+again (`run`), even on a replica that held the Lease before: what it saw in an earlier term
+says nothing of the time in between. Conservative, never early.
 
 Stuck busy pods (BUSY with no session ever ON, see `is_stuck_busy`) need no clock here: the
 pod's own annotations say when it was detached and whether a session turned ON, whichever
@@ -123,9 +124,12 @@ class Sweeper:
         """Sweeps of this run (this leader's term) in a row that could not list every pod."""
 
     async def run(self, interval: float) -> None:
-        """Sweep now, then every ``interval`` seconds, until cancelled (one leader's term)."""
+        """Sweep now, then every ``interval`` seconds, until cancelled. Each call is a new
+        Lease term: the clocks of an earlier one are dropped."""
         self._incomplete = 0
         self._metrics.sweeps_incomplete_in_a_row.set(0)
+        self._unresponsive_since.clear()
+        self._silent.clear()
         while True:
             started = time.monotonic()
             report = await self.sweep_once()
