@@ -15,6 +15,7 @@ LONGEST_FIRST = (
     "tests/testbed/test_pool_demo.py",
     "tests/e2e/test_pool_demand.py",
     "tests/e2e/test_chaos.py",
+    "tests/e2e/test_real_jibri.py",
     "tests/e2e/test_controller.py",
     "tests/e2e/test_packaging.py",
     "tests/e2e/test_helm.py",
@@ -22,7 +23,6 @@ LONGEST_FIRST = (
     "tests/e2e/test_lifecycle.py",
     "tests/e2e/test_pools.py",
     "tests/e2e/test_image.py",
-    "tests/e2e/test_real_jibri.py",
 )
 
 

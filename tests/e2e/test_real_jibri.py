@@ -44,7 +44,8 @@ from testbed.cluster import (
 )
 from testbed.realjibri import RealJibri
 from tests.e2e.conftest import E2E, LOGS
-from tests.e2e.helpers import get_pod, is_busy, wait_spares
+from tests.e2e.helpers import get_pod, is_busy, list_pods, spares, wait_spares
+from tests.e2e.test_pools import create_pool, patch_pool, wait_replicas, wait_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -547,3 +548,46 @@ async def test_a_graceful_shutdown_from_inside_the_pod_ends_an_idle_jibri(real: 
     await wait_until(idle_again, timeout=30, what=f"a webhook from {pod}'s new Jibri")
     assert {h.status for h in webhooks(controller, pod)[len(before) :]} <= {"IDLE", "-"}
     assert pod_writes(real, real.e2e.namespace, pod) == []
+
+
+async def test_a_pool_scale_down_takes_a_real_spare_through_its_graceful_shutdown(
+    real: Real, crd: None
+) -> None:
+    """A JibriPool over deploy/jibri's Deployment of two real Jibris is lowered to one spare:
+    the controller asks one of them, on the pod's address, for Jibri's graceful shutdown; that
+    Jibri exits 255 and the ReplicaSet deletes exactly its pod (the fake kubelet runs
+    deploy/jibri's preStop hook inside the pod first). The controller deletes no pod itself;
+    the other Jibri is untouched."""
+    controller = real.controller(SWEEP_INTERVAL="30", POOL_RECONCILE_PERIOD="1")
+    controller.start()
+    await controller.wait_ready()
+    await real.deploy(controller, replicas=2)
+    pods = [p.metadata.name for p in await spares(real.e2e.admin, real.e2e.namespace)]
+    assert len(pods) == 2
+    jibris = {name: real.jibri(name) for name in pods}
+    await create_pool(
+        real.e2e,
+        "jibri",
+        {"deploymentName": "jibri", "minSpare": 2, "maxSpare": 4, "scaleDownDelaySeconds": 0},
+    )
+    await wait_status(real.e2e, "jibri", spare=2, desiredSpare=2)
+    await patch_pool(real.e2e, "jibri", {"minSpare": 1})
+    await wait_replicas(real.e2e, "jibri", 1, timeout=60)
+
+    async def one_left() -> list[str] | None:
+        names = [p.metadata.name for p in await list_pods(real.e2e.admin, real.e2e.namespace)]
+        return names if len(names) == 1 else None
+
+    (kept,) = await wait_until(one_left, timeout=60, what="the scale-down's pod removed")
+    (gone,) = set(pods) - {kept}
+    assert jibris[gone].exited.done()
+    assert jibris[gone].exited.result() == 255  # Jibri's graceful shutdown, not a kill
+    assert not jibris[kept].exited.done()
+    assert await realjibri.busy_status(jibris[kept].address) == "IDLE"
+    writes = [
+        (e["verb"], e["objectRef"].get("name"))
+        for e in pod_write_events(
+            real.e2e.plane, namespace=real.e2e.namespace, username=real.e2e.user
+        )
+    ]
+    assert [w for w in writes if w[0] == "delete"] == []
