@@ -6,7 +6,12 @@ and every simulated Jibri (whose ground truth it records), the fault proxy (`tes
 between the controllers and kube-apiserver, a seeded workload of recordings over a compressed
 day, two fault streams, a steady attacker and a prober. The local control plane and three
 controller replicas (each its own process, the restricted ServiceAccount identity, JWT on) run
-beside it. There is no JibriPool: the Jibris are one Deployment whose replicas are the spares.
+beside it. The Jibris are three Deployments: one whose replicas are set by hand (its spares
+are enough for lists over 128 KB), and two sized by JibriPools (`POOLS`: schedule windows that
+open and close every other minute, demand sizing, budgets), so that pools scale up and down
+many times during the faults. Every Jibri pod has deploy/jibri's preStop hook (Jibri's graceful
+shutdown, then a wait until it has exited) and Jibri's own behaviour after a graceful shutdown
+(no EXPIRED).
 
 Faults, each logged with its start and end:
 
@@ -25,6 +30,9 @@ Faults, each logged with its start and end:
   (``testbed`` in the report), not a proof.
 - The attacker, at a steady rate: forged EXPIRED/BUSY webhooks from the wrong source, with a
   token signed by another key, from one Jibri naming another, and for a pod that is no Jibri.
+- Pools: recordings that start silently (their BUSY webhooks lost) on a pool's spares a moment
+  before each of its scale-downs, bursts that take a pool to its budget, and an operator who
+  rolls a pool's Deployment out and deletes pods that are recording (``kubectl delete pod``).
 
 Every random choice comes from the seed (each recording and each stream has its own generator
 derived from it, so concurrency does not reorder the draws). Jibris post to all three replicas
@@ -55,7 +63,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,12 +75,14 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from testbed.chaoscheck import (
     Action,
+    Deletion,
     EndPod,
     Exit,
     Fact,
     Forged,
     History,
     Limits,
+    PoolLimit,
     Probe,
     Report,
     Silence,
@@ -85,17 +95,19 @@ from testbed.chaoscheck import (
 from testbed.cluster import (
     BUSY_LABELS,
     IDLE_LABELS,
+    JIBRIPOOL_CRD,
     REPO,
     ControllerProcess,
     apply,
     controller_kubeconfig,
     create_namespace,
+    install_crds,
     jibri_deployment,
     make_webhook_keys,
     rbac_manifests,
     service_account_user,
 )
-from testbed.controlplane import ControlPlane
+from testbed.controlplane import ADMIN_USER, CONTROLLER_MANAGER_USER, ControlPlane
 from testbed.faultproxy import Fault, FaultKind, FaultProxy, proxied_kubeconfig
 from testbed.kube import new_api_client
 from testbed.kubelet import FakeKubelet, allocate_ip
@@ -142,6 +154,55 @@ FATES = (
     "resend-died",
 )
 FORGERIES = ("wrong-source", "wrong-token", "other-pod", "non-jibri", "busy-for-spare")
+OPERATOR_KINDS = ("jibri-rollout", "jibri-pod-deleted")
+GRACE_SECONDS = 120
+"""The Jibri pods' terminationGracePeriodSeconds: above the longest recording of a run."""
+
+
+@dataclass(frozen=True)
+class ChaosPool:
+    """A JibriPool of the run and the Deployment it sizes (both named ``name``)."""
+
+    name: str
+    share: float
+    """The share of the recordings that start on this pool's spares."""
+    closes_on_odd_minutes: bool
+    """Its schedule window closes at the start of odd (else even) minutes: a scale-down."""
+    spec: Mapping[str, Any]
+
+
+POOL_PERIOD = 2
+"""POOL_RECONCILE_PERIOD of the replicas in these runs."""
+SCALE_DOWN_DELAY = 5
+POOLS = (
+    ChaosPool(
+        "pool-day",
+        share=0.2,
+        closes_on_odd_minutes=True,
+        spec={
+            "minSpare": 1,
+            "maxSpare": 5,
+            "maxTotal": 8,
+            "scaleDownDelaySeconds": SCALE_DOWN_DELAY,
+            "schedule": [{"start": "*/2 * * * *", "durationMinutes": 1, "minSpare": 4}],
+        },
+    ),
+    ChaosPool(
+        "pool-demand",
+        share=0.2,
+        closes_on_odd_minutes=False,
+        spec={
+            "minSpare": 1,
+            "maxSpare": 6,
+            "maxTotal": 8,
+            "scaleDownDelaySeconds": SCALE_DOWN_DELAY,
+            "demand": {"shortfallProbability": 0.05, "windowSeconds": 60, "startupSeconds": 2},
+            "schedule": [{"start": "1-59/2 * * * *", "durationMinutes": 1, "minSpare": 3}],
+        },
+    ),
+)
+HAND = "hand"
+"""The group of the Deployment whose replicas are set by hand."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +221,10 @@ class Size:
     sweep_interval: int = 3
     status_period: float = 8.0
     forge_every: float = 0.5
+    burst_gap: tuple[float, float] = (80, 120)
+    """Between two bursts of recordings that take a pool to its budget."""
+    operator_gap: tuple[float, float] = (60, 100)
+    """Between two of the operator's rollouts or deletes of a recording pod."""
 
 
 SIZES = {
@@ -173,6 +238,8 @@ SIZES = {
         fault_seconds=(3, 6),
         fault_gap=(0.5, 2),
         recovery_seconds=60,
+        burst_gap=(40, 50),
+        operator_gap=(15, 25),
     ),
     "full": Size(
         recordings=560,
@@ -192,6 +259,15 @@ def _wall(ts: str) -> float:
 
 def _has(labels: dict[str, str], wanted: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def jibri_group(labels: Mapping[str, str]) -> str:
+    """``hand``, or the pool whose Deployment made the pod (its ``pool`` label)."""
+    return labels.get("pool", HAND)
 
 
 @dataclass
@@ -219,6 +295,10 @@ class Run:
     resend_died: set[str] = field(default_factory=set)
     fates: Counter[str] = field(default_factory=Counter)
     refused: int = 0
+    refused_by: Counter[str] = field(default_factory=Counter)
+    """Recordings turned away (no spare), by group: ``hand`` or a pool's name."""
+    ambushed: int = 0
+    """Recordings started silently on a pool's spare a moment before its scale-down."""
     started_at: float = 0.0
     commit: str = ""
     """The commit the run was made on (``-dirty`` when the work tree had changes)."""
@@ -228,6 +308,8 @@ class Run:
         self.used: set[str] = set()
         self.jibris: dict[str, SimJibri] = {}
         """Every Jibri a recording was played on (kept after its pod is gone)."""
+        self.extra: set[asyncio.Task[None]] = set()
+        """Recordings started by the pool streams, awaited before the run recovers."""
         self.labels: dict[str, dict[str, str]] = {}
         self.running = True
         self.kubelet: FakeKubelet | None = None
@@ -389,18 +471,25 @@ class Run:
 
     # -- the workload
 
-    def spares(self) -> list[str]:
+    def spares(self, group: str = HAND) -> list[str]:
+        """Idle-labelled pods of ``group`` whose Jibri is up, IDLE and answers normally."""
         assert self.kubelet is not None
         names = []
         for name in self.kubelet.running():
             labels = self.labels.get(name, {})
             if name in self.used or not _has(labels, IDLE_LABELS):
                 continue
+            if labels.get("pool", HAND) != group:
+                continue
             try:
                 jibri = self.kubelet.jibri(name)
             except KeyError:
                 continue
-            if jibri.busy_status is BusyStatus.IDLE and jibri.health_mode is HealthMode.NORMAL:
+            if (
+                jibri.busy_status is BusyStatus.IDLE
+                and jibri.health_mode is HealthMode.NORMAL
+                and not jibri.exiting
+            ):
                 names.append(name)
         return sorted(names)
 
@@ -423,41 +512,61 @@ class Run:
         await asyncio.sleep(max(0.0, self.started_at + at - time.time()))
         fate = rng.choice(FATES) if rng.random() < 0.6 else "normal"
         length = rng.uniform(*self.size.recording_seconds)
+        draw, group = rng.random(), HAND
+        for pool in POOLS:
+            if draw < pool.share:
+                group = pool.name
+                break
+            draw -= pool.share
+        await self.record_on(group, fate, length, rng)
+
+    async def record_on(
+        self, group: str, fate: str, length: float, rng: random.Random, *, wait: float = 20.0
+    ) -> bool:
+        """Play one recording on a spare of ``group`` (waiting up to ``wait`` seconds for one);
+        False when it was turned away."""
         if fate == "lost-busy":
             length = max(length, 3 * self.size.sweep_interval + 6)
         assert self.kubelet is not None
-        deadline = time.time() + 20
+        deadline = time.time() + wait
         name = None
         while time.time() < deadline:
-            choices = self.spares()
+            choices = self.spares(group)
             if choices:
                 name = rng.choice(choices)
                 break
             await asyncio.sleep(0.3)
         if name is None:
             self.refused += 1
-            return
+            self.refused_by[group] += 1
+            return False
         self.used.add(name)
         try:
             jibri = self.kubelet.jibri(name)
         except KeyError:
             self.refused += 1
-            return
+            self.refused_by[group] += 1
+            return False
         self.jibris[name] = jibri
         self.fates[fate] += 1
-        await self.play(jibri, name, fate, length, rng)
+        return await self.play(jibri, name, fate, length, rng)
 
     async def play(
         self, jibri: SimJibri, name: str, fate: str, length: float, rng: random.Random
-    ) -> None:
+    ) -> bool:
         start = time.time()
         if fate == "lost-busy":
             jibri.set_webhooks_enabled(False)
             self.lost_busy.add(name)
         if not await jibri.start_recording(f"rec-{name}"):
+            # A Jibri that began its graceful shutdown a moment ago refuses: Jicofo would ask
+            # the next one. Its webhooks are back; nothing was lost.
+            jibri.set_webhooks_enabled(True)
+            self.lost_busy.discard(name)
             self.fates[fate] -= 1
             self.refused += 1
-            return
+            self.refused_by[jibri_group(self.labels.get(name, {}))] += 1
+            return False
         if fate == "duplicated":
             jibri.send_status()
             jibri.send_status()
@@ -467,7 +576,7 @@ class Run:
             await asyncio.sleep(length * rng.uniform(0.2, 0.8))
             self.fault("jibri-crash", time.time(), time.time(), name)
             await jibri.crash()
-            return
+            return True
         if fate.startswith("health-"):
             mode = HealthMode(fate.removeprefix("health-"))
             # Around the end of the recording, with the EXPIRED webhook lost half the time, so
@@ -483,7 +592,7 @@ class Run:
             await asyncio.sleep(rng.uniform(2, 6))
             await jibri.set_health_mode(HealthMode.NORMAL)
             self.fault(fate, begin, time.time(), name)
-            return
+            return True
         if fate == "resend-died":
             await asyncio.sleep(length * rng.uniform(0.1, 0.9))
             jibri.kill_resend()
@@ -493,7 +602,7 @@ class Run:
             jibri.lose_next_status_webhook()  # the EXPIRED: only the sweeper can see it now
             await jibri.stop_recording()
             self.fault("jibri-resend-died", died, time.time(), name)
-            return
+            return True
         await asyncio.sleep(length)
         if fate == "lost-busy":
             jibri.set_webhooks_enabled(True)
@@ -508,6 +617,96 @@ class Run:
         elif fate == "reordered":
             jibri.send_status(BusyStatus.BUSY)
             self.fault("webhook-reordered", start, time.time(), name)
+        return True
+
+    # -- the pools
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self.extra.add(task)
+        task.add_done_callback(self.extra.discard)
+
+    async def ambushes(self, pool: ChaosPool) -> None:
+        """A moment before each scale-down of ``pool`` (its window closes at the turn of a
+        minute; the scale-down follows after its delay, at the next round), one or two of its
+        spares start recording silently: their BUSY webhooks are lost, so only the pool's own
+        probe (or the sweeper) can know they are busy."""
+        rng = self.rng(f"ambush-{pool.name}")
+        while True:
+            minute = int(time.time() // 60) + 1
+            if minute % 2 != int(pool.closes_on_odd_minutes):
+                minute += 1
+            at = minute * 60 + SCALE_DOWN_DELAY + rng.uniform(-1.5, POOL_PERIOD + 1.0)
+            await asyncio.sleep(max(0.0, at - time.time()))
+            if not self.running:
+                return
+            for _ in range(rng.randint(1, 2)):
+                length = rng.uniform(*self.size.recording_seconds)
+                self.ambushed += 1
+                self.spawn(self.record_on(pool.name, "lost-busy", length, rng, wait=1.0))
+            self.fault("pool-ambush", time.time(), time.time(), pool.name)
+
+    async def bursts(self) -> None:
+        """Now and then as many recordings at once as a pool's budget holds, on its spares
+        (more wait for a spare the pool brings up): the budget is reached."""
+        rng = self.rng("bursts")
+        await asyncio.sleep(rng.uniform(15, 25))
+        while self.running:
+            pool = rng.choice(POOLS)
+            start = time.time()
+            for _ in range(int(pool.spec["maxTotal"])):
+                length = rng.uniform(*self.size.recording_seconds)
+                self.spawn(self.record_on(pool.name, "normal", length, rng, wait=15.0))
+                await asyncio.sleep(rng.uniform(0.1, 0.5))
+            self.fault("pool-burst", start, time.time(), pool.name)
+            await asyncio.sleep(rng.uniform(*self.size.burst_gap))
+
+    async def operator(self) -> None:
+        """An operator at work: a rollout of a pool's Deployment (its ReplicaSet deletes the
+        old spares), and ``kubectl delete pod`` of a pod whose Jibri is recording. Either way
+        the preStop hook must let a recording finish (I8)."""
+        rng = self.rng("operator")
+        assert self.admin is not None
+        assert self.kubelet is not None
+        kinds = list(OPERATOR_KINDS)
+        rng.shuffle(kinds)
+        await asyncio.sleep(rng.uniform(10, 20))
+        while self.running:
+            kind = kinds.pop() if kinds else rng.choice(OPERATOR_KINDS)
+            start = time.time()
+            target = ""
+            try:
+                if kind == "jibri-rollout":
+                    target = rng.choice(POOLS).name
+                    patch = {
+                        "spec": {
+                            "template": {
+                                "metadata": {
+                                    "annotations": {"kubectl.kubernetes.io/restartedAt": _now()}
+                                }
+                            }
+                        }
+                    }
+                    await k8s.AppsV1Api(self.admin).patch_namespaced_deployment(
+                        target, NAMESPACE, patch, _request_timeout=5
+                    )
+                else:
+                    recording = sorted(
+                        n
+                        for n, jibri in self.jibris.items()
+                        if n in self.kubelet.running() and jibri.busy_status is BusyStatus.BUSY
+                    )
+                    if recording:
+                        target = rng.choice(recording)
+                        await k8s.CoreV1Api(self.admin).delete_namespaced_pod(
+                            target, NAMESPACE, _request_timeout=5
+                        )
+            except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                self.say(f"operator's {kind} failed ({type(exc).__name__}); later")
+                target = ""
+            if target:
+                self.fault(kind, start, time.time(), target)
+            await asyncio.sleep(rng.uniform(*self.size.operator_gap))
 
     # -- the attacker and the prober
 
@@ -614,6 +813,7 @@ async def _setup(run: Run, plane: ControlPlane) -> None:
     run.signing = JwtSigning(keys.jibri.key_path, KID, ISSUER, AUDIENCE, 3600)
     run.bad_signing = JwtSigning(bad.jibri.key_path, KID, ISSUER, AUDIENCE, 3600)
 
+    await install_crds(admin, JIBRIPOOL_CRD)
     run.kubelet = FakeKubelet(admin, NAMESPACE, ground_truth=run.on_fact)
     await run.kubelet.start()
 
@@ -639,6 +839,7 @@ async def _setup(run: Run, plane: ControlPlane) -> None:
                 "JWT_KEYS_DIR": str(keys.directory),
                 "JWT_ISSUER": ISSUER,
                 "JWT_AUDIENCE": AUDIENCE,
+                "POOL_RECONCILE_PERIOD": str(POOL_PERIOD),
                 "LOG_LEVEL": "info",
             },
         )
@@ -656,23 +857,59 @@ async def _setup(run: Run, plane: ControlPlane) -> None:
             "spec": {"containers": [{"name": "web", "image": "nginx"}]},
         },
     )
-    await apply(
-        admin,
-        [
-            jibri_deployment(
-                namespace=NAMESPACE,
-                replicas=size.spares,
-                subscribers=[r.process.webhook_base() for r in run.replicas.values()],
-                status_period=size.status_period,
-                jwt=keys.jibri,
-            )
-        ],
-    )
+    subscribers = [r.process.webhook_base() for r in run.replicas.values()]
+    deployments = [
+        chaos_deployment(HAND, size.spares, subscribers, size, keys.jibri),
+        *(chaos_deployment(p.name, 1, subscribers, size, keys.jibri) for p in POOLS),
+    ]
+    pools = [
+        {
+            "apiVersion": "jibri-pod-controller.io/v1alpha1",
+            "kind": "JibriPool",
+            "metadata": {"name": p.name, "namespace": NAMESPACE},
+            "spec": {"deploymentName": p.name, **p.spec},
+        }
+        for p in POOLS
+    ]
+    await apply(admin, [*deployments, *pools])
     deadline = time.monotonic() + 60
     while len(run.spares()) < size.spares:
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {len(run.spares())} of {size.spares} spares came up")
         await asyncio.sleep(0.3)
+
+
+def chaos_deployment(
+    group: str, replicas: int, subscribers: Sequence[str], size: Size, jwt: Any
+) -> dict[str, Any]:
+    """A Jibri Deployment of the run: deploy/jibri's preStop hook, a grace period above the
+    longest recording, and the real Jibri's silence after a graceful shutdown (no EXPIRED).
+    A pool's Deployment selects its own pods (``pool: <name>``)."""
+    doc = jibri_deployment(
+        namespace=NAMESPACE,
+        replicas=replicas,
+        subscribers=subscribers,
+        name="jibri" if group == HAND else group,
+        status_period=size.status_period,
+        jwt=jwt,
+        pre_stop=True,
+        grace_seconds=GRACE_SECONDS,
+    )
+    if group != HAND:
+        doc["spec"]["selector"]["matchLabels"]["pool"] = group
+        doc["spec"]["template"]["metadata"]["labels"]["pool"] = group
+    env = doc["spec"]["template"]["spec"]["containers"][0]["env"]
+    env += [
+        {"name": "SIM_JIBRI_REAL_BEHAVIOURS", "value": "no_expired_after_graceful_shutdown"},
+        {"name": "SIM_JIBRI_EXIT_DELAY", "value": "1"},
+    ]
+    if group != HAND:
+        # A new pod is Pending for a few seconds on a real node (scheduling, sandbox, container
+        # start): a pool lowering its replicas at the budget's edge takes such a replacement
+        # before it can be handed a recording. Instantly running pods would chain
+        # replacements behind every detach of a burst.
+        env.append({"name": "SIM_PENDING_SECONDS", "value": "3"})
+    return doc
 
 
 async def _recover(run: Run) -> None:
@@ -682,11 +919,13 @@ async def _recover(run: Run) -> None:
     while time.monotonic() < deadline:
         running = run.kubelet.running()
         busy = [n for n in running if _has(run.labels.get(n, {}), BUSY_LABELS)]
-        spares = [n for n in running if _has(run.labels.get(n, {}), IDLE_LABELS)]
+        idle = [n for n in running if _has(run.labels.get(n, {}), IDLE_LABELS)]
+        spares = [n for n in idle if jibri_group(run.labels.get(n, {})) == HAND]
         settled = not busy and len(spares) == run.size.spares
-        if settled and all(run.kubelet.jibri(n).busy_status is BusyStatus.IDLE for n in spares):
-            await asyncio.sleep(2 * run.size.sweep_interval)  # and it stays so
-            return
+        with contextlib.suppress(KeyError):
+            if settled and all(run.kubelet.jibri(n).busy_status is BusyStatus.IDLE for n in idle):
+                await asyncio.sleep(2 * run.size.sweep_interval)  # and it stays so
+                return
         await asyncio.sleep(1.0)
 
 
@@ -735,6 +974,39 @@ def _silences(run: Run) -> list[Silence]:
     return found
 
 
+def pool_activity(run: Run) -> dict[str, int]:
+    """What the pools did, from the controllers' log lines: scale-downs performed, spares
+    asked to shut down gracefully (and how many accepted), spares found BUSY on the way to a
+    scale-down (detached, their recordings kept)."""
+    counts: Counter[str] = Counter()
+    for replica in run.replicas.values():
+        for line in replica.process.log_lines():
+            msg = str(line.get("msg", ""))
+            if msg.startswith("scaled ") and isinstance(line.get("replicas"), int):
+                if line["replicas"] < int(line.get("from") or 0):
+                    counts["scale_downs"] += 1
+                else:
+                    counts["scale_ups"] += 1
+            elif msg.startswith("asked ") and "shut down gracefully" in msg:
+                answers = line.get("pods") or {}
+                counts["graceful_shutdowns_asked"] += len(answers)
+                counts["graceful_shutdowns_accepted"] += sum(
+                    1 for outcome in answers.values() if outcome == "accepted"
+                )
+            elif line.get("busy_found") == 1:
+                counts["found_busy_and_kept"] += 1
+    return {
+        key: counts.get(key, 0)
+        for key in (
+            "scale_ups",
+            "scale_downs",
+            "graceful_shutdowns_asked",
+            "graceful_shutdowns_accepted",
+            "found_busy_and_kept",
+        )
+    }
+
+
 async def _end_pods(run: Run) -> list[EndPod]:
     assert run.admin is not None
     assert run.kubelet is not None
@@ -764,6 +1036,7 @@ def _history(
             e["verb"],
             e["objectRef"].get("name", ""),
             int((e.get("responseStatus") or {}).get("code", 0)),
+            patch_kind(e.get("requestObject")) if e["verb"] == "patch" else "",
         )
         for e in audit
         if e["objectRef"].get("resource") == "pods" and not e["objectRef"].get("subresource")
@@ -774,6 +1047,23 @@ def _history(
         "writes_ok": len(ok),
         "pod_writes_ok": sum(1 for w in writes if 200 <= w.code < 300),
     }
+    who = {
+        user: "the controllers",
+        CONTROLLER_MANAGER_USER: "a ReplicaSet (kube-controller-manager)",
+    }
+    who[ADMIN_USER] = "the run (an operator's delete, or the fake kubelet's finalize)"
+    deletions = [
+        Deletion(
+            _wall(e["stageTimestamp"]),
+            e["objectRef"].get("name", ""),
+            who.get(e.get("user", {}).get("username", ""), e.get("user", {}).get("username", "")),
+        )
+        for e in plane.audit_events(namespace=NAMESPACE)
+        if e["verb"] == "delete"
+        and e["objectRef"].get("resource") == "pods"
+        and not e["objectRef"].get("subresource")
+        and 200 <= int((e.get("responseStatus") or {}).get("code", 0)) < 300
+    ]
     actions, sweeps = _controller_lines(run)
     size = run.size
     facts = [
@@ -793,6 +1083,8 @@ def _history(
         lost_busy=frozenset(run.lost_busy),
         resend_died=frozenset(run.resend_died),
         silences=silences,
+        deletions=deletions,
+        pools=[PoolLimit(p.name, int(p.spec["maxTotal"]), POOL_PERIOD) for p in POOLS],
         bystanders=frozenset({BYSTANDER}),
         end_pods=end_pods,
         replicas=REPLICAS,
@@ -804,6 +1096,20 @@ def _history(
         ),
     )
     return history, counts
+
+
+def patch_kind(body: Any) -> str:
+    """What a pod patch (its body, from the audit log) changes: ``detach`` when it gives the
+    pod the busy labels, ``annotate`` when it changes annotations only, else ``other``."""
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    if not isinstance(meta, dict):
+        return "other"
+    labels = meta.get("labels")
+    if isinstance(labels, dict) and _has(labels, BUSY_LABELS):
+        return "detach"
+    if "annotations" in meta and "labels" not in meta and set(body) == {"metadata"}:
+        return "annotate"
+    return "other"
 
 
 def machine() -> dict[str, Any]:
@@ -838,6 +1144,13 @@ def summary(
         "machine": {**machine(), "load_start": load[0], "load_end": load[1]},
         "recordings": report.figures["recordings"],
         "recordings_turned_away": run.refused,
+        "turned_away_by_group": dict(sorted(run.refused_by.items())),
+        "pools": {
+            **pool_activity(run),
+            "ambushed_recordings": run.ambushed,
+            "deleted_while_recording_and_kept": report.figures["deleted_while_recording_and_kept"],
+            "over_budget_times": report.figures["over_budget_times"],
+        },
         "fates": dict(sorted(run.fates.items())),
         "faults": report.figures["faults"],
         "forged_webhooks": report.figures["forged_webhooks"],
@@ -881,6 +1194,10 @@ def render_table(runs: Sequence[dict[str, Any]]) -> str:
         "|---|" + "---|" * len(runs),
         row("recordings", [r["recordings"] for r in runs]),
         row("recordings turned away (no spare)", [r["recordings_turned_away"] for r in runs]),
+        *[
+            row(f"pools: {label}", [r.get("pools", {}).get(key, "") for r in runs])
+            for key, label in POOL_ROWS
+        ],
         row("forged webhooks", [r["forged_webhooks"] for r in runs]),
     ]
     kinds = sorted({k for r in runs for k in r["faults"]})
@@ -942,6 +1259,18 @@ def render_table(runs: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+POOL_ROWS = (
+    ("scale_ups", "scale-ups"),
+    ("scale_downs", "scale-downs"),
+    ("graceful_shutdowns_asked", "graceful shutdowns asked"),
+    ("graceful_shutdowns_accepted", "graceful shutdowns accepted"),
+    ("ambushed_recordings", "recordings started silently just before a scale-down"),
+    ("found_busy_and_kept", "spares found BUSY on the way to a scale-down (kept)"),
+    ("deleted_while_recording_and_kept", "pods deleted while recording, recording kept"),
+    ("over_budget_times", "times one pod over maxTotal (the allowance)"),
+)
+
+
 def _list_size(size: dict[str, Any] | None) -> str:
     if not size:
         return "not recorded"
@@ -981,19 +1310,37 @@ async def run(
         await _setup(state, plane)
         say(f"set up in {time.monotonic() - began:.0f} s; faults and workload start")
         state.started_at = time.time()
-        background: list[Callable[[], Coroutine[Any, Any, None]]] = [
-            state.monitor,
-            state.api_faults,
-            state.controller_faults,
-            state.attacker,
-            state.prober,
+        # Once the workload is done, the fault streams and the attacker end their current
+        # step (a stopped replica is continued, an outage ended); the pool streams, which only
+        # wait between their steps, are cancelled, and the recordings they started awaited.
+        # The monitor and the prober run on until the end.
+        faults = [
+            asyncio.create_task(stream)
+            for stream in (state.api_faults(), state.controller_faults(), state.attacker())
         ]
-        tasks = [asyncio.create_task(f()) for f in background]
+        pool_streams = [
+            asyncio.create_task(stream)
+            for stream in (
+                state.bursts(),
+                state.operator(),
+                *(state.ambushes(pool) for pool in POOLS),
+            )
+        ]
+        tasks = [
+            asyncio.create_task(state.monitor()),
+            asyncio.create_task(state.prober()),
+            *faults,
+            *pool_streams,
+        ]
         await state.workload()
         say(f"workload done at {time.time() - state.started_at:.0f} s; faults stop")
         state.running = False
-        for task in tasks[1:4]:  # the fault streams and the attacker end their current step
-            await task
+        for task in pool_streams:
+            task.cancel()
+        await asyncio.gather(*faults)
+        await asyncio.gather(*pool_streams, return_exceptions=True)
+        while state.extra:  # the recordings the pool streams started
+            await asyncio.gather(*state.extra)
         await _recover(state)
         for task in tasks:
             task.cancel()

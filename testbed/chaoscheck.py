@@ -44,12 +44,14 @@ __all__ = [
     "API_OUTAGE_KINDS",
     "CONTROLLER_FAULT_KINDS",
     "Action",
+    "Deletion",
     "EndPod",
     "Exit",
     "Fact",
     "Forged",
     "History",
     "Limits",
+    "PoolLimit",
     "Probe",
     "Report",
     "Silence",
@@ -80,7 +82,10 @@ CONTROLLER_FAULT_KINDS = frozenset(
     {"controller-sigkill", "controller-sigterm", "controller-sigstop"}
 )
 HEALTH_FAULT_KINDS = frozenset({"health-blackhole", "health-hang", "health-garbage", "health-huge"})
-INVARIANTS = ("I1", "I2", "I3", "I4", "I5", "I6", "I7", "leaks", "testbed")
+INVARIANTS = ("I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8", "I9", "leaks", "testbed")
+PROCESS_ENDS = ("CRASH", "EXIT")
+"""Statuses that end a Jibri process by itself (a crash; an exit after a graceful shutdown):
+the container is restarted, and the new process never held the old one's recording."""
 """The invariants, plus ``testbed``: the run itself misbehaved (a simulated Jibri fell silent
 with no fate asking for it), so what it proves is less than it claims."""
 
@@ -115,6 +120,9 @@ class Write:
     verb: str
     pod: str
     code: int
+    what: str = ""
+    """For a patch, what its body changes: ``detach`` (the busy labels), ``annotate`` (only
+    annotations: a pool's deletion-cost mark, a session mark); empty when not known."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,26 @@ class Exit:
 class Sweep:
     t: float
     replica: str
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """A DELETE of a pod accepted by the API server, by anyone (audit log): ``who`` is the
+    user (the controllers' identity, kube-controller-manager's ReplicaSet or the run itself)."""
+
+    t: float
+    pod: str
+    who: str
+
+
+@dataclass(frozen=True)
+class PoolLimit:
+    """A JibriPool of the run: its pods carry the label ``pool: <name>``."""
+
+    name: str
+    max_total: int
+    period: float
+    """POOL_RECONCILE_PERIOD: the pool decides again at least this often."""
 
 
 @dataclass(frozen=True)
@@ -219,6 +247,8 @@ class History:
     the sweeper can find them finished."""
     silences: Sequence[Silence] = ()
     """Every Jibri found silent at the end of its life or of the run, on purpose or not."""
+    deletions: Sequence[Deletion] = ()
+    pools: Sequence[PoolLimit] = ()
     bystanders: frozenset[str] = frozenset()
     """Non-Jibri pods in the namespace."""
     end_pods: Sequence[EndPod] = ()
@@ -279,8 +309,16 @@ class _Pod:
     name: str
     statuses: list[tuple[float, str]] = field(default_factory=list)
     labels: list[tuple[float, Mapping[str, str]]] = field(default_factory=list)
+    created: float | None = None
+    """When the kubelet first saw the pod (it may never have started)."""
     started: float | None = None
+    terminating: float | None = None
     stopped: tuple[float, str] | None = None
+
+    @property
+    def pool(self) -> str | None:
+        """The JibriPool whose Deployment made this pod (its ``pool`` label), if any."""
+        return self.labels[0][1].get("pool") if self.labels else None
 
     def status_at(self, t: float) -> str:
         current = "IDLE"
@@ -303,22 +341,28 @@ class _Checker:
         self.pods: dict[str, _Pod] = {}
         for fact in sorted(history.facts, key=lambda f: f.t):
             pod = self.pods.setdefault(fact.pod, _Pod(fact.pod))
-            if fact.event == "started":
+            if fact.event == "created":
+                pod.created = fact.t
+                pod.labels.append((fact.t, fact.labels))
+            elif fact.event == "started":
                 pod.started = fact.t
                 pod.labels.append((fact.t, fact.labels))
             elif fact.event == "labels":
                 pod.labels.append((fact.t, fact.labels))
             elif fact.event == "status":
                 pod.statuses.append((fact.t, fact.status))
+            elif fact.event == "terminating":
+                pod.terminating = fact.t
             elif fact.event == "stopped":
                 pod.stopped = (fact.t, fact.status)
         ok = [w for w in history.writes if 200 <= w.code < 300]
         self.detaches: dict[str, list[float]] = defaultdict(list)
         self.deletes: dict[str, list[float]] = defaultdict(list)
         for write in sorted(ok, key=lambda w: w.t):
-            target = self.detaches if write.verb == "patch" else self.deletes
-            if write.verb in ("patch", "delete"):
-                target[write.pod].append(write.t)
+            if write.verb == "delete":
+                self.deletes[write.pod].append(write.t)
+            elif write.verb == "patch" and write.what in ("", "detach"):
+                self.detaches[write.pod].append(write.t)
         self.outages = [w for w in history.faults if w.kind in API_OUTAGE_KINDS]
         self.controller_faults = [w for w in history.faults if w.kind in CONTROLLER_FAULT_KINDS]
         self.all_down = self._all_replicas_down()
@@ -386,7 +430,7 @@ class _Checker:
             pod = self.pods.get(name, _Pod(name))
             for t in times:
                 status = pod.status_at(t)
-                crashed = any(s == "CRASH" and at <= t for at, s in pod.statuses)
+                crashed = any(s in PROCESS_ENDS and at <= t for at, s in pod.statuses)
                 if name in self.h.bystanders:
                     self.add("I6", t, name, "the controllers deleted a non-Jibri pod")
                 elif status == "BUSY":
@@ -404,9 +448,6 @@ class _Checker:
                 elif status == "IDLE" and not crashed:
                     invariant = "I6" if self._forged_before(name, t) else "I1"
                     self.add(invariant, t, name, "deleted while IDLE (it never crashed)")
-        for pod in self.pods.values():
-            if pod.stopped is not None and pod.stopped[1] == "BUSY" and not self.deletes[pod.name]:
-                self.add("I1", pod.stopped[0], pod.name, "stopped while recording, not by a delete")
         for name, times in self.detaches.items():
             pod = self.pods.get(name, _Pod(name))
             for t in times:
@@ -426,7 +467,7 @@ class _Checker:
             if pod.name in self.h.bystanders:
                 continue
             finished = pod.first("EXPIRED")
-            crash = next((at for at, s in pod.statuses if s == "CRASH"), None)
+            crash = next((at for at, s in pod.statuses if s in PROCESS_ENDS), None)
             detached = self.detaches.get(pod.name)
             if finished is None and crash is not None and detached and pod.first("BUSY"):
                 finished = max(crash, detached[0])
@@ -466,7 +507,7 @@ class _Checker:
             busy = pod.first("BUSY")
             if busy is None:
                 continue
-            ends = [at for at, s in pod.statuses if at > busy and s in ("EXPIRED", "CRASH")]
+            ends = [at for at, s in pod.statuses if at > busy and s in ("EXPIRED", *PROCESS_ENDS)]
             end = ends[0] if ends else (pod.stopped[0] if pod.stopped else None)
             missed = pod.name in self.h.lost_busy
             invariant = "I5" if missed else "I3"
@@ -494,10 +535,13 @@ class _Checker:
                     pod.name,
                     f"recorded {end - busy:.1f} s and was never detached (bound {limit:.1f} s)",
                 )
+        # The hand-sized Deployment's replicas stay put; a pool's move (I9 judges those).
         spares = [
             p
             for p in self.h.end_pods
-            if p.pod not in self.h.bystanders and _has(p.labels, self.limits.idle_labels)
+            if p.pod not in self.h.bystanders
+            and _has(p.labels, self.limits.idle_labels)
+            and "pool" not in p.labels
         ]
         if len(spares) != self.limits.spares:
             self.add(
@@ -510,7 +554,7 @@ class _Checker:
         jibris = [
             p
             for p in self.pods.values()
-            if p.name not in self.h.bystanders and p.started is not None
+            if p.name not in self.h.bystanders and p.started is not None and p.pool is None
         ]
         left = sum(
             1
@@ -621,6 +665,96 @@ class _Checker:
                             )
         return worst
 
+    def i8(self) -> dict[str, int]:
+        """No Jibri stopped while it recorded, whichever path deleted its pod (the controllers,
+        a ReplicaSet's scale-down or rollout, a human): a deletion while recording must wait
+        for the recording (the preStop hook), and nothing else may end one."""
+        first: dict[str, Deletion] = {}
+        for each in sorted(self.h.deletions, key=lambda d: d.t):
+            first.setdefault(each.pod, each)
+        kept = 0
+        for pod in self.pods.values():
+            deletion: Deletion | None = first.get(pod.name)
+            killed = pod.stopped is not None and pod.stopped[1] == "BUSY"
+            if killed:
+                assert pod.stopped is not None
+                who = f"deleted by {deletion.who}" if deletion is not None else "not deleted"
+                self.add("I8", pod.stopped[0], pod.name, f"stopped while recording ({who})")
+            elif deletion is not None and pod.status_at(deletion.t) == "BUSY":
+                kept += 1  # deleted while recording, and the recording went on to its end
+        return {"deleted_while_recording_and_kept": kept}
+
+    def i9(self) -> dict[str, float]:
+        """Busy + spare pods of a pool within its maxTotal, from the kubelet's view of the pods
+        (from its first sight of a pod until the pod terminates). A ReplicaSet replaces a pod
+        as soon as it is detached, before the pool can lower its replicas, so each detach at
+        the budget's edge may put one pod over for a moment: at any instant the pool may be
+        over by as many pods as were detached in the last pool period plus the slack, and each
+        span over the budget must end within a pool period plus the slack, plus the API
+        outages and lost leaders in that span."""
+        worst = {"over_budget_seconds": 0.0, "over_budget_times": 0.0, "over_budget_pods": 0.0}
+        window = self.limits.slack
+        for pool in self.h.pools:
+            members = {p.name for p in self.pods.values() if p.pool == pool.name}
+            detached = sorted(t for name in members for t in self.detaches.get(name, ()))
+            changes: list[tuple[float, int, str]] = []
+            for pod in self.pods.values():
+                born = pod.created if pod.created is not None else pod.started
+                if pod.pool != pool.name or born is None:
+                    continue
+                changes.append((born, 1, pod.name))
+                end = pod.terminating
+                if end is None and pod.stopped is not None:
+                    end = pod.stopped[0]
+                if end is not None:
+                    changes.append((end, -1, pod.name))
+            changes.sort(key=lambda c: (c[0], c[1]))  # at one instant, departures first
+            count, over_since = 0, None
+            for t, step, name in changes:
+                count += step
+                over = count - pool.max_total
+                worst["over_budget_pods"] = max(worst["over_budget_pods"], over)
+                recent = sum(1 for d in detached if t - pool.period - window <= d <= t)
+                if over > 0 and over > recent:
+                    self.add(
+                        "I9",
+                        t,
+                        name,
+                        f"pool {pool.name}: {count} pods, maxTotal {pool.max_total}, "
+                        f"{recent} detached in the last {pool.period + window:g} s",
+                    )
+                if over > 0 and over_since is None:
+                    over_since = t
+                elif over <= 0 and over_since is not None:
+                    self._over_budget(pool, over_since, t, worst)
+                    over_since = None
+            if over_since is not None:
+                self._over_budget(pool, over_since, float("inf"), worst)
+        return worst
+
+    def _over_budget(
+        self, pool: PoolLimit, since: float, until: float, worst: dict[str, float]
+    ) -> None:
+        limits = self.limits
+        end = until if until != float("inf") else max((f.t for f in self.h.facts), default=since)
+        took = end - since
+        worst["over_budget_seconds"] = max(worst["over_budget_seconds"], took)
+        worst["over_budget_times"] += 1
+        allowed = (
+            pool.period
+            + limits.slack
+            + _overlap(self.outages + self.all_down + self.stalls, since, end)
+            + limits.lease_duration * _count_overlapping(self.controller_faults, since, end)
+        )
+        if until == float("inf") or took > allowed:
+            self.add(
+                "I9",
+                since,
+                "",
+                f"pool {pool.name}: over maxTotal {pool.max_total} for {took:.1f} s "
+                f"(allowed {allowed:.1f} s)",
+            )
+
     def accidental_silences(self) -> None:
         """A silence no fate explains is a failure of the testbed, not of the controller."""
         for silence in self.h.silences:
@@ -659,6 +793,8 @@ def check(history: History) -> Report:
     i7 = checker.i7()
     leaked = checker.leaks()
     checker.accidental_silences()
+    i8 = checker.i8()
+    i9 = checker.i9()
     recordings = sum(1 for p in checker.pods.values() if p.first("BUSY") is not None)
     figures = {
         "recordings": recordings,
@@ -673,7 +809,11 @@ def check(history: History) -> Report:
             "missed_busy_to_detach": round(i35["missed_busy_detach"], 2),
             "webhook_gap": round(i7["webhook_gap"], 2),
             "double_sweeping": round(i7["double_sweeping"], 2),
+            "over_budget": round(i9["over_budget_seconds"], 2),
         },
+        "over_budget_times": int(i9["over_budget_times"]),
+        "over_budget_pods": int(i9["over_budget_pods"]),
+        "deleted_while_recording_and_kept": i8["deleted_while_recording_and_kept"],
         "leaked_pods": leaked,
         "run_stalls": [
             {"start": round(w.start, 3), "seconds": round(w.end - w.start, 1)}
@@ -742,6 +882,8 @@ def history_from_json(data: Mapping[str, Any]) -> History:
         lost_busy=frozenset(data.get("lost_busy") or ()),
         resend_died=frozenset(data.get("resend_died") or ()),
         silences=rows("silences", Silence),
+        deletions=rows("deletions", Deletion),
+        pools=rows("pools", PoolLimit),
         bystanders=frozenset(data.get("bystanders") or ()),
         end_pods=rows("end_pods", EndPod),
         replicas=list(data.get("replicas") or ()),

@@ -135,6 +135,11 @@ async def apply(api: k8s.ApiClient, docs: Sequence[Mapping[str, Any]]) -> None:
             await core.create_namespaced_config_map(ns, doc)
         elif kind == "Secret":
             await core.create_namespaced_secret(ns, doc)
+        elif kind == "JibriPool":
+            group, _, version = doc["apiVersion"].partition("/")
+            await k8s.CustomObjectsApi(api).create_namespaced_custom_object(
+                group, version, ns, "jibripools", doc
+            )
         else:
             raise ValueError(f"apply: unsupported kind {kind}")
 

@@ -82,12 +82,19 @@ READS_AUDITED_GROUP = "jpc:reads-audited"
 """A group with no rights of its own: a client identity that also carries it has its reads
 (get, list, watch) audited as well, so a benchmark can count every call of one controller."""
 
-# Metadata (who, what, when, response code) of every write; reads only for READS_AUDITED_GROUP.
+# Metadata (who, what, when, response code) of every write, and the body of pod patches (a
+# detach and a pool's deletion-cost mark are both patches: the chaos checker tells them apart);
+# reads only for READS_AUDITED_GROUP.
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
     "omitStages": ["RequestReceived"],
     "rules": [
+        {
+            "level": "Request",
+            "verbs": ["patch"],
+            "resources": [{"group": "", "resources": ["pods"]}],
+        },
         {
             "level": "Metadata",
             "verbs": ["create", "update", "patch", "delete", "deletecollection"],

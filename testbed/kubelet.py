@@ -7,9 +7,11 @@ real kubelet reports the address before the containers are up), then starts a si
 bound to it if the pod's first container sets `SIM_JIBRI=true`, and reports the pod Ready. A
 pod whose first container sets `SIM_READY_DELAY_SECONDS` (or any pod, with the kubelet's
 `ready_delay`) stays not Ready, its Jibri not started, for that many seconds (plus up to
-`SIM_READY_JITTER_SECONDS`, uniformly): a Jibri whose Chrome takes its time. A pod annotated
-`testbed.jibri-pod-controller.io/real-jibri: "true"` runs a real Jibri instead (a `RealJibri`
-runner), on an address of its own network namespace (`testbed.realjibri`).
+`SIM_READY_JITTER_SECONDS`, uniformly): a Jibri whose Chrome takes its time. Before all this,
+a pod whose first container sets `SIM_PENDING_SECONDS` stays Pending (no address, no
+container) for that long, as a real node's scheduling and container start keep it. A pod
+annotated `testbed.jibri-pod-controller.io/real-jibri: "true"` runs a real Jibri instead (a
+`RealJibri` runner), on an address of its own network namespace (`testbed.realjibri`).
 
 A pod's Jibri is run as a container's process (a `JibriRunner`: start, signal, an exit code to
 await, a command to exec in its context). When its process ends by itself (a Jibri that shut
@@ -90,6 +92,9 @@ T = TypeVar("T")
 SIM_JIBRI_ENV = "SIM_JIBRI"
 READY_DELAY_ENV = "SIM_READY_DELAY_SECONDS"
 READY_JITTER_ENV = "SIM_READY_JITTER_SECONDS"
+PENDING_ENV = "SIM_PENDING_SECONDS"
+"""Seconds a pod stays Pending (no address, no container) before this kubelet runs it: the
+scheduling, the sandbox and the container start of a real node."""
 HOST_IP = "127.0.0.1"
 NODE_NAME = "fake-kubelet"
 """The node the pods with a preStop hook are bound to (see `FakeKubelet._bind`)."""
@@ -391,6 +396,9 @@ class _Pod:
             return {"type": kind, "status": "True", "lastTransitionTime": self.ready_since}
         return {"type": kind, "status": "True", "lastTransitionTime": self.started_at}
 
+    def pending_delay(self) -> float:
+        return _seconds(self.env, PENDING_ENV, 0.0)
+
     def ready_delay(self, default: float) -> float:
         """Seconds from start to Ready: the pod's own setting, or the kubelet's."""
         delay = _seconds(self.env, READY_DELAY_ENV, default)
@@ -442,9 +450,11 @@ class FakeKubelet:
     "event": ..., "pod", "uid", "namespace"}`` with event ``started`` (plus ``ip``,
     ``labels``), ``labels`` (a change seen by the watch, plus ``labels``), ``status`` (a change
     of the Jibri's busyStatus, plus ``status``: IDLE, BUSY, EXPIRED, CRASH, EXIT when the process
-    ended by itself, and IDLE again when an exited container was restarted) and ``stopped``
-    (plus ``status``: the Jibri's busyStatus when it was stopped, or EXIT when it had exited by
-    itself before).
+    ended by itself, and IDLE again when an exited container was restarted), ``created`` (the
+    pod was first seen, plus ``labels``; it may be deleted before it ever starts),
+    ``terminating`` (the pod's deletion was seen: its preStop hook starts) and ``stopped`` (plus
+    ``status``:
+    the Jibri's busyStatus when it was stopped, or EXIT when it had exited by itself before).
     """
 
     def __init__(
@@ -719,6 +729,7 @@ class FakeKubelet:
         )
         self._pods[uid] = pod
         self._by_name[(pod.namespace, pod.name)] = uid
+        self._emit(pod, "created", labels=dict(pod.labels))
         pod.start_task = self._spawn(self._run(pod))
 
     def _on_gone(self, pod: _Pod, *, still_exists: bool, grace: float | None = None) -> None:
@@ -732,6 +743,7 @@ class FakeKubelet:
         pod.gone.set()
         if not still_exists:
             pod.killed.set()
+        self._emit(pod, "terminating")
         self._spawn(self._terminate(pod, still_exists=still_exists))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -742,6 +754,12 @@ class FakeKubelet:
 
     async def _run(self, pod: _Pod) -> None:
         try:
+            pending = pod.pending_delay()
+            if pending > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pod.gone.wait(), pending)
+                if pod.terminating:
+                    return
             if pod.manifest is not None:
                 pod.ip = self.real_jibris.allocate()  # on the pods' network, not loopback
             delay = pod.ready_delay(self.ready_delay)

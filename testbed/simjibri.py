@@ -945,6 +945,10 @@ class SimJibri:
         self._session = None
         pending, self._pending_exit = self._pending_exit, None
         if pending is not None and self.config.fidelity.no_expired_after_graceful_shutdown:
+            # The session is over all the same: single use, this Jibri is EXPIRED, it only
+            # exits before telling anyone. The ground truth says so; no webhook does.
+            self._busy_status = BusyStatus.EXPIRED
+            self._record(BusyStatus.EXPIRED.value)
             self._begin_exit(pending)
             return True
         self._set_busy_status(BusyStatus.EXPIRED)

@@ -1,5 +1,6 @@
 """The chaos run in its CI size: a real control plane, three replicas, the fault proxy, faults of
-every kind while recordings come and go, then the checker. Zero violations, on the fixed seed 1
+every kind while recordings come and go on a hand-sized Deployment and two JibriPools, then the
+checker (I1-I9). Zero violations, on the fixed seed 1
 and on a seed chosen afresh for each run (printed, and named in any failure, so that it can be
 replayed with ``scripts/chaos.sh --seed N --size ci``)."""
 
@@ -41,3 +42,9 @@ async def test_nothing_is_lost_under_faults(fixed: int | None, tmp_path: Path) -
     assert largest["pods"] >= 60, f"seed {seed}: {largest}"
     assert largest["json_bytes"] > COMPRESSION_THRESHOLD, f"seed {seed}: {largest}"
     assert result["pod_lists"].get("gzip", 0) > 0, f"seed {seed}: {result['pod_lists']}"
+    # The pools scaled down through graceful shutdowns, while spares turned BUSY silently
+    # around their scale-downs and an operator rolled a pool out and deleted recording pods.
+    pools = result["pools"]
+    assert pools["scale_downs"] >= 1, f"seed {seed}: {pools}"
+    assert pools["graceful_shutdowns_asked"] >= 1, f"seed {seed}: {pools}"
+    assert {"pool-ambush", "jibri-rollout", "jibri-pod-deleted"} <= set(result["faults"])

@@ -760,11 +760,16 @@ def test_example_jibri_deployment_fits_the_controller() -> None:
     assert subscriber == f"http://{service}.$(NAMESPACE).svc.cluster.local/webhook/$(POD_NAME)"
     assert container["ports"][0]["containerPort"] == int(env["JIBRI_HEALTH_PORT"])
     assert container["ports"][1]["containerPort"] == int(env["JIBRI_INTERNAL_API_PORT"])
-    # The preStop hook speaks to the same two ports, inside the pod.
+    # The preStop hook asks for the graceful shutdown on the internal API port, inside the pod,
+    # and waits on that same port until Jibri has exited (connection refused: curl's 7), not
+    # on the health API, which may hang or answer garbage while Jibri records.
     [hook] = container["lifecycle"]["preStop"]["exec"]["command"][2:]
-    assert f"127.0.0.1:{env['JIBRI_INTERNAL_API_PORT']}/jibri/api/internal/v1.0/graceful" in hook
-    assert f"127.0.0.1:{env['JIBRI_HEALTH_PORT']}/jibri/api/v1.0/health" in hook
+    internal = f"127.0.0.1:{env['JIBRI_INTERNAL_API_PORT']}"
+    assert f"{internal}/jibri/api/internal/v1.0/graceful" in hook
+    assert f"until curl --silent --output /dev/null --max-time 5 http://{internal}/;" in hook
+    assert "[ $? -eq 7 ]" in hook
     assert "/shutdown" not in hook
+    assert "/health" not in hook
 
 
 def test_example_jibri_conf_fits_the_controller() -> None:

@@ -10,12 +10,14 @@ import pytest
 
 from testbed.chaoscheck import (
     Action,
+    Deletion,
     EndPod,
     Exit,
     Fact,
     Forged,
     History,
     Limits,
+    PoolLimit,
     Probe,
     Silence,
     Sweep,
@@ -69,7 +71,7 @@ def test_a_clean_history_passes_and_reports_its_figures() -> None:
     assert report.figures["worst_seconds"]["expired_to_delete_replica_up"] == 1.0
     assert report.figures["worst_seconds"]["busy_to_detach"] == 1.0
     assert report.per_invariant() == dict.fromkeys(
-        ("I1", "I2", "I3", "I4", "I5", "I6", "I7", "leaks", "testbed"), 0
+        ("I1", "I2", "I3", "I4", "I5", "I6", "I7", "I8", "I9", "leaks", "testbed"), 0
     )
 
 
@@ -92,11 +94,11 @@ def test_i1_a_configured_rule_that_ends_recordings_is_listed_not_failed() -> Non
     assert report.reaped == (("p1", "busy-too-long"),)
 
 
-def test_i1_a_recording_pod_stopped_by_someone_else() -> None:
+def test_i8_a_recording_pod_stopped_by_someone_else() -> None:
     facts = [f for f in recording() if f.event != "status" or f.status != "EXPIRED"]
     facts = [f if f.event != "stopped" else replace(f, status="BUSY") for f in facts]
     history = replace(clean(), facts=[*facts, Fact(0, "started", "p2", labels=IDLE)], writes=[])
-    assert "I1" in invariants(history)
+    assert "I8" in invariants(history)
 
 
 def test_i2_a_finished_pod_never_deleted() -> None:
@@ -251,6 +253,105 @@ def test_a_jibri_whose_resend_died_is_held_to_the_sweepers_bound() -> None:
         **on_purpose,
     )
     assert invariants(never) == ["I2", "leaks"]
+
+
+POOL_IDLE = {**IDLE, "pool": "day"}
+POOL_BUSY = {**BUSY, "pool": "day"}
+RS = "system:kube-controller-manager"
+
+
+def test_i8_a_recording_killed_by_a_replicaset_scale_down_is_named_with_its_deleter() -> None:
+    facts = [
+        Fact(0, "started", "q1", labels=POOL_IDLE),
+        Fact(10, "status", "q1", status="BUSY"),  # silently: its BUSY webhook was lost
+        Fact(11, "terminating", "q1"),
+        Fact(12, "stopped", "q1", status="BUSY"),  # SIGKILLed with its recording
+    ]
+    history = replace(clean(), facts=[*clean().facts, *facts], deletions=[Deletion(11, "q1", RS)])
+    report = check(history)
+    (violation,) = [v for v in report.violations if v.invariant == "I8"]
+    assert violation.pod == "q1"
+    assert RS in violation.message
+
+
+def test_i8_a_recording_deleted_gracefully_goes_on_and_is_counted_as_kept() -> None:
+    facts = [
+        Fact(0, "started", "q1", labels=POOL_IDLE),
+        Fact(10, "status", "q1", status="BUSY"),
+        Fact(10.5, "labels", "q1", labels=POOL_BUSY),
+        Fact(11, "terminating", "q1"),  # a rollout: the preStop hook waits for the recording
+        Fact(30, "status", "q1", status="EXIT"),  # the recording ended; Jibri exited (no EXPIRED)
+        Fact(30.5, "stopped", "q1", status="EXIT"),
+    ]
+    history = replace(
+        clean(),
+        facts=[*clean().facts, *facts],
+        writes=[*clean().writes, Write(10.5, "patch", "q1", 200)],
+        actions=[*clean().actions, Action(10.5, "a", "q1", "detach", "busy-reported", "done")],
+        deletions=[Deletion(11, "q1", RS)],
+    )
+    report = check(history)
+    assert report.ok, report.violations
+    assert report.figures["deleted_while_recording_and_kept"] == 1
+
+
+def _pool_history(*facts: Fact, detached: tuple[float, ...] = (), max_total: int = 2) -> History:
+    """Pool "day" at its budget (d1, d2), d1 found recording and detached at each of
+    ``detached`` (the writes), plus ``facts``."""
+    busy = [Fact(19.5, "status", "d1", status="BUSY")] if detached else []
+    return replace(
+        clean(),
+        facts=[
+            *clean().facts,
+            Fact(0, "created", "d1", labels=POOL_IDLE),
+            Fact(0, "created", "d2", labels=POOL_IDLE),
+            *busy,
+            *facts,
+        ],
+        writes=[*clean().writes, *(Write(t, "patch", "d1", 200, "detach") for t in detached)],
+        pools=[PoolLimit("day", max_total=max_total, period=1.0)],
+        end_pods=[*clean().end_pods, EndPod("d2", POOL_IDLE, "IDLE")],
+    )
+
+
+def test_i9_one_pod_over_the_budget_after_a_detach_is_allowed_and_measured() -> None:
+    history = _pool_history(
+        Fact(20, "created", "d3", labels=POOL_IDLE),  # the replacement of d1, detached at 20
+        Fact(22.5, "terminating", "d3"),  # the pool lowered its replicas
+        Fact(23, "stopped", "d3", status="IDLE"),
+        detached=(20,),
+    )
+    report = check(history)
+    assert "I9" not in invariants(history), report.violations
+    assert report.figures["worst_seconds"]["over_budget"] == 2.5
+    assert (report.figures["over_budget_times"], report.figures["over_budget_pods"]) == (1, 1)
+
+
+def test_i9_over_the_budget_without_a_detach_or_for_too_long_or_by_more_than_the_detaches() -> None:
+    no_detach = _pool_history(
+        Fact(20, "created", "d3", labels=POOL_IDLE),
+        Fact(21, "terminating", "d3"),
+    )
+    assert "I9" in invariants(no_detach)
+    too_long = _pool_history(
+        Fact(20, "created", "d3", labels=POOL_IDLE),
+        Fact(40, "terminating", "d3"),  # 20 s over: more than the period (1) and the slack (5)
+        detached=(20,),
+    )
+    assert "I9" in invariants(too_long)
+    two_over = _pool_history(
+        Fact(20, "created", "d3", labels=POOL_IDLE),
+        Fact(20.2, "created", "d4", labels=POOL_IDLE),
+        Fact(21, "terminating", "d3"),
+        Fact(21, "terminating", "d4"),
+        detached=(20,),
+    )
+    report = check(two_over)
+    assert "I9" in invariants(two_over)
+    assert any("4 pods, maxTotal 2, 1 detached" in v.message for v in report.violations)
+    # An API outage over the span lengthens the allowance by its length.
+    outage = replace(too_long, faults=[Window("proxy-outage", 19, 35)])
+    assert "I9" not in invariants(outage)
 
 
 def test_events_around_show_the_pod_and_the_faults() -> None:

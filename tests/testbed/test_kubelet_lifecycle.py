@@ -37,7 +37,7 @@ def test_exec_hooks_reach_the_pods_own_address() -> None:
     hook = jibri_lifecycle()["preStop"]["exec"]["command"]
     script = in_pod(hook[2], "127.9.0.7")
     assert "http://127.9.0.7:3333/jibri/api/internal/v1.0/gracefulShutdown" in script
-    assert "http://127.9.0.7:2222/jibri/api/v1.0/health" in script
+    assert "http://127.9.0.7:3333/;" in script  # waits on the internal API
     assert "127.0.0.1" not in script
     assert in_pod("curl localhost:2222 127.0.0.10", "127.9.0.7") == (
         "curl 127.9.0.7:2222 127.0.0.10"
@@ -108,6 +108,26 @@ async def test_a_deleted_pod_lets_its_recording_finish(
     took = time.monotonic() - ended
     assert took < 10, took  # the hook's poll (2 s) and the exit, not the grace period
     print(f"\nrecording end -> pod gone: {took:.1f} s")
+
+
+@pytest.mark.parametrize("health", ["hang", "garbage", "blackhole"])
+async def test_a_health_api_gone_wrong_does_not_end_the_wait_for_a_recording(
+    api: ApiClient, namespace: str, kubelet: KubeletThread, health: str
+) -> None:
+    """The hook waits for Jibri to exit, not for its health API to fail: a recording pod
+    deleted while its health API hangs, answers garbage or swallows connections still records
+    to its end (a hook that polled the health API let SIGTERM kill it at once)."""
+    pod = await one_ready_pod(api, namespace, with_hook(1, grace=120))
+    name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+    assert await post(ip, JIBRI_PORT, "/jibri/api/v1.0/startService", {"sessionId": "s"}) == 200
+    jibri = kubelet.jibri(name, namespace)
+    kubelet.call(jibri.set_health_mode(health))
+    await CoreV1Api(api).delete_namespaced_pod(name, namespace)
+    await asyncio.sleep(8)  # a few of the hook's polls
+    assert not await gone(api, namespace, name)  # held by its hook
+    assert jibri.busy_status.value == "BUSY"  # still recording
+    kubelet.call(jibri.stop_recording())
+    await eventually(lambda: gone(api, namespace, name), limit=30, what="the pod to go")
 
 
 async def test_the_grace_period_ends_a_recording_that_outlasts_it(
