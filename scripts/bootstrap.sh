@@ -28,10 +28,13 @@ fi
 
 # Debian packages, installed only when their command is missing: promtool and prometheus (the
 # alert rules and the monitoring end-to-end test), buildah, mmdebstrap, podman and runc (the
-# image: built without a daemon, run as a controller replica).
+# image: built without a daemon, run as a controller replica), and for the real Jibri
+# (scripts/build-jibri.sh, testbed/realjibri.py) Java 17 and Maven to build it, Chromium and
+# chromedriver for its recordings, iproute2 and nftables for its pods' network namespaces.
 missing=()
 for pair in promtool:prometheus prometheus:prometheus buildah:buildah mmdebstrap:mmdebstrap \
-  podman:podman runc:runc; do
+  podman:podman runc:runc java:openjdk-17-jdk-headless mvn:maven chromium:chromium \
+  chromedriver:chromium-driver ip:iproute2 nft:nftables; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if [[ ${#missing[@]} -gt 0 ]]; then

@@ -12,10 +12,11 @@ echo "== lint, format, types, import contracts"
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/lint-imports --no-cache >/dev/null
-echo "== control plane, helm, kubectl, kubeconform and its schemas, the image (built once, then cached)"
+echo "== control plane, helm, kubectl, kubeconform and its schemas, the image, the real Jibri (built once, then cached)"
 scripts/build-control-plane.sh >/dev/null
 scripts/build-kubectl.sh >/dev/null
 scripts/build-tools.sh >/dev/null
 scripts/build-image.sh >/dev/null
+scripts/build-jibri.sh >/dev/null
 echo "== tests (two workers, each taking whole files, the longest first: tests/conftest.py)"
 exec .venv/bin/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder "$@"

@@ -131,6 +131,10 @@ async def apply(api: k8s.ApiClient, docs: Sequence[Mapping[str, Any]]) -> None:
             await apps.create_namespaced_deployment(ns, doc)
         elif kind == "Namespace":
             await core.create_namespace(doc)
+        elif kind == "ConfigMap":
+            await core.create_namespaced_config_map(ns, doc)
+        elif kind == "Secret":
+            await core.create_namespaced_secret(ns, doc)
         elif kind == "JibriPool":
             group, _, version = doc["apiVersion"].partition("/")
             await k8s.CustomObjectsApi(api).create_namespaced_custom_object(

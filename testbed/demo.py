@@ -11,6 +11,12 @@ was live, a pod touched that should not have been, or spares that never came bac
 
     scripts/demo.sh                   # a 90 s scenario (about 100 s in all), out/demo-timeline.png
     scripts/demo.sh --fast --seed 3   # a 25 s scenario (about 35 s in all)
+    scripts/demo.sh --real-jibri      # real Jibris built from source (testbed/realjibri.py)
+
+With ``--real-jibri`` the spares are deploy/jibri/'s pods run as real Jibris, each in a network
+namespace of its own, recording a fake meeting in headless Chromium: fewer and longer
+recordings, no crash (the fake kubelet does not restart a real Jibri's container), and the lost
+EXPIRED is lost for real (the pod's network drops its packets to the controller).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import orjson
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from testbed import realjibri
 from testbed.cluster import (
     BUSY_LABELS,
     DEPLOY,
@@ -67,7 +74,7 @@ from testbed.cluster import (
 )
 from testbed.controlplane import ControlPlane
 from testbed.kube import abort_stream, new_api_client
-from testbed.kubelet import run_in_thread
+from testbed.kubelet import KubeletThread, run_in_thread
 from testbed.ports import listen_port
 
 __all__ = ["main"]
@@ -87,6 +94,11 @@ SPARE_WAIT = 10.0
 """How long a recording waits for an idle Jibri before it is turned away."""
 RECOVERY_GRACE = 20.0
 """After the scenario, how long the pool may take to return to its target."""
+REAL_DEFAULT_DURATION = 150.0
+REAL_EVERY = 25.0
+"""With real Jibris, a recording every this many seconds (each takes a JVM and a browser)."""
+REAL_RECOVERY_GRACE = 90.0
+"""Real replacements start one after another, a JVM each."""
 STATUS_EVERY = 1.0
 
 EXIT_OK, EXIT_VIOLATION, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -114,24 +126,27 @@ class PlannedRecording:
     fate: Fate
 
 
-def make_plan(duration: float, rng: random.Random) -> list[PlannedRecording]:
+def make_plan(
+    duration: float, rng: random.Random, *, every: float = 7.0, crash: bool = True
+) -> list[PlannedRecording]:
     """About one recording per 7 s, arriving over the first 70 % of ``duration`` (one in each
     of as many equal slots, at a random moment of its slot), each 10-30 % of ``duration`` long
     and over by 85 %: the rest shows the pool at rest.
 
     The second recording loses its EXPIRED webhook and a later one crashes; both end by 75 %,
-    so the sweeper (every SWEEP_INTERVAL seconds) acts within the scenario.
+    so the sweeper (every SWEEP_INTERVAL seconds) acts within the scenario. With ``every``, one
+    per that many seconds instead; without ``crash``, none crashes.
     """
-    count = max(5, round(duration / 7))
+    count = max(5 if crash else 3, round(duration / every))
     first, last = 0.06 * duration, 0.7 * duration
     slot = (last - first) / count
     arrivals = [rng.uniform(first + i * slot, first + (i + 1) * slot) for i in range(count)]
     for i in range(1, count):  # at most one arrival per 0.6 s: three spares are enough
         arrivals[i] = max(arrivals[i], arrivals[i - 1] + 0.6)
-    crash = rng.randrange(2, count - 1)
+    crashing = rng.randrange(2, count - 1) if crash else -1
     plan = []
     for i, start in enumerate(arrivals):
-        fate = Fate.WEBHOOK_LOST if i == 1 else Fate.CRASHES if i == crash else Fate.FINISHES
+        fate = Fate.WEBHOOK_LOST if i == 1 else Fate.CRASHES if i == crashing else Fate.FINISHES
         latest = (0.85 if fate is Fate.FINISHES else 0.75) * duration
         length = rng.uniform(0.1 * duration, 0.3 * duration)
         end = max(start + 0.08 * duration, min(start + length, latest))
@@ -424,6 +439,7 @@ class Options:
     duration: float
     seed: int
     out: Path
+    real_jibri: bool = False
 
 
 class Demo:
@@ -432,7 +448,10 @@ class Demo:
         self.console = Console()
         self.outcome = Outcome()
         self.rng = random.Random(options.seed)
-        self.plan = make_plan(options.duration, self.rng)
+        if options.real_jibri:
+            self.plan = make_plan(options.duration, self.rng, every=REAL_EVERY, crash=False)
+        else:
+            self.plan = make_plan(options.duration, self.rng)
         self.recordings = {p.id: Recording(p) for p in self.plan}
         self.controllers: list[ControllerProcess] = []
         self.claimed: set[str] = set()
@@ -440,6 +459,8 @@ class Demo:
         self.watch: PodWatch | None = None
         self.jwt: JibriJwt | None = None
         self.tails: dict[str, LogTail] = {}
+        self.kubelet: KubeletThread | None = None
+        self.kid = realjibri.deploy_jwt_info()[0] if options.real_jibri else KID
 
     # -- lifecycle (synchronous: the plane and the kubelet thread live outside the event loop)
 
@@ -458,10 +479,14 @@ class Demo:
                 f"control plane up in {time.monotonic() - started:.1f} s at {plane.server} "
                 "(etcd, kube-apiserver, kube-controller-manager)"
             )
-            with run_in_thread(plane.admin_kubeconfig, NAMESPACE):
-                self.console.setup(
-                    f"fake kubelet runs the pods of {NAMESPACE} on loopback addresses"
+            with run_in_thread(plane.admin_kubeconfig, NAMESPACE) as kubelet:
+                self.kubelet = kubelet
+                where = (
+                    "as real Jibris, each in a network namespace of its own"
+                    if self.options.real_jibri
+                    else "on loopback addresses"
                 )
+                self.console.setup(f"fake kubelet runs the pods of {NAMESPACE} {where}")
                 code = asyncio.run(self._main(plane))
         except (KeyboardInterrupt, asyncio.CancelledError):
             self.console.line("\ninterrupted: cleaning up")
@@ -535,7 +560,7 @@ class Demo:
         ]
         keys = make_webhook_keys(
             self.workdir,
-            kid=KID,
+            kid=self.kid,
             issuer=written.get("JWT_ISSUER", "jibri"),
             audience=written.get("JWT_AUDIENCE", "jibri-pod-controller"),
         )
@@ -545,7 +570,7 @@ class Demo:
             "KUBECONFIG": f"<the ServiceAccount {service_account_user(NAMESPACE)}>",
             "PORT": "<a free port each>",
             "JIBRI_HEALTH_PORT": str(JIBRI_PORT),
-            "JWT_KEYS_DIR": f"<a temp dir: fresh RSA public key {KID}.pem>",
+            "JWT_KEYS_DIR": f"<a temp dir: fresh RSA public key {self.kid}.pem>",
             "SWEEP_INTERVAL": str(SWEEP_INTERVAL),
         }
         source = DEPLOY.relative_to(REPO) / "deployment.yaml"
@@ -602,17 +627,35 @@ class Demo:
 
     async def _deploy_jibris(self, api: k8s.ApiClient) -> None:
         webhook = next(c for c in self.controllers if c.name == WEBHOOK_REPLICA)
-        doc = jibri_deployment(
-            namespace=NAMESPACE,
-            replicas=SPARES,
-            subscribers=[webhook.webhook_base()],
-            status_period=STATUS_PERIOD,
-            jwt=self.jwt,
-        )
-        self.console.setup(
-            f"Deployment jibri: {SPARES} simulated Jibris selected by app=jibri,state=idle, "
-            f"status webhook every {STATUS_PERIOD:g} s, signed RS256 like Jibri's jwt-info"
-        )
+        assert self.jwt is not None
+        if self.options.real_jibri:
+            assert self.kubelet is not None
+            gateway = await asyncio.to_thread(self.kubelet.kubelet.real_jibris.gateway)
+            docs = realjibri.deploy_objects(
+                namespace=NAMESPACE,
+                subscriber=f"http://{gateway}:{webhook.port}/webhook/$(POD_NAME)",
+                signing_key=self.jwt.key_path.read_bytes(),
+                replicas=SPARES,
+            )
+            self.console.setup(
+                f"deploy/jibri/: {SPARES} real Jibris (scripts/build-jibri.sh) selected by "
+                f"app=jibri,state=idle, jibri.conf from its ConfigMap, its signing key from its "
+                f"Secret; webhooks to {gateway}, the host on the pods' network"
+            )
+        else:
+            docs = [
+                jibri_deployment(
+                    namespace=NAMESPACE,
+                    replicas=SPARES,
+                    subscribers=[webhook.webhook_base()],
+                    status_period=STATUS_PERIOD,
+                    jwt=self.jwt,
+                )
+            ]
+            self.console.setup(
+                f"Deployment jibri: {SPARES} simulated Jibris selected by app=jibri,state=idle, "
+                f"status webhook every {STATUS_PERIOD:g} s, signed RS256 like Jibri's jwt-info"
+            )
         self.console.setup(
             f"Jibri webhooks go to {WEBHOOK_REPLICA} only: a Service sends each request to one "
             "replica, and this demo has no Service, so it pins them to one; the sweeper runs "
@@ -624,13 +667,14 @@ class Demo:
             "+ the scenario, * a controller, ! a problem"
         )
         self.console.start_clock()
-        await apply(api, [doc])
+        await apply(api, docs)
         assert self.watch is not None
 
         async def ramped() -> bool:
             return self.outcome.ramp_done is not None
 
-        await wait_until(ramped, timeout=60, interval=0.05, what=f"{SPARES} ready spares")
+        ramp = 240 if self.options.real_jibri else 60  # real Jibris start one after another
+        await wait_until(ramped, timeout=ramp, interval=0.05, what=f"{SPARES} ready spares")
 
     # -- the scenario
 
@@ -666,6 +710,17 @@ class Demo:
             )
             await self._call(rec, jibri_call(rec.ip, "/_sim/crash"), "POST /_sim/crash")
             return
+        if plan.fate is Fate.WEBHOOK_LOST and self.options.real_jibri:
+            await self._block_webhooks(rec)
+            self.outcome.marks.append(Mark(now(), "lost", plan.id))
+            self.console.at(
+                now(),
+                f"+ {plan.id} stops, but the EXPIRED webhook from {rec.pod} is lost (its pod's "
+                "network drops its packets to the controller); the sweeper has to notice",
+            )
+            # The sweeper may delete the pod before Jibri answers (its webhooks time out).
+            await self._call(rec, self._stop(rec.ip), "stopService", gone_ok=True)
+            return
         if plan.fate is Fate.WEBHOOK_LOST:
             body = {"enabled": False}
             await self._call(rec, jibri_call(rec.ip, "/_sim/webhooks", body), "POST /_sim/webhooks")
@@ -680,14 +735,34 @@ class Demo:
             self.console.at(
                 now(), f"+ {plan.id} stops after {now() - (rec.started or 0):.0f} s (stopService)"
             )
-        await self._call(rec, stop_recording(rec.ip), "stopService")
+        await self._call(rec, self._stop(rec.ip), "stopService")
 
-    async def _call(self, rec: Recording, call: Awaitable[int], what: str) -> None:
-        """A request to the Jibri of a live recording: it must be there and say yes."""
+    def _stop(self, ip: str) -> Awaitable[int]:
+        if self.options.real_jibri:
+            return realjibri.api_call(ip, "stopService")
+        return stop_recording(ip)
+
+    async def _block_webhooks(self, rec: Recording) -> None:
+        """A real Jibri's network drops its packets to the controller that gets webhooks."""
+        assert self.kubelet is not None
+        assert rec.pod is not None
+        kubelet = self.kubelet
+        webhook = next(c for c in self.controllers if c.name == WEBHOOK_REPLICA)
+        jibri = kubelet.kubelet.real_jibris.get(NAMESPACE, rec.pod)
+        gateway = kubelet.kubelet.real_jibris.gateway()
+        await asyncio.to_thread(kubelet.call, jibri.block_webhooks(gateway, webhook.port))
+
+    async def _call(
+        self, rec: Recording, call: Awaitable[int], what: str, *, gone_ok: bool = False
+    ) -> None:
+        """A request to the Jibri of a live recording: it must be there and say yes (or, with
+        ``gone_ok``, its pod may be deleted meanwhile, taking the answer with it)."""
         try:
             code = await call
-        except OSError as exc:  # the pod (and its Jibri) is gone
-            self._violation(f"{what} on {rec.pod} ({rec.plan.id}) failed: {exc}")
+        except (OSError, aiohttp.ClientError, TimeoutError) as exc:  # the pod (and Jibri) gone
+            if gone_ok and self._leaving(rec):
+                return
+            self._violation(f"{what} on {rec.pod} ({rec.plan.id}) failed: {exc!r}")
             return
         if code != 200:
             self._violation(f"{what} on {rec.pod} ({rec.plan.id}) answered {code}")
@@ -707,8 +782,8 @@ class Demo:
             rec.state, rec.started = RecState.LIVE, self.console.now()
             self.outcome.marks.append(Mark(rec.started, "start", rec.plan.id))
             try:
-                code = await start_recording(pod.ip, rec.plan.id)
-            except OSError as exc:  # deleted meanwhile: try another
+                code = await self._start_call(pod.ip, rec.plan.id)
+            except (OSError, aiohttp.ClientError, TimeoutError) as exc:  # deleted: another
                 code = 0
                 log.debug("startService on %s failed: %s", pod.name, exc)
             if code == 200:
@@ -727,11 +802,27 @@ class Demo:
             self.outcome.marks.pop()
         return False
 
+    def _leaving(self, rec: Recording) -> bool:
+        """The recording's pod is gone or being deleted."""
+        if rec.uid is None or self.watch is None:
+            return False
+        pod = self.watch.pods.get(rec.uid)
+        return pod is None or pod.deleting
+
+    async def _start_call(self, ip: str, session_id: str) -> int:
+        if not self.options.real_jibri:
+            return await start_recording(ip, session_id)
+        assert self.kubelet is not None
+        meeting = self.kubelet.kubelet.real_jibris.meeting_root
+        body = realjibri.call_params(meeting, session_id=session_id)
+        return await realjibri.api_call(ip, "startService", body)
+
     async def _recover(self) -> None:
         """Wait for the end of the scenario, then for the pool to be back at its target."""
         await self._sleep_until(self.options.duration)
         assert self.watch is not None
-        deadline = self.options.duration + RECOVERY_GRACE
+        grace = REAL_RECOVERY_GRACE if self.options.real_jibri else RECOVERY_GRACE
+        deadline = self.options.duration + grace
         while True:
             spare, busy, _ = self.watch.counts()
             used = {r.uid for r in self.recordings.values() if r.uid is not None}
@@ -740,7 +831,7 @@ class Demo:
                 return
             if self.console.now() > deadline:
                 self._violation(
-                    f"the pool did not recover within {RECOVERY_GRACE:g} s of the scenario's "
+                    f"the pool did not recover within {grace:g} s of the scenario's "
                     f"end: {spare} spare, {busy} busy, {len(left)} used pods still there"
                 )
                 return
@@ -1007,7 +1098,8 @@ class Demo:
 
     def _plot(self) -> Path:
         title = (
-            f"jibri-pod-controller demo: {SPARES} spare Jibris, "
+            f"jibri-pod-controller demo: {SPARES} spare "
+            f"{'real ' if self.options.real_jibri else ''}Jibris, "
             f"{sum(r.pod is not None for r in self.recordings.values())} recordings "
             f"(seed {self.options.seed}, {self.options.duration:g} s)"
         )
@@ -1233,6 +1325,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         f"{FAST_DURATION:g} with --fast)",
     )
     parser.add_argument("--fast", action="store_true", help="a shorter run, as the tests use")
+    parser.add_argument(
+        "--real-jibri",
+        action="store_true",
+        help="real Jibris built from source (scripts/build-jibri.sh) instead of simulated ones: "
+        f"a recording every {REAL_EVERY:g} s, none crashes (default duration "
+        f"{REAL_DEFAULT_DURATION:g} s; needs root, Chromium and nftables)",
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed of the scenario (default 7)")
     parser.add_argument(
         "--out",
@@ -1243,10 +1342,14 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     args = parser.parse_args(argv)
     duration = args.duration
     if duration is None:
-        duration = FAST_DURATION if args.fast else DEFAULT_DURATION
-    if duration < 20:
-        parser.error("--duration must be at least 20 seconds")
-    return Options(duration=duration, seed=args.seed, out=args.out.resolve())
+        fast = FAST_DURATION if args.fast else DEFAULT_DURATION
+        duration = REAL_DEFAULT_DURATION if args.real_jibri and not args.fast else fast
+    least = 3 * REAL_EVERY if args.real_jibri else 20
+    if duration < least:
+        parser.error(f"--duration must be at least {least:g} seconds")
+    return Options(
+        duration=duration, seed=args.seed, out=args.out.resolve(), real_jibri=args.real_jibri
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,9 @@ pod whose first container sets `SIM_READY_DELAY_SECONDS` (or any pod, with the k
 `ready_delay`) stays not Ready, its Jibri not started, for that many seconds (plus up to
 `SIM_READY_JITTER_SECONDS`, uniformly): a Jibri whose Chrome takes its time. Before all this,
 a pod whose first container sets `SIM_PENDING_SECONDS` stays Pending (no address, no
-container) for that long, as a real node's scheduling and container start keep it.
+container) for that long, as a real node's scheduling and container start keep it. A pod
+annotated `testbed.jibri-pod-controller.io/real-jibri: "true"` runs a real Jibri instead (a
+`RealJibri` runner), on an address of its own network namespace (`testbed.realjibri`).
 
 A pod's Jibri is run as a container's process (a `JibriRunner`: start, signal, an exit code to
 await, a command to exec in its context). When its process ends by itself (a Jibri that shut
@@ -69,6 +71,7 @@ from kubernetes_asyncio.client import ApiClient, CoreV1Api, V1DeleteOptions, V1P
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from testbed.kube import abort_stream, api_status, new_api_client
+from testbed.realjibri import HEALTH_PORT, RealJibris, wants_real_jibri
 from testbed.simjibri import SimJibri, SimJibriConfig, config_from_env
 
 __all__ = [
@@ -334,6 +337,8 @@ class _Pod:
     """Set when the pod is gone from the API while still terminating: no grace is left."""
     crash_loop: bool = False
     """Its container dies as soon as it is restarted (see `FakeKubelet.crash_loop`)."""
+    manifest: dict[str, Any] | None = None
+    """The pod as listed, if it asks for a real Jibri (`testbed.realjibri`)."""
 
     @property
     def simulated(self) -> bool:
@@ -476,6 +481,8 @@ class FakeKubelet:
         self._watcher: asyncio.Task[None] | None = None
         self._synced = asyncio.Event()
         self._closed = False
+        self.real_jibris = RealJibris()
+        """Pods annotated for a real Jibri (`testbed.realjibri`) run one of these."""
 
     # -- lifecycle
 
@@ -508,6 +515,7 @@ class FakeKubelet:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for pod in list(self._pods.values()):
             await self._stop_jibri(pod)
+        await self.real_jibris.close()
         self._pods.clear()
         self._by_name.clear()
         if self._owns_api and self._api is not None:
@@ -544,6 +552,8 @@ class FakeKubelet:
         pod = self._pod(name, namespace)
         if pod.jibri is not None:
             return pod.ip, pod.jibri.port
+        if pod.manifest is not None:
+            return pod.ip, HEALTH_PORT
         port = pod.env.get(self.health_port_env, "").strip()
         return pod.ip, int(port) if port.isdigit() else None
 
@@ -715,6 +725,7 @@ class FakeKubelet:
             env=_plain_env(obj),
             labels=dict(meta.get("labels") or {}),
             spec=_Spec.of(obj),
+            manifest=dict(obj) if wants_real_jibri(obj) else None,
         )
         self._pods[uid] = pod
         self._by_name[(pod.namespace, pod.name)] = uid
@@ -749,6 +760,8 @@ class FakeKubelet:
                     await asyncio.wait_for(pod.gone.wait(), pending)
                 if pod.terminating:
                     return
+            if pod.manifest is not None:
+                pod.ip = self.real_jibris.allocate()  # on the pods' network, not loopback
             delay = pod.ready_delay(self.ready_delay)
             if pod.spec.pre_stop:
                 await self._bind(pod)
@@ -768,7 +781,7 @@ class FakeKubelet:
                     await asyncio.wait_for(pod.gone.wait(), delay)
                 if pod.terminating:
                     return
-            if pod.simulated:
+            if pod.simulated or pod.manifest is not None:
                 await self._start_jibri(pod)
             pod.running_since = pod.ready_since = _now()
             await self._report(pod)
@@ -834,6 +847,11 @@ class FakeKubelet:
             runner = pod.runner
 
     async def _start_jibri(self, pod: _Pod) -> None:
+        if pod.manifest is not None:
+            real = await self.real_jibris.runner(pod.manifest, address=pod.ip, core=self._core)
+            pod.runner = real
+            await real.start()
+            return
         for attempt in range(1, BIND_ATTEMPTS + 1):
             config = config_from_env(pod.name, pod.ip, pod.env)
             # Known before it starts, so that a stop during start-up closes it too.
@@ -1007,6 +1025,8 @@ class FakeKubelet:
                 await pod.runner.close()
             except Exception:
                 log.exception("stopping the Jibri of pod %s/%s failed", pod.namespace, pod.name)
+        if pod.manifest is not None and not pod.stopped.is_set():
+            await self.real_jibris.release(pod.uid)  # its network namespace
         pod.stopped.set()
 
     async def _finalize(self, namespace: str, name: str, uid: str) -> None:

@@ -15,6 +15,7 @@ LONGEST_FIRST = (
     "tests/testbed/test_pool_demo.py",
     "tests/e2e/test_pool_demand.py",
     "tests/e2e/test_chaos.py",
+    "tests/e2e/test_real_jibri.py",
     "tests/e2e/test_controller.py",
     "tests/e2e/test_packaging.py",
     "tests/e2e/test_helm.py",
