@@ -196,7 +196,7 @@ class SimRunner:
         self,
         config: SimJibriConfig,
         *,
-        on_restart: Callable[[int], Awaitable[None]],
+        on_restart: Callable[[int], Awaitable[bool]],
         on_change: Callable[[str, float], None],
     ) -> None:
         self.address = config.host
@@ -893,11 +893,14 @@ class FakeKubelet:
 
         return on_change
 
-    def _restart_hook(self, pod: _Pod) -> Callable[[int], Awaitable[None]]:
-        async def on_restart(restart_count: int) -> None:
+    def _restart_hook(self, pod: _Pod) -> Callable[[int], Awaitable[bool]]:
+        async def on_restart(restart_count: int) -> bool:
             # A crash and a quick restart keep the pod (and its address); only the container
             # status changes. Awaited before the restarted Jibri reports again, so the API
-            # shows the restart first, as with a real kubelet.
+            # shows the restart first, as with a real kubelet. A terminating pod's container
+            # is never restarted: its crashed Jibri stays dead, and the pod goes.
+            if pod.terminating:
+                return False
             now = _now()
             pod.last_exit = _Exit(1, pod.running_since or pod.started_at, now)
             pod.running_since = now
@@ -906,6 +909,7 @@ class FakeKubelet:
                 await self._report(pod)
             except (ApiException, aiohttp.ClientError, TimeoutError):
                 log.exception("reporting the restart of pod %s/%s failed", pod.namespace, pod.name)
+            return True
 
         return on_restart
 

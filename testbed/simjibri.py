@@ -93,6 +93,8 @@ DEFAULT_EXIT_DELAY: Final = 5.0
 EXIT_GRACEFUL: Final = 255
 """Jibri's exit code for "do not restart me" (graceful shutdown and shutdown)."""
 EXIT_CONFIG_CHANGED: Final = 0
+EXIT_CRASHED: Final = 1
+"""The exit code of a crashed process that is not restarted."""
 DEFAULT_STATUS_PERIOD: Final = 60.0
 DEFAULT_JWT_TTL: Final = 24 * 3600
 # jicoco's JwtInfo raises any configured ttl below ten minutes to ten minutes.
@@ -101,7 +103,7 @@ WEBHOOK_TIMEOUT: Final = 2.0
 HUGE_BODY_BYTES: Final = 8 * 1024 * 1024
 _SHUTDOWN_GRACE: Final = 0.5
 
-OnRestart = Callable[[int], Awaitable[None]]
+OnRestart = Callable[[int], Awaitable[bool | None]]
 OnChange = Callable[[str, float], None]
 OnExit = Callable[[int], None]
 Clock = Callable[[], float]
@@ -517,8 +519,10 @@ class SimJibri:
     """One simulated Jibri container (see the module docstring).
 
     ``on_restart(restart_count)`` is awaited after each simulated crash, before the restarted
-    process reports IDLE. ``clock`` gives the JWT issue time (a clock in the past yields tokens
-    that are already expired). With ``refresh_token_on_restart`` a restart re-reads the key file
+    process reports IDLE; it answers False when the container is not restarted (the kubelet
+    restarts no container of a terminating pod): the process then stays dead and exits.
+    ``clock`` gives the JWT issue time (a clock in the past yields tokens that are already
+    expired). With ``refresh_token_on_restart`` a restart re-reads the key file
     and signs a new token, as a real process start does.
 
     Ground truth: ``history`` lists every change of ``busyStatus`` as ``(wall time, status)``,
@@ -1021,12 +1025,17 @@ class SimJibri:
         self._busy_status = BusyStatus.IDLE
         self._record("CRASH")
         self._restart_count += 1
+        restart: bool | None = None
         try:
             if self._on_restart is not None:
-                await self._on_restart(self._restart_count)
+                restart = await self._on_restart(self._restart_count)
         finally:
             if not self._stopped:
-                self._boot(sign=self._refresh_token_on_restart)
+                if restart is False:
+                    self._restart_count -= 1  # no new process: the crashed one stays dead
+                    self._begin_exit(EXIT_CRASHED)
+                else:
+                    self._boot(sign=self._refresh_token_on_restart)
 
     async def set_health_mode(self, mode: HealthMode | str) -> None:
         """Change how health requests are answered; leaving ``blackhole`` restores the API."""

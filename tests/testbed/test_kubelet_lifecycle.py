@@ -130,6 +130,27 @@ async def test_a_health_api_gone_wrong_does_not_end_the_wait_for_a_recording(
     await eventually(lambda: gone(api, namespace, name), limit=30, what="the pod to go")
 
 
+async def test_a_terminating_pods_crashed_jibri_is_not_restarted_and_the_pod_goes(
+    api: ApiClient, namespace: str, kubelet: KubeletThread
+) -> None:
+    """A kubelet restarts no container of a terminating pod: a Jibri that crashes while its
+    pod's hook waits for the recording stays dead, and the pod goes at once (not at the end
+    of its grace period, still held by a restarted, idle Jibri)."""
+    pod = await one_ready_pod(api, namespace, with_hook(1, grace=120))
+    name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+    assert await post(ip, JIBRI_PORT, "/jibri/api/v1.0/startService", {"sessionId": "s"}) == 200
+    jibri = kubelet.jibri(name, namespace)
+    await CoreV1Api(api).delete_namespaced_pod(name, namespace)
+    await asyncio.sleep(3)
+    assert not await gone(api, namespace, name)  # held by its hook
+    crashed = time.monotonic()
+    kubelet.call(jibri.crash())
+    await eventually(lambda: gone(api, namespace, name), limit=30, what="the pod to go")
+    assert time.monotonic() - crashed < 15
+    assert jibri.restart_count == 0
+    assert [s for _, s in jibri.history][-2:] == ["CRASH", "EXIT"]
+
+
 async def test_the_grace_period_ends_a_recording_that_outlasts_it(
     api: ApiClient, namespace: str, kubelet: KubeletThread
 ) -> None:
