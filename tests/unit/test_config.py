@@ -50,7 +50,7 @@ def test_defaults() -> None:
     assert s.check_source_ip is True
     assert s.check_jibri_id is True
     assert s.max_body_bytes == 16384
-    assert s.read_timeout == 1.0
+    assert s.read_timeout == 1.9
     assert s.rate_limit == 5
     assert s.shutdown_drain == 5
     assert s.shutdown_timeout == 10

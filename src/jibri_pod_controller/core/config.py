@@ -426,8 +426,10 @@ class Settings:
     read_timeout: float = setting(
         "WEBHOOK_READ_TIMEOUT",
         Number(0.05, 1.9),
-        "1.0",
-        help="Seconds to receive a webhook's body.",
+        "1.9",
+        help="Seconds to receive a webhook's body, the token already checked. Just under "
+        "Jibri's own 2 s: a Jibri whose JVM has just started can take over a second to send "
+        "the body of its first webhook.",
     )
     idle_timeout: float = setting(
         "WEBHOOK_IDLE_TIMEOUT",
