@@ -59,6 +59,7 @@ import aiohttp
 import jwt
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -497,12 +498,58 @@ async def _let_accepts_settle() -> None:
         await asyncio.sleep(0)
 
 
-async def _drop_connections(runner: web.AppRunner | None) -> None:
-    """Close a server's HTTP connections; a request being answered gets a short grace period."""
-    server = runner.server if runner is not None else None
-    if server is not None:
-        server.pre_shutdown()
-        await server.shutdown(_SHUTDOWN_GRACE)
+class _Connections:
+    """One HTTP server's connections, as its protocol factory made them, so that every one of
+    them can be closed. aiohttp's ``Server.shutdown`` closes only those it knows when it starts,
+    and a handler closed before its connection was made has no transport to close yet: when
+    the connection then arrives, the handler sees itself closed and leaves the transport open
+    (its socket left to the garbage collector: a ResourceWarning in whichever test ran then).
+    So a handler is kept until its connection has come and gone, and a close looks again a
+    moment later for connections that arrived meanwhile."""
+
+    LATE = 1.0
+    """Seconds after a close to look again for connections made since."""
+
+    def __init__(self, runner: web.AppRunner) -> None:
+        self._runner = runner
+        self._handlers: set[RequestHandler] = set()
+        self._connected: set[RequestHandler] = set()
+        """Handlers whose connection was seen made: once it is gone, they are done."""
+
+    def __call__(self) -> RequestHandler:
+        server = self._runner.server
+        assert server is not None, "the runner is set up before it listens"
+        self._forget_finished()
+        handler = server()
+        self._handlers.add(handler)
+        return handler
+
+    def _forget_finished(self) -> None:
+        for handler in list(self._handlers):
+            if handler.transport is not None:
+                self._connected.add(handler)
+            elif handler in self._connected:
+                self._handlers.discard(handler)
+                self._connected.discard(handler)
+
+    async def drop(self) -> None:
+        """Close them all; a request being answered gets a short grace period."""
+        server = self._runner.server
+        if server is not None:
+            server.pre_shutdown()
+            await server.shutdown(_SHUTDOWN_GRACE)
+        self.close()
+
+    def close(self) -> None:
+        for handler in self._handlers:
+            handler.force_close()
+        asyncio.get_running_loop().call_later(self.LATE, self._close_late)
+
+    def _close_late(self) -> None:
+        for handler in self._handlers:
+            if handler.transport is not None and not handler.transport.is_closing():
+                handler.force_close()
+        self._forget_finished()
 
 
 # --------------------------------------------------------------------------- the simulator
@@ -565,6 +612,8 @@ class SimJibri:
         self._stopped = False
         self._api: web.AppRunner | None = None
         self._internal_api: web.AppRunner | None = None
+        self._internal_connections: _Connections | None = None
+        self._api_connections: _Connections | None = None
         self._listener: asyncio.Server | None = None
         self._internal_listener: asyncio.Server | None = None
         self._blackhole_transports: set[asyncio.Transport] = set()
@@ -709,6 +758,8 @@ class SimJibri:
         self._api = _api_runner(self._handle)
         await self._internal_api.setup()
         await self._api.setup()
+        self._internal_connections = _Connections(self._internal_api)
+        self._api_connections = _Connections(self._api)
         try:
             await self._listen_internal()
             await self._listen_http()
@@ -736,6 +787,9 @@ class SimJibri:
         for runner in (self._api, self._internal_api):
             if runner is not None:
                 await runner.cleanup()
+        for connections in (self._api_connections, self._internal_connections):
+            if connections is not None:
+                connections.close()
 
     async def __aenter__(self) -> SimJibri:
         await self.start()
@@ -807,16 +861,18 @@ class SimJibri:
     async def _listen_http(self) -> None:
         assert self._api is not None
         assert self._api.server is not None
+        assert self._api_connections is not None
         self._listener = await asyncio.get_running_loop().create_server(
-            self._api.server, self.config.host, self._port, reuse_address=True
+            self._api_connections, self.config.host, self._port, reuse_address=True
         )
         self._port = self._listener.sockets[0].getsockname()[1]
 
     async def _listen_internal(self) -> None:
         assert self._internal_api is not None
         assert self._internal_api.server is not None
+        assert self._internal_connections is not None
         self._internal_listener = await asyncio.get_running_loop().create_server(
-            self._internal_api.server,
+            self._internal_connections,
             self.config.effective_internal_host,
             self._internal_port,
             reuse_address=True,
@@ -852,7 +908,8 @@ class SimJibri:
             return
         listener.close()
         await _let_accepts_settle()
-        await _drop_connections(self._internal_api)
+        if self._internal_connections is not None:
+            await self._internal_connections.drop()
         await listener.wait_closed()
 
     async def _drop_http_connections(self) -> None:
@@ -860,7 +917,8 @@ class SimJibri:
         for protocol in list(self._hung):
             protocol.force_close()
         self._hung.clear()
-        await _drop_connections(self._api)
+        if self._api_connections is not None:
+            await self._api_connections.drop()
 
     def _drop_blackhole_connections(self) -> None:
         for transport in list(self._blackhole_transports):
