@@ -1,15 +1,15 @@
-"""The checker of a chaos run: a recorded history in, violations of I1-I7 and figures out.
+"""The checker of a chaos run: a recorded history in, violations of I1-I9 and figures out.
 
 Pure: `check(history)` reads only the `History` value it is given (the run in `testbed.chaos`
 builds it from the simulated Jibris' ground truth, the API server's audit log, the controllers'
 log lines, the fault log and its own probes), so each rule is tested with small hand-made
-histories (tests/unit/test_chaoscheck.py).
+histories (tests/testbed/test_chaoscheck.py).
 
 What each invariant means here, and the bounds it is held to:
 
 - I1: every delete of a pod by the controllers (audit) happened while its Jibri was not BUSY
-  (ground truth at the write's time), and no Jibri was stopped while BUSY by anyone. The one
-  exception is a configured reaping rule that exists to end live recordings
+  (ground truth at the write's time). The one exception is a configured reaping rule that
+  exists to end live recordings
   (``busy-too-long``, only when MAX_BUSY_SECONDS is set); each such delete is listed.
 - I2: every finished pod (its Jibri reported EXPIRED, or it crashed after being detached) was
   deleted, within `bound` of finishing; the worst time is reported split by "a replica was up"
@@ -25,7 +25,15 @@ What each invariant means here, and the bounds it is held to:
   replica failed to answer webhooks for longer than `webhook_slack` plus the API outage and its
   own downtime in that span; no two replicas kept sweeping together for longer than the renew
   deadline.
+- I8: no Jibri was stopped while BUSY, whichever path deleted its pod (the controllers, a
+  ReplicaSet's scale-down or rollout, an operator): the deleter is named from the audit log.
+  A pod deleted while recording whose recording went on to its end is counted, not failed.
+- I9: each JibriPool's pods (from the kubelet's first sight of a pod until it terminates) stay
+  within its maxTotal, over by at most as many pods as the pool had detached in the last pool
+  period plus the slack, and over for no longer than that period plus the slack plus the API
+  outages and lost leaders in the span.
 - Leaks: at the end, no busy-labelled pod and no spare whose Jibri is not IDLE.
+- Testbed: no simulated Jibri fell silent without a fate asking for it.
 
 ``bound(a, b)`` = lease duration + 2 sweep intervals + slack, plus the API outages and per-pod
 health faults overlapping [a, b], plus one lease duration per controller fault overlapping it
@@ -784,7 +792,7 @@ class _Checker:
 
 
 def check(history: History) -> Report:
-    """Every violation of I1-I7 in `history`, the reaped recordings, and the figures."""
+    """Every violation of I1-I9 (and the testbed's) in `history`, what was reaped, the figures."""
     checker = _Checker(history)
     checker.i1_and_i6()
     i2 = checker.i2()

@@ -7,12 +7,16 @@ replayed with ``scripts/chaos.sh --seed N --size ci``)."""
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
 from testbed.chaos import API_KINDS, CONTROLLER_KINDS, SIZES, run
 from testbed.chaoscheck import events_around
+from testbed.cluster import REPO
+
+OUT = REPO / "out" / "chaos-ci"
+"""Each run's history, report and logs, kept after the test (pytest's own temporary
+directories are recycled after three sessions)."""
 
 pytestmark = pytest.mark.e2e
 
@@ -22,10 +26,10 @@ COMPRESSION_THRESHOLD = 128 * 1024
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("fixed", [1, None], ids=["seed-1", "seed-random"])
-async def test_nothing_is_lost_under_faults(fixed: int | None, tmp_path: Path) -> None:
+async def test_nothing_is_lost_under_faults(fixed: int | None) -> None:
     seed = fixed if fixed is not None else random.SystemRandom().randrange(1, 10**6)
     print(f"chaos seed {seed} (replay: scripts/chaos.sh --seed {seed} --size ci)")
-    report, history, result = await run(seed, SIZES["ci"], tmp_path / f"seed-{seed}", say=print)
+    report, history, result = await run(seed, SIZES["ci"], OUT / f"seed-{seed}", say=print)
     details = [
         f"[{v.invariant}] {v.pod}: {v.message}\n    "
         + "\n    ".join(events_around(history, t=v.t, pod=v.pod)[-20:])

@@ -339,12 +339,15 @@ async def test_the_kubelet_records_the_ground_truth(plane: ControlPlane, namespa
     finally:
         await api.close()
     assert [(f["event"], f.get("status")) for f in facts] == [
+        ("created", None),
         ("started", None),
         ("status", "BUSY"),
         ("labels", None),
+        ("terminating", None),
         ("stopped", "BUSY"),
     ]
-    assert facts[2]["labels"] == {"app": "jibri", "state": "busy"}
+    assert facts[0]["labels"] == facts[1]["labels"] == {"app": "jibri", "state": "idle"}
+    assert facts[3]["labels"] == {"app": "jibri", "state": "busy"}
     assert {f["pod"] for f in facts} == {"jibri-truth"}
     assert [f["t"] for f in facts] == sorted(f["t"] for f in facts)
 
