@@ -839,7 +839,15 @@ class FakeKubelet:
                 pod.last_exit = _Exit(1, now, now)
                 quick_exits += 1
             pod.waiting = None
+            if pod.terminating or pod.stopped.is_set():
+                return  # its termination began meanwhile: no container is started for it
             await self._start_jibri(pod)
+            if pod.terminating or pod.stopped.is_set():
+                # The termination came while this container started, and may have stopped
+                # the previous one only: stop this one too, or it would outlive its pod.
+                assert pod.runner is not None
+                await pod.runner.close()
+                return
             pod.running_since = pod.ready_since = _now()
             await self._report(pod)
             self._emit(pod, "status", status="IDLE")  # a new process

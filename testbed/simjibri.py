@@ -504,11 +504,12 @@ class _Connections:
     and a handler closed before its connection was made has no transport to close yet: when
     the connection then arrives, the handler sees itself closed and leaves the transport open
     (its socket left to the garbage collector: a ResourceWarning in whichever test ran then).
-    So a handler is kept until its connection has come and gone, and a close looks again a
-    moment later for connections that arrived meanwhile."""
+    So a handler is kept until its connection has come and gone, and a close lets the
+    connections accepted meanwhile be made, then closes them too."""
 
-    LATE = 1.0
-    """Seconds after a close to look again for connections made since."""
+    SETTLE = 3
+    """Loop turns after a close for a connection accepted before it to be made (the accept's
+    task, then its ``connection_made``)."""
 
     def __init__(self, runner: web.AppRunner) -> None:
         self._runner = runner
@@ -538,17 +539,15 @@ class _Connections:
         if server is not None:
             server.pre_shutdown()
             await server.shutdown(_SHUTDOWN_GRACE)
-        self.close()
+        await self.close()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         for handler in self._handlers:
             handler.force_close()
-        asyncio.get_running_loop().call_later(self.LATE, self._close_late)
-
-    def _close_late(self) -> None:
+        for _ in range(self.SETTLE):
+            await asyncio.sleep(0)
         for handler in self._handlers:
-            if handler.transport is not None and not handler.transport.is_closing():
-                handler.force_close()
+            handler.force_close()  # those whose connection was made meanwhile
         self._forget_finished()
 
 
@@ -659,6 +658,10 @@ class SimJibri:
     def webhooks_enabled(self) -> bool:
         return self._webhooks_enabled
 
+    def was_stopped(self) -> bool:
+        """`stop` was called: the container is gone (perhaps while it was still starting)."""
+        return self._stopped
+
     @property
     def silent_since(self) -> float | None:
         """Wall time since which every webhook is silenced (None while they go out)."""
@@ -760,6 +763,10 @@ class SimJibri:
         await self._api.setup()
         self._internal_connections = _Connections(self._internal_api)
         self._api_connections = _Connections(self._api)
+        # A stop while it starts (its container gone meanwhile: the kubelet stops a runner it
+        # is still starting) has found nothing to close yet: nothing may open after it.
+        if self.was_stopped():
+            return
         try:
             await self._listen_internal()
             await self._listen_http()
@@ -771,6 +778,9 @@ class SimJibri:
             # keeps the JVM alive.
             self._api_error = exc
             log.error("%s: an API could not start, the process stays: %s", self.jibri_id, exc)
+        if self.was_stopped():
+            await self._close_apis()
+            return
         self._boot(sign=True)
 
     async def stop(self) -> None:
@@ -789,7 +799,7 @@ class SimJibri:
                 await runner.cleanup()
         for connections in (self._api_connections, self._internal_connections):
             if connections is not None:
-                connections.close()
+                await connections.close()
 
     async def __aenter__(self) -> SimJibri:
         await self.start()

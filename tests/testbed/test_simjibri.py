@@ -1255,3 +1255,31 @@ def test_command_line() -> None:
         ["--pod-name", "x", "--internal-port", "0", "--exit-delay", "1", "--real-behaviours", "all"]
     )
     assert (config.internal_port, config.exit_delay, config.fidelity) == (0, 1.0, REAL)
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3, 5, 8])
+async def test_a_stop_while_it_starts_leaves_nothing_listening(turns: int) -> None:
+    """The kubelet stops a runner it is still starting when the pod goes meanwhile: whatever
+    the moment, the stopped Jibri listens on neither port afterwards (a listener bound after
+    the stop was never closed, and the connections it then accepted were left open)."""
+    host = next_host()
+    config = SimJibriConfig(pod_name="pod-a", host=host, port=0, internal_port=0)
+    sim = SimJibri(config)
+    starting = asyncio.ensure_future(sim.start())
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    await sim.stop()
+    await starting
+    for port in (sim.port, sim.internal_port):
+        if port != 0:  # 0: it never bound that port
+            assert await refuses(host, port), port
+
+
+async def refuses(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    await writer.wait_closed()
+    return False
