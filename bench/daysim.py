@@ -289,6 +289,9 @@ class View:
 
     t: float
     now: datetime
+    zero: float
+    """Unix seconds of the simulated clock's zero: ``zero + t`` is now, and ``zero`` plus a
+    detach's time is when it happened, the same float at every reconcile."""
     busy: int
     """Detached (BUSY) pods."""
     claimed: int
@@ -449,6 +452,7 @@ def simulate(
         view = View(
             t=now,
             now=demand.t0 + timedelta(seconds=now),
+            zero=demand.t0.timestamp(),
             busy=busy,
             claimed=claimed,
             spare_ready=ready + claimed,
