@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -138,6 +139,8 @@ def fortnight(
     demand = meeting_weeks(seed, shape)
     periods, split = _weeks(demand, season)
     label = "meeting fortnight" if group == "fortnight" else f"meeting fortnight ({group})"
+    if shape is not None and shape.first_day != MeetingShape().first_day:
+        label += f" from {shape.first_day}"
     return Scenario(
         f"{label}, seed {seed}", group, demand, periods, split, periods[-1], season, seed
     )
@@ -271,6 +274,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no smoothing": {"tuning": Tuning(smooth=0)},
     "no half-hour pooling": {"tuning": Tuning(phase=0)},
     "reactive beyond the mean": {"tuning": Tuning(surprise=False)},
+    "lost starts not scaled up": {"tuning": Tuning(lost=1.0)},
     "level without the top 20%": {"tuning": Tuning(trim=0.2)},
     "negative binomial k 10": {"tuning": Tuning(dispersion=10.0)},
     "weekly: no slack": {"tuning": Tuning(slack=0)},
@@ -496,12 +500,13 @@ def goals(outcome: ScenarioResult) -> list[dict[str, Any]]:
             "per_minute": round(mine.writes_per_minute, 3),
             "met": mine.writes_per_minute <= MAX_WRITES_PER_MINUTE,
         }
-        demand = next(
-            (r for r in outcome.results.values() if r.kind == "demand" and r.p == result.p),
-            None,
+        # Today's demand policy at the same probability, or the nearest one played.
+        demands = [r for r in outcome.results.values() if r.kind == "demand" and r.p]
+        demand = min(
+            demands,
+            key=lambda r: abs(math.log((r.p or 1.0) / (result.p or 1.0))),
+            default=None,
         )
-        if demand is None:
-            demand = next((r for r in outcome.results.values() if r.kind == "demand"), None)
         if demand is not None and first != judged:
             theirs = demand.periods[first]
             checks[f"{first} vs {demand.name}"] = {
@@ -736,6 +741,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="one synthetic day per seed, and the first seed's days in a row (default 1,2,3)",
     )
     parser.add_argument(
+        "--first-day",
+        type=date.fromisoformat,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="the fortnights' first day, a Monday (default 2026-04-13: no DST change in either "
+        "region)",
+    )
+    parser.add_argument(
         "--stress",
         action="store_true",
         help="also the first seed's fortnight with what history cannot know (skipped events, "
@@ -746,6 +759,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also the alternatives to the forecast's design (one choice changed each) and the "
         "prototype it started from",
+    )
+    parser.add_argument(
+        "--policies",
+        metavar="REGEX",
+        help="only the policies whose name matches (the best static count is always searched)",
     )
     parser.add_argument(
         "--replay",
@@ -789,9 +807,13 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
             compressed_fortnight(seeds[0] if seeds else 1, factor=48.0, keep=0.25),
             one_day(synthetic[0] if synthetic else 1, hours=12.0),
         ]
-    out = [fortnight(seed) for seed in seeds]
+    shape = MeetingShape() if args.first_day is None else MeetingShape(first_day=args.first_day)
+    if shape.first_day.weekday() != 0:
+        raise SystemExit(f"--first-day: {shape.first_day} is not a Monday")
+    out = [fortnight(seed, shape=shape) for seed in seeds]
     if args.stress and seeds:
-        out.append(fortnight(seeds[0], shape=STRESS, group="stress"))
+        stress = replace(STRESS, first_day=shape.first_day)
+        out.append(fortnight(seeds[0], shape=stress, group="stress"))
     if synthetic:
         out.append(synthetic_fortnight(synthetic[0]))
     out += [one_day(seed) for seed in synthetic]
@@ -816,6 +838,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     entries = policies(smoke=args.smoke)
     if args.variants:
         entries.update(variants())
+    if args.policies:
+        try:
+            wanted = re.compile(args.policies)
+        except re.error as exc:
+            print(f"--policies: {exc}", file=sys.stderr)
+            return 2
+        entries = {name: entry for name, entry in entries.items() if wanted.search(name)}
     outcomes: list[ScenarioResult] = []
     for scenario in chosen:
         outcome = run_scenario(scenario, entries, jobs=max(1, args.jobs))
