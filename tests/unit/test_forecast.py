@@ -12,7 +12,8 @@ import math
 import random
 import struct
 import zlib
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -33,6 +34,7 @@ from jibri_pod_controller.core.forecast import (
     nb_quantile,
     record,
     reference_samples,
+    region_shifts,
 )
 
 BERLIN = Season("Europe/Berlin")
@@ -424,6 +426,56 @@ def test_a_cluster_at_10_local_is_forecast_at_10_local_after_the_dst_change() ->
     # 09:00 UTC, where a clock in UTC would put the cluster, is 11:00 local: only what the
     # slots around share of it (see Tuning.phase).
     assert _spares_at(history, _t("2026-03-30T08:59:40Z")) < at_ten / 2
+
+
+REGION_SHIFTS = [
+    # (reference day, day, shift in buckets of Berlin's day for New York's clusters)
+    pytest.param("2026-03-02", "2026-03-06", (), id="the same week: no change"),
+    pytest.param("2026-03-06", "2026-03-09", (-360,), id="New York on summer time first"),
+    pytest.param("2026-03-23", "2026-03-30", (360,), id="Berlin catches up"),
+    pytest.param("2026-03-02", "2026-03-30", (), id="both changed: no difference"),
+    pytest.param("2026-10-26", "2026-11-02", (360,), id="autumn: New York a week later"),
+]
+
+
+@pytest.mark.parametrize(("then", "now", "shifts"), REGION_SHIFTS)
+def test_region_shifts(then: str, now: str, shifts: tuple[int, ...]) -> None:
+    day = BERLIN.day(_t(f"{now}T12:00:00+01:00"))
+    reference = BERLIN.day(_t(f"{then}T12:00:00+01:00"))
+    regions = ("America/New_York", "Europe/Paris")  # Paris moves with Berlin: never a shift
+    assert region_shifts(BERLIN, regions, day=day, reference=reference) == shifts
+
+
+def test_a_second_region_keeps_its_own_clock() -> None:
+    # A weekday cluster at 13:00 in New York, a pool in Berlin: 19:00 for the pool until New
+    # York changes to summer time (Sunday 8 March 2026), 18:00 for the three weeks after.
+    days = [date(2026, 3, 2) + timedelta(days=i) for i in range(14)]
+    starts = [
+        datetime.combine(day, time(13, 0, 5), ZoneInfo("America/New_York")).timestamp() + i
+        for day in days
+        if day.weekday() < 5
+        for i in range(20)
+    ]
+    begin = datetime.combine(days[0], time(0), ZoneInfo("Europe/Berlin")).timestamp()
+    history = _recorded(BERLIN, starts, begin=begin, end=begin + 11 * DAY)  # up to Friday 13th
+    friday = begin + 11 * DAY  # 13 March
+    six, seven = friday + 18 * 3_600.0 - 30.0, friday + 19 * 3_600.0 - 30.0
+
+    def spares(t: float, regions: tuple[str, ...]) -> int:
+        outlook = build_outlook(
+            history, now=t, lead_time=LEAD, shortfall_probability=P, regions=regions
+        )
+        return forecast_spares(
+            outlook, starts=(), now=t, lead_time=LEAD, window=900.0, shortfall_probability=P
+        ).spares
+
+    # Told of New York, the pool covers 18:00 from the week-old days too; it keeps 19:00
+    # (where the older days saw the cluster) as well.
+    assert spares(six, ("America/New_York",)) >= 20
+    assert spares(seven, ("America/New_York",)) >= 20
+    # Not told, it covers 18:00 only from this week's days (Monday to Thursday: four of
+    # eight working days), less than told.
+    assert spares(six, ()) < spares(six, ("America/New_York",))
 
 
 @pytest.mark.parametrize("hour", [9.0, 9.95, 9.99, 10.0, 10.004, 10.5])

@@ -553,16 +553,30 @@ def reference_samples(
     ahead: int,
     slack: int,
     lost: float = 1.0,
+    regions: tuple[str, ...] = (),
 ) -> Samples:
     """The samples of `Samples` for the local buckets ``first`` to ``last``; a window's count
-    is scaled up where the pool had no Ready spare (see `Tuning.lost`)."""
-    per_day = history.season.buckets_per_day
+    is scaled up where the pool had no Ready spare (see `Tuning.lost`). ``regions``: other
+    time zones whose wall clock the pool's users keep (see `region_shifts`)."""
+    season = history.season
+    per_day = season.buckets_per_day
     by_day = {d.day: d for d in history.days}
     marks = {d.day: d for d in history.short}
     window, ahead, slack = max(1, window), max(0, ahead), max(0, slack)
     daily: list[tuple[int, ...]] = []
     weekly: list[tuple[int, ...]] = []
     expected: list[float] = []
+
+    def window_sums(origin: int, length: int) -> list[int]:
+        sums = _window_sums(_counts(by_day, per_day, origin, length), window)
+        if lost > 1 and marks:
+            short = _window_sums(_counts(marks, per_day, origin, length), window)
+            sums = [
+                n if e == 0 else math.ceil(n * min(lost, window / max(window - e, 1e-9)))
+                for n, e in zip(sums, short, strict=True)
+            ]
+        return sums
+
     bucket = first
     while bucket <= last + ahead:
         day, begin = divmod(bucket, per_day)
@@ -577,13 +591,12 @@ def reference_samples(
         for ref in {*same_kind, *same_weekday}:
             origin = ref * per_day + begin - slack
             counts[ref] = _counts(by_day, per_day, origin, length)
-            sums[ref] = _window_sums(counts[ref], window)
-            if lost > 1 and marks:
-                short = _window_sums(_counts(marks, per_day, origin, length), window)
-                sums[ref] = [
-                    n if e == 0 else math.ceil(n * min(lost, window / max(window - e, 1e-9)))
-                    for n, e in zip(sums[ref], short, strict=True)
-                ]
+            sums[ref] = window_sums(origin, length)
+            for shift in region_shifts(season, regions, day=day, reference=ref):
+                # Where another region's clock moved against the pool's since then, its
+                # clusters come earlier or later by as much: take the larger of both views.
+                moved = window_sums(origin - shift, length)
+                sums[ref] = [max(a, b) for a, b in zip(sums[ref], moved, strict=True)]
             if ref in same_weekday:
                 peaks[ref] = _sliding_max(sums[ref], 2 * slack + ahead + 1)
         for i in range(span):
@@ -601,6 +614,33 @@ def reference_samples(
             expected.append(max(kind_mean, week_mean))
         bucket += span
     return Samples(first=first, daily=tuple(daily), weekly=tuple(weekly), expected=tuple(expected))
+
+
+def region_shifts(
+    season: Season, regions: tuple[str, ...], *, day: int, reference: int
+) -> tuple[int, ...]:
+    """Buckets by which the clusters of each region in ``regions`` moved in the pool's local
+    time between local day ``reference`` and ``day`` (non-zero ones only, each once): a
+    meeting at 13:00 in New York is at 19:00 in Berlin most of the year, but at 18:00 in the
+    weeks when one has changed to summer time and the other not yet."""
+    if not regions:
+        return ()
+    own = ZoneInfo(season.time_zone)
+    scale = season.day_seconds / REAL_DAY / season.bucket_seconds
+    then = season.start_of(reference) + season.day_seconds / 2
+    now = season.start_of(day) + season.day_seconds / 2
+    shifts: set[int] = set()
+    for name in regions:
+        zone = ZoneInfo(name)
+        moved = _offset(own, now) - _offset(zone, now) - (_offset(own, then) - _offset(zone, then))
+        if moved:
+            shifts.add(round(moved * scale))
+    return tuple(sorted(s for s in shifts if s))
+
+
+def _offset(zone: ZoneInfo, t: float) -> float:
+    offset = datetime.fromtimestamp(t, zone).utcoffset()
+    return 0.0 if offset is None else offset.total_seconds()
 
 
 def _counts(by_day: dict[int, DayStarts], per_day: int, first: int, length: int) -> list[int]:
@@ -761,6 +801,7 @@ class Outlook:
     shortfall_probability: float
     tuning: Tuning
     reference_days: int
+    regions: tuple[str, ...] = ()
     """Reference days of the same kind for the day it ends in (0: nothing to forecast from)."""
 
     @property
@@ -771,14 +812,21 @@ class Outlook:
         return self.first <= first and last <= self.last
 
     def holds(
-        self, *, now: float, lead_time: float, shortfall_probability: float, tuning: Tuning
+        self,
+        *,
+        now: float,
+        lead_time: float,
+        shortfall_probability: float,
+        tuning: Tuning,
+        regions: tuple[str, ...] = (),
     ) -> bool:
         """Whether it still answers for ``now``: it covers the moment and was built for the
-        same risk, tuning and lead time (as `lead_step` rounds it)."""
+        same risk, tuning, regions and lead time (as `lead_step` rounds it)."""
         return (
             lead_step(lead_time, day_seconds=self.season.day_seconds) == self.lead_time
             and self.shortfall_probability == shortfall_probability
             and self.tuning == tuning
+            and self.regions == regions
             and self.covers(self.season.bucket(now), self.season.bucket(now))
         )
 
@@ -806,6 +854,7 @@ def build_outlook(
     window: float = 900.0,
     horizon: float | None = None,
     tuning: Tuning = Tuning(),
+    regions: tuple[str, ...] = (),
 ) -> Outlook:
     """The forecast from ``window`` seconds before ``now`` (what the reactive estimate compares
     with) to ``horizon`` after it (an hour of the season's day by default), or to the end of
@@ -816,6 +865,8 @@ def build_outlook(
         horizon = history.season.day_seconds / 24
     if not (lead_time >= 0 and math.isfinite(lead_time)):
         raise ForecastError(f"lead time {lead_time} must be a number of seconds, 0 or more")
+    for name in regions:
+        Season(name)  # a ForecastError for a zone that does not exist
     season = history.season
     lead_time = lead_step(lead_time, day_seconds=season.day_seconds)
     per_day = season.buckets_per_day
@@ -834,6 +885,7 @@ def build_outlook(
         ahead=ahead,
         slack=tuning.slack,
         lost=tuning.lost,
+        regions=regions,
     )
     spares = spares_from_samples(
         samples,
@@ -853,6 +905,7 @@ def build_outlook(
         shortfall_probability=shortfall_probability,
         tuning=tuning,
         reference_days=len(same_kind),
+        regions=regions,
     )
 
 
