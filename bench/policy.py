@@ -115,6 +115,8 @@ class Scenario:
     seed: int
     window: float = 900.0
     """The pool policies' reactive window (a compressed day gets a shorter one)."""
+    regions: tuple[str, ...] = ()
+    """Time zones other than the pool's whose users record (the forecast is told)."""
 
 
 def _weeks(demand: Demand, season: Season) -> tuple[tuple[str, ...], tuple[float, ...]]:
@@ -139,10 +141,19 @@ def fortnight(
     demand = meeting_weeks(seed, shape)
     periods, split = _weeks(demand, season)
     label = "meeting fortnight" if group == "fortnight" else f"meeting fortnight ({group})"
-    if shape is not None and shape.first_day != MeetingShape().first_day:
+    shape = shape or MeetingShape()
+    if shape.first_day != MeetingShape().first_day:
         label += f" from {shape.first_day}"
     return Scenario(
-        f"{label}, seed {seed}", group, demand, periods, split, periods[-1], season, seed
+        f"{label}, seed {seed}",
+        group,
+        demand,
+        periods,
+        split,
+        periods[-1],
+        season,
+        seed,
+        regions=tuple(r.time_zone for r in shape.regions if r.time_zone != ZONE),
     )
 
 
@@ -221,6 +232,7 @@ def compressed_fortnight(seed: int, *, factor: float, keep: float) -> Scenario:
         season,
         seed,
         window=max(60.0, 900.0 / factor),
+        regions=tuple(r.time_zone for r in MeetingShape().regions if r.time_zone != ZONE),
     )
 
 
@@ -259,7 +271,13 @@ def _forecasting(
         scale_down_delay_seconds=scale_down,
         demand=_demand(p, scenario.window),
     )
-    return Forecasting(spec, f"forecast {p:g}", season=scenario.season, tuning=tuning or Tuning())
+    return Forecasting(
+        spec,
+        f"forecast {p:g}",
+        season=scenario.season,
+        tuning=tuning or Tuning(),
+        regions=scenario.regions,
+    )
 
 
 def _prototype(scenario: Scenario) -> Sizer:

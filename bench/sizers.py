@@ -157,6 +157,8 @@ class Forecasting:
     season: Season = field(default_factory=Season)
     weeks: int = 2
     tuning: Tuning = field(default_factory=Tuning)
+    regions: tuple[str, ...] = ()
+    """Other time zones the pool's users keep (`reference_samples`)."""
     period: float = 5.0
     on_events: bool = True
     memory: PoolMemory = field(default_factory=PoolMemory)
@@ -188,6 +190,7 @@ class Forecasting:
                 lead_time=lead,
                 shortfall_probability=demand.shortfall_probability,
                 tuning=self.tuning,
+                regions=self.regions,
             ):
                 self.outlook = build_outlook(
                     history,
@@ -196,6 +199,7 @@ class Forecasting:
                     shortfall_probability=demand.shortfall_probability,
                     window=demand.window_seconds,
                     tuning=self.tuning,
+                    regions=self.regions,
                 )
             wanted = forecast_spares(
                 self.outlook,
