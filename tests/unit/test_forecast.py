@@ -27,10 +27,12 @@ from jibri_pod_controller.core.forecast import (
     ForecastError,
     History,
     Season,
+    Tuning,
     build_outlook,
     decode,
     encode,
     forecast_spares,
+    lead_step,
     nb_quantile,
     record,
     reference_samples,
@@ -491,6 +493,42 @@ def test_a_compressed_day_forecasts_what_a_real_day_does(hour: float) -> None:
     assert _spares_at(real, real_next + hour * 3_600.0) == _spares_at(
         short, short_next + hour / 24 * 864.0, scale=0.01
     )
+
+
+@pytest.mark.parametrize(
+    ("lead", "step"),
+    [
+        # Steps of 86,400 s x 1.1^k: ..., 31.690, 34.859, 38.345, ..., 51.037, ...
+        pytest.param(0.0, 0.0, id="no lead time"),
+        pytest.param(31.0, 31.690, id="31 s"),
+        pytest.param(31.6899, 31.690, id="a step is its own step"),
+        pytest.param(31.7, 34.859, id="just above it: the next"),
+        pytest.param(48.0, 51.037, id="48 s"),
+    ],
+)
+def test_lead_step_rounds_up_by_tenths(lead: float, step: float) -> None:
+    assert lead_step(lead) == pytest.approx(step, abs=1e-3)
+    # The grid is in units of the day: a day 100 times shorter rounds alike.
+    assert lead_step(lead / 100, day_seconds=864.0) == pytest.approx(step / 100, abs=1e-5)
+
+
+def test_an_outlook_holds_until_its_stretch_ends_or_its_inputs_change() -> None:
+    history, tomorrow = _with_clusters(BERLIN, days=3, at_hour=10.0, size=30)
+    now = tomorrow + 9 * 3_600.0
+    outlook = build_outlook(history, now=now, lead_time=40.0, shortfall_probability=P)
+    same = {"lead_time": 40.0, "shortfall_probability": P, "tuning": Tuning()}
+    assert outlook.holds(now=now, **same)
+    assert outlook.holds(now=now + 3_000.0, **same)
+    assert outlook.holds(now=now, **{**same, "lead_time": 39.0})  # the same step
+    assert not outlook.holds(now=now + 4_000.0, **same), "an hour of the day is its stretch"
+    assert not outlook.holds(now=now, **{**same, "lead_time": 45.0})
+    assert not outlook.holds(now=now, **{**same, "shortfall_probability": 0.001})
+    assert not outlook.holds(now=now, **{**same, "tuning": Tuning(slack=0)})
+    assert not outlook.holds(now=now, **same, regions=("America/New_York",))
+    late = build_outlook(
+        history, now=tomorrow + DAY - 60.0, lead_time=40.0, shortfall_probability=P
+    )
+    assert late.last == BERLIN.bucket(tomorrow + DAY) - 1, "it ends with its day"
 
 
 def test_without_history_the_reactive_estimate_alone_and_it_says_so() -> None:

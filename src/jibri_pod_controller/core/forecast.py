@@ -841,7 +841,7 @@ def lead_step(lead_time: float, *, day_seconds: float = REAL_DAY) -> float:
     for the step, not for every wobble."""
     if lead_time <= 0:
         return 0.0
-    steps = math.ceil(math.log(lead_time / day_seconds) / math.log(LEAD_STEP) - 1e-9)
+    steps = math.ceil(math.log(lead_time / day_seconds) / math.log(LEAD_STEP) - 1e-6)
     return float(day_seconds * LEAD_STEP**steps)
 
 
