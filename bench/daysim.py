@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import heapq
+import itertools
 import math
 import random
 from collections import deque
@@ -288,6 +289,9 @@ class View:
 
     t: float
     now: datetime
+    zero: float
+    """Unix seconds of the simulated clock's zero: ``zero + t`` is now, and ``zero`` plus a
+    detach's time is when it happened, the same float at every reconcile."""
     busy: int
     """Detached (BUSY) pods."""
     claimed: int
@@ -338,6 +342,19 @@ class Sample:
 
 
 @dataclass
+class Period:
+    """The figures of one part of the simulated time (e.g. the second week)."""
+
+    begin: float
+    end: float
+    recordings: int = 0
+    shortfalls: int = 0
+    idle_pod_hours: float = 0.0
+    busy_pod_hours: float = 0.0
+    scale_writes: int = 0
+
+
+@dataclass
 class Outcome:
     name: str
     recordings: int
@@ -348,18 +365,28 @@ class Outcome:
     scale_writes: int
     samples: list[Sample]
     zero_spare_seconds: float
+    periods: list[Period] = field(default_factory=list)
+    """The same figures split at ``simulate``'s ``split`` times."""
 
     @property
     def shortfall_percent(self) -> float:
         return 100.0 * len(self.shortfalls) / self.recordings if self.recordings else 0.0
 
 
-_ARRIVE, _DETACH, _READY, _END, _RS, _RECONCILE, _SAMPLE = range(7)
+_SPLIT, _ARRIVE, _DETACH, _READY, _END, _RS, _RECONCILE, _SAMPLE = range(8)
 
 
-def simulate(demand: Demand, sizer: Sizer, *, world: World | None = None, seed: int = 0) -> Outcome:
+def simulate(
+    demand: Demand,
+    sizer: Sizer,
+    *,
+    world: World | None = None,
+    seed: int = 0,
+    split: Sequence[float] = (),
+) -> Outcome:
     """Play the day against ``sizer``. The same seed gives every sizer the same start-up times
-    and webhook latencies, in order of need."""
+    and webhook latencies, in order of need. ``split``: times (seconds, ascending) at which the
+    figures are also cut into `Period` s (e.g. a week), reported in ``Outcome.periods``."""
     world = world or World()
     startup_rng = random.Random(f"startup-{seed}")
     latency_rng = random.Random(f"webhook-{seed}")
@@ -374,6 +401,9 @@ def simulate(demand: Demand, sizer: Sizer, *, world: World | None = None, seed: 
     replicas = sizer.initial()
     for _ in range(replicas):
         pods[next(ids)] = _Pod(created=0.0, state=_State.READY)
+    tally = dict.fromkeys(_State, 0)
+    """Pods by state, kept as they change (counting them at every event is what took time)."""
+    tally[_State.READY] = replicas
     detaches: deque[float] = deque()
     lead_times: deque[float] = deque(maxlen=20)
     shortfalls: list[float] = []
@@ -383,6 +413,11 @@ def simulate(demand: Demand, sizer: Sizer, *, world: World | None = None, seed: 
     idle_seconds = busy_seconds = zero_seconds = 0.0
     peak = len(pods)
     last_t = 0.0
+    edges = [0.0, *(t for t in split if 0.0 < t < demand.duration), demand.duration]
+    periods = [Period(begin, end) for begin, end in itertools.pairwise(edges)]
+    current = periods[0]
+    for index, edge in enumerate(edges[1:-1], start=1):
+        at(edge, _SPLIT, index)
 
     for index, recording in enumerate(demand.recordings):
         at(recording.start, _ARRIVE, index)
@@ -391,17 +426,17 @@ def simulate(demand: Demand, sizer: Sizer, *, world: World | None = None, seed: 
     at(0.0, _SAMPLE)
 
     def counts() -> tuple[int, int, int, int]:
-        starting = ready = claimed = busy = 0
-        for pod in pods.values():
-            if pod.state is _State.STARTING:
-                starting += 1
-            elif pod.state is _State.READY:
-                ready += 1
-            elif pod.state is _State.CLAIMED:
-                claimed += 1
-            else:
-                busy += 1
-        return starting, ready, claimed, busy
+        return (
+            tally[_State.STARTING],
+            tally[_State.READY],
+            tally[_State.CLAIMED],
+            tally[_State.BUSY],
+        )
+
+    def move(pod: _Pod, state: _State) -> None:
+        tally[pod.state] -= 1
+        tally[state] += 1
+        pod.state = state
 
     def rs_soon(now: float) -> None:
         nonlocal rs_pending
@@ -417,6 +452,7 @@ def simulate(demand: Demand, sizer: Sizer, *, world: World | None = None, seed: 
         view = View(
             t=now,
             now=demand.t0 + timedelta(seconds=now),
+            zero=demand.t0.timestamp(),
             busy=busy,
             claimed=claimed,
             spare_ready=ready + claimed,
@@ -429,6 +465,7 @@ def simulate(demand: Demand, sizer: Sizer, *, world: World | None = None, seed: 
         if desired is not None and desired != replicas:
             replicas = desired
             writes += 1
+            current.scale_writes += 1
             rs_soon(now)
 
     while events:
@@ -439,16 +476,22 @@ def simulate(demand: Demand, sizer: Sizer, *, world: World | None = None, seed: 
         span = now - last_t
         idle_seconds += span * (starting + ready)
         busy_seconds += span * (claimed + busy)
+        current.idle_pod_hours += span * (starting + ready) / 3600.0
+        current.busy_pod_hours += span * (claimed + busy) / 3600.0
         if ready == 0:
             zero_seconds += span
         last_t = now
-        if kind == _ARRIVE:
+        if kind == _SPLIT:
+            current = periods[arg]
+        elif kind == _ARRIVE:
+            current.recordings += 1
             candidates = [(p.created, i) for i, p in pods.items() if p.state is _State.READY]
             if not candidates:
                 shortfalls.append(now)
+                current.shortfalls += 1
                 continue
             _, pod_id = min(candidates)
-            pods[pod_id].state = _State.CLAIMED
+            move(pods[pod_id], _State.CLAIMED)
             latency = latency_rng.lognormvariate(math.log(world.webhook_median_seconds), 0.5)
             at(now + latency, _DETACH, pod_id)
             at(now + demand.recordings[arg].length, _END, pod_id)
@@ -456,7 +499,7 @@ def simulate(demand: Demand, sizer: Sizer, *, world: World | None = None, seed: 
             pod = pods.get(arg)
             if pod is None or pod.state is not _State.CLAIMED:
                 continue
-            pod.state = _State.BUSY
+            move(pod, _State.BUSY)
             detaches.append(now)
             rs_soon(now)
             if sizer.on_events:
@@ -465,6 +508,7 @@ def simulate(demand: Demand, sizer: Sizer, *, world: World | None = None, seed: 
             pod = pods.pop(arg, None)
             if pod is None:
                 continue
+            tally[pod.state] -= 1
             if pod.state is _State.CLAIMED:
                 rs_soon(now)
             if sizer.on_events:
@@ -472,7 +516,7 @@ def simulate(demand: Demand, sizer: Sizer, *, world: World | None = None, seed: 
         elif kind == _READY:
             pod = pods.get(arg)
             if pod is not None and pod.state is _State.STARTING:
-                pod.state = _State.READY
+                move(pod, _State.READY)
                 lead_times.append(now - pod.created)
         elif kind == _RS:
             rs_pending = False
@@ -483,6 +527,7 @@ def simulate(demand: Demand, sizer: Sizer, *, world: World | None = None, seed: 
             for _ in range(missing):
                 pod_id = next(ids)
                 pods[pod_id] = _Pod(created=now, state=_State.STARTING)
+                tally[_State.STARTING] += 1
                 at(now + world.startup.sample(startup_rng), _READY, pod_id)
             if missing < 0:
                 order = sorted(
@@ -491,7 +536,7 @@ def simulate(demand: Demand, sizer: Sizer, *, world: World | None = None, seed: 
                     if p.state is not _State.CLAIMED
                 )
                 for _, _, pod_id in order[:-missing]:
-                    del pods[pod_id]
+                    tally[pods.pop(pod_id).state] -= 1
             peak = max(peak, len(pods))
         elif kind == _RECONCILE:
             reconcile(now)
@@ -505,6 +550,8 @@ def simulate(demand: Demand, sizer: Sizer, *, world: World | None = None, seed: 
     tail = max(0.0, demand.duration - last_t)
     idle_seconds += tail * (starting + ready)
     busy_seconds += tail * (claimed + busy)
+    current.idle_pod_hours += tail * (starting + ready) / 3600.0
+    current.busy_pod_hours += tail * (claimed + busy) / 3600.0
     return Outcome(
         name=sizer.name,
         recordings=len(demand.recordings),
@@ -515,6 +562,7 @@ def simulate(demand: Demand, sizer: Sizer, *, world: World | None = None, seed: 
         scale_writes=writes,
         samples=samples,
         zero_spare_seconds=zero_seconds,
+        periods=periods,
     )
 
 

@@ -18,10 +18,21 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bench.daysim import View
-from jibri_pod_controller.core.demand import estimate_start_rate, lead_time
+from jibri_pod_controller.core.demand import estimate_start_rate, lead_time, spares_for_demand
+from jibri_pod_controller.core.forecast import (
+    Basis,
+    History,
+    Outlook,
+    Season,
+    Tuning,
+    build_outlook,
+    forecast_spares,
+    record,
+    reference_samples,
+)
 from jibri_pod_controller.core.pools import (
     Bound,
     PoolMemory,
@@ -127,4 +138,170 @@ class Pool:
             since, bound = self._last
             self.bounds[bound.value] = self.bounds.get(bound.value, 0.0) + view.t - since
         self._last = (view.t, decision.bound)
+        return decision.replicas
+
+
+@dataclass
+class Forecasting:
+    """A pool sized from its own history (core.forecast) as well as from its recent starts.
+
+    The same `decide_pool` as `Pool` (bounds, caps, hysteresis), with the forecast's spares as
+    the floor below which the pool does not go; the forecast itself is `forecast_spares` on an
+    `Outlook` rebuilt when it no longer holds (`Outlook.holds`: every hour of the day, or when
+    the lead time moves by a step), the history recorded from the detaches as the controller
+    sees them. ``spec.demand`` gives the accepted shortfall probability and the reactive
+    window."""
+
+    spec: PoolSpec
+    name: str
+    season: Season = field(default_factory=Season)
+    weeks: int = 2
+    tuning: Tuning = field(default_factory=Tuning)
+    regions: tuple[str, ...] = ()
+    """Other time zones the pool's users keep (`reference_samples`)."""
+    period: float = 5.0
+    on_events: bool = True
+    memory: PoolMemory = field(default_factory=PoolMemory)
+    bounds: dict[str, float] = field(default_factory=dict)
+    basis: dict[str, float] = field(default_factory=dict)
+    """Seconds each `Basis` was in force."""
+    history: History | None = None
+    outlook: Outlook | None = None
+    _last: tuple[float, str, str] | None = None
+
+    def initial(self) -> int:
+        return self.spec.min_spare
+
+    def reconcile(self, view: View) -> int | None:
+        demand = self.spec.demand
+        assert demand is not None, "a forecasting pool needs spec.demand"
+        now = view.zero + view.t
+        starts = [view.zero + t for t in view.detaches]
+        history = self.history or History(season=self.season)
+        self.history = history = record(
+            history, starts, now=now, weeks=self.weeks, exhausted=view.spare_ready == 0
+        )
+        lead = demand.startup_seconds or lead_time(view.lead_times)
+        floor, bound, basis = self.spec.min_spare, "minSpare", Basis.NO_HISTORY.value
+        if lead is not None:
+            outlook = self.outlook
+            if outlook is None or not outlook.holds(
+                now=now,
+                lead_time=lead,
+                shortfall_probability=demand.shortfall_probability,
+                tuning=self.tuning,
+                regions=self.regions,
+            ):
+                self.outlook = build_outlook(
+                    history,
+                    now=now,
+                    lead_time=lead,
+                    shortfall_probability=demand.shortfall_probability,
+                    window=demand.window_seconds,
+                    tuning=self.tuning,
+                    regions=self.regions,
+                )
+            wanted = forecast_spares(
+                self.outlook,
+                starts=starts,
+                now=now,
+                lead_time=lead,
+                window=demand.window_seconds,
+                shortfall_probability=demand.shortfall_probability,
+            )
+            basis = wanted.basis.value
+            if wanted.spares > floor:
+                floor = wanted.spares
+                bound = "forecast" if wanted.forecast >= wanted.reactive else "reactive"
+        spec = replace(self.spec, min_spare=floor, demand=None)
+        observed = PoolObservation(
+            busy=view.busy,
+            spare_ready=view.spare_ready,
+            starting=view.starting,
+            replicas=view.replicas,
+        )
+        decision = decide_pool(spec, observed, now=view.now, last=self.memory)
+        self.memory = decision.memory
+        if decision.bound is not Bound.MIN_SPARE:
+            bound = decision.bound.value
+        if self._last is not None:
+            since, last_bound, last_basis = self._last
+            self.bounds[last_bound] = self.bounds.get(last_bound, 0.0) + view.t - since
+            self.basis[last_basis] = self.basis.get(last_basis, 0.0) + view.t - since
+        self._last = (view.t, bound, basis)
+        return decision.replicas
+
+
+@dataclass
+class Prototype:
+    """The rough forecast this design started from, kept for comparison: at each moment, the
+    most starts within the lead time plus a minute after the same local time on the last five
+    days of the same kind, times 1.5, or the reactive Poisson estimate (core.demand) if that
+    asks for more. Read from the same history (core.forecast) as `Forecasting`."""
+
+    spec: PoolSpec
+    name: str
+    season: Season = field(default_factory=Season)
+    period: float = 5.0
+    on_events: bool = True
+    memory: PoolMemory = field(default_factory=PoolMemory)
+    bounds: dict[str, float] = field(default_factory=dict)
+    history: History | None = None
+    _cached: tuple[int, int, list[int]] | None = None
+    """First bucket, window in buckets, and the forecast per bucket from there."""
+
+    def initial(self) -> int:
+        return self.spec.min_spare
+
+    def reconcile(self, view: View) -> int | None:
+        demand = self.spec.demand
+        assert demand is not None, "the prototype needs spec.demand"
+        now = view.zero + view.t
+        starts = [view.zero + t for t in view.detaches]
+        history = record(
+            self.history or History(self.season),
+            starts,
+            now=now,
+            weeks=2,
+            exhausted=view.spare_ready == 0,
+        )
+        self.history = history
+        lead = demand.startup_seconds or lead_time(view.lead_times)
+        floor = self.spec.min_spare
+        if lead is not None:
+            season = self.season
+            bucket = season.bucket(now)
+            window = math.ceil((lead + 60.0) / season.bucket_seconds)
+            cached = self._cached
+            if (
+                cached is None
+                or cached[1] != window
+                or not cached[0] <= bucket < cached[0] + len(cached[2])
+            ):
+                per_day = season.buckets_per_day
+                last = min(bucket + per_day // 24, (bucket // per_day + 1) * per_day - 1)
+                samples = reference_samples(
+                    history, first=bucket, last=last, window=window, ahead=0, slack=0
+                )
+                values = [math.ceil(1.5 * max(d[-5:])) if d else 0 for d in samples.daily]
+                cached = self._cached = (bucket, window, values[: last - bucket + 1])
+            forecast = cached[2][bucket - cached[0]]
+            rate = estimate_start_rate(starts, now=now, window=demand.window_seconds)
+            reactive = spares_for_demand(
+                rate=rate, lead_time=lead, shortfall_probability=demand.shortfall_probability
+            )
+            floor = max(floor, forecast, reactive)
+        observed = PoolObservation(
+            busy=view.busy,
+            spare_ready=view.spare_ready,
+            starting=view.starting,
+            replicas=view.replicas,
+        )
+        decision = decide_pool(
+            replace(self.spec, min_spare=floor, demand=None),
+            observed,
+            now=view.now,
+            last=self.memory,
+        )
+        self.memory = decision.memory
         return decision.replicas

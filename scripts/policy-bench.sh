@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The policy benchmark: spare-pool policies (static counts, an HPA-style autoscaler, the
-# JibriPool's min/max/schedule and demand-based sizing) side by side on simulated days. A pure
-# simulation that runs the controller's own pool decision; no cluster, well under a minute.
+# JibriPool's min/max/schedule, demand-based sizing and the forecast from the pool's own
+# history) side by side on simulated weeks. A pure simulation that runs the controller's own
+# pool decision and forecast; no cluster.
 #
-#   scripts/policy-bench.sh                  # three synthetic days; rewrites the policy section
-#                                            # of docs/performance.md and docs/policy.png
-#   scripts/policy-bench.sh --smoke          # half a day, a few policies (CI)
-#   scripts/policy-bench.sh --seeds 7,8      # other days (docs are rewritten for any seeds)
-#   scripts/policy-bench.sh --replay day.csv # your own recordings (start,end per line)
+#   scripts/policy-bench.sh --jobs 2 --stress  # three meeting fortnights, a stressed one, the
+#                                              # synthetic days (~25 min on two cores); rewrites
+#                                              # the policy section of docs/performance.md and
+#                                              # docs/policy.png
+#   scripts/policy-bench.sh --smoke            # a fortnight 48x faster, half a day (CI)
+#   scripts/policy-bench.sh --seeds 7,8        # other fortnights (docs are rewritten for any)
+#   scripts/policy-bench.sh --variants --policies 'forecast|prototype' --no-docs
+#                                              # the forecast's alternatives
+#   scripts/policy-bench.sh --replay days.csv  # your own recordings (start,end per line)
 #
 # Every argument goes to `python -m bench.policy` (see --help).
 set -euo pipefail

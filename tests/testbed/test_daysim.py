@@ -194,3 +194,17 @@ def test_uniform_startup_is_what_the_pods_take() -> None:
     # Starting pods cost as much as waiting ones: one idle pod all along, but for the two
     # moments between a start and its detach (~0.2 s each).
     assert late.idle_pod_hours * 3600 == pytest.approx(3600 - 0.4, abs=0.4)
+
+
+def test_split_cuts_every_figure_at_the_given_times() -> None:
+    # One spare, two hours: a start in each hour, the second hour's two at once (one short).
+    day = _day((600.0, 60.0), (4_000.0, 600.0), (4_001.0, 600.0), hours=2.0)
+    outcome = simulate(day, Static(1), split=[3_600.0])
+    first, second = outcome.periods
+    assert (first.begin, first.end, second.begin, second.end) == (0.0, 3_600.0, 3_600.0, 7_200.0)
+    assert (first.recordings, first.shortfalls) == (1, 0)
+    assert (second.recordings, second.shortfalls) == (2, 1)
+    assert first.idle_pod_hours + second.idle_pod_hours == pytest.approx(outcome.idle_pod_hours)
+    assert first.busy_pod_hours + second.busy_pod_hours == pytest.approx(outcome.busy_pod_hours)
+    assert second.busy_pod_hours == pytest.approx(600.0 / 3_600.0, abs=0.01)
+    assert [p.recordings for p in simulate(day, Static(1)).periods] == [3]
