@@ -30,10 +30,11 @@ from typing import Any
 
 from kubernetes_asyncio import client as k8s
 
-from testbed.cluster import service_account_user, start_recording, wait_until
+from testbed.cluster import service_account_user, start_recording
 from testbed.controlplane import ControlPlane
 from testbed.kube import new_api_client
 from testbed.kubelet import run_in_thread
+from testbed.observing import wait_until
 from testbed.pool_demo import GROUP, PLURAL, VERSION, is_ready, set_up
 
 NAMESPACE = "jibri-pool-bench"

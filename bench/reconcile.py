@@ -59,9 +59,9 @@ from testbed.cluster import (
     jibri_deployment,
     jibri_pod,
     service_account_user,
-    wait_until,
 )
 from testbed.controlplane import CONTROLLER_MANAGER_USER
+from testbed.observing import wait_until
 
 GROUP, VERSION, PLURAL = "jibri-pod-controller.io", "v1alpha1", "jibripools"
 POOL_LABEL = "jibri-pool"
