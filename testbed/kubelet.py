@@ -616,13 +616,10 @@ class FakeKubelet:
             async for event in events:
                 match event:
                     case Listed(pods=pods):
-                        seen = {pod["metadata"]["uid"] for pod in pods}
                         for pod in pods:
                             self._on_pod(pod, deleted=False)
-                        # Pods deleted while no watch was open.
-                        for uid, known in list(self._pods.items()):
-                            if uid not in seen:
-                                self._on_gone(known, still_exists=False)
+                        for uid in event.missing(list(self._pods)):
+                            self._on_gone(self._pods[uid], still_exists=False)
                         self._synced.set()
                     case Changed(pod=pod):
                         self._on_pod(pod, deleted=event.deleted)

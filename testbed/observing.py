@@ -17,7 +17,7 @@ import contextlib
 import os
 import platform
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -81,6 +81,12 @@ class Listed:
     pods: Sequence[Mapping[str, Any]]
     at: float
     """time.monotonic() when the list had been read."""
+
+    def missing(self, known: Iterable[str]) -> list[str]:
+        """The uids among ``known`` that this list does not have: pods deleted while no watch
+        was open."""
+        listed = {pod["metadata"]["uid"] for pod in self.pods}
+        return [uid for uid in known if uid not in listed]
 
 
 @dataclass(frozen=True)

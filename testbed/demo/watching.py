@@ -117,11 +117,8 @@ class PodWatch:
             async for event in events:
                 match event:
                     case Listed(pods=pods):
-                        seen = {pod["metadata"]["uid"] for pod in pods}
-                        for uid, view in list(self.pods.items()):
-                            if uid not in seen:
-                                self.pods.pop(uid)
-                                self._on_leaving(view)
+                        for uid in event.missing(list(self.pods)):
+                            self._on_leaving(self.pods.pop(uid))
                         for pod in pods:
                             self._update(pod, deleted=False)
                         self.synced.set()

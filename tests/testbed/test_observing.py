@@ -168,6 +168,7 @@ async def test_lists_watches_from_the_last_version_and_lists_again_when_it_expir
     first, relisted = (e for e in seen if isinstance(e, Listed))
     assert [p["metadata"]["name"] for p in first.pods] == ["a"]
     assert [p["metadata"]["name"] for p in relisted.pods] == ["b"]
+    assert relisted.missing(["uid-a", "uid-b", "uid-c"]) == ["uid-a", "uid-c"]
     assert [e.version for e in seen if isinstance(e, Watching)] == ["10", "12", "20"]
     deleted = seen[-1]
     assert isinstance(deleted, Changed)
