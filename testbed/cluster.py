@@ -116,13 +116,28 @@ async def apply(api: k8s.ApiClient, docs: Sequence[Mapping[str, Any]]) -> None:
         elif kind == "JibriPool":
             group, _, version = doc["apiVersion"].partition("/")
             await k8s.CustomObjectsApi(api).create_namespaced_custom_object(
-                group, version, ns, "jibripools", doc
+                group, version, ns, JIBRIPOOL_PLURAL, doc
             )
         else:
             raise ValueError(f"apply: unsupported kind {kind}")
 
 
 JIBRIPOOL_CRD = DEPLOY / "crds" / "jibripools.yaml"
+JIBRIPOOL_GROUP, JIBRIPOOL_VERSION, JIBRIPOOL_PLURAL = (
+    "jibri-pod-controller.io",
+    "v1alpha1",
+    "jibripools",
+)
+
+
+def jibri_pool(*, namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A JibriPool (deploy/crds/), as `apply` creates it."""
+    return {
+        "apiVersion": f"{JIBRIPOOL_GROUP}/{JIBRIPOOL_VERSION}",
+        "kind": "JibriPool",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": dict(spec),
+    }
 
 
 async def install_crds(api: k8s.ApiClient, *paths: Path) -> None:

@@ -36,6 +36,7 @@ from testbed.cluster import (
     create_namespace,
     install_crds,
     jibri_deployment,
+    jibri_pool,
     make_webhook_keys,
     rbac_manifests,
 )
@@ -110,12 +111,7 @@ async def set_up(run: Run, plane: ControlPlane) -> None:
         *(chaos_deployment(p.name, 1, subscribers, size, keys.jibri) for p in POOLS),
     ]
     pools = [
-        {
-            "apiVersion": "jibri-pod-controller.io/v1alpha1",
-            "kind": "JibriPool",
-            "metadata": {"name": p.name, "namespace": NAMESPACE},
-            "spec": {"deploymentName": p.name, **p.spec},
-        }
+        jibri_pool(namespace=NAMESPACE, name=p.name, spec={"deploymentName": p.name, **p.spec})
         for p in POOLS
     ]
     await apply(admin, [*deployments, *pools])
