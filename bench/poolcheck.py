@@ -40,12 +40,12 @@ from bench.sizers import Pool
 from jibri_pod_controller.core.pools import parse_pool_spec
 from testbed.cluster import (
     JIBRIPOOL_CRD,
+    apply,
     install_crds,
+    jibri_pool,
     start_recording,
     stop_recording,
 )
-
-GROUP, VERSION, PLURAL = "jibri-pod-controller.io", "v1alpha1", "jibripools"
 
 
 @dataclass(frozen=True)
@@ -159,14 +159,7 @@ async def install_crd(api: k8s.ApiClient) -> None:
 async def create_pool(
     api: k8s.ApiClient, namespace: str, name: str, spec: Mapping[str, Any]
 ) -> None:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "JibriPool",
-        "metadata": {"name": name},
-        "spec": dict(spec),
-    }
-    objects: Any = k8s.CustomObjectsApi(api)
-    await objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    await apply(api, [jibri_pool(namespace=namespace, name=name, spec=spec)])
 
 
 async def play(

@@ -30,11 +30,20 @@ from typing import Any
 
 from kubernetes_asyncio import client as k8s
 
-from testbed.cluster import service_account_user, start_recording, wait_until
+from testbed.cluster import (
+    JIBRIPOOL_GROUP,
+    JIBRIPOOL_PLURAL,
+    JIBRIPOOL_VERSION,
+    apply,
+    jibri_pool,
+    service_account_user,
+    start_recording,
+)
 from testbed.controlplane import ControlPlane
 from testbed.kube import new_api_client
 from testbed.kubelet import run_in_thread
-from testbed.pool_demo import GROUP, PLURAL, VERSION, is_ready, set_up
+from testbed.observing import wait_until
+from testbed.pool_demo import is_ready, set_up
 
 NAMESPACE = "jibri-pool-bench"
 
@@ -58,7 +67,7 @@ async def _ready_spares(api: k8s.ApiClient) -> list[Any]:
 
 async def _status(api: k8s.ApiClient) -> dict[str, Any]:
     pool: Any = await k8s.CustomObjectsApi(api).get_namespaced_custom_object(
-        GROUP, VERSION, NAMESPACE, PLURAL, "jibri"
+        JIBRIPOOL_GROUP, JIBRIPOOL_VERSION, NAMESPACE, JIBRIPOOL_PLURAL, "jibri"
     )
     return dict(pool.get("status") or {})
 
@@ -69,23 +78,13 @@ async def measure(plane: ControlPlane, workdir: Path, *, steady: float, recordin
     controller = await set_up(api, plane, workdir, namespace=NAMESPACE, replicas=3)
     try:
         spares = 3
-        await k8s.CustomObjectsApi(api).create_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            NAMESPACE,
-            PLURAL,
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "JibriPool",
-                "metadata": {"name": "jibri"},
-                "spec": {
-                    "deploymentName": "jibri",
-                    "minSpare": spares,
-                    "maxSpare": 10,
-                    "maxTotal": spares + recordings,
-                },
-            },
-        )
+        spec = {
+            "deploymentName": "jibri",
+            "minSpare": spares,
+            "maxSpare": 10,
+            "maxTotal": spares + recordings,
+        }
+        await apply(api, [jibri_pool(namespace=NAMESPACE, name="jibri", spec=spec)])
 
         async def settled() -> bool:
             status = await _status(api)

@@ -54,16 +54,20 @@ from testbed.cluster import (
     BUSY_LABELS,
     IDLE_LABELS,
     JIBRIPOOL_CRD,
+    JIBRIPOOL_GROUP,
+    JIBRIPOOL_PLURAL,
+    JIBRIPOOL_VERSION,
     ControllerProcess,
+    apply,
     install_crds,
     jibri_deployment,
     jibri_pod,
+    jibri_pool,
     service_account_user,
-    wait_until,
 )
 from testbed.controlplane import CONTROLLER_MANAGER_USER
+from testbed.observing import wait_until
 
-GROUP, VERSION, PLURAL = "jibri-pod-controller.io", "v1alpha1", "jibripools"
 POOL_LABEL = "jibri-pool"
 STEADY_WRITES_GOAL = Goal("==", 0)
 """Nothing changes, so an operator expects no write but the Lease's renewals."""
@@ -135,7 +139,9 @@ class Rounds:
 
 async def _pool_statuses(api: k8s.ApiClient, namespace: str) -> dict[str, dict[str, Any]]:
     objects: Any = k8s.CustomObjectsApi(api)
-    listing = await objects.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+    listing = await objects.list_namespaced_custom_object(
+        JIBRIPOOL_GROUP, JIBRIPOOL_VERSION, namespace, JIBRIPOOL_PLURAL
+    )
     return {
         item["metadata"]["name"]: dict(item.get("status") or {})
         for item in listing.get("items") or ()
@@ -239,20 +245,14 @@ async def run(bench: Bench, impl: Impl) -> FigureResult:
     idle = (idle_start, time.time())
 
     # 2. Steady: every pool written once, then nothing changes.
-    objects: Any = k8s.CustomObjectsApi(bench.admin)
-    for name in names:
-        await objects.create_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "JibriPool",
-                "metadata": {"name": name},
-                "spec": {"deploymentName": name, "minSpare": per, "maxSpare": per + 50},
-            },
-        )
+    spec = {"minSpare": per, "maxSpare": per + 50}
+    await apply(
+        bench.admin,
+        [
+            jibri_pool(namespace=namespace, name=name, spec={"deploymentName": name, **spec})
+            for name in names
+        ],
+    )
 
     async def settled(busy: int = 0) -> bool:
         statuses = await _pool_statuses(bench.admin, namespace)

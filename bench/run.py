@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import shlex
 import sys
 import time
@@ -23,13 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psutil
 from kubernetes_asyncio import client as k8s
 
 from bench import burst, failover, memory, reconcile, report, resend, sweep, writes
 from bench.harness import Bench, Impl, Scale, parse_impls
 from bench.results import TITLES, FigureResult
 from testbed.cluster import REPO
+from testbed.observing import machine
 
 RESULTS = REPO / "bench" / "results"
 DOCS = REPO / "docs" / "performance.md"
@@ -110,20 +109,13 @@ def cpu_pressure() -> float | None:
 
 
 def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
+    here = machine()
     return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "python": platform.python_version(),
-        "kernel": platform.release(),
+        "nproc": here.cores,
+        "cpu_model": here.cpu,
+        "memory_gib": round(here.memory_bytes / 2**30, 1),
+        "python": here.python,
+        "kernel": here.kernel,
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
     }
 

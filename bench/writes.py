@@ -24,9 +24,9 @@ from testbed.cluster import (
     jibri_deployment,
     pod_write_events,
     service_account_user,
-    wait_until,
 )
 from testbed.controlplane import CONTROLLER_MANAGER_USER
+from testbed.observing import wait_until
 
 WRITES_GOAL = Goal("==", 2)
 REPLICAS = 2

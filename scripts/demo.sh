@@ -8,7 +8,7 @@
 #   scripts/demo.sh --seed 3 --duration 120 --out /tmp/timeline.png
 #   scripts/demo.sh --real-jibri     # real Jibris built from source; 150 s, about 4 min in all
 #
-# Exits non-zero if an invariant was violated (see testbed/demo.py).
+# Exits non-zero if an invariant was violated (see testbed/demo/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== virtual environment (.venv)"

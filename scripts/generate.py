@@ -299,7 +299,7 @@ CHART_CONFIG: dict[str, ChartValue] = {
     ),
     "STUCK_BUSY_SECONDS": ChartValue(
         note="0: no stuck-BUSY detection, and no extra write per recording (see "
-        "docs/operations.md)."
+        "docs/protocol.md, Stuck BUSY)."
     ),
 }
 """The chart's own values and notes (the chart fills the empty ones in itself)."""

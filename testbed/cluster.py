@@ -15,13 +15,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from cryptography.hazmat.primitives import serialization
@@ -30,6 +29,8 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from testbed.controlplane import ControlPlane
+from testbed.observing import json_lines
+from testbed.observing import wait_until as wait_until  # the end-to-end tests' name for it
 from testbed.ports import listen_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,29 +45,6 @@ DEFAULT_COMMAND: tuple[str, ...] = (CONTROLLER_PYTHON, "-m", "jibri_pod_controll
 JIBRI_PORT = 2222
 IDLE_LABELS = {"app": "jibri", "state": "idle"}
 BUSY_LABELS = {"app": "jibri", "state": "busy"}
-
-T = TypeVar("T")
-
-
-async def wait_until(
-    check: Callable[[], Awaitable[T | None]],
-    *,
-    timeout: float,
-    interval: float = 0.2,
-    what: str = "condition",
-) -> T:
-    """Poll ``check`` until it returns a truthy value (that value, never None); raise
-    TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = await check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
-        await asyncio.sleep(interval)
-
 
 # ---------------------------------------------------------------------------------------------
 # Identity and RBAC
@@ -138,13 +116,28 @@ async def apply(api: k8s.ApiClient, docs: Sequence[Mapping[str, Any]]) -> None:
         elif kind == "JibriPool":
             group, _, version = doc["apiVersion"].partition("/")
             await k8s.CustomObjectsApi(api).create_namespaced_custom_object(
-                group, version, ns, "jibripools", doc
+                group, version, ns, JIBRIPOOL_PLURAL, doc
             )
         else:
             raise ValueError(f"apply: unsupported kind {kind}")
 
 
 JIBRIPOOL_CRD = DEPLOY / "crds" / "jibripools.yaml"
+JIBRIPOOL_GROUP, JIBRIPOOL_VERSION, JIBRIPOOL_PLURAL = (
+    "jibri-pod-controller.io",
+    "v1alpha1",
+    "jibripools",
+)
+
+
+def jibri_pool(*, namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A JibriPool (deploy/crds/), as `apply` creates it."""
+    return {
+        "apiVersion": f"{JIBRIPOOL_GROUP}/{JIBRIPOOL_VERSION}",
+        "kind": "JibriPool",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": dict(spec),
+    }
 
 
 async def install_crds(api: k8s.ApiClient, *paths: Path) -> None:
@@ -491,15 +484,9 @@ class ControllerProcess:
         return total
 
     def log_lines(self) -> list[dict[str, Any]]:
-        lines: list[dict[str, Any]] = []
         if not self.log_path.exists():
-            return lines
-        for raw in self.log_path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                entry = json.loads(raw)
-                if isinstance(entry, dict):
-                    lines.append(entry)
-        return lines
+            return []
+        return json_lines(self.log_path.read_bytes())
 
     def tail(self, n: int = 40) -> str:
         if not self.log_path.exists():

@@ -65,12 +65,12 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 import aiohttp
-import orjson
 import uvloop
 from kubernetes_asyncio.client import ApiClient, CoreV1Api, V1DeleteOptions, V1Preconditions
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from testbed.kube import abort_stream, api_status, new_api_client
+from testbed.kube import api_status, new_api_client
+from testbed.observing import Changed, Interrupted, Listed, watch_pods
 from testbed.realjibri import HEALTH_PORT, RealJibris, wants_real_jibri
 from testbed.simjibri import SimJibri, SimJibriConfig, config_from_env
 
@@ -98,7 +98,6 @@ scheduling, the sandbox and the container start of a real node."""
 HOST_IP = "127.0.0.1"
 NODE_NAME = "fake-kubelet"
 """The node the pods with a preStop hook are bound to (see `FakeKubelet._bind`)."""
-WATCH_TIMEOUT_S = 240
 CALL_TIMEOUT_S = 30.0
 PATCH_ATTEMPTS = 5
 FINALIZE_ATTEMPTS = 30
@@ -611,80 +610,23 @@ class FakeKubelet:
         assert self._api is not None
         return CoreV1Api(self._api)
 
-    async def _list(self, **kwargs: Any) -> Any:
-        if self.namespace is None:
-            return await self._core.list_pod_for_all_namespaces(**kwargs)
-        return await self._core.list_namespaced_pod(self.namespace, **kwargs)
-
     async def _watch_forever(self) -> None:
-        resource_version: str | None = None
-        failures = 0
-        while True:
-            try:
-                if resource_version is None:
-                    resource_version = await self._relist()
-                    self._synced.set()
-                resource_version = await self._watch(resource_version)
-                failures = 0
-            except _GoneError:
-                log.info("watch resourceVersion %s expired; listing again", resource_version)
-                resource_version = None
-            except (ApiException, aiohttp.ClientError, OSError, ValueError) as exc:
-                failures += 1
-                if not self._synced.is_set() and (failures >= 5 or api_status(exc) in (401, 403)):
-                    raise
-                log.warning("pod watch failed (%r); retrying", exc)
-                await asyncio.sleep(min(0.2 * 2**failures, 5.0))
-
-    async def _relist(self) -> str:
-        response = await self._list(_preload_content=False, _request_timeout=CALL_TIMEOUT_S)
-        async with response:
-            body = await response.read()
-            _raise_for_status(response.status, body)
-            listing = orjson.loads(body)
-        seen: set[str] = set()
-        for pod in listing.get("items") or []:
-            seen.add(pod["metadata"]["uid"])
-            self._on_pod(pod, deleted=False)
-        # Pods deleted while no watch was open.
-        for uid, known in list(self._pods.items()):
-            if uid not in seen:
-                self._on_gone(known, still_exists=False)
-        version: str = listing["metadata"]["resourceVersion"]
-        return version
-
-    async def _watch(self, resource_version: str) -> str:
-        response = await self._list(
-            watch=True,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_TIMEOUT_S,
-            _preload_content=False,
-            _request_timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=WATCH_TIMEOUT_S + 30),
-        )
-        async with response:
-            if response.status != 200:
-                _raise_for_status(response.status, await response.read())
-            try:
-                async for line in response.content:
-                    if not line.strip():
-                        continue
-                    event = orjson.loads(line)
-                    kind, obj = event.get("type"), event.get("object") or {}
-                    if kind == "ERROR":
-                        if obj.get("code") == 410:
-                            raise _GoneError
-                        raise ApiException(status=obj.get("code"), reason=obj.get("message"))
-                    meta = obj.get("metadata", {})
-                    resource_version = meta.get("resourceVersion", resource_version)
-                    if kind in ("ADDED", "MODIFIED"):
-                        self._on_pod(obj, deleted=False)
-                    elif kind == "DELETED":
-                        self._on_pod(obj, deleted=True)
-            finally:
-                if not response.content.at_eof():
-                    abort_stream(response)  # stopped or failed mid-stream
-        return resource_version
+        assert self._api is not None
+        async with watch_pods(self._api, self.namespace) as events:
+            async for event in events:
+                match event:
+                    case Listed(pods=pods):
+                        for pod in pods:
+                            self._on_pod(pod, deleted=False)
+                        for uid in event.missing(list(self._pods)):
+                            self._on_gone(self._pods[uid], still_exists=False)
+                        self._synced.set()
+                    case Changed(pod=pod):
+                        self._on_pod(pod, deleted=event.deleted)
+                    case Interrupted(reason="failed", error=error):
+                        log.warning("pod watch failed (%r); retrying", error)
+                    case Interrupted(reason="resourceVersion expired"):
+                        log.info("watch resourceVersion expired; listing again")
 
     # -- reacting
 
@@ -1070,18 +1012,6 @@ class FakeKubelet:
                     log.warning("finalizing pod %s/%s failed: %r", namespace, name, exc)
                     return
             await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
-
-
-class _GoneError(Exception):
-    """The watch's resourceVersion is too old (410 Gone): list again."""
-
-
-def _raise_for_status(status: int, body: bytes) -> None:
-    # Calls made with `_preload_content=False` return the raw response, whatever its status.
-    if status == 410:
-        raise _GoneError
-    if not 200 <= status < 300:
-        raise ApiException(status=status, reason=body[:500].decode(errors="replace"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,6 +33,9 @@ from testbed.cluster import (
     BUSY_LABELS,
     IDLE_LABELS,
     JIBRIPOOL_CRD,
+    JIBRIPOOL_GROUP,
+    JIBRIPOOL_PLURAL,
+    JIBRIPOOL_VERSION,
     REPO,
     ControllerProcess,
     apply,
@@ -40,6 +43,7 @@ from testbed.cluster import (
     create_namespace,
     install_crds,
     jibri_deployment,
+    jibri_pool,
     make_webhook_keys,
     rbac_manifests,
     service_account_user,
@@ -51,7 +55,6 @@ from testbed.kube import new_api_client
 from testbed.kubelet import run_in_thread
 
 NAMESPACE = "jibri-pool-demo"
-GROUP, VERSION, PLURAL = "jibri-pod-controller.io", "v1alpha1", "jibripools"
 MAX_TOTAL = 8
 MIN_SPARE, WINDOW_MIN_SPARE = 2, 4
 BURST = 9
@@ -116,7 +119,7 @@ async def sample(api: k8s.ApiClient, run: Run, stop: asyncio.Event) -> None:
                 del run.recording[name]
         deployment = await apps.read_namespaced_deployment("jibri", NAMESPACE)
         pool: Any = await objects.get_namespaced_custom_object(
-            GROUP, VERSION, NAMESPACE, PLURAL, "jibri"
+            JIBRIPOOL_GROUP, JIBRIPOOL_VERSION, NAMESPACE, JIBRIPOOL_PLURAL, "jibri"
         )
         status = pool.get("status") or {}
         run.samples.append(
@@ -240,18 +243,7 @@ async def main_async(out: Path, seed: int, workdir: Path, plane: ControlPlane) -
                 }
             ],
         }
-        await k8s.CustomObjectsApi(api).create_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            NAMESPACE,
-            PLURAL,
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "JibriPool",
-                "metadata": {"name": "jibri"},
-                "spec": spec,
-            },
-        )
+        await apply(api, [jibri_pool(namespace=NAMESPACE, name="jibri", spec=spec)])
         print(
             f"JibriPool jibri: minSpare {MIN_SPARE}, maxTotal {MAX_TOTAL}, a window at "
             f"{window:%H:%M} UTC for 1 min (minSpare {WINDOW_MIN_SPARE})"

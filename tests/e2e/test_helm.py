@@ -21,10 +21,11 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from testbed.cluster import REPO, ControllerProcess, install_crds, pod_write_events, wait_until
-from testbed.controlplane import ControlPlane, find_binaries
+from testbed.controlplane import ControlPlane
 from testbed.installed import installed_deployment, process_environment
 from testbed.kubelet import KubeletThread
 from testbed.tools import checkers
+from tests import tools
 from tests.e2e.conftest import ISSUER, Keys, make_keys
 from tests.e2e.test_packaging import record_in_dry_run, record_once, remove_jibris
 
@@ -47,7 +48,7 @@ def helm(plane: ControlPlane, home: Path, *args: str) -> str:
         "KUBECONFIG": str(plane.admin_kubeconfig),
     }
     result = subprocess.run(
-        [str(find_binaries() / "helm"), *args],
+        [str(tools.helm()), *args],
         env=env,
         capture_output=True,
         text=True,

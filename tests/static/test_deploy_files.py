@@ -5,9 +5,9 @@ They hold the files to the security norms (the exact Role, Pod Security "restric
 namespace in the base) and to the code: every environment variable is a real setting, every
 setting is reachable through the chart, every metric a query names exists.
 
-Helm is located through scripts/build-control-plane.sh, which builds it on first use (minutes)
-and prints its cache directory on the last line afterwards. kustomize checks use `kustomize` or
-`kubectl kustomize` and are skipped when neither is installed.
+Helm comes from `tests.tools` (scripts/build-control-plane.sh builds it on first use, which
+takes minutes). kustomize checks use `kustomize` or `kubectl kustomize` and are skipped when
+neither is installed.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from jibri_pod_controller.core.config import SETTINGS, load_settings
 from jibri_pod_controller.core.permissions import all_permissions
 from jibri_pod_controller.core.selectors import parse_labels, parse_selector
 from testbed.tools import kubectl
+from tests import tools
 from tests.tools import generator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +43,6 @@ CHART = REPO / "charts" / "jibri-pod-controller"
 ALL_OPTIONS = CHART / "ci" / "all-options-values.yaml"
 DASHBOARD = REPO / "dashboards" / "jibri-pod-controller.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
-BUILD_SCRIPT = REPO / "scripts" / "build-control-plane.sh"
 
 SETTING_NAMES = frozenset(s.name for s in SETTINGS)
 KNOWN_ENV = SETTING_NAMES | {"KUBECONFIG"}
@@ -223,16 +223,7 @@ def balanced(expr: str) -> bool:
 
 @pytest.fixture(scope="session")
 def helm() -> Path:
-    result = subprocess.run(
-        ["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=3600, check=False
-    )
-    if result.returncode != 0:
-        pytest.fail(f"scripts/build-control-plane.sh failed:\n{result.stderr[-3000:]}")
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
-    binary = Path(lines[-1].strip()) / "helm"
-    assert binary.is_file(), binary
-    assert os.access(binary, os.X_OK), binary
-    return binary
+    return tools.helm()
 
 
 def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -21,6 +21,8 @@ CHART = REPO / "charts" / "jibri-pod-controller"
 DOCS = {
     "README.md": REPO / "README.md",
     "docs/operations.md": REPO / "docs" / "operations.md",
+    "docs/security.md": REPO / "docs" / "security.md",
+    "docs/pools.md": REPO / "docs" / "pools.md",
     "NOTES.txt": CHART / "templates" / "NOTES.txt",
     "alerts.yaml": REPO / "deploy" / "prometheus" / "alerts.yaml",
     "deploy/jibri/jibri.conf": REPO / "deploy" / "jibri" / "jibri.conf",

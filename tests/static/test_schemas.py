@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from testbed.controlplane import find_binaries
 from testbed.tools import Checkers, checkers, kubectl
+from tests.tools import helm
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -91,9 +91,8 @@ def kustomize(directory: Path) -> str:
 
 
 def helm_template(*args: str) -> str:
-    helm = find_binaries() / "helm"
     result = subprocess.run(
-        [str(helm), "template", "jpc", str(CHART), "--namespace", "jibri", *args],
+        [str(helm()), "template", "jpc", str(CHART), "--namespace", "jibri", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
@@ -26,10 +26,10 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from testbed.controlplane import ControlPlane
 from testbed.kube import new_api_client
 from testbed.kubelet import KubeletThread, run_in_thread
+from testbed.observing import wait_until
 
 pytestmark = pytest.mark.e2e
 
-T = TypeVar("T")
 
 IDLE = {"app": "jibri", "state": "idle"}
 CONTROLLER = "jibri-pod-controller"
@@ -71,20 +71,6 @@ async def namespace(api: ApiClient) -> AsyncIterator[str]:
     await CoreV1Api(api).create_namespace({"metadata": {"name": name}})
     yield name
     await CoreV1Api(api).delete_namespace(name)
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, limit: float = 60, what: str = "condition"
-) -> T:
-    """Poll `probe` until it returns something other than None (or False)."""
-    deadline = asyncio.get_running_loop().time() + limit
-    while True:
-        result = await probe()
-        if result is not None and result is not False:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {limit} s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def deployment(replicas: int, **extra_env: str) -> dict[str, Any]:
@@ -141,7 +127,7 @@ async def run_deployment(api: ApiClient, namespace: str, replicas: int) -> list[
         pods = [p for p in await list_pods(api, namespace) if is_ready(p)]
         return pods if len(pods) == replicas else None
 
-    return await eventually(available, what=f"{replicas} available replicas")
+    return await wait_until(available, timeout=60, what=f"{replicas} available replicas")
 
 
 async def health(ip: str, port: int = JIBRI_PORT) -> dict[str, Any]:
@@ -189,7 +175,7 @@ async def test_a_pod_can_take_its_time_to_become_ready(
         pods = await list_pods(api, namespace)
         return pods[0] if pods and pods[0].get("status", {}).get("podIP") else None
 
-    pod = await eventually(starting, what="the pod to get an address")
+    pod = await wait_until(starting, timeout=60, what="the pod to get an address")
     if not is_ready(pod):  # seen while starting (a slow API could hide this phase)
         assert pod["status"]["phase"] == "Running"
         (container,) = pod["status"]["containerStatuses"]
@@ -200,7 +186,7 @@ async def test_a_pod_can_take_its_time_to_become_ready(
         pods = [p for p in await list_pods(api, namespace) if p["metadata"]["name"] == name]
         return pods[0] if pods and is_ready(pods[0]) else None
 
-    pod = await eventually(ready, what="the pod to turn Ready")
+    pod = await wait_until(ready, timeout=60, what="the pod to turn Ready")
     conditions = {c["type"]: c for c in pod["status"]["conditions"]}
     started = datetime.fromisoformat(pod["status"]["startTime"])
     turned = datetime.fromisoformat(conditions["Ready"]["lastTransitionTime"])
@@ -242,7 +228,7 @@ async def test_a_jibris_first_webhook_finds_its_address_on_the_api_server(
         async def two() -> bool:
             return len(seen) >= 2
 
-        await eventually(two, what="the two Jibris' first webhooks")
+        await wait_until(two, timeout=60, what="the two Jibris' first webhooks")
     finally:
         await runner.cleanup()
     for first in seen[:2]:
@@ -271,14 +257,14 @@ async def test_relabelled_pod_is_released_and_replaced(
         ]
         return current if len(current) == 4 and len(idle_ready) == 3 else None
 
-    await eventually(replaced, what="a replacement for the busy pod")
+    await wait_until(replaced, timeout=60, what="a replacement for the busy pod")
 
     async def released() -> dict[str, Any] | None:
         (pod,) = [p for p in await list_pods(api, namespace) if p["metadata"]["name"] == busy]
         owners = pod["metadata"].get("ownerReferences") or []
         return None if any(o.get("controller") for o in owners) else pod
 
-    pod = await eventually(released, what="the ReplicaSet to release the busy pod")
+    pod = await wait_until(released, timeout=60, what="the ReplicaSet to release the busy pod")
     assert pod["metadata"]["labels"]["state"] == "busy"
     # Released, not restarted: it keeps its address and its Jibri.
     assert pod["status"]["podIP"] == pods[0]["status"]["podIP"] == kubelet.ip_of(busy, namespace)
@@ -310,12 +296,12 @@ async def test_deleted_pod_stops_its_jibri(
         await writer.wait_closed()
         return False
 
-    await eventually(refused, limit=30, what="the Jibri to stop listening")
+    await wait_until(refused, timeout=30, what="the Jibri to stop listening")
     with pytest.raises(KeyError):
         kubelet.jibri(name, namespace)
     # The ReplicaSet replaces it on a new address.
-    (replacement,) = await eventually(
-        lambda: _ready_pods(api, namespace, 1), what="a replacement pod"
+    (replacement,) = await wait_until(
+        lambda: _ready_pods(api, namespace, 1), timeout=60, what="a replacement pod"
     )
     assert replacement["metadata"]["uid"] != uid
     assert replacement["status"]["podIP"] != ip
@@ -334,7 +320,7 @@ async def test_jibri_restart_shows_in_the_container_status(
         (container,) = pod["status"]["containerStatuses"]
         return container if container["restartCount"] == 1 else None
 
-    container = await eventually(restarted, what="restartCount 1")
+    container = await wait_until(restarted, timeout=60, what="restartCount 1")
     assert container["lastState"]["terminated"]["exitCode"] != 0
     assert "running" in container["state"]
     # Same pod, same address, a fresh Jibri process.
@@ -398,7 +384,7 @@ async def test_audit_log_attributes_a_patch_to_its_identity(
         events = plane.audit_events(username=username, namespace=namespace)
         return events if len(events) == 2 else None
 
-    patch, delete = await eventually(logged, limit=10, what="two audit events")
+    patch, delete = await wait_until(logged, timeout=10, what="two audit events")
     assert patch["verb"] == "patch"
     assert patch["objectRef"]["resource"] == "pods"
     assert patch["objectRef"]["name"] == name

@@ -14,10 +14,10 @@ from kubernetes_asyncio.client import ApiClient, AppsV1Api, CoreV1Api, V1DeleteO
 
 from testbed.cluster import jibri_lifecycle
 from testbed.kubelet import KubeletThread, in_pod
+from testbed.observing import wait_until
 from tests.testbed.test_controlplane import (  # the module's control plane and kubelet
     api,
     deployment,
-    eventually,
     is_ready,
     kubelet,
     list_pods,
@@ -59,7 +59,7 @@ async def one_ready_pod(api: ApiClient, namespace: str, doc: dict[str, Any]) -> 
         pods = [p for p in await list_pods(api, namespace) if is_ready(p)]
         return pods[0] if len(pods) == 1 else None
 
-    return await eventually(ready, what="a Ready pod")
+    return await wait_until(ready, timeout=60, what="a Ready pod")
 
 
 async def busy_status(ip: str) -> str | None:
@@ -104,7 +104,7 @@ async def test_a_deleted_pod_lets_its_recording_finish(
     assert await busy_status(ip) == "BUSY"  # still recording
     ended = time.monotonic()
     assert await post(ip, JIBRI_PORT, "/jibri/api/v1.0/stopService") == 200
-    await eventually(lambda: gone(api, namespace, name), limit=30, what="the pod to go")
+    await wait_until(lambda: gone(api, namespace, name), timeout=30, what="the pod to go")
     took = time.monotonic() - ended
     assert took < 10, took  # the hook's poll (2 s) and the exit, not the grace period
     print(f"\nrecording end -> pod gone: {took:.1f} s")
@@ -127,7 +127,7 @@ async def test_a_health_api_gone_wrong_does_not_end_the_wait_for_a_recording(
     assert not await gone(api, namespace, name)  # held by its hook
     assert jibri.busy_status.value == "BUSY"  # still recording
     kubelet.call(jibri.stop_recording())
-    await eventually(lambda: gone(api, namespace, name), limit=30, what="the pod to go")
+    await wait_until(lambda: gone(api, namespace, name), timeout=30, what="the pod to go")
 
 
 async def test_a_terminating_pods_crashed_jibri_is_not_restarted_and_the_pod_goes(
@@ -145,7 +145,7 @@ async def test_a_terminating_pods_crashed_jibri_is_not_restarted_and_the_pod_goe
     assert not await gone(api, namespace, name)  # held by its hook
     crashed = time.monotonic()
     kubelet.call(jibri.crash())
-    await eventually(lambda: gone(api, namespace, name), limit=30, what="the pod to go")
+    await wait_until(lambda: gone(api, namespace, name), timeout=30, what="the pod to go")
     assert time.monotonic() - crashed < 15
     assert jibri.restart_count == 0
     assert [s for _, s in jibri.history][-2:] == ["CRASH", "EXIT"]
@@ -159,7 +159,7 @@ async def test_the_grace_period_ends_a_recording_that_outlasts_it(
     assert await post(ip, JIBRI_PORT, "/jibri/api/v1.0/startService", {"sessionId": "s"}) == 200
     started = time.monotonic()
     await CoreV1Api(api).delete_namespaced_pod(name, namespace)
-    await eventually(lambda: gone(api, namespace, name), limit=30, what="the pod to go")
+    await wait_until(lambda: gone(api, namespace, name), timeout=30, what="the pod to go")
     took = time.monotonic() - started
     assert 3 <= took < 12, took  # the hook's 3 s, then SIGTERM (at least 2 s more allowed)
     assert await busy_status(ip) is None
@@ -177,7 +177,7 @@ async def test_the_deletions_grace_period_wins_over_the_pods(
     await CoreV1Api(api).delete_namespaced_pod(
         name, namespace, body=V1DeleteOptions(grace_period_seconds=3)
     )
-    await eventually(lambda: gone(api, namespace, name), limit=30, what="the pod to go")
+    await wait_until(lambda: gone(api, namespace, name), timeout=30, what="the pod to go")
     assert 3 <= time.monotonic() - started < 12
 
 
@@ -185,14 +185,16 @@ async def test_an_idle_pod_goes_at_once_and_a_forced_delete_skips_the_hook(
     api: ApiClient, namespace: str, kubelet: KubeletThread
 ) -> None:
     await AppsV1Api(api).create_namespaced_deployment(namespace, with_hook(2, grace=120))
-    pod = (await eventually(lambda: _ready(api, namespace, 2), what="two Ready pods"))[0]
+    pod, _ = await wait_until(lambda: _ready(api, namespace, 2), timeout=60, what="two Ready pods")
     name = pod["metadata"]["name"]
     started = time.monotonic()
     await CoreV1Api(api).delete_namespaced_pod(name, namespace)
-    await eventually(lambda: gone(api, namespace, name), limit=30, what="the idle pod to go")
+    await wait_until(lambda: gone(api, namespace, name), timeout=30, what="the idle pod to go")
     assert time.monotonic() - started < 8
 
-    pods = await eventually(lambda: _ready(api, namespace, 2), what="two Ready pods again")
+    pods = await wait_until(
+        lambda: _ready(api, namespace, 2), timeout=60, what="two Ready pods again"
+    )
     busy = pods[0]
     ip = busy["status"]["podIP"]
     assert await post(ip, JIBRI_PORT, "/jibri/api/v1.0/startService", {"sessionId": "s"}) == 200
@@ -206,7 +208,7 @@ async def test_an_idle_pod_goes_at_once_and_a_forced_delete_skips_the_hook(
     async def stopped() -> bool:
         return await busy_status(ip) is None
 
-    await eventually(stopped, limit=10, what="the forced delete to stop the Jibri")
+    await wait_until(stopped, timeout=10, what="the forced delete to stop the Jibri")
 
 
 async def _ready(api: ApiClient, namespace: str, n: int) -> list[dict[str, Any]] | None:
@@ -231,7 +233,7 @@ async def test_an_exited_jibri_is_restarted_after_a_back_off(
         (container,) = current["status"]["containerStatuses"]
         return current if "waiting" in container["state"] else None
 
-    down = await eventually(exited, limit=15, what="the container to exit")
+    down = await wait_until(exited, timeout=15, what="the container to exit")
     (container,) = down["status"]["containerStatuses"]
     assert not is_ready(down)
     assert container["lastState"]["terminated"]["exitCode"] == 255
@@ -244,7 +246,7 @@ async def test_an_exited_jibri_is_restarted_after_a_back_off(
         (container,) = current["status"]["containerStatuses"]
         return current if container["restartCount"] == 1 and is_ready(current) else None
 
-    up = await eventually(restarted, limit=40, what="the restart")
+    up = await wait_until(restarted, timeout=40, what="the restart")
     assert time.monotonic() - asked >= 10  # the back-off
     assert up["status"]["podIP"] == ip
     assert await busy_status(ip) == "IDLE"
@@ -262,7 +264,7 @@ async def test_a_crash_looping_container_stays_not_ready_and_silent(
         (container,) = current["status"]["containerStatuses"]
         return current if container["restartCount"] >= 1 else None
 
-    current = await eventually(looping, limit=30, what="a restart that died at once")
+    current = await wait_until(looping, timeout=30, what="a restart that died at once")
     (container,) = current["status"]["containerStatuses"]
     assert not is_ready(current)
     assert current["status"]["phase"] == "Running"

@@ -41,7 +41,7 @@ class OptionalPermission:
     permission: Permission
     feature: Feature
     lost: str
-    """What the controller does without it, for the start-up log line and the README."""
+    """What the controller does without it, for the start-up log line and docs/security.md."""
 
 
 def required_permissions(*, lease_name: str) -> tuple[Permission, ...]:
