@@ -490,10 +490,10 @@ def _url(host: str, port: int) -> str:
 
 
 async def _let_accepts_settle() -> None:
-    """After closing a listener: a connection accepted just before the close has its transport
-    made in a task of the loop and its protocol told in a callback after that; let both run, so
-    that the server knows the connection and closes it (else its socket is left to the garbage
-    collector: a ResourceWarning in whichever test runs then)."""
+    """After closing the black hole's listener: a connection accepted just before the close has
+    its transport made in a task of the loop and its protocol told in a callback after that; let
+    both run, so that the black hole knows the connection and aborts it (else its socket is left
+    to the garbage collector: a ResourceWarning in whichever test runs then)."""
     for _ in range(2):
         await asyncio.sleep(0)
 
@@ -514,45 +514,87 @@ async def _listen(
         raise
 
 
+async def _close_server(listener: asyncio.Server) -> None:
+    """``listener.close()``, without losing a connection it has just accepted. asyncio
+    (before 3.12) accepts in one loop turn and makes the connection's transport in a task the
+    next; a server closed in between fails that task on an assertion, which asyncio swallows,
+    and leaves the accepted socket to the garbage collector (a ResourceWarning in whichever test
+    runs then). So the server stops accepting first, its pending accepts are let through, and
+    only then is it closed; their connections are closed with the others."""
+    loop = asyncio.get_running_loop()
+    for sock in listener.sockets:
+        loop.remove_reader(sock.fileno())
+    for _ in range(2):
+        await asyncio.sleep(0)
+    listener.close()
+
+
 def _close_made_server(making: asyncio.Future[asyncio.Server]) -> None:
     if not making.cancelled() and making.exception() is None:
         making.result().close()
 
 
-class _Connections:
-    """One HTTP server's connections, as its protocol factory made them, so that every one of
-    them can be closed. aiohttp's ``Server.shutdown`` closes only those it knows when it starts,
-    and a handler closed before its connection was made has no transport to close yet: when
-    the connection then arrives, the handler sees itself closed and leaves the transport open
-    (its socket left to the garbage collector: a ResourceWarning in whichever test ran then).
-    So a handler is kept until its connection has come and gone, and a close lets the
-    connections accepted meanwhile be made, then closes them too."""
+class _Tracked(asyncio.Protocol):
+    """One connection of an HTTP server, between the event loop and aiohttp's handler: it tells
+    its :class:`_Connections` when the connection is made and gone, and aborts a connection
+    made after the server was closed (one accepted just before the close)."""
 
-    SETTLE = 3
-    """Loop turns after a close for a connection accepted before it to be made (the accept's
-    task, then its ``connection_made``)."""
+    def __init__(self, owner: _Connections, handler: RequestHandler) -> None:
+        self._owner = owner
+        self._handler = handler
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._owner.closed:
+            # Cast, not asserted: uvloop's transports implement the interface without
+            # subclassing it.
+            cast(asyncio.Transport, transport).abort()
+            return
+        self._transport = transport
+        self._owner.transports.add(transport)
+        self._handler.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is None:
+            return
+        self._owner.transports.discard(self._transport)
+        self._handler.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._handler.data_received(data)
+
+    def eof_received(self) -> None:
+        self._handler.eof_received()
+
+    def pause_writing(self) -> None:
+        self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._handler.resume_writing()
+
+
+class _Connections:
+    """One HTTP server's connections, each seen from the moment the event loop makes it, so
+    that a close leaves none open. aiohttp's ``Server.shutdown`` closes only the connections
+    it knows when it starts, a handler closed before its connection is made leaves that
+    transport open when it comes, and a transport closed with unsent data stays open until the
+    peer reads it: each of them a socket left to the garbage collector (a ResourceWarning in
+    whichever test runs then). So every transport is aborted at the close, and one made after
+    it is aborted as it arrives."""
 
     def __init__(self, runner: web.AppRunner) -> None:
         self._runner = runner
-        self._handlers: set[RequestHandler] = set()
-        self._connected: set[RequestHandler] = set()
-        """Handlers whose connection was seen made: once it is gone, they are done."""
+        self.transports: set[asyncio.BaseTransport] = set()
+        self.closed = False
 
-    def __call__(self) -> RequestHandler:
+    def __call__(self) -> asyncio.Protocol:
         server = self._runner.server
         assert server is not None, "the runner is set up before it listens"
-        self._forget_finished()
-        handler = server()
-        self._handlers.add(handler)
-        return handler
+        return _Tracked(self, server())
 
-    def _forget_finished(self) -> None:
-        for handler in list(self._handlers):
-            if handler.transport is not None:
-                self._connected.add(handler)
-            elif handler in self._connected:
-                self._handlers.discard(handler)
-                self._connected.discard(handler)
+    def reopen(self) -> None:
+        """A new listener serves through these connections again."""
+        self.closed = False
 
     async def drop(self) -> None:
         """Close them all; a request being answered gets a short grace period."""
@@ -560,16 +602,13 @@ class _Connections:
         if server is not None:
             server.pre_shutdown()
             await server.shutdown(_SHUTDOWN_GRACE)
-        await self.close()
+        self.close()
 
-    async def close(self) -> None:
-        for handler in self._handlers:
-            handler.force_close()
-        for _ in range(self.SETTLE):
-            await asyncio.sleep(0)
-        for handler in self._handlers:
-            handler.force_close()  # those whose connection was made meanwhile
-        self._forget_finished()
+    def close(self) -> None:
+        self.closed = True
+        for transport in list(self.transports):
+            cast(asyncio.Transport, transport).abort()
+        self.transports.clear()
 
 
 # --------------------------------------------------------------------------- the simulator
@@ -821,7 +860,7 @@ class SimJibri:
                 await runner.cleanup()
         for connections in (self._api_connections, self._internal_connections):
             if connections is not None:
-                await connections.close()
+                connections.close()
 
     async def __aenter__(self) -> SimJibri:
         await self.start()
@@ -894,6 +933,7 @@ class SimJibri:
         assert self._api is not None
         assert self._api.server is not None
         assert self._api_connections is not None
+        self._api_connections.reopen()
         self._listener = await _listen(self._api_connections, self.config.host, self._port)
         self._port = self._listener.sockets[0].getsockname()[1]
 
@@ -901,6 +941,7 @@ class SimJibri:
         assert self._internal_api is not None
         assert self._internal_api.server is not None
         assert self._internal_connections is not None
+        self._internal_connections.reopen()
         self._internal_listener = await _listen(
             self._internal_connections, self.config.effective_internal_host, self._internal_port
         )
@@ -920,7 +961,7 @@ class SimJibri:
         """Stop listening on the HTTP API's port and drop every open connection."""
         listener, self._listener = self._listener, None
         if listener is not None:
-            listener.close()
+            await _close_server(listener)
             await _let_accepts_settle()
         self._drop_blackhole_connections()
         await self._drop_http_connections()
@@ -931,8 +972,7 @@ class SimJibri:
         listener, self._internal_listener = self._internal_listener, None
         if listener is None:
             return
-        listener.close()
-        await _let_accepts_settle()
+        await _close_server(listener)
         if self._internal_connections is not None:
             await self._internal_connections.drop()
         await listener.wait_closed()
@@ -958,7 +998,7 @@ class SimJibri:
                 return
             old, self._listener = self._listener, None
             if old is not None:
-                old.close()
+                await _close_server(old)
             if blackhole:
                 await self._listen_blackhole()
                 await self._drop_http_connections()
