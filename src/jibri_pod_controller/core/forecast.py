@@ -808,7 +808,8 @@ class Basis(StrEnum):
 @dataclass(frozen=True)
 class Outlook:
     """The forecast spares and expected starts for a stretch of local buckets (up to the end
-    of one local day: the next day has one more reference day)."""
+    of one local day: the next day has one more reference day; it may reach back into the
+    day before)."""
 
     season: Season
     first: int
@@ -821,8 +822,19 @@ class Outlook:
     shortfall_probability: float
     tuning: Tuning
     reference_days: int
-    regions: tuple[str, ...] = ()
     """Reference days of the same kind for the day it ends in (0: nothing to forecast from)."""
+    regions: tuple[str, ...] = ()
+    reference_days_before: int = 0
+    """The same for the day before, for the buckets of it the outlook reaches back to."""
+
+    def references_at(self, bucket: int) -> int:
+        """Reference days of the same kind for the day of ``bucket``."""
+        per_day = self.season.buckets_per_day
+        return (
+            self.reference_days
+            if bucket // per_day == self.last // per_day
+            else (self.reference_days_before)
+        )
 
     @property
     def last(self) -> int:
@@ -916,6 +928,7 @@ def build_outlook(
         margin=margin,
     )
     same_kind, _ = references(history, today)
+    before, _ = references(history, today - 1)
     return Outlook(
         season=season,
         first=first,
@@ -926,6 +939,7 @@ def build_outlook(
         tuning=tuning,
         reference_days=len(same_kind),
         regions=regions,
+        reference_days_before=len(before),
     )
 
 
@@ -998,7 +1012,7 @@ def forecast_spares(
     estimate of all recent starts alone (`Basis.NO_HISTORY`)."""
     if outlook is not None:
         bucket = outlook.season.bucket(now)
-        if not outlook.covers(bucket, bucket) or outlook.reference_days == 0:
+        if not outlook.covers(bucket, bucket) or outlook.references_at(bucket) == 0:
             outlook = None
     rate = unexpected_rate(outlook, starts, now=now, window=window)
     reactive = spares_for_demand(
@@ -1059,6 +1073,7 @@ class OutlookRequest:
     lead_time: float
     shortfall_probability: float
     window: float
+    """How far before ``at`` the outlook reaches back (`build_outlook`'s ``window``)."""
     tuning: Tuning
     regions: tuple[str, ...]
 
@@ -1167,9 +1182,14 @@ def _renewal(
     """The outlook to build next, if the one held no longer holds or is about to end."""
     season = history.season
 
+    horizon = season.day_seconds / 24
+
     def ask(at: float) -> OutlookRequest:
+        # Reaching back the horizon as well as the reactive window, an outlook built ahead
+        # of time still holds what was expected over the whole window of every round that
+        # uses it (the reactive estimate counts only the starts beyond those).
         return OutlookRequest(
-            history, at, lead_time, shortfall_probability, window, tuning, regions
+            history, at, lead_time, shortfall_probability, window + horizon, tuning, regions
         )
 
     if outlook is None or not outlook.holds(
@@ -1180,14 +1200,12 @@ def _renewal(
         regions=regions,
     ):
         return ask(now)
-    horizon = season.day_seconds / 24
     left = (outlook.last + 1 - season.bucket(now)) * season.bucket_seconds
     if left > horizon * RENEW:
         return None
     today = season.day(now)
     if outlook.last < (today + 1) * season.buckets_per_day - 1:
         return ask(now)  # one built now reaches further
-    # It ends with the day: the next one starts at midnight and reaches back its window, so
-    # it is asked for once that covers now.
-    midnight = season.start_of(today + 1)
-    return ask(midnight) if midnight - max(0.0, window) <= now else None
+    # It ends with the day: the next one is built for the next day, reaching back into this
+    # one far enough to cover now.
+    return ask(season.start_of(today + 1))
