@@ -200,7 +200,7 @@ async def test_the_forecast_metrics_come_and_go_with_the_forecast() -> None:
     assert value("applied") == 0
     assert value("recommended_spares") == 1
     assert value("history_bytes") == len(api.pools["jibri"]["status"]["startHistory"])
-    assert value("reference_days") == 0
+    assert value("references") == 0
     api.pools["jibri"]["spec"]["demand"]["forecast"]["enabled"] = False
     await loop.reconcile_all()
     assert value("applied") is None

@@ -393,8 +393,8 @@ class PoolMetrics:
             ["pool"],
             registry=r,
         )
-        self.forecast_reference_days = Gauge(
-            PREFIX + "pool_forecast_reference_days",
+        self.forecast_references = Gauge(
+            PREFIX + "pool_forecast_references",
             "Wholly recorded days of the same kind (working or weekend) a pool's forecast "
             "goes by today; 0: the reactive estimate alone.",
             ["pool"],
@@ -438,7 +438,7 @@ class PoolMetrics:
             self.forecast_expected,
             self.forecast_recommended,
             self.forecast_applied,
-            self.forecast_reference_days,
+            self.forecast_references,
             self.forecast_history_age,
             self.forecast_history_bytes,
         )

@@ -675,7 +675,7 @@ class PoolReconciler:
             m.set(m.forecast_expected, name, value=answer.expected if answer is not None else 0)
             m.set(m.forecast_recommended, name, value=report.recommended)
             m.set(m.forecast_applied, name, value=1 if report.mode is DemandMode.APPLY else 0)
-            m.set(m.forecast_reference_days, name, value=report.reference_days)
+            m.set(m.forecast_references, name, value=report.reference_days)
             m.set(m.forecast_history_age, name, value=report.history_age)
             m.set(m.forecast_history_bytes, name, value=report.history_bytes)
             if report.stored:
