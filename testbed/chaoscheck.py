@@ -723,7 +723,8 @@ class _Checker:
                 over = count - pool.max_total
                 worst["over_budget_pods"] = max(worst["over_budget_pods"], over)
                 recent = sum(1 for d in detached if t - pool.period - window <= d <= t)
-                if over > 0 and over > recent:
+                # An arrival puts the pool over; a departure only shortens a span (timed below).
+                if step > 0 and over > recent:
                     self.add(
                         "I9",
                         t,

@@ -475,6 +475,8 @@ class FakeKubelet:
         self._api: ApiClient | None = api if isinstance(api, ApiClient) else None
         self._owns_api = not isinstance(api, ApiClient)
         self._pods: dict[str, _Pod] = {}
+        self._runners: set[JibriRunner] = set()
+        """Every simulated Jibri started and not closed yet."""
         self._by_name: dict[tuple[str, str], str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
@@ -514,6 +516,12 @@ class FakeKubelet:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for pod in list(self._pods.values()):
             await self._stop_jibri(pod)
+        # And any runner a race left behind (a container started for a pod that was ending):
+        # no Jibri of this kubelet outlives it.
+        for runner in list(self._runners):
+            with contextlib.suppress(Exception):
+                await runner.close()
+        self._runners.clear()
         await self.real_jibris.close()
         self._pods.clear()
         self._by_name.clear()
@@ -753,6 +761,7 @@ class FakeKubelet:
             pod.running_since = pod.ready_since = None
             pod.not_ready_since = ended
             await runner.close()
+            self._runners.discard(runner)
             policy = pod.spec.restart_policy
             if policy == "Never" or (policy == "OnFailure" and code == 0):
                 pod.finished = "Succeeded" if code == 0 else "Failed"
@@ -810,6 +819,7 @@ class FakeKubelet:
                 on_restart=self._restart_hook(pod),
                 on_change=self._status_hook(pod),
             )
+            self._runners.add(pod.runner)
             try:
                 await pod.runner.start()
                 return
@@ -979,6 +989,7 @@ class FakeKubelet:
                 await pod.runner.close()
             except Exception:
                 log.exception("stopping the Jibri of pod %s/%s failed", pod.namespace, pod.name)
+            self._runners.discard(pod.runner)
         if pod.manifest is not None and not pod.stopped.is_set():
             await self.real_jibris.release(pod.uid)  # its network namespace
         pod.stopped.set()

@@ -498,6 +498,27 @@ async def _let_accepts_settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _listen(
+    factory: Callable[[], asyncio.BaseProtocol], host: str, port: int
+) -> asyncio.Server:
+    """``loop.create_server``, safe to cancel: it starts serving, then yields once, so a
+    cancellation at that moment would leave a server listening that nobody holds (nor ever
+    closes: its connections were then left open). Cancelled, this closes it once made."""
+    making = asyncio.ensure_future(
+        asyncio.get_running_loop().create_server(factory, host, port, reuse_address=True)
+    )
+    try:
+        return await asyncio.shield(making)
+    except asyncio.CancelledError:
+        making.add_done_callback(_close_made_server)
+        raise
+
+
+def _close_made_server(making: asyncio.Future[asyncio.Server]) -> None:
+    if not making.cancelled() and making.exception() is None:
+        making.result().close()
+
+
 class _Connections:
     """One HTTP server's connections, as its protocol factory made them, so that every one of
     them can be closed. aiohttp's ``Server.shutdown`` closes only those it knows when it starts,
@@ -769,7 +790,8 @@ class SimJibri:
             return
         try:
             await self._listen_internal()
-            await self._listen_http()
+            if not self.was_stopped():
+                await self._listen_http()
         except OSError as exc:
             if not self.config.fidelity.survives_port_clash:
                 await self._close_internal_listener()
@@ -872,28 +894,21 @@ class SimJibri:
         assert self._api is not None
         assert self._api.server is not None
         assert self._api_connections is not None
-        self._listener = await asyncio.get_running_loop().create_server(
-            self._api_connections, self.config.host, self._port, reuse_address=True
-        )
+        self._listener = await _listen(self._api_connections, self.config.host, self._port)
         self._port = self._listener.sockets[0].getsockname()[1]
 
     async def _listen_internal(self) -> None:
         assert self._internal_api is not None
         assert self._internal_api.server is not None
         assert self._internal_connections is not None
-        self._internal_listener = await asyncio.get_running_loop().create_server(
-            self._internal_connections,
-            self.config.effective_internal_host,
-            self._internal_port,
-            reuse_address=True,
+        self._internal_listener = await _listen(
+            self._internal_connections, self.config.effective_internal_host, self._internal_port
         )
         self._internal_port = self._internal_listener.sockets[0].getsockname()[1]
 
     async def _listen_blackhole(self) -> None:
         sink = self._blackhole_transports
-        self._listener = await asyncio.get_running_loop().create_server(
-            lambda: _Blackhole(sink), self.config.host, self._port, reuse_address=True
-        )
+        self._listener = await _listen(lambda: _Blackhole(sink), self.config.host, self._port)
 
     async def _close_apis(self) -> None:
         """Both APIs stop accepting connections and drop the open ones."""

@@ -354,6 +354,22 @@ def test_i9_over_the_budget_without_a_detach_or_for_too_long_or_by_more_than_the
     assert "I9" not in invariants(outage)
 
 
+def test_i9_a_pod_leaving_an_over_budget_pool_is_no_new_violation() -> None:
+    # Two detaches put the pool two over during an API outage (which lengthens the span's
+    # allowance); the replacements leave after the detaches' window: leaving is no new overshoot.
+    history = replace(
+        _pool_history(
+            Fact(20, "created", "d3", labels=POOL_IDLE),
+            Fact(20.5, "created", "d4", labels=POOL_IDLE),
+            Fact(30.0, "terminating", "d3"),
+            Fact(31.0, "terminating", "d4"),
+            detached=(19.8, 20.3),
+        ),
+        faults=[Window("proxy-outage", 20, 35)],
+    )
+    assert "I9" not in invariants(history), check(history).violations
+
+
 def test_events_around_show_the_pod_and_the_faults() -> None:
     history = replace(clean(), faults=[Window("proxy-reset", 28, 29)])
     lines = events_around(history, t=31, pod="p1")
