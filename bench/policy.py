@@ -54,7 +54,13 @@ from bench.daysim import (
 from bench.meetings import MeetingShape, meeting_weeks
 from bench.sizers import Forecasting, Hpa, Pool, Prototype, Static
 from jibri_pod_controller.core.forecast import Season, Tuning
-from jibri_pod_controller.core.pools import DemandSpec, PoolSpec, ScheduleWindow
+from jibri_pod_controller.core.pools import (
+    DemandMode,
+    DemandSpec,
+    ForecastSpec,
+    PoolSpec,
+    ScheduleWindow,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -266,17 +272,17 @@ def _forecasting(
     min_spare: int = FORECAST_MIN_SPARE,
     scale_down: float = FORECAST_SCALE_DOWN,
 ) -> Sizer:
+    forecast = ForecastSpec(weeks=2, time_zone=scenario.season.time_zone, regions=scenario.regions)
     spec = _spec(
         min_spare=min_spare,
         scale_down_delay_seconds=scale_down,
-        demand=_demand(p, scenario.window),
+        demand=replace(_demand(p, scenario.window), forecast=forecast, mode=DemandMode.APPLY),
     )
     return Forecasting(
         spec,
         f"forecast {p:g}",
-        season=scenario.season,
+        day_seconds=scenario.season.day_seconds,
         tuning=tuning or Tuning(),
-        regions=scenario.regions,
     )
 
 

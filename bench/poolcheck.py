@@ -12,16 +12,23 @@ integrated from the pods listed every ``sample_seconds``.
 The same compressed demand then goes through the simulation with the same pool spec, the
 testbed's start-up times and the controller's reconcile period; both sets of figures are
 reported side by side.
+
+`ForecastPlan` does the same for the forecast: days compressed into minutes (the controller's
+FORECAST_DAY_SECONDS, the simulation's `Season`), the same cluster of recordings at the same
+local time each day, a pool with the forecast on; the simulation runs the controller's
+forecast through `bench.sizers.Forecasting`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio import client as k8s
@@ -36,7 +43,8 @@ from bench.daysim import (
     simulate,
     synthetic_day,
 )
-from bench.sizers import Pool
+from bench.sizers import Forecasting, Pool
+from jibri_pod_controller.core.forecast import Season
 from jibri_pod_controller.core.pools import parse_pool_spec
 from testbed.cluster import (
     JIBRIPOOL_CRD,
@@ -107,21 +115,200 @@ class Measured:
     seconds: float
     late_starts: int
     """Starts the player could not send on time (more than 1 s late): a loaded machine."""
+    replicas: tuple[tuple[float, int], ...] = ()
+    """(seconds since the start, the Deployment's replicas), as sampled."""
+    spares: tuple[tuple[float, int], ...] = ()
+    """(seconds since the start, Ready idle pods not claimed), as sampled."""
+    shortfall_times: tuple[float, ...] = ()
+    """Seconds since the start of each recording that found no spare."""
+
+
+def testbed_world(ready_delay: float, ready_jitter: float) -> World:
+    """The local control plane and fake kubelet, as the simulation models them."""
+    # The control plane adds its part to the kubelet's delay: the ReplicaSet's create, the
+    # kubelet's watch, the status patch (about half a second here).
+    return World(
+        startup=UniformStartup(ready_delay + 0.3, ready_delay + ready_jitter + 0.6),
+        webhook_median_seconds=0.05,
+        rs_delay_seconds=0.1,
+        sample_seconds=1.0,
+    )
 
 
 def predict(plan: Plan, demand: Demand, deployment: str = "jibri") -> Outcome:
     """The simulation's figures for the same demand, pool and start-up times."""
     spec = parse_pool_spec(plan.pool_spec(deployment))
     sizer = Pool(spec, "demand", period=plan.reconcile_period)
-    # The control plane adds its part to the kubelet's delay: the ReplicaSet's create, the
-    # kubelet's watch, the status patch (about half a second here).
-    world = World(
-        startup=UniformStartup(plan.ready_delay + 0.3, plan.ready_delay + plan.ready_jitter + 0.6),
-        webhook_median_seconds=0.05,
-        rs_delay_seconds=0.1,
-        sample_seconds=1.0,
-    )
+    world = testbed_world(plan.ready_delay, plan.ready_jitter)
     return simulate(demand, sizer, world=world, seed=plan.seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# The forecast: compressed days with the same cluster each day
+
+
+@dataclass(frozen=True)
+class ForecastPlan:
+    """Days of ``day_seconds`` (FORECAST_DAY_SECONDS), each with a cluster of
+    ``cluster_size`` recordings starting within ``cluster_spread`` seconds at
+    ``cluster_hour`` local time. The first day is recorded whole and has no history to go
+    by; from the second the pool has seen the cluster before."""
+
+    day_seconds: float = 120.0
+    days: int = 2
+    cluster_hour: float = 10.0
+    cluster_size: int = 6
+    cluster_spread: float = 1.5
+    length: float = 20.0
+    """Each recording lasts this long, give or take a quarter."""
+    lead_in: float = 10.0
+    """At least this long between the pool's first round and the first midnight."""
+    ready_delay: float = 5.0
+    ready_jitter: float = 5.0
+    reconcile_period: float = 1.0
+    shortfall_probability: float = 0.001
+    window_seconds: int = 60
+    startup_seconds: int = 10
+    """The lead time the pool plans for: the pods take 5 to 10 s, and the control plane a
+    little more."""
+    min_spare: int = 2
+    max_spare: int = 20
+    scale_down_delay_seconds: int = 10
+    seed: int = 1
+
+    def schedule(self, now: float) -> tuple[str, float]:
+        """A time zone and the first local midnight after ``now`` + ``lead_in`` in it such
+        that the days played are all working days or all weekend days (the forecast compares
+        like with like); the earliest such midnight over the whole-hour zones."""
+        best: tuple[float, str] | None = None
+        for hours in range(-12, 15):
+            # Etc/GMT-N is N hours ahead of UTC (the POSIX sign).
+            zone = "UTC" if hours == 0 else f"Etc/GMT{-hours:+d}"
+            season = Season(zone, day_seconds=self.day_seconds)
+            day = season.day(now + self.lead_in) + 1
+            while len({Season.weekend(day + i) for i in range(self.days)}) > 1:
+                day += 1
+            midnight = season.start_of(day)
+            if best is None or midnight < best[0]:
+                best = (midnight, zone)
+        assert best is not None
+        return best[1], best[0]
+
+    def clusters(self, midnight: float) -> list[float]:
+        """When each day's cluster begins (Unix seconds)."""
+        at = self.cluster_hour / 24 * self.day_seconds
+        return [midnight + day * self.day_seconds + at for day in range(self.days)]
+
+    def demand(self, origin: float, midnight: float) -> Demand:
+        """The recordings from ``origin`` (Unix seconds; the play's start)."""
+        rng = random.Random(f"forecast-plan-{self.seed}")
+        recordings = []
+        for begins in self.clusters(midnight):
+            for i in range(self.cluster_size):
+                start = begins - origin + self.cluster_spread * i / max(1, self.cluster_size - 1)
+                recordings.append(Recording(start, self.length * rng.uniform(0.75, 1.25)))
+        end = max(r.start + r.length for r in recordings) + 5.0
+        return Demand(
+            t0=datetime.fromtimestamp(origin, UTC),
+            duration=end,
+            recordings=tuple(recordings),
+            bursts=tuple(b - origin for b in self.clusters(midnight)),
+            source=(
+                f"{self.days} days of {self.day_seconds:g} s, {self.cluster_size} recordings "
+                f"within {self.cluster_spread:g} s at {self.cluster_hour:g}:00 local each day"
+            ),
+        )
+
+    def pool_spec(self, deployment: str, *, zone: str, mode: str) -> dict[str, Any]:
+        return {
+            "deploymentName": deployment,
+            "minSpare": self.min_spare,
+            "maxSpare": self.max_spare,
+            "scaleDownDelaySeconds": self.scale_down_delay_seconds,
+            "demand": {
+                "shortfallProbability": self.shortfall_probability,
+                "windowSeconds": self.window_seconds,
+                "startupSeconds": self.startup_seconds,
+                "mode": mode,
+                "forecast": {"timeZone": zone, "historyWeeks": 1},
+            },
+        }
+
+
+def predict_forecast(plan: ForecastPlan, demand: Demand, *, zone: str, mode: str) -> Outcome:
+    """The simulation's figures for the same compressed days and forecasting pool. (In
+    Recommend mode the pool is sized as the demand policy alone: `Pool`.)"""
+    spec = parse_pool_spec(plan.pool_spec("jibri", zone=zone, mode=mode))
+    sizer: Forecasting | Pool
+    if mode == "Apply":
+        sizer = Forecasting(
+            spec, "forecast", day_seconds=plan.day_seconds, period=plan.reconcile_period
+        )
+    else:
+        sizer = Pool(spec, "recommend", period=plan.reconcile_period)
+    split = sorted({b + plan.day_seconds / 2 for b in demand.bursts[:-1]})
+    world = testbed_world(plan.ready_delay, plan.ready_jitter)
+    return simulate(demand, sizer, world=world, seed=plan.seed, split=split)
+
+
+@dataclass(frozen=True)
+class Rise:
+    """How a pool met a cluster: when it raised its replicas above minSpare before it, and
+    how many spares were Ready when it began."""
+
+    raised: float | None
+    """Seconds before the cluster the replicas rose above minSpare (None: not before it)."""
+    ready: int
+    """Ready spares at the cluster's start."""
+
+
+def rise_before(
+    replicas: Sequence[tuple[float, int]],
+    spares: Sequence[tuple[float, int]],
+    *,
+    cluster: float,
+    since: float,
+    floor: int,
+) -> Rise:
+    """From samples (seconds, value): the first rise above ``floor`` between ``since`` and
+    ``cluster``, and the Ready spares at ``cluster``."""
+    raised = None
+    for t, value in replicas:
+        if since <= t < cluster and value > floor:
+            raised = cluster - t
+            break
+    before = [n for t, n in spares if t <= cluster]
+    return Rise(raised, before[-1] if before else 0)
+
+
+@dataclass
+class Timeline:
+    """What the status of a pool said, sampled (seconds since the start)."""
+
+    points: list[tuple[float, Mapping[str, Any]]] = field(default_factory=list)
+
+    def at(self, t: float) -> Mapping[str, Any]:
+        last: Mapping[str, Any] = {}
+        for when, status in self.points:
+            if when > t:
+                break
+            last = status
+        return last
+
+
+def days_of(times: Sequence[float], *, bursts: Sequence[float], day_seconds: float) -> list[int]:
+    """How many of ``times`` fall in each day (the day of each burst: half a day either side)."""
+    return [sum(1 for t in times if b - day_seconds / 2 <= t < b + day_seconds / 2) for b in bursts]
+
+
+def forecast_table(rows: Sequence[tuple[str, str, str]]) -> str:
+    lines = ["| Figure | Measured (cluster) | Simulated |", "|---|--:|--:|"]
+    lines += [f"| {name} | {m} | {s} |" for name, m, s in rows]
+    return "\n".join(lines) + "\n"
+
+
+def whole(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.1f}"
 
 
 def _ready(pod: Mapping[str, Any]) -> bool:
@@ -170,16 +357,28 @@ async def play(
     idle_labels: Mapping[str, str],
     deployment: str,
     sample_seconds: float = 0.5,
+    start_at: float | None = None,
 ) -> Measured:
-    """Play ``demand`` against the pool's pods in ``namespace``; the clock starts now."""
+    """Play ``demand`` against the pool's pods in ``namespace``; the clock starts now, or at
+    ``start_at`` (Unix seconds) when given. Only the pods with ``idle_labels`` count (another
+    pool's pods may share the namespace)."""
     apps = k8s.AppsV1Api(api)
     claimed: set[str] = set()
     stops: set[asyncio.Task[None]] = set()
     shortfalls = late = 0
     idle_seconds = 0.0
     peak_pods = peak_replicas = 0
+    replicas: list[tuple[float, int]] = []
+    ready_spares: list[tuple[float, int]] = []
+    missed: list[float] = []
+    if start_at is not None:
+        await asyncio.sleep(max(0.0, start_at - time.time()))
     origin = time.monotonic()
     done = asyncio.Event()
+
+    def mine(pod: Mapping[str, Any]) -> bool:
+        owner = (pod["metadata"].get("annotations") or {}).get("jibri-pod-controller/detached-from")
+        return _idle(pod, idle_labels) or owner == deployment
 
     async def sample() -> None:
         nonlocal idle_seconds, peak_pods, peak_replicas
@@ -188,14 +387,16 @@ async def play(
             pods = await _pods(api, namespace)
             scale = await apps.read_namespaced_deployment(deployment, namespace)
             now = time.monotonic()
-            idle = sum(
-                1 for p in pods if _idle(p, idle_labels) and p["metadata"]["name"] not in claimed
-            )
-            idle_seconds += idle * (now - last)
+            idle = [
+                p for p in pods if _idle(p, idle_labels) and p["metadata"]["name"] not in claimed
+            ]
+            idle_seconds += len(idle) * (now - last)
             last = now
-            live = [p for p in pods if p["metadata"].get("deletionTimestamp") is None]
+            live = [p for p in pods if p["metadata"].get("deletionTimestamp") is None and mine(p)]
             peak_pods = max(peak_pods, len(live))
             peak_replicas = max(peak_replicas, scale.spec.replicas or 0)
+            replicas.append((now - origin, scale.spec.replicas or 0))
+            ready_spares.append((now - origin, sum(1 for p in idle if _ready(p))))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), sample_seconds)
 
@@ -232,6 +433,7 @@ async def play(
                     break
             if not started:
                 shortfalls += 1
+                missed.append(time.monotonic() - origin)
         elapsed = time.monotonic() - origin
         if elapsed < demand.duration:
             await asyncio.sleep(demand.duration - elapsed)
@@ -260,6 +462,9 @@ async def play(
         lead_time=leads[max(0, int(0.9 * len(leads)) - 1)] if leads else None,
         seconds=time.monotonic() - origin,
         late_starts=late,
+        replicas=tuple(replicas),
+        spares=tuple(ready_spares),
+        shortfall_times=tuple(missed),
     )
 
 

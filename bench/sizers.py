@@ -23,22 +23,25 @@ from dataclasses import dataclass, field, replace
 from bench.daysim import View
 from jibri_pod_controller.core.demand import estimate_start_rate, lead_time, spares_for_demand
 from jibri_pod_controller.core.forecast import (
+    REAL_DAY,
     Basis,
+    ForecastState,
     History,
-    Outlook,
+    OutlookRequest,
     Season,
     Tuning,
-    build_outlook,
-    forecast_spares,
+    forecast_round,
     record,
     reference_samples,
 )
 from jibri_pod_controller.core.pools import (
     Bound,
+    DemandMode,
     PoolMemory,
     PoolObservation,
     PoolSpec,
     decide_pool,
+    demand_lead_time,
 )
 
 
@@ -143,92 +146,85 @@ class Pool:
 
 @dataclass
 class Forecasting:
-    """A pool sized from its own history (core.forecast) as well as from its recent starts.
-
-    The same `decide_pool` as `Pool` (bounds, caps, hysteresis), with the forecast's spares as
-    the floor below which the pool does not go; the forecast itself is `forecast_spares` on an
-    `Outlook` rebuilt when it no longer holds (`Outlook.holds`: every hour of the day, or when
-    the lead time moves by a step), the history recorded from the detaches as the controller
-    sees them. ``spec.demand`` gives the accepted shortfall probability and the reactive
-    window."""
+    """A pool sized from its own history (core.forecast) as well as from its recent starts,
+    through the controller's own calls: `forecast_round` (the history recorded from the
+    detaches as the controller sees them, the outlook renewed when it no longer holds, the
+    spares for the moment) and `decide_pool` with the forecast applied (bounds, caps,
+    hysteresis; the bound is ``forecast``, or ``demand`` while there is no history). The one
+    difference: the controller builds an outlook off its event loop and uses it from its next
+    round; here it is built at once. ``spec.demand`` gives the accepted shortfall probability,
+    the reactive window and the forecast (its time zone, weeks and regions)."""
 
     spec: PoolSpec
     name: str
-    season: Season = field(default_factory=Season)
-    weeks: int = 2
+    day_seconds: float = REAL_DAY
+    """The length of the forecast's day (a compressed day for a compressed scenario)."""
     tuning: Tuning = field(default_factory=Tuning)
-    regions: tuple[str, ...] = ()
-    """Other time zones the pool's users keep (`reference_samples`)."""
     period: float = 5.0
     on_events: bool = True
     memory: PoolMemory = field(default_factory=PoolMemory)
     bounds: dict[str, float] = field(default_factory=dict)
     basis: dict[str, float] = field(default_factory=dict)
     """Seconds each `Basis` was in force."""
-    history: History | None = None
-    outlook: Outlook | None = None
+    state: ForecastState | None = None
     _last: tuple[float, str, str] | None = None
+
+    def __post_init__(self) -> None:
+        demand = self.spec.demand
+        assert demand is not None, "a forecasting pool needs spec.demand"
+        assert demand.forecast is not None, "a forecasting pool needs spec.demand.forecast"
+        self.spec = replace(self.spec, demand=replace(demand, mode=DemandMode.APPLY))
+
+    @property
+    def season(self) -> Season:
+        assert self.spec.demand is not None
+        assert self.spec.demand.forecast is not None
+        return Season(self.spec.demand.forecast.time_zone, day_seconds=self.day_seconds)
 
     def initial(self) -> int:
         return self.spec.min_spare
 
     def reconcile(self, view: View) -> int | None:
         demand = self.spec.demand
-        assert demand is not None, "a forecasting pool needs spec.demand"
+        assert demand is not None
+        assert demand.forecast is not None
         now = view.zero + view.t
-        starts = [view.zero + t for t in view.detaches]
-        history = self.history or History(season=self.season)
-        self.history = history = record(
-            history, starts, now=now, weeks=self.weeks, exhausted=view.spare_ready == 0
+        starts: dict[str, float] = {}
+        seen: dict[float, int] = {}
+        for t in view.detaches:  # a detach's identity: its time, and which of equal times
+            same = seen[t] = seen.get(t, -1) + 1
+            starts[f"{t!r}#{same}"] = view.zero + t
+        measured = lead_time(view.lead_times)
+        step = forecast_round(
+            self.state or ForecastState(History(self.season)),
+            starts=starts,
+            now=now,
+            weeks=demand.forecast.weeks,
+            exhausted=view.spare_ready == 0,
+            lead_time=demand_lead_time(demand, measured),
+            shortfall_probability=demand.shortfall_probability,
+            window=demand.window_seconds,
+            regions=demand.forecast.regions,
+            tuning=self.tuning,
+            build=OutlookRequest.build,
         )
-        lead = demand.startup_seconds or lead_time(view.lead_times)
-        floor, bound, basis = self.spec.min_spare, "minSpare", Basis.NO_HISTORY.value
-        if lead is not None:
-            outlook = self.outlook
-            if outlook is None or not outlook.holds(
-                now=now,
-                lead_time=lead,
-                shortfall_probability=demand.shortfall_probability,
-                tuning=self.tuning,
-                regions=self.regions,
-            ):
-                self.outlook = build_outlook(
-                    history,
-                    now=now,
-                    lead_time=lead,
-                    shortfall_probability=demand.shortfall_probability,
-                    window=demand.window_seconds,
-                    tuning=self.tuning,
-                    regions=self.regions,
-                )
-            wanted = forecast_spares(
-                self.outlook,
-                starts=starts,
-                now=now,
-                lead_time=lead,
-                window=demand.window_seconds,
-                shortfall_probability=demand.shortfall_probability,
-            )
-            basis = wanted.basis.value
-            if wanted.spares > floor:
-                floor = wanted.spares
-                bound = "forecast" if wanted.forecast >= wanted.reactive else "reactive"
-        spec = replace(self.spec, min_spare=floor, demand=None)
+        self.state = step.state
         observed = PoolObservation(
             busy=view.busy,
             spare_ready=view.spare_ready,
             starting=view.starting,
             replicas=view.replicas,
+            lead_time=measured,
+            forecast=step.answer,
         )
-        decision = decide_pool(spec, observed, now=view.now, last=self.memory)
+        decision = decide_pool(self.spec, observed, now=view.now, last=self.memory)
         self.memory = decision.memory
-        if decision.bound is not Bound.MIN_SPARE:
-            bound = decision.bound.value
+        basis = (step.answer.basis if step.answer is not None else Basis.NO_HISTORY).value
         if self._last is not None:
             since, last_bound, last_basis = self._last
             self.bounds[last_bound] = self.bounds.get(last_bound, 0.0) + view.t - since
             self.basis[last_basis] = self.basis.get(last_basis, 0.0) + view.t - since
-        self._last = (view.t, bound, basis)
+        self._last = (view.t, decision.bound.value, basis)
         return decision.replicas
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 LONGEST_FIRST = (
+    "tests/e2e/test_pool_forecast.py",
     "tests/testbed/test_bench_smoke.py",
     "tests/testbed/test_pool_demo.py",
     "tests/e2e/test_pool_demand.py",

@@ -167,6 +167,7 @@ class Controller:
                 cache=self.cache,
                 jibri_selector=settings.jibri_selector,
                 internal_api=self.internal_api,
+                day_seconds=settings.forecast_day_seconds,
             )
             if pools_api is not None
             else None
@@ -500,6 +501,7 @@ class Controller:
                 )
                 self.health.shutting_down = True
                 self.metrics.ready.set(0)
+                await self._store_pool_histories()
                 # Stop leading first, and give the Lease up, so a standby sweeps at once.
                 elector.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -531,6 +533,22 @@ class Controller:
             if self.internal_api is not None:
                 await self.internal_api.close()
             log.info("stopped")
+
+    async def _store_pool_histories(self) -> None:
+        """A leader shutting down stops its pool loop and stores what the pools' forecasts
+        learnt since their last store, while it still holds the Lease: its successor goes on
+        from this moment. (A leader that loses the Lease stores nothing: another may already
+        be writing; the starts since the last store are in the pools' recentStarts.)"""
+        task, self._pool_task = self._pool_task, None
+        if task is None or self.pools is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        try:
+            await asyncio.wait_for(self.pools.flush(), RELEASE_TIMEOUT)
+        except TimeoutError:
+            log.warning("forecast histories not stored in time; the next leader uses the last")
 
     async def _release_lease(self) -> None:
         try:

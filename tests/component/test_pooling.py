@@ -89,6 +89,18 @@ def pod(
     }
 
 
+def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """RFC 7386, as the API server applies a merge patch: objects merge, null removes, any
+    other value (a list too) replaces."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            merge_patch(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
 @dataclass
 class FakeApi:
     """`JsonApi` in memory, with the API server's answers the pool loop relies on."""
@@ -163,12 +175,7 @@ class FakeApi:
             return {"items": copy.deepcopy(items), "metadata": {}}
         if method == "PATCH" and path.startswith(POOLS) and path.endswith("/status"):
             name = path.removeprefix(POOLS + "/").removesuffix("/status")
-            status = self.pools[name]["status"]
-            for key, value in body["status"].items():
-                if value is None:
-                    status.pop(key, None)
-                else:
-                    status[key] = value
+            merge_patch(self.pools[name]["status"], body["status"])
             return self.pools[name]
         if method == "PATCH" and path.startswith(f"/api/v1/namespaces/{NS}/pods/"):
             name = path.rsplit("/", 1)[1]

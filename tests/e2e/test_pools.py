@@ -537,7 +537,26 @@ async def test_kubectl_get_jpool_shows_the_columns(pools: E2E) -> None:
     )
     table = json.loads(await response.read())
     names = [c["name"] for c in table["columnDefinitions"] if c.get("priority", 0) == 0]
-    assert names == ["Name", "Deployment", "Spare", "Busy", "Desired", "Max-Total", "Age"]
+    assert names == [
+        "Name",
+        "Deployment",
+        "Spare",
+        "Busy",
+        "Desired",
+        "Forecast",
+        "Max-Total",
+        "Age",
+    ]
+    wide = [c["name"] for c in table["columnDefinitions"] if c.get("priority", 0) == 1]
+    assert wide == [
+        "Bound",
+        "Leaving",
+        "Scale-Down-Blocked",
+        "Mode",
+        "Basis",
+        "Expected",
+        "History-Days",
+    ]
     [row] = table["rows"]
     assert row["cells"][:2] == ["rec", "rec"]
-    assert row["cells"][5] == 9
+    assert row["cells"][6] == 9

@@ -133,7 +133,8 @@ async def scenario(
     pods = await e2e.deploy_jibris([a, b], replicas=2)
     name, ip = pods[0].metadata.name, pods[0].status.pod_ip
     # A JibriPool over that Deployment (the dashboard's pool row): it raises the spares to 3,
-    # and sizes them from demand with a lead time measured from its own pods.
+    # and sizes them from demand with a lead time measured from its own pods, its forecast
+    # recommending (the forecast panels).
     await k8s.CustomObjectsApi(e2e.admin).create_namespaced_custom_object(
         "jibri-pod-controller.io",
         "v1alpha1",
@@ -148,7 +149,7 @@ async def scenario(
                 "minSpare": 3,
                 "maxSpare": 5,
                 "maxTotal": 10,
-                "demand": {"shortfallProbability": 0.01},
+                "demand": {"shortfallProbability": 0.01, "forecast": {"timeZone": "UTC"}},
             },
         },
     )

@@ -566,6 +566,7 @@ def sample_value(name: str, default: str | None) -> Any:
         "FINISHED_BUSY_POD_POLICY": "keep",
         "STUCK_BUSY_SECONDS": 300,
         "STUCK_BUSY_POD_POLICY": "delete",
+        "FORECAST_DAY_SECONDS": 600,
         "LOG_LEVEL": "debug",
         "LOG_FORMAT": "text",
         "WEBHOOK_AUTH": "jwt",

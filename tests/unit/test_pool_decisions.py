@@ -10,13 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jibri_pod_controller.core.forecast import Basis, ForecastSpares
 from jibri_pod_controller.core.pods import Phase, PodFacts
 from jibri_pod_controller.core.poolplan import Problem, pool_conditions
 from jibri_pod_controller.core.pools import (
     ANNOTATION_DETACHED_FROM,
     Blocked,
     Bound,
+    DemandMode,
     DemandSpec,
+    ForecastSpec,
     PodIndex,
     PoolDecision,
     PoolMemory,
@@ -473,6 +476,144 @@ def test_parse_pool_spec_full() -> None:
 )
 def test_parse_pool_spec_refuses(raw: dict[str, object], message: str) -> None:
     with pytest.raises(PoolSpecError, match=message):
+        parse_pool_spec(raw)
+
+
+# -- the forecast ---------------------------------------------------------------------------
+
+
+def answer(spares: int, basis: Basis = Basis.HISTORY, reactive: int = 0) -> ForecastSpares:
+    return ForecastSpares(
+        spares=spares,
+        forecast=spares - reactive,
+        reactive=reactive,
+        expected=1.0,
+        unexpected_rate=0.0,
+        basis=basis,
+    )
+
+
+FORECAST = ForecastSpec(time_zone="Europe/Berlin")
+APPLIED = replace(DEMAND, forecast=FORECAST, mode=DemandMode.APPLY)
+RECOMMENDED = replace(DEMAND, forecast=FORECAST)  # the default mode
+REACTIVE = 5  # spares_for_demand(rate 0.02/s, lead 60 s, p 0.01): a Poisson(1.2) tail
+
+
+@pytest.mark.parametrize(
+    ("demand", "observed", "desired", "bound"),
+    [
+        pytest.param(
+            APPLIED,
+            seen(start_rate=0.02, lead_time=60.0, forecast=answer(12)),
+            12,
+            Bound.FORECAST,
+            id="Apply: the forecast's spares, bound forecast",
+        ),
+        pytest.param(
+            APPLIED,
+            seen(start_rate=0.02, lead_time=60.0, forecast=answer(3, Basis.NO_HISTORY)),
+            3,
+            Bound.DEMAND,
+            id="Apply without history: its reactive estimate, bound demand",
+        ),
+        pytest.param(
+            APPLIED,
+            seen(start_rate=0.02, lead_time=60.0, forecast=answer(1)),
+            2,
+            Bound.MIN_SPARE,
+            id="Apply: minSpare still the floor",
+        ),
+        pytest.param(
+            APPLIED,
+            seen(start_rate=0.02, lead_time=60.0, forecast=answer(90)),
+            20,
+            Bound.MAX_SPARE,
+            id="Apply: maxSpare still the cap",
+        ),
+        pytest.param(
+            RECOMMENDED,
+            seen(start_rate=0.02, lead_time=60.0, forecast=answer(12)),
+            REACTIVE,
+            Bound.DEMAND,
+            id="Recommend: the measured rate sizes it, the forecast is ignored",
+        ),
+        pytest.param(
+            APPLIED,
+            seen(start_rate=0.02, lead_time=60.0),
+            REACTIVE,
+            Bound.DEMAND,
+            id="Apply, no forecast this round: the measured rate",
+        ),
+        pytest.param(
+            APPLIED,
+            seen(start_rate=0.02, forecast=answer(12)),
+            2,
+            Bound.MIN_SPARE,
+            id="no lead time: no demand sizing at all",
+        ),
+    ],
+)
+def test_the_forecast_in_the_decision(
+    demand: DemandSpec, observed: PoolObservation, desired: int, bound: Bound
+) -> None:
+    decision = decide(replace(SPEC, demand=demand), replace(observed, replicas=desired))
+    assert (decision.desired, decision.bound) == (desired, bound)
+
+
+def test_parse_the_forecast() -> None:
+    raw = {
+        "deploymentName": "jibri",
+        "maxSpare": 20,
+        "demand": {
+            "mode": "Apply",
+            "forecast": {
+                "historyWeeks": 3,
+                "timeZone": "Europe/Berlin",
+                "regions": ["America/New_York", "Europe/Berlin", "America/New_York"],
+            },
+        },
+    }
+    demand = parse_pool_spec(raw).demand
+    assert demand == DemandSpec(
+        0.01,
+        900.0,
+        0.0,
+        forecast=ForecastSpec(3, "Europe/Berlin", ("America/New_York",)),
+        mode=DemandMode.APPLY,
+    )
+    assert demand.forecast_applied
+    defaults = parse_pool_spec({**raw, "demand": {"forecast": {}}}).demand
+    assert defaults == DemandSpec(0.01, 900.0, 0.0, forecast=ForecastSpec(2, "UTC", ()))
+    assert not defaults.forecast_applied, "Recommend unless told"
+    off = parse_pool_spec({**raw, "demand": {"forecast": {"enabled": False}}}).demand
+    assert off is not None
+    assert off.forecast is None
+
+
+@pytest.mark.parametrize(
+    ("forecast", "message"),
+    [
+        ({"timeZone": "Mars/Olympus"}, "spec.demand.forecast.timeZone 'Mars/Olympus'"),
+        ({"timeZone": ""}, "spec.demand.forecast.timeZone must be an IANA"),
+        ({"regions": ["UTC", "Europe/Nowhere"]}, r"regions\[1\] 'Europe/Nowhere'"),
+        ({"regions": "Europe/Berlin"}, "regions must be a list"),
+        ({"regions": ["UTC"] * 5}, "at most 4"),
+        ({"historyWeeks": 0}, "historyWeeks must be between 1 and 4"),
+        ({"historyWeeks": 5}, "historyWeeks must be between 1 and 4"),
+        ({"historyWeeks": "2"}, "spec.demand.forecast.historyWeeks must be an integer"),
+        ({"enabled": "yes"}, "enabled must be true or false"),
+        ("on", "spec.demand.forecast must be an object"),
+    ],
+)
+def test_parse_the_forecast_refuses(forecast: object, message: str) -> None:
+    raw = {"deploymentName": "j", "maxSpare": 3, "demand": {"forecast": forecast}}
+    with pytest.raises(PoolSpecError, match=message):
+        parse_pool_spec(raw)
+
+
+def test_parse_refuses_an_unknown_mode() -> None:
+    raw = {"deploymentName": "j", "maxSpare": 3, "demand": {"mode": "apply"}}
+    with pytest.raises(PoolSpecError, match=r"spec\.demand\.mode 'apply' must be Recommend"):
         parse_pool_spec(raw)
 
 

@@ -367,6 +367,81 @@ class PoolMetrics:
             ["pool"],
             registry=r,
         )
+        self.forecast_spares = Gauge(
+            PREFIX + "pool_forecast_spares",
+            "Spares a pool's demand forecast asks for now: from its history of starts, plus "
+            "the reactive estimate of the recent starts history did not expect.",
+            ["pool"],
+            registry=r,
+        )
+        self.forecast_expected = Gauge(
+            PREFIX + "pool_forecast_expected_starts",
+            "Recording starts a pool's history expects within the next lead time.",
+            ["pool"],
+            registry=r,
+        )
+        self.forecast_recommended = Gauge(
+            PREFIX + "pool_forecast_recommended_spares",
+            "The spare count a pool would ask for with its forecast applied (its bounds "
+            "included); pool_desired_spares is what it applies.",
+            ["pool"],
+            registry=r,
+        )
+        self.forecast_applied = Gauge(
+            PREFIX + "pool_forecast_applied",
+            "1 when a pool's forecast sizes it (mode Apply), 0 when it only recommends.",
+            ["pool"],
+            registry=r,
+        )
+        self.forecast_references = Gauge(
+            PREFIX + "pool_forecast_references",
+            "Wholly recorded days of the same kind (working or weekend) a pool's forecast "
+            "goes by today; 0: the reactive estimate alone.",
+            ["pool"],
+            registry=r,
+        )
+        self.forecast_history_age = Gauge(
+            PREFIX + "pool_forecast_history_age_seconds",
+            "How far back a pool's history of starts reaches: since its first wholly "
+            "recorded day began (0 before that).",
+            ["pool"],
+            registry=r,
+        )
+        self.forecast_history_bytes = Gauge(
+            PREFIX + "pool_forecast_history_bytes",
+            "The size of a pool's history of starts as stored in its status (status.startHistory).",
+            ["pool"],
+            registry=r,
+        )
+        self.forecast_history_resets = Counter(
+            PREFIX + "pool_forecast_history_resets_total",
+            "Histories begun anew: the stored one could not be read, or was kept on another "
+            "clock (time zone).",
+            ["pool"],
+            registry=r,
+        )
+        self.forecast_build_seconds = Histogram(
+            PREFIX + "pool_forecast_build_seconds",
+            "Duration of one outlook build (a pool's forecast for the next hour of its day), "
+            "on a worker thread.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.forecast_build_failures = Counter(
+            PREFIX + "pool_forecast_build_failures_total",
+            "Outlook builds that failed (the pool goes on with the outlook it had).",
+            ["pool"],
+            registry=r,
+        )
+        self.forecast_gauges = (
+            self.forecast_spares,
+            self.forecast_expected,
+            self.forecast_recommended,
+            self.forecast_applied,
+            self.forecast_references,
+            self.forecast_history_age,
+            self.forecast_history_bytes,
+        )
 
         self._series: dict[str, set[tuple[Gauge, tuple[str, ...]]]] = {}
 
@@ -374,6 +449,14 @@ class PoolMetrics:
         """Set a per-pool gauge, remembering the series so `forget` can remove it."""
         gauge.labels(pool, *labels).set(value)
         self._series.setdefault(pool, set()).add((gauge, (pool, *labels)))
+
+    def drop(self, pool: str, *gauges: Gauge) -> None:
+        """Remove these gauges' series of one pool (a forecast turned off)."""
+        kept = self._series.get(pool, set())
+        for gauge, labels in [s for s in kept if s[0] in gauges]:
+            kept.discard((gauge, labels))
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
 
     def forget(self, keep: Sequence[str] = ()) -> None:
         """Remove the gauge series of every pool not in ``keep`` (all, on losing the lease)."""

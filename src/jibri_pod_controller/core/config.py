@@ -491,6 +491,14 @@ class Settings:
         help="Seconds between two reconciles of the JibriPools (also at once on a detach or "
         "delete).",
     )
+    forecast_day_seconds: float = setting(
+        "FORECAST_DAY_SECONDS",
+        Number(60, 86400),
+        "86400",
+        help="For tests only: the length of a day for the JibriPool forecast (its history, "
+        "its time of day and week). A shorter day lets a test play several days in minutes; "
+        "a history kept with another day length is begun anew. Leave it at 86400.",
+    )
 
 
 SETTINGS: tuple[Setting[object], ...] = tuple(declarations(Settings))

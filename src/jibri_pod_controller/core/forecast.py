@@ -54,7 +54,7 @@ import struct
 import zlib
 from array import array
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -185,6 +185,23 @@ GAP = 1 / 144
 one) may have lost recordings that began and ended within it: the days it touches are no
 longer samples. A failover's few seconds are not a gap: the recordings that started meanwhile
 are still running when the new leader looks."""
+MIN_GAP = 60.0
+"""Seconds: a shorter pause is never a gap, however short the day. A failover, or a round late
+on a loaded machine, takes as long whatever the day's length; a day compressed into minutes
+for a test would otherwise see one in every slow round."""
+
+
+def gap_seconds(season: Season) -> float:
+    """The pause between two records beyond which the days it touches are gaps."""
+    return max(GAP * season.day_seconds, MIN_GAP)
+
+
+def store_interval(season: Season) -> float:
+    """How often a history is worth storing (seconds): half of `gap_seconds`, five minutes of
+    a real day. A leader that stops just before a store leaves a history that old; its
+    successor, a failover later, still finds the pause shorter than a gap (and finds the
+    starts since the store among the pool's recent starts)."""
+    return gap_seconds(season) / 2
 
 
 def record(
@@ -194,14 +211,17 @@ def record(
     now: float,
     weeks: int,
     exhausted: bool = False,
+    fresh: bool = False,
 ) -> History:
     """``history`` with ``starts`` (Unix seconds) added, and the days more than ``weeks``
     weeks before the day of ``now`` dropped. A start after ``now``, at or before
     ``history.latest`` or not a number is ignored (so the same start offered twice counts
-    once). ``exhausted``: the pool has no Ready spare at ``now`` (its bucket is marked). The
-    first call begins the record: its day counts from the next local midnight (or from
-    ``now`` if that is one); a later call more than `GAP` after the previous one marks the
-    days in between as gaps."""
+    once); with ``fresh``, the caller offers only starts it never offered before (it knows
+    them by identity), and one at or before ``latest`` (seen a round late) counts too.
+    ``exhausted``: the pool has no Ready spare at ``now`` (its bucket is marked). The first
+    call begins the record: its day counts from the next local midnight (or from ``now`` if
+    that is one); a later call more than `gap_seconds` after the previous one marks the days
+    in between as gaps."""
     if weeks < 1:
         raise ForecastError(f"a history of {weeks} weeks: must be at least 1")
     season = history.season
@@ -209,13 +229,13 @@ def record(
     new = sorted(
         t
         for t in starts
-        if math.isfinite(t) and t <= now and (history.latest is None or t > history.latest)
+        if math.isfinite(t) and t <= now and (fresh or history.latest is None or t > history.latest)
     )
     bucket = season.bucket(now)
     today = bucket // per_day
     oldest = today - WEEK_DAYS * weeks
     previous = history.recorded_until
-    gap = previous is not None and now - previous > GAP * season.day_seconds
+    gap = previous is not None and now - previous > gap_seconds(season)
     marked = not exhausted or _marked(history.short, bucket, per_day)
     if (
         not new
@@ -788,7 +808,8 @@ class Basis(StrEnum):
 @dataclass(frozen=True)
 class Outlook:
     """The forecast spares and expected starts for a stretch of local buckets (up to the end
-    of one local day: the next day has one more reference day)."""
+    of one local day: the next day has one more reference day; it may reach back into the
+    day before)."""
 
     season: Season
     first: int
@@ -801,8 +822,19 @@ class Outlook:
     shortfall_probability: float
     tuning: Tuning
     reference_days: int
-    regions: tuple[str, ...] = ()
     """Reference days of the same kind for the day it ends in (0: nothing to forecast from)."""
+    regions: tuple[str, ...] = ()
+    reference_days_before: int = 0
+    """The same for the day before, for the buckets of it the outlook reaches back to."""
+
+    def references_at(self, bucket: int) -> int:
+        """Reference days of the same kind for the day of ``bucket``."""
+        per_day = self.season.buckets_per_day
+        return (
+            self.reference_days
+            if bucket // per_day == self.last // per_day
+            else (self.reference_days_before)
+        )
 
     @property
     def last(self) -> int:
@@ -896,6 +928,7 @@ def build_outlook(
         margin=margin,
     )
     same_kind, _ = references(history, today)
+    before, _ = references(history, today - 1)
     return Outlook(
         season=season,
         first=first,
@@ -906,6 +939,7 @@ def build_outlook(
         tuning=tuning,
         reference_days=len(same_kind),
         regions=regions,
+        reference_days_before=len(before),
     )
 
 
@@ -978,7 +1012,7 @@ def forecast_spares(
     estimate of all recent starts alone (`Basis.NO_HISTORY`)."""
     if outlook is not None:
         bucket = outlook.season.bucket(now)
-        if not outlook.covers(bucket, bucket) or outlook.reference_days == 0:
+        if not outlook.covers(bucket, bucket) or outlook.references_at(bucket) == 0:
             outlook = None
     rate = unexpected_rate(outlook, starts, now=now, window=window)
     reactive = spares_for_demand(
@@ -1004,3 +1038,174 @@ def forecast_spares(
         unexpected_rate=rate,
         basis=Basis.HISTORY,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# A round: what the controller's pool plan and the policy benchmark both run
+
+
+@dataclass(frozen=True)
+class ForecastState:
+    """What a pool's forecast keeps from one round to the next."""
+
+    history: History
+    outlook: Outlook | None = None
+    """The latest outlook built for the history (see `forecast_round`)."""
+    recorded: frozenset[str] = frozenset()
+    """The identities of the offered starts already recorded: a start seen a round late,
+    earlier than the latest one recorded, still counts once."""
+
+    def with_outlook(self, outlook: Outlook) -> ForecastState:
+        """The state with an outlook built meanwhile (off the caller's loop); unchanged if
+        the outlook is of another clock (the history was begun anew since)."""
+        if outlook.season != self.history.season:
+            return self
+        return dataclasses.replace(self, outlook=outlook)
+
+
+@dataclass(frozen=True)
+class OutlookRequest:
+    """An outlook to build: `build_outlook`'s arguments, for a caller that builds it
+    elsewhere (the controller, on a worker thread)."""
+
+    history: History
+    at: float
+    lead_time: float
+    shortfall_probability: float
+    window: float
+    """How far before ``at`` the outlook reaches back (`build_outlook`'s ``window``)."""
+    tuning: Tuning
+    regions: tuple[str, ...]
+
+    def build(self) -> Outlook:
+        return build_outlook(
+            self.history,
+            now=self.at,
+            lead_time=self.lead_time,
+            shortfall_probability=self.shortfall_probability,
+            window=self.window,
+            tuning=self.tuning,
+            regions=self.regions,
+        )
+
+
+@dataclass(frozen=True)
+class ForecastRound:
+    state: ForecastState
+    answer: ForecastSpares | None
+    """The spares for now; None while the lead time is unknown."""
+    request: OutlookRequest | None
+    """An outlook to build and hand back (`ForecastState.with_outlook`); None when the one
+    held will do."""
+
+
+def forecast_round(
+    state: ForecastState,
+    *,
+    starts: Mapping[str, float],
+    now: float,
+    weeks: int,
+    exhausted: bool,
+    lead_time: float | None,
+    shortfall_probability: float,
+    window: float,
+    regions: tuple[str, ...] = (),
+    tuning: Tuning = Tuning(),
+    build: Callable[[OutlookRequest], Outlook] | None = None,
+) -> ForecastRound:
+    """One round of a pool's forecast: the starts not recorded yet recorded (``starts``: the
+    recent ones, Unix seconds by identity), the spares for ``now`` from the outlook held, and
+    a new outlook asked for when that one no longer holds or is about to end.
+
+    ``build``: build an outlook asked for at once and use it (the benchmark); without it the
+    request is returned and the answer uses the outlook held, or the reactive estimate alone
+    where none covers ``now`` (the controller, which builds it off its event loop: about a
+    round, once an hour of the day)."""
+    new = [t for uid, t in starts.items() if uid not in state.recorded]
+    history = record(state.history, new, now=now, weeks=weeks, exhausted=exhausted, fresh=True)
+    recorded = frozenset(
+        uid for uid, t in starts.items() if uid in state.recorded or (math.isfinite(t) and t <= now)
+    )
+    outlook = state.outlook
+    if outlook is not None and outlook.season != history.season:
+        outlook = None
+    request = None
+    answer = None
+    if lead_time is not None:
+        request = _renewal(
+            outlook,
+            history,
+            now=now,
+            lead_time=lead_time,
+            shortfall_probability=shortfall_probability,
+            window=window,
+            tuning=tuning,
+            regions=regions,
+        )
+        if request is not None and build is not None:
+            outlook, request = build(request), None
+        usable = outlook
+        if usable is not None and not (
+            usable.covers(usable.season.bucket(now), usable.season.bucket(now))
+            and usable.shortfall_probability == shortfall_probability
+            and usable.tuning == tuning
+            and usable.regions == regions
+        ):
+            usable = None  # a lead time a step away still answers while the next is built
+        answer = forecast_spares(
+            usable,
+            starts=list(starts.values()),
+            now=now,
+            lead_time=lead_time,
+            window=window,
+            shortfall_probability=shortfall_probability,
+        )
+    return ForecastRound(ForecastState(history, outlook, recorded), answer, request)
+
+
+RENEW = 1 / 4
+"""An outlook is renewed once less than this share of its horizon (an hour of the day) is
+left, so the next is ready before it ends."""
+
+
+def _renewal(
+    outlook: Outlook | None,
+    history: History,
+    *,
+    now: float,
+    lead_time: float,
+    shortfall_probability: float,
+    window: float,
+    tuning: Tuning,
+    regions: tuple[str, ...],
+) -> OutlookRequest | None:
+    """The outlook to build next, if the one held no longer holds or is about to end."""
+    season = history.season
+
+    horizon = season.day_seconds / 24
+
+    def ask(at: float) -> OutlookRequest:
+        # Reaching back the horizon as well as the reactive window, an outlook built ahead
+        # of time still holds what was expected over the whole window of every round that
+        # uses it (the reactive estimate counts only the starts beyond those).
+        return OutlookRequest(
+            history, at, lead_time, shortfall_probability, window + horizon, tuning, regions
+        )
+
+    if outlook is None or not outlook.holds(
+        now=now,
+        lead_time=lead_time,
+        shortfall_probability=shortfall_probability,
+        tuning=tuning,
+        regions=regions,
+    ):
+        return ask(now)
+    left = (outlook.last + 1 - season.bucket(now)) * season.bucket_seconds
+    if left > horizon * RENEW:
+        return None
+    today = season.day(now)
+    if outlook.last < (today + 1) * season.buckets_per_day - 1:
+        return ask(now)  # one built now reaches further
+    # It ends with the day: the next one is built for the next day, reaching back into this
+    # one far enough to cover now.
+    return ask(season.start_of(today + 1))

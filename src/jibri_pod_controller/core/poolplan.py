@@ -12,14 +12,21 @@ The plan is built in this order:
    labels, an HPA on it): any problem plans a status and nothing else;
 2. the pods counted (a spare asked to shut down is leaving, not a spare);
 3. the demand input (`DemandInput`: the start rate and the lead time the demand policy sizes
-   from; the measured one unless the caller gives another, e.g. a forecast);
-4. the spare count wanted (`decide_pool`: bounds and hysteresis);
+   from; the measured one unless the caller gives another) and, with ``demand.forecast``,
+   the forecast's round (`core.forecast.forecast_round`: the starts recorded in the pool's
+   history, the spares it forecasts, the outlook to build next);
+4. the spare count wanted (`decide_pool`: bounds and hysteresis), and in ``Recommend`` mode
+   also the count the forecast would have asked for;
 5. the way there (`plan_scale_down`: what the ReplicaSet will delete and what makes it safe);
 6. the status, the conditions, the Events of the transitions, the memory to keep, and when
    to look again.
 
 What a leader remembers of a pool (`TermMemory`) belongs to its Lease term: at a new term it
-is rebuilt from the pool's status (`TermMemory.from_status`), never carried over.
+is rebuilt from the pool's status (`TermMemory.from_status`), never carried over. The forecast's
+history is stored in the status too (``startHistory``, encoded), at most every
+`core.forecast.store_interval` (five minutes of a real day) and when a leader shuts down
+(`stored_history`); the starts since the last store stay in ``recentStarts`` meanwhile, so a
+new leader finds every start in one or the other.
 """
 
 from __future__ import annotations
@@ -32,8 +39,26 @@ from typing import Any
 
 from jibri_pod_controller.core.decisions import ProbeResult
 from jibri_pod_controller.core.demand import estimate_start_rate
+from jibri_pod_controller.core.forecast import (
+    REAL_DAY,
+    Basis,
+    ForecastError,
+    ForecastSpares,
+    ForecastState,
+    History,
+    Outlook,
+    OutlookRequest,
+    Season,
+    decode,
+    encode,
+    forecast_round,
+    references,
+    store_interval,
+)
 from jibri_pod_controller.core.pods import ANNOTATION_BUSY_SINCE, PodFacts
 from jibri_pod_controller.core.pools import (
+    Bound,
+    DemandMode,
     DeploymentFacts,
     PoolDecision,
     PoolMemory,
@@ -42,6 +67,7 @@ from jibri_pod_controller.core.pools import (
     PoolSpec,
     PoolSpecError,
     decide_pool,
+    demand_lead_time,
     measured_lead_time,
     parse_pool_spec,
     sort_pool_pods,
@@ -59,6 +85,9 @@ from jibri_pod_controller.core.selectors import SelectorError, label_selector
 
 MAX_RECENT_STARTS = 2000
 """The CRD's maxItems for status.recentStarts."""
+MAX_STORED_HISTORY = 1024 * 1024
+"""The CRD's maxLength for status.startHistory: a longer one is not stored (the etcd object
+limit is about 1.5 MiB); a pool of 1,000 starts a day keeps about 11 KiB."""
 
 
 class Problem(StrEnum):
@@ -76,6 +105,15 @@ class ConditionType(StrEnum):
     SPARE_EXHAUSTED = "SpareExhausted"
     SCALE_DOWN_BLOCKED = "ScaleDownBlocked"
     GRACEFUL_SCALE_DOWN = "GracefulScaleDown"
+    FORECAST = "Forecast"
+
+
+class ForecastReason(StrEnum):
+    """The Forecast condition's reasons."""
+
+    HISTORY = "History"
+    NO_HISTORY = "NoHistory"
+    LEAD_TIME_UNKNOWN = "LeadTimeUnknown"
 
 
 class Graceful(StrEnum):
@@ -135,6 +173,13 @@ class TermMemory:
     blocked: tuple[str, str] | None = None
     """The (reason, message) a scale-down waits for, and since when (`blocked_since`)."""
     blocked_since: datetime | None = None
+    forecast: ForecastState | None = None
+    """The forecast's history and outlook; None until the first round with the forecast on
+    (then read from ``status.startHistory``)."""
+    history_stored_at: datetime | None = None
+    """When the history was last stored in the status."""
+    forecast_note: str = ""
+    """Why the history was begun anew this term (shown until it has a reference day)."""
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any]) -> TermMemory:
@@ -154,6 +199,10 @@ class TermMemory:
         if held is not None and held.get("status") == "True":
             blocked = (str(held.get("reason") or ""), str(held.get("message") or ""))
             blocked_since = parse_time(held.get("lastTransitionTime"))
+        forecast = status.get("forecast")
+        stored_at = None
+        if isinstance(forecast, Mapping):
+            stored_at = parse_time(forecast.get("historyStoredAt"))
         return cls(
             sizing=PoolMemory(
                 desired=desired if isinstance(desired, int) else None,
@@ -163,7 +212,14 @@ class TermMemory:
             no_api=no_api,
             blocked=blocked,
             blocked_since=blocked_since,
+            history_stored_at=stored_at,
         )
+
+    def with_outlook(self, outlook: Outlook) -> TermMemory:
+        """The memory with an outlook built off the loop since the round that asked for it."""
+        if self.forecast is None:
+            return self
+        return replace(self, forecast=self.forecast.with_outlook(outlook))
 
     def with_asked(self, outcomes: Mapping[str, Asked]) -> TermMemory:
         """The memory with the answers to the graceful shutdowns just asked."""
@@ -177,6 +233,27 @@ class PoolEvent:
     reason: str
     message: str
     warning: bool = False
+
+
+@dataclass(frozen=True)
+class ForecastReport:
+    """The forecast's figures of a round, for the status, the metrics and the log."""
+
+    mode: DemandMode
+    answer: ForecastSpares | None
+    """None while the lead time is unknown."""
+    recommended: int
+    """The spares the pool would want with the forecast applied (bounds included)."""
+    recommended_bound: Bound
+    reference_days: int
+    history_days: int
+    history_starts: int
+    history_age: float
+    """Seconds since the history's first wholly recorded day began (0 without one)."""
+    history_bytes: int
+    """The size of the history as stored in the status."""
+    stored: bool
+    """This round stores the history."""
 
 
 @dataclass(frozen=True)
@@ -216,6 +293,9 @@ class PoolPlan:
     """The Event of the scale write, recorded only if it succeeded."""
     recheck_in: float | None = None
     """Seconds until this pool wants another round; None: the next period is soon enough."""
+    forecast: ForecastReport | None = None
+    outlook: OutlookRequest | None = None
+    """An outlook to build (off the loop) and hand to the memory (`TermMemory.with_outlook`)."""
 
 
 # -- time ------------------------------------------------------------------------------------
@@ -310,6 +390,7 @@ def plan_pool(
     graceful: bool,
     settle: timedelta = timedelta(0),
     demand: DemandInput | None = None,
+    day_seconds: float = REAL_DAY,
 ) -> PoolPlan:
     """One pool's plan for this round.
 
@@ -318,7 +399,8 @@ def plan_pool(
     through Jibri's internal API. ``settle``: how long a scale-down may wait for one reason
     before it is reported (condition, Event, metric): a wait that ends within it (a detach
     the ReplicaSet releases a moment later) is no news. ``demand``: the demand input, when
-    the caller has its own (a forecast); else the measured one.
+    the caller has its own; else the measured one. ``day_seconds``: the length of the
+    forecast's day (a real day; shorter only in tests, see FORECAST_DAY_SECONDS).
     """
     try:
         spec = parse_pool_spec(read.spec)
@@ -351,20 +433,61 @@ def plan_pool(
         and a.restart_count == p.restart_count
     }
     starts = dict(memory.starts)
+    wanted_forecast = spec.demand.forecast if spec.demand is not None else None
+    season = None
+    if wanted_forecast is not None:
+        season = Season(wanted_forecast.time_zone, day_seconds)
     if spec.demand is not None:
-        starts = remember_starts(starts, pods, window=spec.demand.window_seconds, now=now)
+        keep = spec.demand.window_seconds
+        if season is not None and memory.history_stored_at is not None:
+            # The starts since the history was last stored stay in recentStarts, so that a
+            # new leader finds them there (the stored history does not have them yet).
+            keep = max(keep, (now - memory.history_stored_at).total_seconds())
+        starts = remember_starts(starts, pods, window=keep, now=now)
     measured = measured_demand(spec, starts, pods, now=now)
     demand = demand if demand is not None else measured
+    spare_ready = sum(1 for p in pods.spare_ready if p.uid not in leaving)
+    forecast_round_ = None
+    note, reset = memory.forecast_note, None
+    if spec.demand is not None and wanted_forecast is not None and season is not None:
+        state, note, reset = _forecast_state(memory, read.status, season, starts)
+        forecast_round_ = forecast_round(
+            state,
+            starts={uid: t.timestamp() for uid, t in starts.items()},
+            now=now.timestamp(),
+            weeks=wanted_forecast.weeks,
+            exhausted=spare_ready == 0,
+            lead_time=demand_lead_time(spec.demand, demand.lead_time),
+            shortfall_probability=spec.demand.shortfall_probability,
+            window=spec.demand.window_seconds,
+            regions=wanted_forecast.regions,
+        )
     observation = PoolObservation(
         busy=len(pods.busy),
-        spare_ready=sum(1 for p in pods.spare_ready if p.uid not in leaving),
+        spare_ready=spare_ready,
         starting=sum(1 for p in pods.starting if p.uid not in leaving),
         replicas=deployment.replicas,
         start_rate=demand.rate,
         lead_time=demand.lead_time,
+        forecast=forecast_round_.answer if forecast_round_ is not None else None,
     )
     decision = decide_pool(spec, observation, now=now, last=memory.sizing)
     assert decision.desired is not None  # the Deployment exists
+    report: ForecastReport | None = None
+    stored_status: dict[str, Any] = {}
+    stored_at = memory.history_stored_at
+    if forecast_round_ is not None:
+        report, stored_status, stored_at, note = _forecast_report(
+            read,
+            spec=spec,
+            observation=observation,
+            decision=decision,
+            memory=memory,
+            history=forecast_round_.state.history,
+            store=reset is not None,
+            note=note,
+            now=now,
+        )
 
     step = plan_scale_down(
         spares=spares,
@@ -400,6 +523,9 @@ def plan_pool(
         no_api=no_api,
         blocked=held_key,
         blocked_since=held_since,
+        forecast=forecast_round_.state if forecast_round_ is not None else None,
+        history_stored_at=stored_at if forecast_round_ is not None else None,
+        forecast_note=note if forecast_round_ is not None else "",
     )
     graceful_condition = _graceful_condition(graceful, no_api)
     status, unscaled = _statuses(
@@ -413,8 +539,12 @@ def plan_pool(
         graceful=graceful_condition,
         leaving=len(leaving),
         now=now,
+        forecast=report,
+        stored=stored_status,
     )
     events = _transitions(read.status, reported, graceful_condition, problem=None)
+    if reset is not None:
+        events += (PoolEvent("ForecastHistoryReset", reset, warning=True),)
     scale_event = None
     if replicas is not None:
         direction = "ScaledUp" if replicas > deployment.replicas else "ScaledDown"
@@ -449,7 +579,126 @@ def plan_pool(
             now,
             reported_at=None if reported or held_since is None else held_since + settle,
         ),
+        forecast=report,
+        outlook=forecast_round_.request if forecast_round_ is not None else None,
     )
+
+
+# -- the forecast ----------------------------------------------------------------------------
+
+
+def _clock(season: Season) -> str:
+    day = "" if season.day_seconds == REAL_DAY else f", a day of {season.day_seconds:g} s"
+    return f"{season.time_zone}{day}"
+
+
+def _forecast_state(
+    memory: TermMemory, status: Mapping[str, Any], season: Season, starts: Mapping[str, datetime]
+) -> tuple[ForecastState, str, str | None]:
+    """The forecast's state for this round, its note, and why it was begun anew (None if it
+    was not): the term's own, or at the term's first round the one the status stores (the
+    starts it already holds are those up to its latest)."""
+    state = memory.forecast
+    if state is not None and state.history.season == season:
+        return state, memory.forecast_note, None
+    if state is not None:
+        why = (
+            f"the forecast's clock changed ({_clock(state.history.season)} to "
+            f"{_clock(season)}): its history began anew"
+        )
+        return ForecastState(History(season)), why, why
+    text = status.get("startHistory")
+    if not isinstance(text, str) or not text:
+        return ForecastState(History(season)), "", None
+    try:
+        history = decode(text)
+    except ForecastError as exc:
+        why = f"status.startHistory could not be read ({exc}): the history began anew"
+        return ForecastState(History(season)), why, why
+    if history.season != season:
+        why = (
+            f"status.startHistory was kept on another clock ({_clock(history.season)}, "
+            f"not {_clock(season)}): the history began anew"
+        )
+        return ForecastState(History(season)), why, why
+    latest = history.latest
+    recorded = frozenset(
+        uid for uid, t in starts.items() if latest is not None and t.timestamp() <= latest
+    )
+    return ForecastState(history, recorded=recorded), "", None
+
+
+def _forecast_report(
+    read: PoolRead,
+    *,
+    spec: PoolSpec,
+    observation: PoolObservation,
+    decision: PoolDecision,
+    memory: TermMemory,
+    history: History,
+    store: bool,
+    note: str,
+    now: datetime,
+) -> tuple[ForecastReport, dict[str, Any], datetime | None, str]:
+    """The forecast's report, the history to store (if due), when it was stored, the note."""
+    assert spec.demand is not None
+    season = history.season
+    stored_at = memory.history_stored_at
+    text = read.status.get("startHistory")
+    size = len(text) if isinstance(text, str) else 0
+    stored_status: dict[str, Any] = {}
+    due = stored_at is None or (now - stored_at).total_seconds() >= store_interval(season)
+    if store or due:
+        encoded = encode(history)
+        stored_at = now  # not tried again before the interval, whatever the outcome
+        if len(encoded) <= MAX_STORED_HISTORY:
+            stored_status["startHistory"] = encoded
+            size = len(encoded)
+        else:
+            note = (
+                f"the history encodes to {len(encoded)} bytes, more than status.startHistory "
+                f"holds ({MAX_STORED_HISTORY}): it is kept in memory only"
+            )
+    if spec.demand.mode is DemandMode.APPLY:
+        recommended = decision
+    else:
+        applied = replace(spec, demand=replace(spec.demand, mode=DemandMode.APPLY))
+        recommended = decide_pool(applied, observation, now=now, last=memory.sizing)
+    today = season.day(now.timestamp())
+    same_kind, _ = references(history, today)
+    age = 0.0
+    if history.first_day is not None and history.first_day <= today:
+        age = max(0.0, now.timestamp() - season.start_of(history.first_day))
+    answer = observation.forecast
+    if answer is not None and answer.basis is Basis.HISTORY:
+        note = ""  # it has history now: what was lost before no longer matters
+    report = ForecastReport(
+        mode=spec.demand.mode,
+        answer=answer,
+        recommended=recommended.wanted,
+        recommended_bound=recommended.bound,
+        reference_days=len(same_kind),
+        history_days=history.full_days(today),
+        history_starts=history.starts,
+        history_age=age,
+        history_bytes=size,
+        stored="startHistory" in stored_status,
+    )
+    return report, stored_status, stored_at, note
+
+
+def stored_history(memory: TermMemory, *, now: datetime) -> dict[str, Any] | None:
+    """The status merge patch that stores the history now (a leader shutting down), or None
+    when there is none. Only ``startHistory`` and the forecast's two history fields change."""
+    if memory.forecast is None:
+        return None
+    encoded = encode(memory.forecast.history)
+    if len(encoded) > MAX_STORED_HISTORY:
+        return None
+    return {
+        "startHistory": encoded,
+        "forecast": {"historyBytes": len(encoded), "historyStoredAt": stamp(now)},
+    }
 
 
 def _no_api(previous: str | None, step: ScaleDown, graceful: bool) -> str | None:
@@ -529,6 +778,7 @@ def pool_conditions(
     spec: PoolSpec | None,
     blocked: Blocked | None = None,
     graceful: Condition | None = None,
+    forecast: Condition | None = None,
 ) -> tuple[Condition, ...]:
     """The pool's conditions for a decision (or for a problem that stopped one)."""
     if problem is not None:
@@ -562,7 +812,8 @@ def pool_conditions(
         )
     else:
         held = Condition(ConditionType.SCALE_DOWN_BLOCKED, False, "NotBlocked", "")
-    return (ready, budget, spare, held, *((graceful,) if graceful is not None else ()))
+    extra = tuple(c for c in (graceful, forecast) if c is not None)
+    return (ready, budget, spare, held, *extra)
 
 
 def condition_of(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -611,13 +862,26 @@ def _statuses(
     graceful: Condition,
     leaving: int,
     now: datetime,
+    forecast: ForecastReport | None = None,
+    stored: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The status if the scale write succeeds, and if it is refused."""
     detail = f"{decision.desired} spares wanted (bound {decision.bound})"
     if decision.scale_down_at is not None:
         detail += f"; {decision.wanted} after {stamp(decision.scale_down_at)}"
+    if forecast is not None and forecast.mode is DemandMode.RECOMMEND:
+        detail += (
+            f"; the forecast would ask for {forecast.recommended} "
+            f"(bound {forecast.recommended_bound}, mode Recommend: not applied)"
+        )
     conditions = pool_conditions(
-        decision, problem=None, detail=detail, spec=spec, blocked=blocked, graceful=graceful
+        decision,
+        problem=None,
+        detail=detail,
+        spec=spec,
+        blocked=blocked,
+        graceful=graceful,
+        forecast=_forecast_condition(forecast, memory) if forecast is not None else None,
     )
     status: dict[str, Any] = {
         "observedGeneration": read.generation,
@@ -638,11 +902,73 @@ def _statuses(
         )
         recent = sorted(memory.starts.items(), key=lambda item: item[1])[-MAX_RECENT_STARTS:]
         status["recentStarts"] = [{"at": stamp(t), "uid": u} for u, t in recent]
+    if forecast is not None:
+        status["forecast"] = _forecast_status(forecast, memory)
+        status.update(stored or {})
+    elif read.status.get("forecast") is not None:
+        status["forecast"] = None  # turned off: the history itself is kept
     unscaled = dict(status)
     if written is not None:
         status["replicas"] = written
         status["lastScaleTime"] = stamp(now)
     return status, unscaled
+
+
+def _forecast_status(report: ForecastReport, memory: TermMemory) -> dict[str, Any]:
+    """``status.forecast``: the same keys every round (a merge patch leaves a key that is no
+    longer sent in place)."""
+    answer = report.answer
+    out: dict[str, Any] = {
+        "mode": report.mode.value,
+        "basis": answer.basis.value if answer is not None else Basis.NO_HISTORY.value,
+        "spares": answer.spares if answer is not None else 0,
+        "forecast": answer.forecast if answer is not None else 0,
+        "reactive": answer.reactive if answer is not None else 0,
+        "expectedStarts": round(answer.expected, 1) if answer is not None else 0.0,
+        "recommendedSpare": report.recommended,
+        "recommendedBound": report.recommended_bound.value,
+        "referenceDays": report.reference_days,
+        "historyDays": report.history_days,
+        "historyStarts": report.history_starts,
+        "historyBytes": report.history_bytes,
+    }
+    if memory.history_stored_at is not None:
+        out["historyStoredAt"] = stamp(memory.history_stored_at)
+    return out
+
+
+def _forecast_condition(report: ForecastReport, memory: TermMemory) -> Condition:
+    """Whether the forecast has history to go by, and if not, why and since when."""
+    note = f"; {memory.forecast_note}" if memory.forecast_note else ""
+    if report.answer is None:
+        return Condition(
+            ConditionType.FORECAST,
+            False,
+            ForecastReason.LEAD_TIME_UNKNOWN,
+            "no lead time yet (startupSeconds 0, and no replacement measured Ready): the "
+            f"history is recorded, nothing is forecast{note}",
+        )
+    days = f"{report.history_days} day{'s' if report.history_days != 1 else ''} recorded"
+    if report.answer.basis is Basis.HISTORY:
+        return Condition(
+            ConditionType.FORECAST,
+            True,
+            ForecastReason.HISTORY,
+            f"forecast from {report.reference_days} reference day"
+            f"{'s' if report.reference_days != 1 else ''} of the same kind ({days})",
+        )
+    history = memory.forecast.history if memory.forecast is not None else None
+    since = ""
+    if history is not None and history.first_day is not None:
+        begins = history.season.start_of(history.first_day)
+        since = f", recording from {stamp(datetime.fromtimestamp(begins, UTC))}"
+    return Condition(
+        ConditionType.FORECAST,
+        False,
+        ForecastReason.NO_HISTORY,
+        "no wholly recorded day of the same kind (working day or weekend) yet"
+        f"{since} ({days}): the reactive estimate alone{note}",
+    )
 
 
 def status_patch(stored: Mapping[str, Any], status: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,9 @@ the pool wants is the Deployment's ``replicas``. The value is built in this orde
 `Bound` that set it last is reported:
 
 1. ``minSpare``, raised by any schedule window active at ``now`` (``schedule``);
-2. raised by the demand policy, if configured and the lead time is known (``demand``);
+2. raised by the demand policy, if configured and the lead time is known: the reactive
+   estimate of the measured start rate (``demand``), or, with the forecast on in ``Apply``
+   mode, the forecast's spares (``forecast``; ``demand`` while it has no history to go by);
 3. capped by ``maxSpare`` (``maxSpare``) and by the budget ``maxTotal - busy`` (``budget``).
 
 Raising happens at once. Lowering waits: only after the wanted value has stayed below the
@@ -33,6 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from jibri_pod_controller.core.demand import lead_time, spares_for_demand
+from jibri_pod_controller.core.forecast import Basis, ForecastError, ForecastSpares, Season
 from jibri_pod_controller.core.pods import PodFacts, has_labels
 from jibri_pod_controller.core.selectors import Selector
 
@@ -44,6 +47,12 @@ counted for the pool of that Deployment once its labels no longer match the sele
 class PoolSpecError(ValueError):
     """A JibriPool spec that the schema let through but that cannot be used (a cron expression
     or a time zone that does not parse)."""
+
+
+MAX_HISTORY_WEEKS = 4
+"""The longest history a forecast keeps (the CRD's maximum): four weeks of a busy pool stay
+well under the etcd object limit (docs/pools.md gives the sizes)."""
+MAX_REGIONS = 4
 
 
 @dataclass(frozen=True)
@@ -83,12 +92,42 @@ class ScheduleWindow:
         return False
 
 
+class DemandMode(StrEnum):
+    """What the forecast does with its spares."""
+
+    RECOMMEND = "Recommend"
+    """Shown in the status and the metrics only; the pool is sized as without the forecast."""
+    APPLY = "Apply"
+    """The forecast sizes the pool."""
+
+
+@dataclass(frozen=True)
+class ForecastSpec:
+    """``spec.demand.forecast``: the pool's own history of starts, by local time of day."""
+
+    weeks: int = 2
+    """How many weeks of history are kept."""
+    time_zone: str = "UTC"
+    """The pool's time zone: meetings are booked, and start, on its wall clock."""
+    regions: tuple[str, ...] = ()
+    """Other time zones whose users record through the pool (their DST changes on other
+    dates move their clusters against the pool's clock)."""
+
+
 @dataclass(frozen=True)
 class DemandSpec:
     shortfall_probability: float
     window_seconds: float
     startup_seconds: float = 0.0
     """The replacement lead time; 0 means: use the one measured from the pool's own pods."""
+    forecast: ForecastSpec | None = None
+    """None: the reactive estimate alone."""
+    mode: DemandMode = DemandMode.RECOMMEND
+    """What the forecast does (nothing without one)."""
+
+    @property
+    def forecast_applied(self) -> bool:
+        return self.forecast is not None and self.mode is DemandMode.APPLY
 
 
 @dataclass(frozen=True)
@@ -128,6 +167,9 @@ class PoolObservation:
     """Estimated recording starts per second."""
     lead_time: float | None = None
     """Measured creation-to-Ready seconds of recent replacements; None until measured."""
+    forecast: ForecastSpares | None = None
+    """What the forecast asks for now (core.forecast); None without a forecast or a lead
+    time."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +183,7 @@ class PoolMemory:
 
 class Bound(StrEnum):
     DEMAND = "demand"
+    FORECAST = "forecast"
     MIN_SPARE = "minSpare"
     SCHEDULE = "schedule"
     MAX_SPARE = "maxSpare"
@@ -165,7 +208,8 @@ class PoolDecision:
     desired: int | None = None
     """The spare count the Deployment should have now (after hysteresis); None when blocked."""
     demand_spares: int | None = None
-    """What the demand policy alone asks for; None without a policy or a lead time."""
+    """What the demand policy alone asks for (the forecast's spares when it is applied); None
+    without a policy or a lead time."""
     lead_time: float | None = None
     """The lead time the demand policy used (configured or measured)."""
     budget_exhausted: bool = False
@@ -189,6 +233,12 @@ def floor_at(spec: PoolSpec, now: datetime) -> tuple[int, Bound, tuple[int, ...]
     return floor, bound, active
 
 
+def demand_lead_time(demand: DemandSpec, measured: float | None) -> float | None:
+    """The lead time the demand policy sizes for: ``startupSeconds`` when set, else the one
+    measured from the pool's pods (None until measured)."""
+    return demand.startup_seconds if demand.startup_seconds > 0 else measured
+
+
 def decide_pool(
     spec: PoolSpec, observed: PoolObservation, *, now: datetime, last: PoolMemory
 ) -> PoolDecision:
@@ -198,16 +248,21 @@ def decide_pool(
     demand_spares: int | None = None
     lead: float | None = None
     if spec.demand is not None:
-        lead = spec.demand.startup_seconds if spec.demand.startup_seconds > 0 else None
-        lead = lead if lead is not None else observed.lead_time
+        lead = demand_lead_time(spec.demand, observed.lead_time)
         if lead is not None:
-            demand_spares = spares_for_demand(
-                rate=observed.start_rate,
-                lead_time=lead,
-                shortfall_probability=spec.demand.shortfall_probability,
-            )
+            by = Bound.DEMAND
+            if spec.demand.forecast_applied and observed.forecast is not None:
+                demand_spares = observed.forecast.spares
+                if observed.forecast.basis is Basis.HISTORY:
+                    by = Bound.FORECAST
+            else:
+                demand_spares = spares_for_demand(
+                    rate=observed.start_rate,
+                    lead_time=lead,
+                    shortfall_probability=spec.demand.shortfall_probability,
+                )
             if demand_spares > wanted:
-                wanted, bound = demand_spares, Bound.DEMAND
+                wanted, bound = demand_spares, by
 
     cap = spec.max_spare
     if wanted > cap:
@@ -267,17 +322,19 @@ def decide_pool(
     )
 
 
-def _int(raw: Mapping[str, Any], key: str, default: int | None = None) -> int:
+def _int(
+    raw: Mapping[str, Any], key: str, default: int | None = None, *, within: str = "spec"
+) -> int:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PoolSpecError(f"spec.{key} must be an integer")
+        raise PoolSpecError(f"{within}.{key} must be an integer")
     return value
 
 
-def _number(raw: Mapping[str, Any], key: str, default: float) -> float:
+def _number(raw: Mapping[str, Any], key: str, default: float, *, within: str = "spec") -> float:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise PoolSpecError(f"spec.{key} must be a number")
+        raise PoolSpecError(f"{within}.{key} must be a number")
     return float(value)
 
 
@@ -319,14 +376,23 @@ def parse_pool_spec(raw: Mapping[str, Any]) -> PoolSpec:
     if raw_demand is not None:
         if not isinstance(raw_demand, Mapping):
             raise PoolSpecError("spec.demand must be an object")
-        p = _number(raw_demand, "shortfallProbability", 0.01)
-        window = _number(raw_demand, "windowSeconds", 900.0)
-        startup = _number(raw_demand, "startupSeconds", 0.0)
+        p = _number(raw_demand, "shortfallProbability", 0.01, within="spec.demand")
+        window = _number(raw_demand, "windowSeconds", 900.0, within="spec.demand")
+        startup = _number(raw_demand, "startupSeconds", 0.0, within="spec.demand")
         if not 0 < p < 1:
             raise PoolSpecError("spec.demand.shortfallProbability must be between 0 and 1")
         if window <= 0 or startup < 0:
             raise PoolSpecError("spec.demand windowSeconds must be > 0, startupSeconds >= 0")
-        demand = DemandSpec(shortfall_probability=p, window_seconds=window, startup_seconds=startup)
+        mode = raw_demand.get("mode", DemandMode.RECOMMEND.value)
+        if mode not in {m.value for m in DemandMode}:
+            raise PoolSpecError(f"spec.demand.mode {mode!r} must be Recommend or Apply")
+        demand = DemandSpec(
+            shortfall_probability=p,
+            window_seconds=window,
+            startup_seconds=startup,
+            forecast=_forecast(raw_demand.get("forecast")),
+            mode=DemandMode(mode),
+        )
     return PoolSpec(
         deployment_name=name,
         min_spare=min_spare,
@@ -335,6 +401,47 @@ def parse_pool_spec(raw: Mapping[str, Any]) -> PoolSpec:
         scale_down_delay_seconds=delay,
         schedule=tuple(windows),
         demand=demand,
+    )
+
+
+def _zone(value: Any, field: str) -> str:
+    """An IANA time zone, checked the way the forecast's clock will use it."""
+    if not isinstance(value, str) or not value:
+        raise PoolSpecError(f"{field} must be an IANA time zone name")
+    try:
+        Season(value)
+    except ForecastError as exc:
+        raise PoolSpecError(f"{field} {value!r} is not a known time zone") from exc
+    return value
+
+
+def _forecast(raw: Any) -> ForecastSpec | None:
+    """``spec.demand.forecast``: None when absent or ``enabled: false``."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise PoolSpecError("spec.demand.forecast must be an object")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise PoolSpecError("spec.demand.forecast.enabled must be true or false")
+    weeks = _int(raw, "historyWeeks", 2, within="spec.demand.forecast")
+    if not 1 <= weeks <= MAX_HISTORY_WEEKS:
+        raise PoolSpecError(
+            f"spec.demand.forecast.historyWeeks must be between 1 and {MAX_HISTORY_WEEKS}"
+        )
+    zone = _zone(raw.get("timeZone", "UTC"), "spec.demand.forecast.timeZone")
+    regions = raw.get("regions") or []
+    if not isinstance(regions, list) or len(regions) > MAX_REGIONS:
+        raise PoolSpecError(
+            f"spec.demand.forecast.regions must be a list of at most {MAX_REGIONS} time zones"
+        )
+    names = tuple(
+        _zone(name, f"spec.demand.forecast.regions[{i}]") for i, name in enumerate(regions)
+    )
+    if not enabled:
+        return None
+    return ForecastSpec(
+        weeks=weeks, time_zone=zone, regions=tuple(sorted({n for n in names if n != zone}))
     )
 
 

@@ -22,6 +22,12 @@ as one the ReplicaSet still has), and a spare detached meanwhile answers BUSY to
 
 What the loop remembers of a pool is the plan's `TermMemory`, and it is the current Lease
 term's: `run` starts each term afresh, from what the pools' statuses say.
+
+A pool with the forecast on needs an outlook (core.forecast), built about once an hour of the
+day when its plan asks for one. It is built on a worker thread, not on the event loop that
+answers webhooks; the result is handed to the pool's memory on the loop (`TermMemory.
+with_outlook`) and a round follows. Until then the plan uses the outlook it has. A leader that
+shuts down stores each pool's history first (`flush`), while it still holds the Lease.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from jibri_pod_controller.core.decisions import (
     ProbeResult,
     Reason,
 )
+from jibri_pod_controller.core.forecast import REAL_DAY, Outlook, OutlookRequest
 from jibri_pod_controller.core.pods import PodFacts, has_labels
 from jibri_pod_controller.core.poolplan import (
     PoolEvent,
@@ -60,9 +67,11 @@ from jibri_pod_controller.core.poolplan import (
     TermMemory,
     plan_pool,
     status_patch,
+    stored_history,
 )
 from jibri_pod_controller.core.pools import (
     Bound,
+    DemandMode,
     DeploymentFacts,
     PodIndex,
     PoolDecision,
@@ -117,6 +126,8 @@ class PoolReconciler:
         internal_api: InternalApi | None = None,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        day_seconds: float = REAL_DAY,
+        build_outlook: Callable[[OutlookRequest], Outlook] = OutlookRequest.build,
     ) -> None:
         self._api = api
         self._pools = PoolApi(api, namespace=namespace)
@@ -131,6 +142,10 @@ class PoolReconciler:
         self._internal_api = internal_api
         self._wall_clock = wall_clock
         self._monotonic = monotonic
+        self._day_seconds = day_seconds
+        self._build_outlook = build_outlook
+        self._builds: dict[str, asyncio.Task[None]] = {}
+        self._term = 0
         self._wake = asyncio.Event()
         self._memory: dict[str, TermMemory] = {}
         self._last_round: dict[str, float] = {}
@@ -209,6 +224,7 @@ class PoolReconciler:
     async def run(self) -> None:
         """Reconcile now, then every period, on `trigger` or when a plan asked to look again,
         until cancelled. Each call is a new Lease term: nothing of an earlier one is kept."""
+        self._term += 1
         self._memory.clear()
         self._last_round.clear()
         self._targets = None
@@ -246,6 +262,12 @@ class PoolReconciler:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            builds = list(self._builds.values())
+            for build in builds:
+                build.cancel()  # its thread finishes on its own; the result is dropped
+            for build in builds:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await build
             self.pool_metrics.forget()
 
     # -- reading ----------------------------------------------------------------------------
@@ -387,7 +409,51 @@ class PoolReconciler:
             answers = await asyncio.gather(*(self._probe(p) for p in plan.probe))
             probes = {p.uid: a for p, a in zip(plan.probe, answers, strict=True)}
             plan = self._plan(read, memory, probes, now)
-        return await self._apply(pool, plan)
+        result = await self._apply(pool, plan)
+        if plan.outlook is not None and pool.name not in self._builds:
+            self._builds[pool.name] = asyncio.create_task(
+                self._build(pool.name, plan.outlook, self._term)
+            )
+        return result
+
+    async def _build(self, pool: str, request: OutlookRequest, term: int) -> None:
+        """Build a pool's outlook on a worker thread; hand it to the pool's memory on the
+        loop (if the term that asked still runs), and look at the pool again."""
+        started = self._monotonic()
+        try:
+            outlook = await asyncio.to_thread(self._build_outlook, request)
+        except Exception as exc:  # the pool goes on with the outlook it has, or the reactive
+            self.pool_metrics.forecast_build_failures.labels(pool).inc()
+            log.error("forecast outlook not built", extra={"pool": pool, "error": repr(exc)})
+            return
+        finally:
+            if self._builds.get(pool) is asyncio.current_task():
+                del self._builds[pool]
+        self.pool_metrics.forecast_build_seconds.observe(self._monotonic() - started)
+        memory = self._memory.get(pool)
+        if term != self._term or memory is None:
+            return  # a later term builds its own
+        self._memory[pool] = memory.with_outlook(outlook)
+        self.trigger()
+
+    async def flush(self) -> None:
+        """Store every pool's forecast history now: for a leader about to give the Lease up,
+        so its successor goes on from this moment (call it after `run` has ended)."""
+        now = self._wall_clock()
+        for name, memory in list(self._memory.items()):
+            patch = stored_history(memory, now=now)
+            if patch is None or self._dry_run:
+                continue
+            try:
+                await self._pools.patch_status(name=name, status=patch)
+            except KubeError as exc:
+                self._metrics.api_errors.labels(operation="pool", kind=exc.kind).inc()
+                log.warning("forecast history not stored", extra={"pool": name, "error": str(exc)})
+                continue
+            log.info(
+                "forecast history stored",
+                extra={"pool": name, "bytes": len(patch["startHistory"])},
+            )
 
     def _plan(
         self,
@@ -404,6 +470,7 @@ class PoolReconciler:
             busy_labels=self._busy_labels,
             graceful=self._internal_api is not None,
             settle=timedelta(seconds=self._period),
+            day_seconds=self._day_seconds,
         )
 
     async def _apply(self, pool: StoredPool, plan: PoolPlan) -> RoundResult:
@@ -599,6 +666,26 @@ class PoolReconciler:
             m.set(m.scale_down_blocked, name, block.value, value=1 if held else 0)
         m.set(m.exhausted, name, "SpareExhausted", value=1 if decision.spare_exhausted else 0)
         m.set(m.exhausted, name, "BudgetExhausted", value=1 if decision.budget_exhausted else 0)
+        report = plan.forecast
+        if report is None:
+            m.drop(name, *m.forecast_gauges)
+        else:
+            answer = report.answer
+            m.set(m.forecast_spares, name, value=answer.spares if answer is not None else 0)
+            m.set(m.forecast_expected, name, value=answer.expected if answer is not None else 0)
+            m.set(m.forecast_recommended, name, value=report.recommended)
+            m.set(m.forecast_applied, name, value=1 if report.mode is DemandMode.APPLY else 0)
+            m.set(m.forecast_references, name, value=report.reference_days)
+            m.set(m.forecast_history_age, name, value=report.history_age)
+            m.set(m.forecast_history_bytes, name, value=report.history_bytes)
+            if report.stored:
+                log.debug(
+                    "forecast history stored",
+                    extra={"pool": name, "bytes": report.history_bytes},
+                )
+        for event in plan.events:
+            if event.reason == "ForecastHistoryReset":
+                m.forecast_history_resets.labels(name).inc()
         tick = self._monotonic()
         # Created at 0 on the first round, so that rate() has a series before the first dry spell.
         zero_spare = m.zero_spare_seconds.labels(name)
