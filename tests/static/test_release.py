@@ -74,3 +74,12 @@ def test_no_archive_or_binary_is_tracked() -> None:
         elif path.is_file() and b"\0" in path.read_bytes()[:8192]:
             offenders.append(f"{name}: binary content")
     assert not offenders, "\n".join(offenders)
+
+
+def test_test_files_have_unique_names() -> None:
+    """pytest imports test files by their base name (no packages under tests/): two files of
+    the same name in different layers fail the second's collection."""
+    names: dict[str, list[str]] = {}
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        names.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert {name: paths for name, paths in names.items() if len(paths) > 1} == {}
