@@ -29,9 +29,9 @@ What each invariant means here, and the bounds it is held to:
   ReplicaSet's scale-down or rollout, an operator): the deleter is named from the audit log.
   A pod deleted while recording whose recording went on to its end is counted, not failed.
 - I9: each JibriPool's pods (from the kubelet's first sight of a pod until it terminates) stay
-  within its maxTotal, over by at most as many pods as the pool had detached in the last pool
-  period plus the slack, and over for no longer than that period plus the slack plus the API
-  outages and lost leaders in the span.
+  within its maxTotal, over by at most as many pods as the pool had detached since a pool
+  period plus the slack before the span over the budget began, and over for no longer than
+  that period plus the slack plus the API outages and lost leaders in the span.
 - Leaks: at the end, no busy-labelled pod and no spare whose Jibri is not IDLE.
 - Testbed: no simulated Jibri fell silent without a fate asking for it.
 
@@ -697,9 +697,11 @@ class _Checker:
         (from its first sight of a pod until the pod terminates). A ReplicaSet replaces a pod
         as soon as it is detached, before the pool can lower its replicas, so each detach at
         the budget's edge may put one pod over for a moment: at any instant the pool may be
-        over by as many pods as were detached in the last pool period plus the slack, and each
-        span over the budget must end within a pool period plus the slack, plus the API
-        outages and lost leaders in that span."""
+        over by as many pods as were detached since it could last lower its replicas (the last
+        pool period plus the slack; within a span over the budget, since that long before the
+        span began: a span lengthened by an outage or a lost leader gathers the detaches made
+        meanwhile), and each span over the budget must end within a pool period plus the
+        slack, plus the API outages and lost leaders in that span."""
         worst = {"over_budget_seconds": 0.0, "over_budget_times": 0.0, "over_budget_pods": 0.0}
         window = self.limits.slack
         for pool in self.h.pools:
@@ -722,7 +724,12 @@ class _Checker:
                 count += step
                 over = count - pool.max_total
                 worst["over_budget_pods"] = max(worst["over_budget_pods"], over)
-                recent = sum(1 for d in detached if t - pool.period - window <= d <= t)
+                # Each detach since the pool could last lower its replicas may add a pod: those
+                # of the last period plus the slack, or, while a span over the budget goes on
+                # (its length bounded below, outages and lost leaders included), those since a
+                # period plus the slack before the span began.
+                since = (t if over_since is None else over_since) - pool.period - window
+                recent = sum(1 for d in detached if since <= d <= t)
                 # An arrival puts the pool over; a departure only shortens a span (timed below).
                 if step > 0 and over > recent:
                     self.add(
@@ -730,7 +737,7 @@ class _Checker:
                         t,
                         name,
                         f"pool {pool.name}: {count} pods, maxTotal {pool.max_total}, "
-                        f"{recent} detached in the last {pool.period + window:g} s",
+                        f"{recent} detached in the last {t - since:g} s",
                     )
                 if over > 0 and over_since is None:
                     over_since = t

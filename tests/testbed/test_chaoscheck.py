@@ -370,6 +370,36 @@ def test_i9_a_pod_leaving_an_over_budget_pool_is_no_new_violation() -> None:
     assert "I9" not in invariants(history), check(history).violations
 
 
+def test_i9_a_span_lengthened_by_a_lost_leader_gathers_the_detaches_made_meanwhile() -> None:
+    # The leader is lost (a controller fault) while d1 and then d5 are detached 10 s apart:
+    # each replacement stays until a new leader lowers the replicas, within the span's
+    # allowance (period + slack + one lease).
+    lost_leader = replace(
+        _pool_history(
+            Fact(20, "created", "d3", labels=POOL_IDLE),
+            Fact(30, "created", "d4", labels=POOL_IDLE),
+            Fact(33, "terminating", "d3"),
+            Fact(33, "terminating", "d4"),
+            detached=(20, 30),
+        ),
+        faults=[Window("controller-sigkill", 19, 25)],
+    )
+    assert "I9" not in invariants(lost_leader), check(lost_leader).violations
+    # Detaches long before the span began count for nothing: one detach, two pods over.
+    earlier = replace(
+        _pool_history(
+            Fact(20, "created", "d3", labels=POOL_IDLE),
+            Fact(30, "created", "d4", labels=POOL_IDLE),
+            Fact(31, "terminating", "d3"),
+            Fact(31, "terminating", "d4"),
+            detached=(2, 30),
+        ),
+        faults=[Window("controller-sigkill", 19, 25)],
+    )
+    report = check(earlier)
+    assert any("4 pods, maxTotal 2, 1 detached" in v.message for v in report.violations)
+
+
 def test_events_around_show_the_pod_and_the_faults() -> None:
     history = replace(clean(), faults=[Window("proxy-reset", 28, 29)])
     lines = events_around(history, t=31, pod="p1")
