@@ -542,9 +542,16 @@ class Controller:
         task, self._pool_task = self._pool_task, None
         if task is None or self.pools is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # Bounded: a shutdown never waits on the loop for longer than RELEASE_TIMEOUT (a
+        # cancellation lost inside it is asked again until then).
+        deadline = asyncio.get_running_loop().time() + RELEASE_TIMEOUT
+        while not task.done() and asyncio.get_running_loop().time() < deadline:
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
+        if not task.done():
+            self._pool_task = task  # cancelled again when the sweeping stops
+            log.warning("the pool loop did not stop in time; forecast histories not stored")
+            return
         try:
             await asyncio.wait_for(self.pools.flush(), RELEASE_TIMEOUT)
         except TimeoutError:

@@ -141,6 +141,11 @@ def chaos_deployment(
     if group != HAND:
         doc["spec"]["selector"]["matchLabels"]["pool"] = group
         doc["spec"]["template"]["metadata"]["labels"]["pool"] = group
+        # A budget held through rollouts (docs/pools.md, The budget): no surge pod.
+        doc["spec"]["strategy"] = {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+        }
     env = doc["spec"]["template"]["spec"]["containers"][0]["env"]
     env += [
         {"name": "SIM_JIBRI_REAL_BEHAVIOURS", "value": "no_expired_after_graceful_shutdown"},

@@ -608,6 +608,35 @@ async def test_a_change_to_a_busy_pod_in_the_cache_starts_a_round() -> None:
     assert api.pools["jibri"]["status"]["busy"] == 2
 
 
+async def test_a_stop_that_comes_as_the_loop_is_woken_stops_it() -> None:
+    """Python 3.11's wait_for returns the awaited result when its task is cancelled in the
+    loop turn that result arrives, and the cancellation is lost: a pool loop waiting that way
+    went on after a shutdown cancelled it (and the shutdown waited on it)."""
+
+    class Rounds(FakeApi):
+        patched: asyncio.Queue[None]
+
+        async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+            answer = await super().request_json(method, path, **kwargs)
+            if method == "PATCH" and path.endswith("/status"):
+                self.patched.put_nowait(None)
+            return answer
+
+    api = Rounds(replicas=2)
+    api.patched = asyncio.Queue()
+    pool_with_pods(api)
+    loop = reconciler(api, period=3600)
+    task = asyncio.create_task(loop.run())
+    await api.patched.get()  # the first round is done
+    for _ in range(5):
+        await asyncio.sleep(0)  # it waits to be woken
+    loop.trigger()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert task in done
+    assert task.cancelled()
+
+
 # -- scale-down through graceful shutdown -------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ lease (empty holder, 1 s duration) so a standby takes over without waiting for e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -140,12 +141,12 @@ class Elector:
             if self._resigning:
                 return
             remaining = deadline - (self._monotonic() - last_renew)
-            try:
-                renewed = await asyncio.wait_for(
-                    self._try_acquire_or_renew(), timeout=max(0.1, remaining)
-                )
-            except TimeoutError:
-                renewed = False
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation that
+            # comes as the renewal ends, and a stopped elector would go on renewing.
+            renewed = False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.1, remaining)):
+                    renewed = await self._try_acquire_or_renew()
             if renewed:
                 last_renew = self._monotonic()
             elif self._lost_to_other() or self._monotonic() - last_renew >= deadline:

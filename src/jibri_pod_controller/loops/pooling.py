@@ -254,8 +254,11 @@ class PoolReconciler:
                     for r in results
                     if r.plan is not None and r.plan.recheck_in is not None
                 ]
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancellation
+                # that comes as the wake is set, and the loop would go on after its stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), min([self._period, *rechecks]))
+                    async with asyncio.timeout(min([self._period, *rechecks])):
+                        await self._wake.wait()
                     await asyncio.sleep(BATCH_SECONDS)  # let a burst's other triggers join
         finally:
             if watcher is not None:
