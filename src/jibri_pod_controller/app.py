@@ -302,6 +302,8 @@ class Controller:
             self._sweep_task.cancel()
             self._sweep_task = None
         if self._pool_task is not None:
+            assert self.pools is not None
+            self.pools.stop()
             self._pool_task.cancel()
             self._pool_task = None
         # Only the leader's counts are current; a standby exporting stale ones would be summed.
@@ -544,6 +546,7 @@ class Controller:
             return
         # Bounded: a shutdown never waits on the loop for longer than RELEASE_TIMEOUT (a
         # cancellation lost inside it is asked again until then).
+        self.pools.stop()
         deadline = asyncio.get_running_loop().time() + RELEASE_TIMEOUT
         while not task.done() and asyncio.get_running_loop().time() < deadline:
             task.cancel()

@@ -637,6 +637,36 @@ async def test_a_stop_that_comes_as_the_loop_is_woken_stops_it() -> None:
     assert task.cancelled()
 
 
+async def test_a_term_stopped_whose_cancellation_was_lost_writes_nothing_more() -> None:
+    """An HTTP client's timeout that fires in the loop turn of a cancellation turns it into a
+    timeout error, which a round survives: a lost Lease then left a pool loop scaling on a
+    replica that no longer led. `stop` ends the term whatever happens to the cancellation."""
+
+    class Rounds(FakeApi):
+        patched: asyncio.Queue[None]
+
+        async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+            answer = await super().request_json(method, path, **kwargs)
+            if method == "PATCH" and path.endswith("/status"):
+                self.patched.put_nowait(None)
+            return answer
+
+    api = Rounds(replicas=2)
+    api.patched = asyncio.Queue()
+    pool_with_pods(api)
+    loop = reconciler(api, period=3600)
+    task = asyncio.create_task(loop.run())
+    await api.patched.get()  # the first round is done
+    writes = len(api.writes)
+    loop.stop()  # the Lease is lost; the cancellation never arrives
+    api.replicas = 7  # something to write about, were the loop still going
+    loop.trigger()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert task in done
+    assert task.cancelled()
+    assert len(api.writes) == writes
+
+
 # -- scale-down through graceful shutdown -------------------------------------------------------
 
 

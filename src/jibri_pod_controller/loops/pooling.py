@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -89,6 +90,9 @@ from jibri_pod_controller.loops.acting import Actuator, Source
 from jibri_pod_controller.loops.watching import PodCache
 
 log = logging.getLogger("jibri_pod_controller.pools")
+
+_TERM: contextvars.ContextVar[int | None] = contextvars.ContextVar("pool_term", default=None)
+"""The Lease term a running `PoolReconciler.run` (and what it awaits) belongs to."""
 
 BATCH_SECONDS = 0.1
 """How long a triggered round waits for more triggers to join it (a burst of detaches)."""
@@ -146,6 +150,7 @@ class PoolReconciler:
         self._build_outlook = build_outlook
         self._builds: dict[str, asyncio.Task[None]] = {}
         self._term = 0
+        self._active_term: int | None = None
         self._wake = asyncio.Event()
         self._memory: dict[str, TermMemory] = {}
         self._last_round: dict[str, float] = {}
@@ -221,10 +226,24 @@ class PoolReconciler:
         """Reconcile at once (a pod was detached or deleted, or a write was refused)."""
         self._wake.set()
 
+    def stop(self) -> None:
+        """The current Lease term is over: its `run` writes nothing more and ends at its next
+        step, even if a cancellation was lost on the way (an HTTP client's timeout firing in
+        the same loop turn turns it into a timeout error, which a round survives)."""
+        self._active_term = None
+
+    def _check_term(self) -> None:
+        """Raise CancelledError in a `run` whose term is over (see `stop`)."""
+        term = _TERM.get()
+        if term is not None and term != self._active_term:
+            raise asyncio.CancelledError
+
     async def run(self) -> None:
         """Reconcile now, then every period, on `trigger` or when a plan asked to look again,
         until cancelled. Each call is a new Lease term: nothing of an earlier one is kept."""
         self._term += 1
+        self._active_term = self._term
+        _TERM.set(self._term)
         self._memory.clear()
         self._last_round.clear()
         self._targets = None
@@ -233,6 +252,7 @@ class PoolReconciler:
         watcher = asyncio.create_task(self._watch_busy()) if self._cache is None else None
         try:
             while True:
+                self._check_term()
                 self._wake.clear()
                 started = self._monotonic()
                 results: list[RoundResult] = []
@@ -304,6 +324,7 @@ class PoolReconciler:
         deployments = await self._deployments()
         results = []
         for pool in pools:
+            self._check_term()
             try:
                 read = await self._read(pool, targets, busy_labelled, index, deployments)
                 results.append(await self.reconcile(pool, read))
@@ -477,6 +498,7 @@ class PoolReconciler:
         )
 
     async def _apply(self, pool: StoredPool, plan: PoolPlan) -> RoundResult:
+        self._check_term()
         for event in plan.events:
             log.warning(
                 "pool %s: %s",
@@ -504,12 +526,15 @@ class PoolReconciler:
             with contextlib.suppress(KubeError):
                 await self._actuator.apply(Detach(Reason.MISSED_BUSY), pod, source=Source.SWEEP)
                 detached += 1
+        self._check_term()
         asked = await self._shut_down(pool.name, plan)
         self._memory[pool.name] = plan.memory.with_asked(asked)
         for pod, cost in plan.marks:
+            self._check_term()
             await self._mark(pod, cost)
         written: int | None = None
         if plan.replicas is not None:
+            self._check_term()
             written = await self._scale(pool, plan, plan.replicas)
         refused = plan.replicas is not None and written is None
         status = plan.status_if_unscaled if refused else plan.status
