@@ -608,21 +608,24 @@ async def test_a_change_to_a_busy_pod_in_the_cache_starts_a_round() -> None:
     assert api.pools["jibri"]["status"]["busy"] == 2
 
 
+class StatusWrites(FakeApi):
+    """A FakeApi that tells of each pool status write (the end of a round that wrote one)."""
+
+    patched: asyncio.Queue[None]
+
+    async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        answer = await super().request_json(method, path, **kwargs)
+        if method == "PATCH" and path.endswith("/status"):
+            self.patched.put_nowait(None)
+        return answer
+
+
 async def test_a_stop_that_comes_as_the_loop_is_woken_stops_it() -> None:
     """Python 3.11's wait_for returns the awaited result when its task is cancelled in the
     loop turn that result arrives, and the cancellation is lost: a pool loop waiting that way
     went on after a shutdown cancelled it (and the shutdown waited on it)."""
 
-    class Rounds(FakeApi):
-        patched: asyncio.Queue[None]
-
-        async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
-            answer = await super().request_json(method, path, **kwargs)
-            if method == "PATCH" and path.endswith("/status"):
-                self.patched.put_nowait(None)
-            return answer
-
-    api = Rounds(replicas=2)
+    api = StatusWrites(replicas=2)
     api.patched = asyncio.Queue()
     pool_with_pods(api)
     loop = reconciler(api, period=3600)
@@ -642,16 +645,7 @@ async def test_a_term_stopped_whose_cancellation_was_lost_writes_nothing_more() 
     timeout error, which a round survives: a lost Lease then left a pool loop scaling on a
     replica that no longer led. `stop` ends the term whatever happens to the cancellation."""
 
-    class Rounds(FakeApi):
-        patched: asyncio.Queue[None]
-
-        async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
-            answer = await super().request_json(method, path, **kwargs)
-            if method == "PATCH" and path.endswith("/status"):
-                self.patched.put_nowait(None)
-            return answer
-
-    api = Rounds(replicas=2)
+    api = StatusWrites(replicas=2)
     api.patched = asyncio.Queue()
     pool_with_pods(api)
     loop = reconciler(api, period=3600)
