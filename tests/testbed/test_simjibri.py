@@ -1272,14 +1272,4 @@ async def test_a_stop_while_it_starts_leaves_nothing_listening(turns: int) -> No
     await starting
     for port in (sim.port, sim.internal_port):
         if port != 0:  # 0: it never bound that port
-            assert await refuses(host, port), port
-
-
-async def refuses(host: str, port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection(host, port)
-    except ConnectionRefusedError:
-        return True
-    writer.close()
-    await writer.wait_closed()
-    return False
+            assert await refuses_connections(host, port), port
